@@ -1,0 +1,1 @@
+"""The stageguard compiler: source text to checked, versioned artifacts."""

@@ -1,0 +1,180 @@
+"""Diagnostics: what every pass returns instead of raising for a user's mistake.
+
+A diagnostic has a stable code (documented in docs/diagnostics.md), a severity, a message, a
+primary span with a short label, optional help and related spans. `render` prints it the way
+rustc does; `to_json` gives the same facts for tools.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of one source file. Lines and columns are 1-based; offsets are 0-based."""
+
+    file: str
+    start: int
+    end: int
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def contains(self, offset: int) -> bool:
+        return self.start <= offset < max(self.end, self.start + 1)
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Related:
+    span: Span
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    code: str
+    severity: Severity
+    message: str
+    span: Span
+    label: str = ""
+    help: str | None = None
+    related: tuple[Related, ...] = field(default=())
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "label": self.label,
+            "help": self.help,
+            "span": _span_json(self.span),
+            "related": [
+                {"message": r.message, "span": _span_json(r.span)} for r in self.related
+            ],
+        }
+
+
+def _span_json(span: Span) -> dict[str, object]:
+    return {
+        "file": span.file,
+        "start": span.start,
+        "end": span.end,
+        "line": span.line,
+        "column": span.column,
+        "end_line": span.end_line,
+        "end_column": span.end_column,
+    }
+
+
+def error(code: str, message: str, span: Span, label: str = "", help: str | None = None,
+          related: Iterable[Related] = ()) -> Diagnostic:
+    return Diagnostic(code, Severity.ERROR, message, span, label, help, tuple(related))
+
+
+def warning(code: str, message: str, span: Span, label: str = "", help: str | None = None,
+            related: Iterable[Related] = ()) -> Diagnostic:
+    return Diagnostic(code, Severity.WARNING, message, span, label, help, tuple(related))
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A `help:` line suggesting the closest candidate, or None when nothing is close."""
+    matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{matches[0]}`?" if matches else None
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.is_error for d in diagnostics)
+
+
+def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
+    return (d.span.file, d.span.start, d.span.end, d.code)
+
+
+# ---- rendering ----------------------------------------------------------------------------
+
+
+def render(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
+    """rustc-style text: header, location arrow, the source line(s) and carets, then help.
+
+    `sources` maps a span's file to its text; a file we cannot show still gets its header and
+    location so the diagnostic is never lost.
+    """
+    d = diagnostic
+    lines = [f"{d.severity.value}[{d.code}]: {d.message}"]
+    text = sources.get(d.span.file)
+    gutter = len(str(max(d.span.end_line, *(r.span.end_line for r in d.related), 1)))
+    pad = " " * gutter
+    lines.append(f"{pad}--> {d.span.location}")
+    if text is not None:
+        lines.append(f"{pad} |")
+        lines.extend(_excerpt(d.span, d.label, text, gutter))
+        lines.append(f"{pad} |")
+    for rel in d.related:
+        lines.append(f"{pad} = note: {rel.message}")
+        lines.append(f"{pad}   --> {rel.span.location}")
+        rel_text = sources.get(rel.span.file)
+        if rel_text is not None:
+            lines.append(f"{pad} |")
+            lines.extend(_excerpt(rel.span, "", rel_text, gutter, caret="-"))
+            lines.append(f"{pad} |")
+    if d.help:
+        lines.append(f"{pad} = help: {d.help}")
+    return "\n".join(lines)
+
+
+def _excerpt(span: Span, label: str, text: str, gutter: int, caret: str = "^") -> list[str]:
+    source_lines = text.splitlines() or [""]
+    out: list[str] = []
+    first = span.line
+    # Multi-line spans show their first line only, underlined to its end: a block such as a
+    # ruleset would otherwise print dozens of lines for one finding.
+    last_line = source_lines[first - 1] if 0 < first <= len(source_lines) else ""
+    shown = last_line.expandtabs(1)
+    start_col = span.column
+    if span.end_line == span.line:
+        end_col = max(span.end_column, start_col + 1)
+    else:
+        end_col = max(len(shown) + 1, start_col + 1)
+    out.append(f"{str(first).rjust(gutter)} | {shown}")
+    marker = " " * (start_col - 1) + caret * (end_col - start_col)
+    out.append(f"{' ' * gutter} | {marker}{' ' + label if label else ''}".rstrip())
+    return out
+
+
+def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) -> str:
+    blocks = [render(d, sources) for d in sorted(diagnostics, key=sort_key)]
+    errors = sum(1 for d in diagnostics if d.is_error)
+    warnings = len(diagnostics) - errors
+    if blocks:
+        summary = []
+        if errors:
+            summary.append(f"{errors} error{'s' if errors != 1 else ''}")
+        if warnings:
+            summary.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+        blocks.append(" and ".join(summary) + " emitted")
+    return "\n\n".join(blocks)
+
+
+def to_json(diagnostics: Sequence[Diagnostic]) -> str:
+    return json.dumps(
+        [d.to_json() for d in sorted(diagnostics, key=sort_key)], indent=2, ensure_ascii=False
+    )

@@ -1,0 +1,528 @@
+"""Source text to the typed AST, with syntax errors as diagnostics.
+
+Lark runs in LALR mode with the AST builder as an inline transformer, so no parse tree is
+built: each grammar reduction directly yields an AST node. On a syntax error the parser
+recovers (insert a missing token, else pop to an enclosing block that accepts the next token,
+else drop the token) so one typo does not hide the problems after it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.parsers.lalr_parser_state import ParserState
+
+from stageguard.compiler import ast
+from stageguard.compiler.diagnostics import Diagnostic, Span, did_you_mean, error
+from stageguard.runtime.model import Operator
+
+MAX_SYNTAX_ERRORS = 50
+
+_COMPARATORS = {
+    ">": Operator.GT,
+    "<": Operator.LT,
+    ">=": Operator.GTE,
+    "<=": Operator.LTE,
+    "==": Operator.EQ,
+    "!=": Operator.NEQ,
+}
+
+# Tokens the recovery may invent, in order of preference. Closing brackets first: a missing
+# `}` is the most common structural slip and inserting it loses nothing the user wrote.
+_INSERTABLE = ("RBRACE", "RSQB", "STRING", "NUMBER", "NAME")
+# Tokens that begin a statement or close a block: the only safe places to resynchronise after
+# popping. Popping to accept anything else would resume in the middle of an outer construct
+# (a stray name would become the next stage's name).
+_SYNC = frozenset({"PROJECT", "METRIC", "STAGE", "RULESET", "TYPE", "DESCRIPTION", "MIN", "MAX",
+                   "LABELS", "FAIL", "WHEN", "OVERRIDE", "CHOICE", "PASSTHROUGH", "NOTIFY",
+                   "RBRACE"})
+_PLACEHOLDER = {"RBRACE": "}", "RSQB": "]", "STRING": '""', "NUMBER": "0",
+                "NAME": ""}
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "NUMBER": "a number",
+    "CMP": "a comparison (`>`, `>=`, `<`, `<=`, `==`, `!=`)",
+    "$END": "end of file",
+    "COMMA": "`,`",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+}
+_CHAR_HINTS = {
+    "=": "comparisons are written `==`, `!=`, `>`, `>=`, `<` or `<=`",
+    "'": "strings are written in double quotes: \"like this\"",
+    "(": "lists of labels are written in square brackets: [\"a\", \"b\"]",
+    ";": "statements end at the end of the line; no `;` is needed",
+    ":": "properties are written without a colon, e.g. `type score`",
+}
+_IGNORABLE = re.compile(r"(?:\s|#[^\n]*)*")
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    """The AST (None when the file could not be recovered at all) and syntax diagnostics.
+
+    `error_offsets` are the places syntax errors were found; the checker leaves alone what
+    they may have damaged (a ruleset whose only rule was misspelt is not also "empty").
+    """
+
+    file: ast.PolicyFile | None
+    diagnostics: tuple[Diagnostic, ...]
+    error_offsets: tuple[int, ...]
+
+
+# ---- building the AST ---------------------------------------------------------------------
+
+
+def _span(path: str, first: Any, last: Any) -> Span:
+    a = first.span if not isinstance(first, Token) else None
+    b = last.span if not isinstance(last, Token) else None
+    if a is None:
+        start, line, column = first.start_pos, first.line, first.column
+    else:
+        start, line, column = a.start, a.line, a.column
+    if b is None:
+        end, end_line, end_column = last.end_pos, last.end_line, last.end_column
+    else:
+        end, end_line, end_column = b.end, b.end_line, b.end_column
+    return Span(path, start, end, line, column, end_line, end_column)
+
+
+def _tok_span(path: str, tok: Token) -> Span:
+    return Span(path, tok.start_pos, tok.end_pos, tok.line, tok.column, tok.end_line,
+                tok.end_column)
+
+
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+            "t": "\t"}
+_ESCAPE_RE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)
+
+
+class _Builder(Transformer[Token, Any]):
+    """Grammar reductions to AST nodes. Pure apart from recording string/number problems,
+    which are keyed by position so the recovery's trial parses cannot duplicate them."""
+
+    def __init__(self) -> None:
+        super().__init__(visit_tokens=False)
+        self.path = "<input>"
+        self.problems: dict[tuple[int, str], Diagnostic] = {}
+
+    def _name(self, tok: Token) -> ast.Name:
+        return ast.Name(str(tok), _tok_span(self.path, tok))
+
+    def _str(self, tok: Token) -> ast.Str:
+        raw = str(tok)
+        span = _tok_span(self.path, tok)
+        if raw.startswith('"""'):
+            return ast.Str(self._multiline(raw[3:-3], span), span, multiline=True)
+        body = raw[1:-1]
+        return ast.Str(self._unescape(body, span) if "\\" in body else body, span)
+
+    def _unescape(self, body: str, span: Span) -> str:
+        def replace(m: re.Match[str]) -> str:
+            esc = m.group(1)
+            if esc[0] == "u" and len(esc) == 5:
+                return chr(int(esc[1:], 16))
+            if esc in _ESCAPES:
+                return _ESCAPES[esc]
+            self._problem(
+                "SG0005", f"unknown escape sequence `\\{esc}` in string", span,
+                "write `\\\\` for a backslash; known escapes: \\\" \\\\ \\n \\t \\r \\uXXXX",
+            )
+            return esc
+
+        return _ESCAPE_RE.sub(replace, body)
+
+    def _multiline(self, body: str, span: Span) -> str:
+        # Swift-style: text starts on the line after the opening quotes; the closing quotes'
+        # indentation is removed from every line, so the text can be indented with the code.
+        if "\n" not in body:
+            return self._unescape(body, span) if "\\" in body else body
+        first, _, rest = body.partition("\n")
+        lines = rest.split("\n")
+        closing_indent = lines[-1]
+        if first.strip() or closing_indent.strip():
+            self._problem(
+                "SG0006", "a multi-line string starts and ends on lines of its own", span,
+                'put the text on the lines between `"""` and `"""`',
+            )
+            text = body
+        else:
+            kept = []
+            for line in lines[:-1]:
+                if line.startswith(closing_indent):
+                    kept.append(line[len(closing_indent):])
+                elif not line.strip():
+                    kept.append("")
+                else:
+                    self._problem(
+                        "SG0006", "a line of this multi-line string is indented less than "
+                        "its closing quotes", span,
+                        'indent every line at least as far as the closing `"""`',
+                    )
+                    kept.append(line.lstrip())
+            text = "\n".join(kept)
+        return self._unescape(text, span) if "\\" in text else text
+
+    def _num(self, tok: Token) -> ast.Num:
+        span = _tok_span(self.path, tok)
+        value = float(tok)
+        if not math.isfinite(value):
+            self._problem("SG0007", f"number `{tok}` is too large", span,
+                          "numbers must be finite")
+            value = 0.0
+        return ast.Num(value, str(tok), span)
+
+    def _target(self, tok: Any) -> ast.Num | ast.Str | ast.ListLit:
+        if isinstance(tok, ast.ListLit):
+            return tok
+        return self._num(tok) if tok.type == "NUMBER" else self._str(tok)
+
+    def _problem(self, code: str, message: str, span: Span, help: str) -> None:
+        self.problems[(span.start, code)] = error(code, message, span, help=help)
+
+    # Reductions, one per grammar rule (or alias).
+
+    def start(self, items: list[Any]) -> list[Any]:
+        return items
+
+    def project_decl(self, c: list[Any]) -> ast.ProjectDecl:
+        return ast.ProjectDecl(self._name(c[1]), _span(self.path, c[0], c[1]))
+
+    def metric_decl(self, c: list[Any]) -> ast.MetricDecl:
+        return ast.MetricDecl(self._name(c[1]), tuple(c[2:-1]), _span(self.path, c[0], c[-1]))
+
+    def type_prop(self, c: list[Any]) -> ast.TypeProp:
+        return ast.TypeProp(self._name(c[1]), _span(self.path, c[0], c[1]))
+
+    def fail_prop(self, c: list[Any]) -> ast.FailProp:
+        return ast.FailProp(self._name(c[1]), _span(self.path, c[0], c[1]))
+
+    def description_prop(self, c: list[Any]) -> ast.Description:
+        return ast.Description(self._str(c[1]), _span(self.path, c[0], c[1]))
+
+    def min_prop(self, c: list[Any]) -> ast.MinProp:
+        return ast.MinProp(self._num(c[1]), _span(self.path, c[0], c[1]))
+
+    def max_prop(self, c: list[Any]) -> ast.MaxProp:
+        return ast.MaxProp(self._num(c[1]), _span(self.path, c[0], c[1]))
+
+    def labels_prop(self, c: list[Any]) -> ast.LabelsProp:
+        return ast.LabelsProp(c[1], _span(self.path, c[0], c[1]))
+
+    def stage_decl(self, c: list[Any]) -> ast.Stage:
+        return ast.Stage(self._name(c[1]), tuple(c[2:-1]), _span(self.path, c[0], c[-1]))
+
+    def ruleset_decl(self, c: list[Any]) -> ast.Ruleset:
+        return ast.Ruleset(self._name(c[1]), tuple(c[2:-1]), _span(self.path, c[0], c[-1]))
+
+    def _rule(self, c: list[Any], op: Operator, target: Any) -> ast.Rule:
+        return ast.Rule(
+            self._name(c[1]), op, _span(self.path, c[2], c[-1] if target is None else c[2]),
+            target, _span(self.path, c[0], c[-1] if target is None else target),
+        )
+
+    def target(self, c: list[Any]) -> ast.Num | ast.Str | ast.ListLit:
+        return self._target(c[0])
+
+    def compare_rule(self, c: list[Any]) -> ast.Rule:
+        return self._rule(c, _COMPARATORS[str(c[2])], c[3])
+
+    def contains_rule(self, c: list[Any]) -> ast.Rule:
+        return self._rule(c, Operator.CONTAINS, c[3])
+
+    def any_rule(self, c: list[Any]) -> ast.Rule:
+        return self._rule(c, Operator.ANY, c[3])
+
+    def all_rule(self, c: list[Any]) -> ast.Rule:
+        return self._rule(c, Operator.ALL, c[3])
+
+    def empty_rule(self, c: list[Any]) -> ast.Rule:
+        return self._rule(c, Operator.EMPTY, None)
+
+    def not_empty_rule(self, c: list[Any]) -> ast.Rule:
+        return self._rule(c, Operator.NOT_EMPTY, None)
+
+    def label_list(self, c: list[Any]) -> ast.ListLit:
+        items = tuple(self._target(t) for t in c[1:-1] if t is not None)
+        return ast.ListLit(items, _span(self.path, c[0], c[-1]))  # type: ignore[arg-type]
+
+    def override(self, c: list[Any]) -> ast.Override:
+        return ast.Override(tuple(c[1:-1]), _span(self.path, c[0], c[-1]),
+                            _tok_span(self.path, c[0]))
+
+    def choice(self, c: list[Any]) -> ast.Str:
+        return self._str(c[1])
+
+    def passthrough(self, c: list[Any]) -> ast.Passthrough:
+        return ast.Passthrough(_tok_span(self.path, c[0]))
+
+    def notify(self, c: list[Any]) -> ast.Notify:
+        present = [t for t in c if t is not None]
+        statuses = tuple(self._name(t) for t in present[3:])
+        return ast.Notify(self._str(c[1]), statuses, _span(self.path, present[0], present[-1]))
+
+
+@cache
+def grammar_text() -> str:
+    return files("stageguard.grammar").joinpath("stageguard.lark").read_text(encoding="utf-8")
+
+
+class _Parser:
+    """One Lark instance shared by all parses; the builder holds per-parse state, so parses
+    are serialised by a lock (they are CPU-bound under the GIL anyway)."""
+
+    def __init__(self) -> None:
+        self.builder = _Builder()
+        self.comments: list[Token] = []
+        self.lark = Lark(
+            grammar_text(),
+            parser="lalr",
+            lexer="contextual",
+            transformer=self.builder,
+            maybe_placeholders=True,
+            lexer_callbacks={"COMMENT": self.comments.append},
+        )
+        self.terminal_words = dict(_TERMINAL_WORDS)
+        for term in self.lark.terminals:
+            if term.pattern.type == "str":
+                self.terminal_words.setdefault(term.name, f"`{term.pattern.value}`")
+        self.lock = threading.Lock()
+
+
+@cache
+def _parser() -> _Parser:
+    return _Parser()
+
+
+def parse(text: str, path: str = "<input>") -> ParseResult:
+    """Parse one policy file. Never raises for bad input: problems come back as diagnostics."""
+    p = _parser()
+    with p.lock:
+        p.builder.path = path
+        p.builder.problems = {}
+        p.comments.clear()
+        recovery = _Recovery(p, text, path)
+        try:
+            items = p.lark.parse(text, on_error=recovery.on_error)
+        except UnexpectedInput as exc:
+            # Recovery gave up (too many errors, or an end of file it cannot close).
+            recovery.report_final(exc)
+            items = None
+        comments = tuple(
+            ast.Comment(str(t), _tok_span(path, t)) for t in p.comments
+        )
+        diagnostics = recovery.diagnostics + list(p.builder.problems.values())
+    file = ast.PolicyFile(path, tuple(items), comments) if items is not None else None
+    offsets = tuple(recovery.offsets) + tuple(d.span.start for d in p.builder.problems.values())
+    return ParseResult(file, tuple(diagnostics), offsets)
+
+
+# ---- recovery -----------------------------------------------------------------------------
+
+
+def _accepts(state: ParserState[Any], terminal: str) -> bool:
+    # Values must be deep-copied: Lark's LALR child filter extends child lists in place, so a
+    # trial reduction on a shallow copy would corrupt the real parse.
+    trial = state.copy()
+    try:
+        trial.feed_token(Token(terminal, _PLACEHOLDER.get(terminal, "")), terminal == "$END")
+    except UnexpectedInput:
+        return False
+    except Exception:  # a reduction over a placeholder value; treat as not accepted
+        return False
+    return True
+
+
+def _expected(state: ParserState[Any]) -> list[str]:
+    table = state.parse_conf.states[state.position]
+    return [t for t in table if t.isupper() and _accepts(state, t)]
+
+
+def _placeholder(terminal: str, at: Token) -> Token:
+    start = at.start_pos if at.start_pos is not None else 0
+    line = at.line if at.line is not None else 1
+    column = at.column if at.column is not None else 1
+    return Token(terminal, _PLACEHOLDER[terminal], start, line, column, line, column, start)
+
+
+class _Recovery:
+    def __init__(self, parser: _Parser, text: str, path: str) -> None:
+        self.parser = parser
+        self.text = text
+        self.path = path
+        self.diagnostics: list[Diagnostic] = []
+        self.offsets: list[int] = []
+        self.last_error_end = -1
+
+    def _consecutive(self, start: int) -> bool:
+        """True when nothing but white space and comments lies between the previous error and
+        this one: the parser is still skipping the same bad stretch, so stay quiet."""
+        if self.last_error_end < 0:
+            return False
+        if start <= self.last_error_end:
+            return True
+        return _IGNORABLE.fullmatch(self.text, self.last_error_end, start) is not None
+
+    def _report(self, diagnostic: Diagnostic, end: int) -> bool:
+        """Record a diagnostic unless it continues the previous error. False stops parsing."""
+        start = diagnostic.span.start
+        self.offsets.append(start)
+        quiet = self._consecutive(start)
+        self.last_error_end = max(end, start)
+        if not quiet:
+            self.diagnostics.append(diagnostic)
+        return len(self.diagnostics) < MAX_SYNTAX_ERRORS
+
+    def _describe(self, terminal: str) -> str:
+        return self.parser.terminal_words.get(terminal, terminal.lower())
+
+    def _found(self, tok: Token) -> str:
+        if tok.type == "$END":
+            return "end of file"
+        if tok.type == "STRING":
+            value = str(tok)
+            return f"string {value[:30]}{'…' if len(value) > 30 else ''}"
+        if tok.type == "NUMBER":
+            return f"number `{tok}`"
+        return f"`{tok}`"
+
+    def _expected_text(self, expected: list[str]) -> str:
+        words = sorted({self._describe(t) for t in expected}, key=lambda w: (w == "`}`", w))
+        if not words:
+            return "nothing more"
+        if len(words) == 1:
+            return words[0]
+        return ", ".join(words[:-1]) + " or " + words[-1]
+
+    def on_error(self, exc: UnexpectedInput) -> bool:
+        if isinstance(exc, UnexpectedCharacters):
+            return self._characters(exc)
+        if isinstance(exc, UnexpectedToken):
+            return self._token(exc)
+        return False
+
+    def _characters(self, exc: UnexpectedCharacters) -> bool:
+        pos = exc.pos_in_stream
+        text = self.text
+        state = exc.interactive_parser.lexer_thread.state
+        line_end = text.find("\n", pos)
+        line_end = len(text) if line_end < 0 else line_end
+        if text.startswith('"""', pos):
+            message, label = "unterminated multi-line string", 'no closing `"""`'
+            help_text = 'close the string with `"""` on a line of its own'
+            skip_to = len(text)
+        elif text[pos] == '"':
+            message, label = "unterminated string", "this string has no closing quote"
+            help_text = 'close it with `"` on the same line, or use `"""` for text over lines'
+            skip_to = line_end
+        else:
+            char = text[pos]
+            message, label = f"unexpected character `{char}`", "not part of the language"
+            help_text = _CHAR_HINTS.get(char)
+            skip_to = pos + 1
+        span = Span(self.path, pos, pos + 1, exc.line, exc.column, exc.line, exc.column + 1)
+        keep_going = self._report(error("SG0002" if skip_to == pos + 1 else "SG0003",
+                                        message, span, label, help_text), skip_to)
+        state.line_ctr.feed(text[pos:skip_to] or text[pos:pos + 1])
+        return keep_going
+
+    def _token(self, exc: UnexpectedToken) -> bool:
+        tok: Token = exc.token
+        ip = exc.interactive_parser
+        state = ip.parser_state
+        expected = _expected(state)
+        at_end = tok.type == "$END"
+        repair = None if at_end else self._repair(state, tok)
+        message = f"unexpected {self._found(tok)}; expected {self._expected_text(expected)}"
+        help_text = None
+        if repair == "RBRACE":
+            help_text = f"is a `}}` missing before this {self._found(tok)}?"
+        elif tok.type == "NAME" or (tok.type not in ("STRING", "NUMBER", "$END")):
+            keywords = [
+                self.parser.terminal_words[t].strip("`")
+                for t in expected
+                if t in self.parser.terminal_words and self.parser.terminal_words[t][:1] == "`"
+            ]
+            help_text = did_you_mean(str(tok), keywords)
+        if at_end:
+            end = len(self.text)
+            line = self.text.count("\n") + 1
+            column = end - (self.text.rfind("\n") + 1) + 1
+            span = Span(self.path, end, end, line, column, line, column)
+            code, label = "SG0004", "the file ends here"
+        else:
+            span = _tok_span(self.path, tok)
+            code, label = "SG0001", "unexpected here"
+        keep_going = self._report(error(code, message, span, label, help_text),
+                                  span.end if not at_end else span.end)
+        if not keep_going:
+            return False
+        if at_end:
+            return self._close_at_end(state, tok)
+        if repair is not None:
+            if repair != "POP":  # "POP": _repair already popped and fed the token
+                state.feed_token(_placeholder(repair, tok))
+                state.feed_token(tok)
+            # The parser is back in step: what goes wrong next is a new error, not a cascade.
+            self.last_error_end = -1
+        return True
+
+    def _repair(self, state: ParserState[Any], tok: Token) -> str | None:
+        """Make `tok` acceptable: insert one token, or pop to an enclosing construct that
+        accepts it (panic mode). Returns what was done; None means drop the token."""
+        for candidate in _INSERTABLE:
+            if not _accepts(state, candidate):
+                continue
+            trial = state.copy()
+            try:
+                trial.feed_token(_placeholder(candidate, tok))
+            except Exception:
+                continue
+            if _accepts(trial, tok.type):
+                return candidate
+        if tok.type not in _SYNC:
+            return None
+        for depth in range(len(state.state_stack) - 1, 0, -1):
+            trial = state.copy()
+            del trial.state_stack[depth:]
+            del trial.value_stack[depth - 1:]
+            if _accepts(trial, tok.type):
+                del state.state_stack[depth:]
+                del state.value_stack[depth - 1:]
+                state.feed_token(tok)
+                return "POP"
+        return None
+
+    def _close_at_end(self, state: ParserState[Any], tok: Token) -> bool:
+        for _ in range(200):
+            if _accepts(state, "$END"):
+                return True
+            for candidate in _INSERTABLE:
+                if _accepts(state, candidate):
+                    state.feed_token(_placeholder(candidate, tok))
+                    break
+            else:
+                return False
+        return False
+
+    def report_final(self, exc: UnexpectedInput) -> None:
+        if len(self.diagnostics) >= MAX_SYNTAX_ERRORS or self.diagnostics:
+            return
+        pos = getattr(exc, "pos_in_stream", None) or 0
+        line = getattr(exc, "line", 1) or 1
+        column = getattr(exc, "column", 1) or 1
+        span = Span(self.path, pos, pos, line, column, line, column)
+        self.diagnostics.append(error("SG0001", "the parser could not make sense of this file",
+                                      span, "parsing stopped here"))

@@ -1,0 +1,1 @@
+"""The stageguard grammar, shipped as package data."""

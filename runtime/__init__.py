@@ -1,0 +1,1 @@
+"""The stageguard runtime: loads artifacts and decides."""

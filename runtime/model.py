@@ -1,0 +1,225 @@
+"""The artifact: what the compiler writes and the runtime loads.
+
+The runtime owns this schema; `docs/artifact.schema.json` is generated from these models
+(`python -m stageguard.runtime.schema`) and a test fails when the two drift apart. Bump
+`FORMAT_VERSION` for any change an older runtime could misread.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+FORMAT = "stageguard.artifact"
+FORMAT_VERSION = 1
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+
+
+class Operator(StrEnum):
+    GT = "gt"
+    LT = "lt"
+    GTE = "gte"
+    LTE = "lte"
+    EQ = "eq"
+    NEQ = "neq"
+    CONTAINS = "contains"
+    ALL = "all"
+    ANY = "any"
+    EMPTY = "empty"
+    NOT_EMPTY = "not_empty"
+
+
+NUMERIC_OPERATORS = frozenset({Operator.GT, Operator.LT, Operator.GTE, Operator.LTE})
+EQUALITY_OPERATORS = frozenset({Operator.EQ, Operator.NEQ})
+LIST_TARGET_OPERATORS = frozenset({Operator.ALL, Operator.ANY})
+NO_TARGET_OPERATORS = frozenset({Operator.EMPTY, Operator.NOT_EMPTY})
+
+
+class Status(StrEnum):
+    TRIGGERED = "triggered"
+    NOT_TRIGGERED = "not_triggered"
+    PAUSED = "paused"
+    SKIPPED = "skipped"
+    TIMEOUT = "timeout"
+    FAILED = "failed"
+    ERROR = "error"
+
+
+class MetricType(StrEnum):
+    SCORE = "score"
+    NUMBER = "number"
+    LABEL = "label"
+    LABELS = "labels"
+
+
+class StageType(StrEnum):
+    CENTRAL = "central"
+    LOCAL = "local"
+
+
+class FailMode(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ActionType(StrEnum):
+    OVERRIDE = "OVERRIDE"
+    PASSTHROUGH = "PASSTHROUGH"
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=200)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class MetricSpec(_Model):
+    """A resolved catalog entry: what a metric's values look like."""
+
+    name: Identifier
+    type: MetricType
+    description: str | None = None
+    minimum: FiniteFloat | None = None
+    maximum: FiniteFloat | None = None
+    labels: tuple[StrictStr, ...] | None = None
+    builtin: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetricSpec:
+        numeric = self.type in (MetricType.SCORE, MetricType.NUMBER)
+        if not numeric and (self.minimum is not None or self.maximum is not None):
+            raise ValueError(f"a {self.type} metric has no numeric range")
+        if numeric and self.labels is not None:
+            raise ValueError(f"a {self.type} metric has no label vocabulary")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError("minimum is greater than maximum")
+        return self
+
+
+class RuleSpec(_Model):
+    metric: Identifier
+    operator: Operator
+    target_value: FiniteFloat | StrictStr | tuple[StrictStr, ...] | None = None
+
+    @model_validator(mode="after")
+    def _target_fits_operator(self) -> RuleSpec:
+        op, target = self.operator, self.target_value
+        if op in NO_TARGET_OPERATORS:
+            ok = target is None
+        elif op in NUMERIC_OPERATORS:
+            ok = isinstance(target, float)
+        elif op in EQUALITY_OPERATORS:
+            ok = isinstance(target, float | str)
+        elif op is Operator.CONTAINS:
+            ok = isinstance(target, str)
+        else:
+            ok = isinstance(target, tuple)
+        if not ok:
+            raise ValueError(f"operator {op.value!r} cannot take target {target!r}")
+        return self
+
+
+class Subscription(_Model):
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
+    statuses: tuple[Status, ...] = (Status.TRIGGERED,)
+
+
+class Action(_Model):
+    type: ActionType
+    choices: tuple[StrictStr, ...] | None = None
+    subscriptions: tuple[Subscription, ...] = ()
+
+    @model_validator(mode="after")
+    def _choices_fit_type(self) -> Action:
+        if self.type is ActionType.OVERRIDE and not self.choices:
+            raise ValueError("an OVERRIDE action needs at least one choice")
+        if self.type is ActionType.PASSTHROUGH and self.choices is not None:
+            raise ValueError("a PASSTHROUGH action has no choices")
+        return self
+
+
+class RulesetSpec(_Model):
+    name: Identifier
+    description: str | None = None
+    rules: Annotated[tuple[RuleSpec, ...], Field(min_length=1)]
+    action: Action
+
+
+class StageSpec(_Model):
+    name: Identifier
+    type: StageType
+    description: str | None = None
+    fail_mode: FailMode = FailMode.OPEN
+
+
+class Location(_Model):
+    file: str
+    line: Annotated[int, Field(ge=1)]
+    column: Annotated[int, Field(ge=1)]
+
+
+class RulesetLocation(_Model):
+    ruleset: Location
+    rules: tuple[Location, ...]
+
+
+class SourceMap(_Model):
+    """Where each piece came from, for explanations and review reports.
+
+    Not part of the digest: moving a ruleset down a line or adding a comment is not a change
+    of behaviour and must not mint a new stage version.
+    """
+
+    stage: Location
+    rulesets: tuple[RulesetLocation, ...]
+
+
+class CompilerInfo(_Model):
+    name: Literal["stageguard"] = "stageguard"
+    version: str
+
+
+class Artifact(_Model):
+    """One compiled stage at one version."""
+
+    format: Literal["stageguard.artifact"] = FORMAT
+    format_version: Literal[1] = FORMAT_VERSION
+    project: Identifier
+    stage: StageSpec
+    version: Annotated[int, Field(ge=1)]
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+    compiler: CompilerInfo
+    metrics: tuple[MetricSpec, ...]
+    rulesets: tuple[RulesetSpec, ...]
+    source_map: SourceMap
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Artifact:
+        if self.stage.type is StageType.LOCAL and self.rulesets:
+            raise ValueError("a local stage carries no rulesets; they arrive with each invocation")
+        names = [r.name for r in self.rulesets]
+        if len(set(names)) != len(names):
+            raise ValueError("ruleset names must be unique within a stage")
+        metric_names = [m.name for m in self.metrics]
+        if metric_names != sorted(set(metric_names)):
+            raise ValueError("metrics must be sorted by name and unique")
+        known = set(metric_names)
+        for ruleset in self.rulesets:
+            for rule in ruleset.rules:
+                if rule.metric not in known:
+                    raise ValueError(f"rule uses metric {rule.metric!r} missing from `metrics`")
+        if len(self.source_map.rulesets) != len(self.rulesets) or any(
+            len(loc.rules) != len(rs.rules)
+            for loc, rs in zip(self.source_map.rulesets, self.rulesets, strict=True)
+        ):
+            raise ValueError("source map does not match the rulesets")
+        return self
+
+
+# Fields that describe *where and how* an artifact was built rather than what it decides.
+DIGEST_EXCLUDED = frozenset({"version", "digest", "compiler", "source_map"})
