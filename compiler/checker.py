@@ -1,0 +1,608 @@
+"""Type-check parsed policy files against the metric catalog.
+
+`check` reports every problem it finds (never raising for a user's mistake) and returns the
+resolved stages the compiler turns into artifacts. Codes are stable; docs/diagnostics.md
+lists them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from stageguard.compiler import ast
+from stageguard.compiler.diagnostics import (
+    Diagnostic,
+    Related,
+    Span,
+    did_you_mean,
+    error,
+    has_errors,
+    warning,
+)
+from stageguard.compiler.parser import ParseResult
+from stageguard.compiler.unparse import SPELLING
+from stageguard.runtime.catalog import ALIASES, BUILTIN_METRICS, canonical_name
+from stageguard.runtime.model import (
+    EQUALITY_OPERATORS,
+    LIST_TARGET_OPERATORS,
+    NO_TARGET_OPERATORS,
+    NUMERIC_OPERATORS,
+    ActionType,
+    FailMode,
+    MetricSpec,
+    MetricType,
+    Operator,
+    StageType,
+    Status,
+)
+
+
+_VALID_OPERATORS = {
+    MetricType.SCORE: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
+    MetricType.NUMBER: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
+    MetricType.LABEL: EQUALITY_OPERATORS | {Operator.ANY},
+    MetricType.LABELS: {Operator.CONTAINS, Operator.ALL, Operator.ANY, Operator.EMPTY,
+                        Operator.NOT_EMPTY},
+}
+_SUBSCRIBABLE = tuple(s.value for s in Status)
+
+Target = float | str | tuple[str, ...] | None
+
+
+# ---- the resolved model the compiler consumes ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedRule:
+    metric: str
+    operator: Operator
+    target: Target
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedSubscription:
+    url: str
+    statuses: tuple[Status, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedRuleset:
+    name: str
+    description: str | None
+    rules: tuple[CheckedRule, ...]
+    action: ActionType
+    choices: tuple[str, ...] | None
+    subscriptions: tuple[CheckedSubscription, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedStage:
+    project: str
+    name: str
+    type: StageType
+    description: str | None
+    fail_mode: FailMode
+    rulesets: tuple[CheckedRuleset, ...]
+    metrics: tuple[MetricSpec, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    stages: tuple[CheckedStage, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+
+# ---- the pass -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Project:
+    name: str
+    files: list[ast.PolicyFile] = field(default_factory=list)
+
+
+class _Checker:
+    def __init__(self, error_offsets: dict[str, Sequence[int]]) -> None:
+        self.diagnostics: list[Diagnostic] = []
+        self.error_offsets = error_offsets
+        # Declared metrics whose declaration is wrong: rules using them are not also reported.
+        self.poisoned: set[str] = set()
+
+    def damaged(self, span: Span) -> bool:
+        """A syntax error fell inside this node: what looks missing may just be unparsed."""
+        return any(span.start <= o < span.end for o in self.error_offsets.get(span.file, ()))
+
+    def err(self, *args: object, **kw: object) -> None:
+        self.diagnostics.append(error(*args, **kw))  # type: ignore[arg-type]
+
+    def warn(self, *args: object, **kw: object) -> None:
+        self.diagnostics.append(warning(*args, **kw))  # type: ignore[arg-type]
+
+    # -- projects and files
+
+    def run(self, files: Sequence[ast.PolicyFile]) -> list[CheckedStage]:
+        projects: dict[str, _Project] = {}
+        for file in files:
+            decls = file.projects
+            if not decls:
+                if not self.error_offsets.get(file.path):
+                    span = Span(file.path, 0, 0, 1, 1, 1, 1)
+                    self.err("SG0101", "this file does not say which project it belongs to",
+                             span, "expected `project NAME` here",
+                             help="start the file with a line such as `project support_bot`")
+                name = ""
+            else:
+                name = decls[0].name.value
+                for extra in decls[1:]:
+                    self.err("SG0102", "a file belongs to one project; this is a second "
+                             "`project` line", extra.span, "second declaration",
+                             related=[Related(decls[0].span, "the first is here")])
+            projects.setdefault(name, _Project(name)).files.append(file)
+        stages: list[CheckedStage] = []
+        for project in projects.values():
+            stages.extend(self.project(project))
+        return stages
+
+    def project(self, project: _Project) -> list[CheckedStage]:
+        catalog = self.metric_catalog(project)
+        seen: dict[str, ast.Stage] = {}
+        out = []
+        for file in project.files:
+            for stage in file.stages:
+                name = stage.name.value
+                if name in seen:
+                    self.err("SG0301", f"stage `{name}` is defined twice in project "
+                             f"`{project.name}`", stage.name.span, "second definition",
+                             help="stage names are unique within a project; rename one",
+                             related=[Related(seen[name].name.span, "first defined here")])
+                    continue
+                if name:
+                    seen[name] = stage
+                checked = self.stage(project.name, stage, catalog)
+                if checked is not None:
+                    out.append(checked)
+        return out
+
+    # -- metric declarations
+
+    def metric_catalog(self, project: _Project) -> dict[str, MetricSpec]:
+        catalog = dict(BUILTIN_METRICS)
+        declared: dict[str, ast.MetricDecl] = {}
+        for file in project.files:
+            for decl in file.metrics:
+                name = decl.name.value
+                if name in BUILTIN_METRICS or name in ALIASES:
+                    what = "a built-in metric" if name in BUILTIN_METRICS else (
+                        f"an alias of the built-in `{ALIASES[name]}`")
+                    self.err("SG0304", f"metric `{name}` is {what}", decl.name.span,
+                             "cannot be redeclared",
+                             help="built-in metrics need no declaration; pick another name "
+                             "for your own metric")
+                    continue
+                if name in declared:
+                    self.err("SG0303", f"metric `{name}` is declared twice", decl.name.span,
+                             "second declaration",
+                             related=[Related(declared[name].name.span, "first declared here")])
+                    continue
+                declared[name] = decl
+                spec = self.metric(decl)
+                if spec is None:
+                    self.poisoned.add(name)
+                else:
+                    catalog[name] = spec
+        return catalog
+
+    def _single(self, items: Iterable[object], kind: type, what: str) -> object | None:
+        found = [i for i in items if isinstance(i, kind)]
+        for extra in found[1:]:
+            self.err("SG0305", f"{what} is given twice", extra.span, "second one",  # type: ignore[attr-defined]
+                     related=[Related(found[0].span, "first one here")])  # type: ignore[attr-defined]
+        return found[0] if found else None
+
+    def metric(self, decl: ast.MetricDecl) -> MetricSpec | None:
+        type_prop = self._single(decl.items, ast.TypeProp, "the metric's `type`")
+        desc = self._single(decl.items, ast.Description, "the metric's `description`")
+        min_prop = self._single(decl.items, ast.MinProp, "`min`")
+        max_prop = self._single(decl.items, ast.MaxProp, "`max`")
+        labels_prop = self._single(decl.items, ast.LabelsProp, "`labels`")
+        if type_prop is None:
+            if not self.damaged(decl.span):
+                self.err("SG0502", f"metric `{decl.name.value}` has no type", decl.name.span,
+                         "declared here", help="add a line `type score` (or number, label, "
+                         "labels)")
+            return None
+        assert isinstance(type_prop, ast.TypeProp)
+        try:
+            kind = MetricType(type_prop.value.value)
+        except ValueError:
+            if type_prop.value.value:
+                self.err("SG0501", f"unknown metric type `{type_prop.value.value}`",
+                         type_prop.value.span, "not a metric type",
+                         help=did_you_mean(type_prop.value.value, [t.value for t in MetricType])
+                         or "metric types are score, number, label and labels")
+            return None
+        ok = True
+        numeric = kind in (MetricType.SCORE, MetricType.NUMBER)
+        for prop, word in ((min_prop, "min"), (max_prop, "max")):
+            if prop is not None and kind is not MetricType.NUMBER:
+                ok = False
+                help_text = ("a score always ranges over [0, 1]" if kind is MetricType.SCORE
+                             else "labels have no numeric range")
+                self.err("SG0504", f"`{word}` does not apply to a {kind.value} metric",
+                         prop.span, "not applicable", help=help_text)  # type: ignore[attr-defined]
+        if labels_prop is not None and numeric:
+            ok = False
+            self.err("SG0504", f"`labels` does not apply to a {kind.value} metric",
+                     labels_prop.span, "not applicable",  # type: ignore[attr-defined]
+                     help="only label and labels metrics have a vocabulary")
+        minimum = min_prop.value.value if isinstance(min_prop, ast.MinProp) else None
+        maximum = max_prop.value.value if isinstance(max_prop, ast.MaxProp) else None
+        if kind is MetricType.NUMBER and minimum is not None and maximum is not None and (
+                minimum > maximum):
+            ok = False
+            self.err("SG0503", f"`min` {min_prop.value.text} is greater than `max` "  # type: ignore[union-attr]
+                     f"{max_prop.value.text}", min_prop.span, "empty range",  # type: ignore[union-attr]
+                     related=[Related(max_prop.span, "`max` is here")])  # type: ignore[union-attr]
+        labels: tuple[str, ...] | None = None
+        if isinstance(labels_prop, ast.LabelsProp) and not numeric:
+            labels = self.vocabulary(labels_prop.labels)
+            if labels is None:
+                ok = False
+        if not ok:
+            return None
+        if kind is MetricType.SCORE:
+            minimum, maximum = 0.0, 1.0
+        return MetricSpec(
+            name=decl.name.value, type=kind,
+            description=desc.text.value if isinstance(desc, ast.Description) else None,
+            minimum=minimum, maximum=maximum, labels=labels, builtin=False,
+        )
+
+    def vocabulary(self, lit: ast.ListLit) -> tuple[str, ...] | None:
+        values: list[str] = []
+        ok = True
+        if not lit.items:
+            self.err("SG0505", "a label vocabulary cannot be empty", lit.span, "no labels",
+                     help="list the labels this metric can take, or drop `labels` to accept "
+                     "any label")
+            return None
+        for item in lit.items:
+            if not isinstance(item, ast.Str):
+                ok = False
+                self.err("SG0505", "labels are strings", item.span, "not a string",
+                         help=f'write it in quotes: "{item.text}"')
+            elif item.value in values:
+                ok = False
+                self.err("SG0505", f"label \"{item.value}\" is listed twice", item.span,
+                         "duplicate")
+            else:
+                values.append(item.value)
+        return tuple(values) if ok else None
+
+    # -- stages
+
+    def stage(self, project: str, stage: ast.Stage,
+              catalog: dict[str, MetricSpec]) -> CheckedStage | None:
+        type_prop = self._single(stage.items, ast.TypeProp, "the stage's `type`")
+        desc = self._single(stage.items, ast.Description, "the stage's `description`")
+        fail_prop = self._single(stage.items, ast.FailProp, "`fail`")
+        kind = StageType.CENTRAL
+        ok = True
+        if isinstance(type_prop, ast.TypeProp):
+            try:
+                kind = StageType(type_prop.value.value)
+            except ValueError:
+                ok = False
+                if type_prop.value.value:
+                    self.err("SG0308", f"unknown stage type `{type_prop.value.value}`",
+                             type_prop.value.span, "not a stage type",
+                             help=did_you_mean(type_prop.value.value, ["central", "local"])
+                             or "a stage is `central` or `local`")
+        fail_mode = FailMode.OPEN
+        if isinstance(fail_prop, ast.FailProp):
+            try:
+                fail_mode = FailMode(fail_prop.value.value)
+            except ValueError:
+                ok = False
+                if fail_prop.value.value:
+                    self.err("SG0309", f"unknown failure mode `{fail_prop.value.value}`",
+                             fail_prop.value.span, "expected `open` or `closed`",
+                             help=did_you_mean(fail_prop.value.value, ["open", "closed"])
+                             or "`fail open` lets metric failures pass; `fail closed` treats "
+                             "them as triggered")
+        rulesets = stage.rulesets
+        if kind is StageType.LOCAL and rulesets:
+            self.err("SG0307", f"local stage `{stage.name.value}` cannot define rulesets",
+                     rulesets[0].name.span, "ruleset on a local stage",
+                     help="a local stage receives its rulesets with each invocation; remove "
+                     "them, or make the stage `type central`")
+            ok = False
+        if kind is StageType.CENTRAL and not rulesets and not self.damaged(stage.span):
+            self.warn("SG0310", f"central stage `{stage.name.value}` has no rulesets",
+                      stage.name.span, "every invocation will be `skipped`",
+                      help="add a ruleset, or declare the stage `type local` if callers "
+                      "bring their own rulesets")
+        checked: list[CheckedRuleset] = []
+        seen: dict[str, ast.Ruleset] = {}
+        used: set[str] = set()
+        for rs in rulesets:
+            if rs.name.value in seen:
+                self.err("SG0302", f"ruleset `{rs.name.value}` appears twice in stage "
+                         f"`{stage.name.value}`", rs.name.span, "second definition",
+                         help="ruleset names identify rulesets in reports, tests and diffs; "
+                         "rename one",
+                         related=[Related(seen[rs.name.value].name.span, "first defined here")])
+                ok = False
+            elif rs.name.value:
+                seen[rs.name.value] = rs
+            result = self.ruleset(rs, catalog)
+            if result is None:
+                ok = False
+            else:
+                checked.append(result)
+                used.update(r.metric for r in result.rules)
+        if not ok or not stage.name.value:
+            return None
+        if kind is StageType.LOCAL:
+            # Invocations may use any metric the project declares; ship those with the stage.
+            used = {n for n, m in catalog.items() if not m.builtin}
+        return CheckedStage(
+            project=project, name=stage.name.value, type=kind,
+            description=desc.text.value if isinstance(desc, ast.Description) else None,
+            fail_mode=fail_mode, rulesets=tuple(checked),
+            metrics=tuple(catalog[n] for n in sorted(used)), span=stage.span,
+        )
+
+    # -- rulesets and actions
+
+    def ruleset(self, rs: ast.Ruleset, catalog: dict[str, MetricSpec]) -> CheckedRuleset | None:
+        ok = True
+        desc = self._single(rs.items, ast.Description, "the ruleset's `description`")
+        rules = rs.rules
+        if not rules and not self.damaged(rs.span):
+            self.err("SG0306", f"ruleset `{rs.name.value}` has no rules", rs.name.span,
+                     "needs at least one `when` line",
+                     help="a ruleset triggers when all its rules hold, e.g. "
+                     "`when output_toxicity > 0.8`")
+            ok = False
+        checked_rules = []
+        for rule in rules:
+            result = self.rule(rule, catalog)
+            if result is None:
+                ok = False
+            else:
+                checked_rules.append(result)
+        actions = [i for i in rs.items if isinstance(i, ast.Override | ast.Passthrough)]
+        for extra in actions[1:]:
+            self.err("SG0405", "a ruleset has one action", extra.span, "second action",
+                     help="keep either `override` or `passthrough`",
+                     related=[Related(actions[0].span, "first action here")])
+            ok = False
+        action = ActionType.PASSTHROUGH
+        choices: tuple[str, ...] | None = None
+        if actions and isinstance(actions[0], ast.Override):
+            action = ActionType.OVERRIDE
+            override = actions[0]
+            choices = tuple(c.value for c in override.choices)
+            if not choices and not self.damaged(override.span):
+                self.err("SG0401", "`override` needs at least one choice", override.keyword,
+                         "no choices", help='add a line such as `choice "Sorry, I can\'t '
+                         'help with that."`; one choice is returned at random')
+                ok = False
+        subscriptions = []
+        for notify in (i for i in rs.items if isinstance(i, ast.Notify)):
+            sub = self.notify(notify)
+            if sub is None:
+                ok = False
+            else:
+                subscriptions.append(sub)
+        if not ok:
+            return None
+        return CheckedRuleset(
+            name=rs.name.value,
+            description=desc.text.value if isinstance(desc, ast.Description) else None,
+            rules=tuple(checked_rules), action=action, choices=choices,
+            subscriptions=tuple(subscriptions), span=rs.span,
+        )
+
+    def notify(self, notify: ast.Notify) -> CheckedSubscription | None:
+        ok = True
+        url = notify.url.value
+        parts = urlsplit(url) if url else None
+        try:
+            valid_url = parts is not None and parts.scheme in ("http", "https") and bool(
+                parts.hostname) and not any(c.isspace() for c in url)
+        except ValueError:
+            valid_url = False
+        if not valid_url and not self.damaged(notify.span):
+            self.err("SG0402", f"webhook url \"{url}\" is not an http(s) url", notify.url.span,
+                     "not an http(s) url",
+                     help="subscriptions POST to a url such as \"https://hooks.example.com/x\"")
+            ok = False
+        statuses: list[Status] = []
+        for name in notify.statuses:
+            if not name.value:
+                continue
+            try:
+                status = Status(name.value)
+            except ValueError:
+                self.err("SG0403", f"unknown status `{name.value}`", name.span,
+                         "not a decision status",
+                         help=did_you_mean(name.value, _SUBSCRIBABLE)
+                         or "statuses are " + ", ".join(_SUBSCRIBABLE))
+                ok = False
+                continue
+            if status in statuses:
+                self.warn("SG0406", f"status `{name.value}` is listed twice", name.span,
+                          "duplicate")
+                continue
+            if status is Status.PAUSED:
+                self.warn("SG0404", "`paused` on a ruleset subscription can never fire",
+                          name.span, "never fires",
+                          help="only stages pause, and a paused stage evaluates no ruleset")
+            statuses.append(status)
+        if not ok:
+            return None
+        return CheckedSubscription(url, tuple(statuses) or (Status.TRIGGERED,))
+
+    # -- rules
+
+    def rule(self, rule: ast.Rule, catalog: dict[str, MetricSpec]) -> CheckedRule | None:
+        written = rule.metric.value
+        if not written:
+            return None  # placeholder from syntax recovery, already reported
+        name = canonical_name(written)
+        spec = catalog.get(name)
+        if spec is None and name in self.poisoned:
+            return None
+        if spec is None:
+            self.err("SG0201", f"unknown metric `{written}`", rule.metric.span,
+                     "not in the metric catalog",
+                     help=did_you_mean(written, [*catalog, *ALIASES])
+                     or "declare it with a `metric` block, or use a built-in metric")
+            return None
+        op = rule.operator
+        spelled = SPELLING[op]
+        if op not in _VALID_OPERATORS[spec.type]:
+            if spec.type is MetricType.LABELS and op in EQUALITY_OPERATORS:
+                self.err("SG0206", f"`{spelled}` on label list `{name}` never matches",
+                         rule.operator_span, "a list is never equal to one label",
+                         help="to test for one label write `contains \"LABEL\"`; for several "
+                         "write `any [\"A\", \"B\"]`")
+            else:
+                valid = ", ".join(f"`{SPELLING[o]}`" for o in Operator
+                                  if o in _VALID_OPERATORS[spec.type])
+                self.err("SG0202", f"`{spelled}` does not apply to {spec.type.value} metric "
+                         f"`{name}`", rule.operator_span, f"not valid for a {spec.type.value}",
+                         help=f"a {spec.type.value} metric takes {valid}")
+            return None
+        target = self.target(rule, spec)
+        if target is _INVALID:
+            return None
+        return CheckedRule(name, op, target, rule.span)  # type: ignore[arg-type]
+
+    def target(self, rule: ast.Rule, spec: MetricSpec) -> object:
+        op, lit = rule.operator, rule.target
+        kind = spec.type
+        if op in NO_TARGET_OPERATORS:
+            return None
+        if kind in (MetricType.SCORE, MetricType.NUMBER):
+            if not isinstance(lit, ast.Num):
+                return self._wrong_target(rule, lit, "a number", _example_number(spec))
+            low, high = spec.minimum, spec.maximum
+            if (low is not None and lit.value < low) or (high is not None and lit.value > high):
+                bounds = f"[{_fmt(low)}, {_fmt(high)}]" if low is not None and (
+                    high is not None) else (f">= {_fmt(low)}" if low is not None
+                                            else f"<= {_fmt(high)}")
+                self.err("SG0204", f"threshold {lit.text} is outside the range of "
+                         f"`{spec.name}` {bounds}", lit.span, "out of range",
+                         help=f"{spec.type.value} `{spec.name}` takes values in {bounds}")
+                return _INVALID
+            return float(lit.value)
+        if op in EQUALITY_OPERATORS or op is Operator.CONTAINS:
+            if not isinstance(lit, ast.Str):
+                return self._wrong_target(rule, lit, "a label in quotes",
+                                          f'"{_first_label(spec)}"')
+            return lit.value if self._known_labels(spec, (lit,)) else _INVALID
+        assert op in LIST_TARGET_OPERATORS
+        if not isinstance(lit, ast.ListLit):
+            example = f'["{lit.value}"]' if isinstance(lit, ast.Str) else (
+                f'["{_first_label(spec)}"]')
+            return self._wrong_target(rule, lit, "a list of labels", example)
+        strings = [i for i in lit.items if isinstance(i, ast.Str)]
+        for item in lit.items:
+            if not isinstance(item, ast.Str):
+                self.err("SG0203", f"labels are strings, not {_describe(item)}", item.span,
+                         "not a label", help=f'write it in quotes: "{_text(item)}"')
+                return _INVALID
+        if not self._known_labels(spec, strings):
+            return _INVALID
+        if not strings:
+            never = op is Operator.ANY
+            self.warn("SG0207", f"`{SPELLING[op]} []` is {'never' if never else 'always'} "
+                      "true", lit.span, "empty list",
+                      help="list the labels to test" if never else
+                      "an empty `all` holds for every value; drop the rule or list labels")
+        seen: set[str] = set()
+        for s in strings:
+            if s.value in seen:
+                self.warn("SG0208", f"label \"{s.value}\" is listed twice", s.span, "duplicate")
+            seen.add(s.value)
+        return tuple(s.value for s in strings)
+
+    def _known_labels(self, spec: MetricSpec, items: Iterable[ast.Str]) -> bool:
+        if spec.labels is None:
+            return True
+        ok = True
+        for item in items:
+            if item.value not in spec.labels:
+                ok = False
+                self.err("SG0205", f"`{spec.name}` has no label \"{item.value}\"", item.span,
+                         "unknown label",
+                         help=did_you_mean(item.value, spec.labels)
+                         or "its labels are " + ", ".join(spec.labels))
+        return ok
+
+    def _wrong_target(self, rule: ast.Rule, lit: object, wanted: str, example: str) -> object:
+        span = lit.span if lit is not None else rule.span  # type: ignore[attr-defined]
+        spec_kind = "" if lit is None else f", not {_describe(lit)}"
+        self.err("SG0203", f"`{rule.metric.value} {SPELLING[rule.operator]}` compares with "
+                 f"{wanted}{spec_kind}", span, "wrong type of value",
+                 help=f"for example `when {rule.metric.value} {SPELLING[rule.operator]} "
+                 f"{example}`")
+        return _INVALID
+
+
+_INVALID = object()
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else (str(int(x)) if x == int(x) else repr(x))
+
+
+def _example_number(spec: MetricSpec) -> str:
+    return "0.8" if spec.type is MetricType.SCORE else _fmt(spec.maximum or 100.0)
+
+
+def _first_label(spec: MetricSpec) -> str:
+    return spec.labels[0] if spec.labels else "label"
+
+
+def _describe(lit: object) -> str:
+    if isinstance(lit, ast.Num):
+        return f"the number {lit.text}"
+    if isinstance(lit, ast.Str):
+        return "a string"
+    return "a list"
+
+
+def _text(lit: object) -> str:
+    return lit.text if isinstance(lit, ast.Num) else ""
+
+
+def check(results: Sequence[ParseResult]) -> CheckResult:
+    """Check parsed files together (one or more projects) and resolve their stages."""
+    diagnostics: list[Diagnostic] = []
+    offsets: dict[str, Sequence[int]] = {}
+    files = []
+    for r in results:
+        diagnostics.extend(r.diagnostics)
+        if r.error_offsets and r.file is not None:
+            offsets[r.file.path] = r.error_offsets
+        elif r.error_offsets and r.diagnostics:
+            offsets[r.diagnostics[0].span.file] = r.error_offsets
+        if r.file is not None:
+            files.append(r.file)
+    checker = _Checker(offsets)
+    stages = checker.run(files)
+    diagnostics.extend(checker.diagnostics)
+    return CheckResult(tuple(stages), tuple(diagnostics))

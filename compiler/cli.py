@@ -1,0 +1,191 @@
+"""The `stageguard` command.
+
+Exit codes: 0 success; 1 the input is wrong (policy errors, a broken artifact or registry);
+2 the command line is wrong; 3 internal error (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from stageguard.compiler import diagnostics as diag
+from stageguard.compiler.artifacts import compiler_version
+from stageguard.compiler.pipeline import Compilation, compile_paths
+from stageguard.compiler.unparse import rule_source, string_literal
+from stageguard.runtime.model import ActionType, Artifact
+from stageguard.runtime.registry import Registry, RegistryError, load_artifact
+
+EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"stageguard: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="stageguard", description="Guardrail policies as code: check, build and "
+                "inspect stageguard policies.")
+    p.add_argument("--version", action="version", version=f"stageguard {compiler_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    check = sub.add_parser("check", help="report problems in policy files (exit 1 on errors)")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+
+    build = sub.add_parser("build", help="check, compile and version stages into a registry")
+    build.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories")
+    build.add_argument("--registry", required=True, metavar="DIR",
+                       help="registry directory (created if missing)")
+    build.add_argument("--format", choices=("text", "json"), default="text")
+
+    inspect = sub.add_parser("inspect", help="summarise an artifact file or a registry")
+    inspect.add_argument("target", metavar="ARTIFACT|DIR")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        if args.command == "check":
+            return _check(args.paths, args.format)
+        if args.command == "build":
+            return _build(args.paths, args.registry, args.format)
+        return _inspect(args.target)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_POLICY
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception:
+        print("stageguard: internal error; this is a bug, please report it with the details "
+              "below", file=sys.stderr)
+        if os.environ.get("STAGEGUARD_DEBUG"):
+            traceback.print_exc()
+        else:
+            exc_type, exc, _ = sys.exc_info()
+            print(f"  {exc_type.__name__ if exc_type else 'Exception'}: {exc}"
+                  " (set STAGEGUARD_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _report(result: Compilation, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        return  # json callers get diagnostics inside the command's own document
+    if result.diagnostics:
+        print(diag.render_all(result.diagnostics, result.sources), file=sys.stderr)
+
+
+def _check(paths: list[str], fmt: str) -> int:
+    result = compile_paths(paths)
+    if fmt == "json":
+        json.dump({"ok": result.ok,
+                   "diagnostics": [d.to_json() for d in sorted(result.diagnostics,
+                                                               key=diag.sort_key)]},
+                  sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        _report(result, fmt, sys.stderr)
+        if result.ok:
+            stages = len(result.artifacts)
+            print(f"ok: {len(result.sources)} file{'s' if len(result.sources) != 1 else ''}, "
+                  f"{stages} stage{'s' if stages != 1 else ''}")
+    return EXIT_OK if result.ok else EXIT_POLICY
+
+
+def _build(paths: list[str], registry_dir: str, fmt: str) -> int:
+    result = compile_paths(paths)
+    published = []
+    if result.ok:
+        published = Registry(registry_dir).publish(result.artifacts)
+    if fmt == "json":
+        json.dump({
+            "ok": result.ok,
+            "diagnostics": [d.to_json() for d in sorted(result.diagnostics, key=diag.sort_key)],
+            "stages": [{"project": p.project, "stage": p.stage, "version": p.version,
+                        "created": p.created} for p in published],
+        }, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        _report(result, fmt, sys.stderr)
+        if not result.ok:
+            print("build failed: nothing was written to the registry", file=sys.stderr)
+        for p in published:
+            what = f"v{p.version} (new)" if p.created else f"v{p.version} (unchanged)"
+            print(f"{p.project}/{p.stage}: {what}")
+    return EXIT_OK if result.ok else EXIT_POLICY
+
+
+def _inspect(target: str) -> int:
+    path = Path(target)
+    if path.is_dir():
+        registry = Registry(path)
+        index = registry.read_index()
+        if not index.projects:
+            print(f"{path}: empty registry")
+            return EXIT_OK
+        for project, stages in sorted(index.projects.items()):
+            for name, entry in sorted(stages.items()):
+                latest = entry.latest
+                if latest is None:
+                    continue
+                art = load_artifact(registry.root / latest.file)
+                history = ", ".join(f"v{v.version}" for v in entry.versions)
+                state = " · PAUSED" if entry.paused else ""
+                print(_summary(art, f"versions {history}{state}"))
+                print()
+        return EXIT_OK
+    if not path.exists():
+        print(f"error: `{target}` does not exist", file=sys.stderr)
+        return EXIT_POLICY
+    print(_summary(load_artifact(path), f"version {load_artifact(path).version}"))
+    return EXIT_OK
+
+
+def _summary(art: Artifact, versions: str) -> str:
+    stage = art.stage
+    lines = [f"{art.project}/{stage.name}  ({stage.type.value}, fail {stage.fail_mode.value})"
+             f"  v{art.version} · {versions}",
+             f"  digest {art.digest}"]
+    if stage.description:
+        lines.append(f"  {string_literal(stage.description)}")
+    if not art.rulesets:
+        lines.append("  rulesets arrive with each invocation" if stage.type.value == "local"
+                     else "  no rulesets: every invocation is skipped")
+    locs = art.source_map.rulesets
+    for i, (rs, loc) in enumerate(zip(art.rulesets, locs, strict=True), start=1):
+        action = rs.action
+        if action.type is ActionType.OVERRIDE:
+            n = len(action.choices or ())
+            what = f"override ({n} choice{'s' if n != 1 else ''})"
+        else:
+            what = "passthrough"
+        subs = f", notify {len(action.subscriptions)}" if action.subscriptions else ""
+        lines.append(f"  {i}. {rs.name} -> {what}{subs}    "
+                     f"[{loc.ruleset.file}:{loc.ruleset.line}]")
+        for rule in rs.rules:
+            lines.append(f"       when {rule_source(rule.metric, rule.operator, rule.target_value)}")
+    if art.metrics:
+        custom = [m.name for m in art.metrics if not m.builtin]
+        lines.append(f"  metrics: {', '.join(m.name for m in art.metrics)}"
+                     + (f" (custom: {', '.join(custom)})" if custom else ""))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

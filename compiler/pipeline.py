@@ -1,0 +1,43 @@
+"""text -> parse -> check -> artifacts, for the CLI and for library users."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stageguard.compiler.artifacts import compile_stage
+from stageguard.compiler.checker import CheckResult, check
+from stageguard.compiler.diagnostics import Diagnostic, has_errors
+from stageguard.compiler.parser import parse
+from stageguard.compiler.sources import Source, load
+from stageguard.runtime.model import Artifact
+
+
+@dataclass(frozen=True, slots=True)
+class Compilation:
+    sources: dict[str, str]
+    diagnostics: tuple[Diagnostic, ...]
+    artifacts: tuple[Artifact, ...]  # empty whenever there is an error
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+
+def compile_sources(sources: Sequence[Source],
+                    extra: Sequence[Diagnostic] = ()) -> Compilation:
+    result: CheckResult = check([parse(s.text, s.path) for s in sources])
+    diagnostics = (*extra, *result.diagnostics)
+    artifacts: tuple[Artifact, ...] = ()
+    if not has_errors(diagnostics):
+        artifacts = tuple(compile_stage(stage) for stage in result.stages)
+    return Compilation({s.path: s.text for s in sources}, diagnostics, artifacts)
+
+
+def compile_paths(paths: Sequence[str]) -> Compilation:
+    sources, problems = load(list(paths))
+    return compile_sources(sources, problems)
+
+
+def compile_text(text: str, path: str = "<input>") -> Compilation:
+    return compile_sources([Source(path, text)])

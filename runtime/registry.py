@@ -1,0 +1,235 @@
+"""The embedded registry: versioned stage artifacts in a directory.
+
+Layout::
+
+    DIR/index.json                         which versions exist; the single commit point
+    DIR/<project>/<stage>/v<N>.json        one artifact per version, never rewritten
+    DIR/.lock                              serialises writers (flock)
+
+A publish writes the new version files first, then replaces `index.json` atomically; until
+that rename nothing refers to the new files, so a failed or interrupted publish leaves the
+registry as it was (at worst an unreferenced file that the next publish overwrites).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stageguard.runtime.canonical import artifact_bytes, content_digest
+from stageguard.runtime.fsutil import atomic_write
+from stageguard.runtime.model import FORMAT, FORMAT_VERSION, Artifact, StageType
+
+INDEX = "index.json"
+LOCK = ".lock"
+REGISTRY_FORMAT = "stageguard.registry"
+
+
+class RegistryError(Exception):
+    """The registry cannot be read or written; the message says which file and why."""
+
+
+class VersionEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Annotated[int, Field(ge=1)]
+    digest: str
+    file: str
+    created_at: str
+
+
+class StageEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: StageType
+    paused: bool = False
+    versions: list[VersionEntry] = Field(default_factory=list)
+
+    @property
+    def latest(self) -> VersionEntry | None:
+        return self.versions[-1] if self.versions else None
+
+
+class Index(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = REGISTRY_FORMAT
+    format_version: int = 1
+    projects: dict[str, dict[str, StageEntry]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    project: str
+    stage: str
+    version: int
+    created: bool  # False: content identical to the latest version, nothing written
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Registry:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # -- reading
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX
+
+    def read_index(self) -> Index:
+        path = self.index_path
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return Index()
+        except OSError as exc:
+            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            index = Index.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RegistryError(f"{path} is not a valid registry index: "
+                                f"{exc.errors()[0]['msg']}") from exc
+        if index.format != REGISTRY_FORMAT or index.format_version != 1:
+            raise RegistryError(f"{path} has registry format {index.format!r} version "
+                                f"{index.format_version}; this stageguard reads version 1")
+        return index
+
+    def artifact_path(self, project: str, stage: str, version: int) -> Path:
+        return self.root / project / stage / f"v{version}.json"
+
+    def load(self, project: str, stage: str, version: int | None = None) -> Artifact:
+        """The artifact of a stage at `version` (latest when None)."""
+        entry = self.read_index().projects.get(project, {}).get(stage)
+        if entry is None or not entry.versions:
+            raise RegistryError(f"no stage {stage!r} in project {project!r} at {self.root}")
+        chosen = entry.latest if version is None else next(
+            (v for v in entry.versions if v.version == version), None)
+        if chosen is None:
+            raise RegistryError(f"stage {stage!r} has no version {version}; it has "
+                                f"{', '.join(str(v.version) for v in entry.versions)}")
+        return load_artifact(self.root / chosen.file)
+
+    # -- writing
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive across processes: two builds into one registry queue up."""
+        self._ensure_root()
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RegistryError(f"cannot lock {self.root}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _ensure_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise RegistryError(f"{self.root} is not a directory")
+        if self.root.is_dir() and not self.index_path.exists():
+            stray = [p.name for p in self.root.iterdir() if p.name != LOCK]
+            if stray:
+                raise RegistryError(
+                    f"{self.root} is not a stageguard registry (no {INDEX}, but it holds "
+                    f"{', '.join(sorted(stray)[:3])}); choose an empty or new directory")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
+
+    def publish(self, artifacts: Sequence[Artifact]) -> list[Published]:
+        """Record each artifact as the next version of its stage unless its digest equals the
+        latest version's. All or nothing: on failure the registry is left as it was."""
+        with self.lock():
+            index = self.read_index()
+            results: list[Published] = []
+            written: list[Path] = []
+            try:
+                for art in artifacts:
+                    stages = index.projects.setdefault(art.project, {})
+                    entry = stages.get(art.stage.name)
+                    if entry is None:
+                        entry = stages[art.stage.name] = StageEntry(type=art.stage.type)
+                    latest = entry.latest
+                    if latest is not None and latest.digest == art.digest:
+                        results.append(Published(art.project, art.stage.name, latest.version,
+                                                 False))
+                        continue
+                    number = latest.version + 1 if latest else 1
+                    versioned = art.model_copy(update={"version": number})
+                    path = self.artifact_path(art.project, art.stage.name, number)
+                    atomic_write(path, artifact_bytes(versioned))
+                    written.append(path)
+                    entry.type = art.stage.type
+                    entry.versions.append(VersionEntry(
+                        version=number, digest=art.digest,
+                        file=path.relative_to(self.root).as_posix(), created_at=_now()))
+                    results.append(Published(art.project, art.stage.name, number, True))
+                if written:
+                    self.write_index(index)
+            except BaseException as exc:
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                if isinstance(exc, OSError):
+                    raise RegistryError(f"cannot write to {self.root}: "
+                                        f"{exc.strerror or exc}; nothing was published") from exc
+                raise
+            return results
+
+    def write_index(self, index: Index) -> None:
+        data = json.dumps(index.model_dump(mode="json"), indent=2, sort_keys=True,
+                          ensure_ascii=False) + "\n"
+        atomic_write(self.index_path, data.encode("utf-8"))
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Read one artifact file, refusing anything truncated, tampered with or of a future
+    format. RegistryError names the file and the reason."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"cannot read artifact {p}: {exc.strerror or exc}") from exc
+    return parse_artifact(raw, str(p))
+
+
+def parse_artifact(raw: bytes, name: str = "<artifact>") -> Artifact:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{name} is not JSON (truncated or damaged?): {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise RegistryError(f"{name} is not a stageguard artifact")
+    found = doc.get("format_version")
+    if found != FORMAT_VERSION:
+        raise RegistryError(f"{name} has artifact format version {found!r}; this stageguard "
+                            f"reads version {FORMAT_VERSION} (upgrade stageguard to load it)")
+    try:
+        artifact = Artifact.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "document"
+        raise RegistryError(f"{name} is not a valid stageguard artifact ({where}: "
+                            f"{first['msg']})") from exc
+    digest = content_digest(doc)
+    if digest != artifact.digest:
+        raise RegistryError(f"{name} does not match its digest (stored {artifact.digest}, "
+                            f"content {digest}): it was modified after it was built")
+    return artifact
