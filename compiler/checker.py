@@ -548,7 +548,7 @@ class _Checker:
                 ok = False
                 self.err("SG0205", f"`{spec.name}` has no label \"{item.value}\"", item.span,
                          "unknown label",
-                         help=did_you_mean(item.value, spec.labels)
+                         help=did_you_mean(item.value, spec.labels, quoted=True)
                          or "its labels are " + ", ".join(spec.labels))
         return ok
 

@@ -95,10 +95,13 @@ def warning(code: str, message: str, span: Span, label: str = "", help: str | No
     return Diagnostic(code, Severity.WARNING, message, span, label, help, tuple(related))
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """A `help:` line suggesting the closest candidate, or None when nothing is close."""
+def did_you_mean(word: str, candidates: Iterable[str], quoted: bool = False) -> str | None:
+    """A `help:` line suggesting the closest candidate, or None when nothing is close.
+    `quoted` shows the suggestion as a string literal (labels are written in quotes)."""
     matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean `{matches[0]}`?" if matches else None
+    if not matches:
+        return None
+    return f'did you mean "{matches[0]}"?' if quoted else f"did you mean `{matches[0]}`?"
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:

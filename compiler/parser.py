@@ -447,7 +447,9 @@ class _Recovery:
         repair = None if at_end else self._repair(state, tok)
         message = f"unexpected {self._found(tok)}; expected {self._expected_text(expected)}"
         help_text = None
-        if repair == "RBRACE":
+        if at_end and "RBRACE" in expected:
+            help_text = "a block is still open: every `{` needs its `}`"
+        elif repair == "RBRACE":
             help_text = f"is a `}}` missing before this {self._found(tok)}?"
         elif tok.type == "NAME" or (tok.type not in ("STRING", "NUMBER", "$END")):
             keywords = [

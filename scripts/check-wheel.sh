@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the wheel, installs it into a brand-new virtual environment (no checkout on the
+# path) and runs the CLI there: proves the grammar and schema ship as package data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+quiet() { "$@" >"$work/log" 2>&1 || { cat "$work/log"; exit 1; }; }
+quiet .venv/bin/python -m pip wheel --no-deps --wheel-dir "$work/dist" .
+quiet python3 -m venv "$work/venv"
+quiet "$work/venv/bin/python" -m pip install "$work"/dist/stageguard-*.whl
+cp -r policies "$work/policies"
+(
+  cd "$work"
+  venv/bin/stageguard check policies/ >/dev/null
+  venv/bin/stageguard build policies/ --registry reg >/dev/null
+  venv/bin/python - <<'PY'
+import sys
+import stageguard.runtime.registry
+heavy = [m for m in ("lark", "jinja2", "hypothesis") if m in sys.modules]
+assert not heavy, f"import stageguard.runtime pulled in {heavy}"
+from stageguard.runtime.schema import shipped_schema_text, schema_text
+assert shipped_schema_text() == schema_text(), "shipped schema differs from the models"
+import stageguard.compiler.parser as p
+assert "site-packages" in p.__file__, p.__file__
+PY
+)
+echo "wheel: installed into a fresh venv, checked and built policies/"

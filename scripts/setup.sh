@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs stageguard into it, editable, with the dev tools.
+# Sourced by the other scripts; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.stageguard-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log=$(mktemp)
+  { .venv/bin/python -m pip install --upgrade pip &&
+    .venv/bin/python -m pip install -e '.[dev]'; } >"$log" 2>&1 || { cat "$log"; exit 1; }
+  rm -f "$log"
+  touch "$stamp"
+fi

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from stageguard.compiler.pipeline import Compilation, compile_text
+
+REPO = Path(__file__).resolve().parent.parent
+POLICIES = REPO / "policies"
+
+
+def src(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def compile_src(text: str, path: str = "t.sg") -> Compilation:
+    return compile_text(src(text), path)
+
+
+def codes(result: Compilation) -> list[str]:
+    return [d.code for d in result.diagnostics]
+
+
+def stage_src(body: str, extra: str = "") -> str:
+    """A minimal valid file around one central stage body."""
+    return "project p\n" + extra + "stage s {\n" + textwrap.dedent(body) + "}\n"
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
