@@ -8,6 +8,7 @@ here: the parser converts tokens before they leave it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from stageguard.compiler.diagnostics import Span
 from stageguard.runtime.model import Operator
 

@@ -38,7 +38,6 @@ from stageguard.runtime.model import (
     Status,
 )
 
-
 _VALID_OPERATORS = {
     MetricType.SCORE: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
     MetricType.NUMBER: NUMERIC_OPERATORS | EQUALITY_OPERATORS,

@@ -139,8 +139,8 @@ def _inspect(target: str) -> int:
         if not index.projects:
             print(f"{path}: empty registry")
             return EXIT_OK
-        for project, stages in sorted(index.projects.items()):
-            for name, entry in sorted(stages.items()):
+        for _project, stages in sorted(index.projects.items()):
+            for _name, entry in sorted(stages.items()):
                 latest = entry.latest
                 if latest is None:
                     continue
@@ -153,7 +153,8 @@ def _inspect(target: str) -> int:
     if not path.exists():
         print(f"error: `{target}` does not exist", file=sys.stderr)
         return EXIT_POLICY
-    print(_summary(load_artifact(path), f"version {load_artifact(path).version}"))
+    art = load_artifact(path)
+    print(_summary(art, f"version {art.version}"))
     return EXIT_OK
 
 
@@ -179,7 +180,8 @@ def _summary(art: Artifact, versions: str) -> str:
         lines.append(f"  {i}. {rs.name} -> {what}{subs}    "
                      f"[{loc.ruleset.file}:{loc.ruleset.line}]")
         for rule in rs.rules:
-            lines.append(f"       when {rule_source(rule.metric, rule.operator, rule.target_value)}")
+            text = rule_source(rule.metric, rule.operator, rule.target_value)
+            lines.append(f"       when {text}")
     if art.metrics:
         custom = [m.name for m in art.metrics if not m.builtin]
         lines.append(f"  metrics: {', '.join(m.name for m in art.metrics)}"

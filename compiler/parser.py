@@ -467,8 +467,7 @@ class _Recovery:
         else:
             span = _tok_span(self.path, tok)
             code, label = "SG0001", "unexpected here"
-        keep_going = self._report(error(code, message, span, label, help_text),
-                                  span.end if not at_end else span.end)
+        keep_going = self._report(error(code, message, span, label, help_text), span.end)
         if not keep_going:
             return False
         if at_end:

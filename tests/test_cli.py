@@ -1,0 +1,137 @@
+"""The CLI as a user runs it: the installed console script, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import POLICIES
+
+EXE = Path(sys.executable).with_name("stageguard")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120, env={**os.environ, "STAGEGUARD_DEBUG": ""})
+
+
+def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    shutil.copytree(POLICIES, tmp_path / "policies")
+    return tmp_path
+
+
+def test_check_examples_ok(policies: Path) -> None:
+    p = run("check", "policies/", cwd=policies)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "ok: 4 files, 3 stages"
+
+
+def test_check_reports_errors_with_exit_1(policies: Path) -> None:
+    bad = policies / "policies" / "output_guard.sg"
+    bad.write_text(bad.read_text().replace("output_toxicity >= 0.7", "output_toxicty >= 0.7"))
+    p = run("check", "policies/", cwd=policies)
+    assert p.returncode == 1
+    assert "error[SG0201]: unknown metric `output_toxicty`" in p.stderr
+    assert " --> policies/output_guard.sg:19:10" in p.stderr
+    no_traceback(p)
+
+
+def test_check_json(policies: Path) -> None:
+    (policies / "policies" / "x.sg").write_text("project support_bot\nstage x {\n  typo\n}\n")
+    p = run("check", "policies/", "--format", "json", cwd=policies)
+    assert p.returncode == 1
+    doc = json.loads(p.stdout)
+    assert doc["ok"] is False
+    assert [(d["code"], d["span"]["file"], d["span"]["line"]) for d in doc["diagnostics"]] == [
+        ("SG0001", "policies/x.sg", 3)]
+
+
+def test_build_then_rebuild_then_change(policies: Path) -> None:
+    p = run("build", "policies/", "--registry", "reg", cwd=policies)
+    assert p.returncode == 0, p.stderr
+    assert "support_bot/output_guard: v1 (new)" in p.stdout
+    p = run("build", "policies/", "--registry", "reg", "--format", "json", cwd=policies)
+    doc = json.loads(p.stdout)
+    assert {(s["stage"], s["version"], s["created"]) for s in doc["stages"]} == {
+        ("agent_tools", 1, False), ("input_guard", 1, False), ("output_guard", 1, False)}
+    f = policies / "policies" / "output_guard.sg"
+    f.write_text(f.read_text().replace(">= 0.7", ">= 0.6"))
+    p = run("build", "policies/", "--registry", "reg", cwd=policies)
+    assert "support_bot/output_guard: v2 (new)" in p.stdout
+    assert "support_bot/input_guard: v1 (unchanged)" in p.stdout
+
+
+def test_failed_build_writes_nothing(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    before = {q: q.read_bytes() for q in (policies / "reg").rglob("*") if q.is_file()}
+    f = policies / "policies" / "input_guard.sg"
+    f.write_text(f.read_text().replace("> 0.85", "> 1.85"))
+    p = run("build", "policies/", "--registry", "reg", cwd=policies)
+    assert p.returncode == 1
+    assert "nothing was written" in p.stderr
+    after = {q: q.read_bytes() for q in (policies / "reg").rglob("*") if q.is_file()}
+    assert after == before
+
+
+def test_inspect_registry_and_artifact(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    p = run("inspect", "reg", cwd=policies)
+    assert p.returncode == 0, p.stderr
+    assert "support_bot/output_guard  (central, fail closed)" in p.stdout
+    assert 'when output_pii any ["ssn", "credit_card_info", "account_info", "password"]' in (
+        p.stdout)
+    assert "[policies/output_guard.sg:9]" in p.stdout
+    p = run("inspect", "reg/support_bot/input_guard/v1.json", cwd=policies)
+    assert p.returncode == 0 and "1. prompt_injection -> override (1 choice)" in p.stdout
+
+
+def test_inspect_tampered_artifact_is_refused_clearly(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    art = policies / "reg/support_bot/input_guard/v1.json"
+    art.write_bytes(art.read_bytes().replace(b"0.85", b"0.95"))
+    p = run("inspect", str(art), cwd=policies)
+    assert p.returncode == 1
+    assert "v1.json does not match its digest" in p.stderr
+    no_traceback(p)
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (("check", "nowhere/"), 1, "SG0601"),
+    (("check",), 2, "usage"),
+    (("frobnicate",), 2, "invalid choice"),
+    (("build", "policies/"), 2, "--registry"),
+    (("check", "--format", "xml", "policies/"), 2, "invalid choice"),
+    (("inspect", "missing.json"), 1, "does not exist"),
+])
+def test_usage_and_input_errors(policies: Path, args: tuple[str, ...], code: int,
+                                needle: str) -> None:
+    p = run(*args, cwd=policies)
+    assert p.returncode == code
+    assert needle in p.stderr
+    no_traceback(p)
+
+
+def test_binary_and_empty_inputs(tmp_path: Path) -> None:
+    (tmp_path / "bin.sg").write_bytes(b"project p\n\xff\xfe\x00garbage")
+    (tmp_path / "empty").mkdir()
+    p = run("check", "bin.sg", "empty", cwd=tmp_path)
+    assert p.returncode == 1
+    assert "SG0602" in p.stderr and "SG0603" in p.stderr
+    assert "bin.sg:2:1" in p.stderr
+    no_traceback(p)
+
+
+def test_version_flag() -> None:
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.startswith("stageguard ")

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from stageguard.compiler.pipeline import compile_text
+from stageguard.runtime.canonical import artifact_bytes
+from stageguard.runtime.registry import Registry, RegistryError, load_artifact
+
+
+def stage_text(threshold: str, name: str = "s") -> str:
+    return (f"project p\nstage {name} {{\n  ruleset r {{\n    when output_toxicity > {threshold}"
+            "\n  }\n}\n")
+
+
+def arts(text: str):
+    result = compile_text(text, "p.sg")
+    assert result.ok
+    return result.artifacts
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_first_build_writes_v1_and_the_index(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    (pub,) = reg.publish(arts(stage_text("0.5")))
+    assert (pub.version, pub.created) == (1, True)
+    art = load_artifact(tmp_path / "reg" / "p" / "s" / "v1.json")
+    assert art.version == 1
+    index = reg.read_index()
+    assert [v.version for v in index.projects["p"]["s"].versions] == [1]
+
+
+def test_unchanged_build_is_a_no_op(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.publish(arts(stage_text("0.5")))
+    before = snapshot(tmp_path / "reg")
+    (pub,) = reg.publish(arts("# reformatted\n" + stage_text("0.50")))
+    assert (pub.version, pub.created) == (1, False)
+    assert snapshot(tmp_path / "reg") == before
+
+
+def test_changed_stage_gets_next_version_and_old_versions_stay_byte_identical(
+        tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.publish(arts(stage_text("0.5")))
+    v1 = tmp_path / "reg/p/s/v1.json"
+    v1_bytes, v1_stat = v1.read_bytes(), v1.stat()
+    (pub,) = reg.publish(arts(stage_text("0.7")))
+    assert (pub.version, pub.created) == (2, True)
+    assert v1.read_bytes() == v1_bytes and v1.stat().st_mtime_ns == v1_stat.st_mtime_ns
+    assert reg.load("p", "s").version == 2
+    assert reg.load("p", "s", 1).rulesets[0].rules[0].target_value == 0.5
+    with pytest.raises(RegistryError, match="no version 9"):
+        reg.load("p", "s", 9)
+    # Going back to old content is a change too: it becomes v3, history is never rewritten.
+    (pub,) = reg.publish(arts(stage_text("0.5")))
+    assert pub.version == 3
+
+
+def test_versioned_file_matches_compiled_bytes_apart_from_version(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    (art,) = arts(stage_text("0.5"))
+    reg.publish([art])
+    assert (tmp_path / "reg/p/s/v1.json").read_bytes() == artifact_bytes(art)
+
+
+def test_failed_publish_leaves_registry_exactly_as_it_was(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    reg = Registry(root)
+    reg.publish(arts(stage_text("0.5", "a") + stage_text("0.5", "b").replace("project p\n", "")))
+    # A plain file where stage b's directory must go makes its write fail after stage a's
+    # new version file was already written.
+    (root / "p" / "b").rename(root / "p" / "b_saved")
+    (root / "p" / "b").write_text("in the way")
+    before = snapshot(root)
+    changed = arts(stage_text("0.6", "a") + stage_text("0.6", "b").replace("project p\n", ""))
+    with pytest.raises(RegistryError, match="nothing was published"):
+        reg.publish(changed)
+    assert snapshot(root) == before
+    assert not (root / "p" / "a" / "v2.json").exists()
+
+
+def test_directory_that_is_not_a_registry_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RegistryError, match="not a stageguard registry"):
+        Registry(tmp_path).publish(arts(stage_text("0.5")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_corrupt_index_is_reported_with_its_path(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    reg.publish(arts(stage_text("0.5")))
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(RegistryError, match=r"index\.json"):
+        reg.read_index()
+
+
+def _racer(root: str, threshold: str, barrier) -> None:
+    barrier.wait()
+    Registry(root).publish(arts(stage_text(threshold)))
+
+
+def test_racing_builds_serialise_and_lose_nothing(tmp_path: Path) -> None:
+    root = str(tmp_path / "reg")
+    Registry(root).publish(arts(stage_text("0.1")))
+    thresholds = ["0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(thresholds))
+    procs = [ctx.Process(target=_racer, args=(root, t, barrier)) for t in thresholds]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    index = json.loads((Path(root) / "index.json").read_text())
+    versions = index["projects"]["p"]["s"]["versions"]
+    assert [v["version"] for v in versions] == list(range(1, len(thresholds) + 2))
+    seen = set()
+    for v in versions:
+        art = load_artifact(Path(root) / v["file"])
+        assert art.version == v["version"] and art.digest == v["digest"]
+        seen.add(art.rulesets[0].rules[0].target_value)
+    assert seen == {0.1, *(float(t) for t in thresholds)}
+    leftovers = [p for p in Path(root).rglob("*.tmp")]
+    assert leftovers == []
+
+
+def test_lock_file_is_the_only_non_data_file(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "r")
+    reg.publish(arts(stage_text("0.5")))
+    names = sorted(os.listdir(tmp_path / "r"))
+    assert names == [".lock", "index.json", "p"]
