@@ -1,4 +1,10 @@
-"""Checked stages to artifacts: the runtime's pydantic models, canonical and content-hashed."""
+"""Checked stages to artifacts: canonical, content-hashed JSON in the runtime's schema.
+
+The build path writes canonical JSON straight from checked data rather than validating
+~50k nested pydantic models per 10k rulesets; the runtime validates every artifact against
+those models (and its digest) when it loads one, and the test suite validates every compiled
+artifact against both the models and the published JSON Schema.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from stageguard.compiler.checker import CheckedStage
-from stageguard.runtime.canonical import content_digest
-from stageguard.runtime.model import FORMAT, FORMAT_VERSION, ActionType, Artifact
+from stageguard.runtime.canonical import ArtifactDocument
+from stageguard.runtime.model import FORMAT, FORMAT_VERSION, ActionType
 
 
 @cache
@@ -19,49 +25,43 @@ def compiler_version() -> str:
         return "0+unknown"
 
 
-def _loc(span: Any) -> dict[str, Any]:
-    return {"file": span.file, "line": span.line, "column": span.column}
-
-
 def document(stage: CheckedStage) -> dict[str, Any]:
-    """The artifact as JSON-ready data, without version and digest."""
+    """The artifact as JSON-ready data, without version and digest. Enum members are str
+    subclasses, so they serialise as their values."""
     rulesets = []
     locations = []
+    override = ActionType.OVERRIDE
     for rs in stage.rulesets:
         rulesets.append({
             "name": rs.name,
             "description": rs.description,
             "rules": [
-                {"metric": r.metric, "operator": r.operator.value,
-                 "target_value": list(r.target) if isinstance(r.target, tuple) else r.target}
+                {"metric": r.metric, "operator": r.operator,
+                 "target_value": list(r.target) if type(r.target) is tuple else r.target}
                 for r in rs.rules
             ],
             "action": {
-                "type": rs.action.value,
-                "choices": list(rs.choices) if rs.action is ActionType.OVERRIDE else None,
-                "subscriptions": [
-                    {"url": s.url, "statuses": [x.value for x in s.statuses]}
-                    for s in rs.subscriptions
-                ],
+                "type": rs.action,
+                "choices": list(rs.choices) if rs.action is override else None,  # type: ignore[arg-type]
+                "subscriptions": [{"url": s.url, "statuses": list(s.statuses)}
+                                  for s in rs.subscriptions],
             },
         })
-        locations.append({"ruleset": _loc(rs.span), "rules": [_loc(r.span) for r in rs.rules]})
+        locations.append({"ruleset": [rs.span.line, rs.span.column],
+                          "rules": [[r.span.line, r.span.column] for r in rs.rules]})
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "project": stage.project,
-        "stage": {"name": stage.name, "type": stage.type.value,
-                  "description": stage.description, "fail_mode": stage.fail_mode.value},
+        "stage": {"name": stage.name, "type": stage.type, "description": stage.description,
+                  "fail_mode": stage.fail_mode},
         "compiler": {"name": "stageguard", "version": compiler_version()},
         "metrics": [m.model_dump(mode="json") for m in stage.metrics],
         "rulesets": rulesets,
-        "source_map": {"stage": _loc(stage.span), "rulesets": locations},
+        "source_map": {"file": stage.span.file, "stage": [stage.span.line, stage.span.column],
+                       "rulesets": locations},
     }
 
 
-def compile_stage(stage: CheckedStage, version: int = 1) -> Artifact:
-    """The artifact of a checked stage at `version` (the registry decides the real number)."""
-    doc = document(stage)
-    doc["digest"] = content_digest(doc)
-    doc["version"] = version
-    return Artifact.model_validate(doc)
+def compile_stage(stage: CheckedStage) -> ArtifactDocument:
+    return ArtifactDocument.from_document(document(stage))

@@ -364,51 +364,63 @@ class _Checker:
     # -- rulesets and actions
 
     def ruleset(self, rs: ast.Ruleset, catalog: dict[str, MetricSpec]) -> CheckedRuleset | None:
+        # One pass over the items: this runs once per ruleset of every build, so it avoids
+        # re-scanning the block for each kind of statement.
         ok = True
-        desc = self._single(rs.items, ast.Description, "the ruleset's `description`")
-        rules = rs.rules
-        if not rules and not self.damaged(rs.span):
+        description: ast.Description | None = None
+        checked_rules: list[CheckedRule] = []
+        action_node: ast.Override | ast.Passthrough | None = None
+        subscriptions: list[CheckedSubscription] = []
+        wrote_rule = False
+        for item in rs.items:
+            kind = type(item)
+            if kind is ast.Rule:
+                wrote_rule = True
+                result = self.rule(item, catalog)  # type: ignore[arg-type]
+                if result is None:
+                    ok = False
+                else:
+                    checked_rules.append(result)
+            elif kind is ast.Override or kind is ast.Passthrough:
+                if action_node is None:
+                    action_node = item  # type: ignore[assignment]
+                else:
+                    self.err("SG0405", "a ruleset has one action", item.span, "second action",
+                             help="keep either `override` or `passthrough`",
+                             related=[Related(action_node.span, "first action here")])
+                    ok = False
+            elif kind is ast.Notify:
+                sub = self.notify(item)  # type: ignore[arg-type]
+                if sub is None:
+                    ok = False
+                else:
+                    subscriptions.append(sub)
+            elif description is None:
+                description = item  # type: ignore[assignment]
+            else:
+                self.err("SG0305", "the ruleset's `description` is given twice", item.span,
+                         "second one", related=[Related(description.span, "first one here")])
+        if not wrote_rule and not self.damaged(rs.span):
             self.err("SG0306", f"ruleset `{rs.name.value}` has no rules", rs.name.span,
                      "needs at least one `when` line",
                      help="a ruleset triggers when all its rules hold, e.g. "
                      "`when output_toxicity > 0.8`")
             ok = False
-        checked_rules = []
-        for rule in rules:
-            result = self.rule(rule, catalog)
-            if result is None:
-                ok = False
-            else:
-                checked_rules.append(result)
-        actions = [i for i in rs.items if isinstance(i, ast.Override | ast.Passthrough)]
-        for extra in actions[1:]:
-            self.err("SG0405", "a ruleset has one action", extra.span, "second action",
-                     help="keep either `override` or `passthrough`",
-                     related=[Related(actions[0].span, "first action here")])
-            ok = False
         action = ActionType.PASSTHROUGH
         choices: tuple[str, ...] | None = None
-        if actions and isinstance(actions[0], ast.Override):
+        if type(action_node) is ast.Override:
             action = ActionType.OVERRIDE
-            override = actions[0]
-            choices = tuple(c.value for c in override.choices)
-            if not choices and not self.damaged(override.span):
-                self.err("SG0401", "`override` needs at least one choice", override.keyword,
+            choices = tuple(c.value for c in action_node.choices)
+            if not choices and not self.damaged(action_node.span):
+                self.err("SG0401", "`override` needs at least one choice", action_node.keyword,
                          "no choices", help='add a line such as `choice "Sorry, I can\'t '
                          'help with that."`; one choice is returned at random')
                 ok = False
-        subscriptions = []
-        for notify in (i for i in rs.items if isinstance(i, ast.Notify)):
-            sub = self.notify(notify)
-            if sub is None:
-                ok = False
-            else:
-                subscriptions.append(sub)
         if not ok:
             return None
         return CheckedRuleset(
             name=rs.name.value,
-            description=desc.text.value if isinstance(desc, ast.Description) else None,
+            description=description.text.value if description is not None else None,
             rules=tuple(checked_rules), action=action, choices=choices,
             subscriptions=tuple(subscriptions), span=rs.span,
         )

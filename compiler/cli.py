@@ -178,7 +178,7 @@ def _summary(art: Artifact, versions: str) -> str:
             what = "passthrough"
         subs = f", notify {len(action.subscriptions)}" if action.subscriptions else ""
         lines.append(f"  {i}. {rs.name} -> {what}{subs}    "
-                     f"[{loc.ruleset.file}:{loc.ruleset.line}]")
+                     f"[{art.source_map.file}:{loc.ruleset[0]}]")
         for rule in rs.rules:
             text = rule_source(rule.metric, rule.operator, rule.target_value)
             lines.append(f"       when {text}")

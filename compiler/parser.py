@@ -85,6 +85,9 @@ class ParseResult:
 # ---- building the AST ---------------------------------------------------------------------
 
 
+_new_span = tuple.__new__  # Span(...) without NamedTuple's keyword handling: hot path
+
+
 def _span(path: str, first: Any, last: Any) -> Span:
     a = first.span if not isinstance(first, Token) else None
     b = last.span if not isinstance(last, Token) else None
@@ -96,12 +99,12 @@ def _span(path: str, first: Any, last: Any) -> Span:
         end, end_line, end_column = last.end_pos, last.end_line, last.end_column
     else:
         end, end_line, end_column = b.end, b.end_line, b.end_column
-    return Span(path, start, end, line, column, end_line, end_column)
+    return _new_span(Span, (path, start, end, line, column, end_line, end_column))
 
 
 def _tok_span(path: str, tok: Token) -> Span:
-    return Span(path, tok.start_pos, tok.end_pos, tok.line, tok.column, tok.end_line,
-                tok.end_column)
+    return _new_span(Span, (path, tok.start_pos, tok.end_pos, tok.line, tok.column,
+                            tok.end_line, tok.end_column))
 
 
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",

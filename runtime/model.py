@@ -18,7 +18,13 @@ FORMAT_VERSION = 1
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 
 
-class Operator(StrEnum):
+class _StrEnum(StrEnum):
+    # Enum.__hash__ is a Python-level call; members equal their string values, so hashing
+    # like str is consistent and keeps enum-keyed lookups on the decision path cheap.
+    __hash__ = str.__hash__
+
+
+class Operator(_StrEnum):
     GT = "gt"
     LT = "lt"
     GTE = "gte"
@@ -38,7 +44,7 @@ LIST_TARGET_OPERATORS = frozenset({Operator.ALL, Operator.ANY})
 NO_TARGET_OPERATORS = frozenset({Operator.EMPTY, Operator.NOT_EMPTY})
 
 
-class Status(StrEnum):
+class Status(_StrEnum):
     TRIGGERED = "triggered"
     NOT_TRIGGERED = "not_triggered"
     PAUSED = "paused"
@@ -48,24 +54,24 @@ class Status(StrEnum):
     ERROR = "error"
 
 
-class MetricType(StrEnum):
+class MetricType(_StrEnum):
     SCORE = "score"
     NUMBER = "number"
     LABEL = "label"
     LABELS = "labels"
 
 
-class StageType(StrEnum):
+class StageType(_StrEnum):
     CENTRAL = "central"
     LOCAL = "local"
 
 
-class FailMode(StrEnum):
+class FailMode(_StrEnum):
     OPEN = "open"
     CLOSED = "closed"
 
 
-class ActionType(StrEnum):
+class ActionType(_StrEnum):
     OVERRIDE = "OVERRIDE"
     PASSTHROUGH = "PASSTHROUGH"
 
@@ -157,26 +163,25 @@ class StageSpec(_Model):
     fail_mode: FailMode = FailMode.OPEN
 
 
-class Location(_Model):
-    file: str
-    line: Annotated[int, Field(ge=1)]
-    column: Annotated[int, Field(ge=1)]
+Position = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # (line, column)
 
 
-class RulesetLocation(_Model):
-    ruleset: Location
-    rules: tuple[Location, ...]
+class RulesetPositions(_Model):
+    ruleset: Position
+    rules: tuple[Position, ...]
 
 
 class SourceMap(_Model):
-    """Where each piece came from, for explanations and review reports.
+    """Where each piece came from (a stage lives in one file), for explanations and review
+    reports. Positions are `[line, column]`, 1-based.
 
     Not part of the digest: moving a ruleset down a line or adding a comment is not a change
     of behaviour and must not mint a new stage version.
     """
 
-    stage: Location
-    rulesets: tuple[RulesetLocation, ...]
+    file: str
+    stage: Position
+    rulesets: tuple[RulesetPositions, ...]
 
 
 class CompilerInfo(_Model):

@@ -25,7 +25,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stageguard.runtime.canonical import artifact_bytes, content_digest
+from stageguard.runtime.canonical import ArtifactDocument, content_digest
 from stageguard.runtime.fsutil import atomic_write
 from stageguard.runtime.model import FORMAT, FORMAT_VERSION, Artifact, StageType
 
@@ -153,7 +153,7 @@ class Registry:
         except OSError as exc:
             raise RegistryError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
 
-    def publish(self, artifacts: Sequence[Artifact]) -> list[Published]:
+    def publish(self, artifacts: Sequence[ArtifactDocument | Artifact]) -> list[Published]:
         """Record each artifact as the next version of its stage unless its digest equals the
         latest version's. All or nothing: on failure the registry is left as it was."""
         with self.lock():
@@ -161,26 +161,26 @@ class Registry:
             results: list[Published] = []
             written: list[Path] = []
             try:
-                for art in artifacts:
-                    stages = index.projects.setdefault(art.project, {})
-                    entry = stages.get(art.stage.name)
+                for item in artifacts:
+                    doc = (item if isinstance(item, ArtifactDocument)
+                           else ArtifactDocument.from_artifact(item))
+                    stages = index.projects.setdefault(doc.project, {})
+                    entry = stages.get(doc.stage)
                     if entry is None:
-                        entry = stages[art.stage.name] = StageEntry(type=art.stage.type)
+                        entry = stages[doc.stage] = StageEntry(type=doc.stage_type)
                     latest = entry.latest
-                    if latest is not None and latest.digest == art.digest:
-                        results.append(Published(art.project, art.stage.name, latest.version,
-                                                 False))
+                    if latest is not None and latest.digest == doc.digest:
+                        results.append(Published(doc.project, doc.stage, latest.version, False))
                         continue
                     number = latest.version + 1 if latest else 1
-                    versioned = art.model_copy(update={"version": number})
-                    path = self.artifact_path(art.project, art.stage.name, number)
-                    atomic_write(path, artifact_bytes(versioned))
+                    path = self.artifact_path(doc.project, doc.stage, number)
+                    atomic_write(path, doc.to_bytes(number))
                     written.append(path)
-                    entry.type = art.stage.type
+                    entry.type = doc.stage_type
                     entry.versions.append(VersionEntry(
-                        version=number, digest=art.digest,
+                        version=number, digest=doc.digest,
                         file=path.relative_to(self.root).as_posix(), created_at=_now()))
-                    results.append(Published(art.project, art.stage.name, number, True))
+                    results.append(Published(doc.project, doc.stage, number, True))
                 if written:
                     self.write_index(index)
             except BaseException as exc:

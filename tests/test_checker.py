@@ -151,3 +151,9 @@ def test_every_problem_in_a_file_is_reported_at_once() -> None:
         '    notify "ftp://x.example" on triggerd\n  }\n'), "t.sg")
     assert sorted(codes(result)) == ["SG0201", "SG0206", "SG0308", "SG0401", "SG0402",
                                      "SG0403"]
+
+
+def test_empty_ruleset_is_reported_alongside_its_other_problems() -> None:
+    result = compile_text(stage_src('  ruleset r {\n    passthrough\n    passthrough\n  }\n'),
+                          "t.sg")
+    assert sorted(codes(result)) == ["SG0306", "SG0405"]

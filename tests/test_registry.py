@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from stageguard.compiler.pipeline import compile_text
-from stageguard.runtime.canonical import artifact_bytes
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
 
 
@@ -69,7 +68,11 @@ def test_versioned_file_matches_compiled_bytes_apart_from_version(tmp_path: Path
     reg = Registry(tmp_path / "reg")
     (art,) = arts(stage_text("0.5"))
     reg.publish([art])
-    assert (tmp_path / "reg/p/s/v1.json").read_bytes() == artifact_bytes(art)
+    assert (tmp_path / "reg/p/s/v1.json").read_bytes() == art.to_bytes(1)
+    # A validated model publishes identically (e.g. from the management API).
+    other = Registry(tmp_path / "reg2")
+    other.publish([art.to_artifact()])
+    assert (tmp_path / "reg2/p/s/v1.json").read_bytes() == art.to_bytes(1)
 
 
 def test_failed_publish_leaves_registry_exactly_as_it_was(tmp_path: Path) -> None:
