@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from stageguard.compiler import ast
@@ -48,6 +50,7 @@ _VALID_OPERATORS = {
 _SUBSCRIBABLE = tuple(s.value for s in Status)
 
 Target = float | str | tuple[str, ...] | None
+E = TypeVar("E", bound=StrEnum)
 
 
 # ---- the resolved model the compiler consumes ---------------------------------------------
@@ -200,6 +203,19 @@ class _Checker:
                     catalog[name] = spec
         return catalog
 
+    def keyword(self, name: ast.Name, choices: type[E], code: str, what: str,
+                fallback_help: str, label: str | None = None) -> E | None:
+        """The enum member a property names, or a did-you-mean diagnostic and None."""
+        try:
+            return choices(name.value)
+        except ValueError:
+            if name.value:  # an empty name is a recovery placeholder, already reported
+                self.err(code, f"unknown {what} `{name.value}`", name.span,
+                         label or f"not a {what}",
+                         help=did_you_mean(name.value, [c.value for c in choices])
+                         or fallback_help)
+            return None
+
     def _single(self, items: Iterable[object], kind: type, what: str) -> object | None:
         found = [i for i in items if isinstance(i, kind)]
         for extra in found[1:]:
@@ -220,14 +236,9 @@ class _Checker:
                          "labels)")
             return None
         assert isinstance(type_prop, ast.TypeProp)
-        try:
-            kind = MetricType(type_prop.value.value)
-        except ValueError:
-            if type_prop.value.value:
-                self.err("SG0501", f"unknown metric type `{type_prop.value.value}`",
-                         type_prop.value.span, "not a metric type",
-                         help=did_you_mean(type_prop.value.value, [t.value for t in MetricType])
-                         or "metric types are score, number, label and labels")
+        kind = self.keyword(type_prop.value, MetricType, "SG0501", "metric type",
+                            "metric types are score, number, label and labels")
+        if kind is None:
             return None
         ok = True
         numeric = kind in (MetricType.SCORE, MetricType.NUMBER)
@@ -294,30 +305,21 @@ class _Checker:
         type_prop = self._single(stage.items, ast.TypeProp, "the stage's `type`")
         desc = self._single(stage.items, ast.Description, "the stage's `description`")
         fail_prop = self._single(stage.items, ast.FailProp, "`fail`")
-        kind = StageType.CENTRAL
         ok = True
+        kind = StageType.CENTRAL
         if isinstance(type_prop, ast.TypeProp):
-            try:
-                kind = StageType(type_prop.value.value)
-            except ValueError:
-                ok = False
-                if type_prop.value.value:
-                    self.err("SG0308", f"unknown stage type `{type_prop.value.value}`",
-                             type_prop.value.span, "not a stage type",
-                             help=did_you_mean(type_prop.value.value, ["central", "local"])
-                             or "a stage is `central` or `local`")
+            found = self.keyword(type_prop.value, StageType, "SG0308", "stage type",
+                                 "a stage is `central` or `local`")
+            ok = found is not None
+            kind = found or kind
         fail_mode = FailMode.OPEN
         if isinstance(fail_prop, ast.FailProp):
-            try:
-                fail_mode = FailMode(fail_prop.value.value)
-            except ValueError:
-                ok = False
-                if fail_prop.value.value:
-                    self.err("SG0309", f"unknown failure mode `{fail_prop.value.value}`",
-                             fail_prop.value.span, "expected `open` or `closed`",
-                             help=did_you_mean(fail_prop.value.value, ["open", "closed"])
-                             or "`fail open` lets metric failures pass; `fail closed` treats "
-                             "them as triggered")
+            found_mode = self.keyword(fail_prop.value, FailMode, "SG0309", "failure mode",
+                                      "`fail open` lets metric failures pass; `fail closed` "
+                                      "treats them as triggered",
+                                      label="expected `open` or `closed`")
+            ok = ok and found_mode is not None
+            fail_mode = found_mode or fail_mode
         rulesets = stage.rulesets
         if kind is StageType.LOCAL and rulesets:
             self.err("SG0307", f"local stage `{stage.name.value}` cannot define rulesets",
