@@ -182,6 +182,8 @@ class _Checker:
         for file in project.files:
             for decl in file.metrics:
                 name = decl.name.value
+                if not name:  # placeholder from syntax recovery, already reported
+                    continue
                 if name in BUILTIN_METRICS or name in ALIASES:
                     what = "a built-in metric" if name in BUILTIN_METRICS else (
                         f"an alias of the built-in `{ALIASES[name]}`")

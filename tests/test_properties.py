@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stageguard.compiler.pipeline import Compilation, compile_text
@@ -71,6 +71,8 @@ def mutated_policy(draw: st.DrawFn) -> str:
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_policy())
+# Found by this test: recovery inserted an empty metric name, which reached MetricSpec.
+@example("project p\nmetric answer_words metric{\n  type number\n}\n")
 def test_mutated_policies_compile_or_get_our_diagnostics(text: str) -> None:
     assert_well_formed(text, compile_text(text, "m.sg"))
 
