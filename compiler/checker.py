@@ -432,11 +432,11 @@ class _Checker:
     def notify(self, notify: ast.Notify) -> CheckedSubscription | None:
         ok = True
         url = notify.url.value
-        parts = urlsplit(url) if url else None
         try:
-            valid_url = parts is not None and parts.scheme in ("http", "https") and bool(
-                parts.hostname) and not any(c.isspace() for c in url)
-        except ValueError:
+            parts = urlsplit(url)
+            valid_url = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(
+                c.isspace() for c in url)
+        except ValueError:  # e.g. an unbalanced `[` of an IPv6 host
             valid_url = False
         if not valid_url and not self.damaged(notify.span):
             self.err("SG0402", f"webhook url \"{url}\" is not an http(s) url", notify.url.span,

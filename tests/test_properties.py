@@ -73,6 +73,9 @@ def mutated_policy(draw: st.DrawFn) -> str:
 @given(mutated_policy())
 # Found by this test: recovery inserted an empty metric name, which reached MetricSpec.
 @example("project p\nmetric answer_words metric{\n  type number\n}\n")
+# ... and a url with an unbalanced IPv6 bracket, which made urlsplit raise.
+@example('project p\nstage s {\n  ruleset r {\n    when input_toxicity > 0.5\n'
+         '    notify "https://[hooks.example.com/x"\n  }\n}\n')
 def test_mutated_policies_compile_or_get_our_diagnostics(text: str) -> None:
     assert_well_formed(text, compile_text(text, "m.sg"))
 
