@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from stageguard.compiler.pipeline import Compilation, compile_text
+
 # CI replays a fixed sequence of examples so a run cannot fail on a new random draw that the
 # submitter never saw; local runs keep exploring (and store failures in .hypothesis/).
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from stageguard.compiler.pipeline import Compilation, compile_text
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
