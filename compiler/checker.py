@@ -30,7 +30,7 @@ from stageguard.runtime.model import (
     EQUALITY_OPERATORS,
     LIST_TARGET_OPERATORS,
     NO_TARGET_OPERATORS,
-    NUMERIC_OPERATORS,
+    VALID_OPERATORS,
     ActionType,
     FailMode,
     MetricSpec,
@@ -40,13 +40,6 @@ from stageguard.runtime.model import (
     Status,
 )
 
-_VALID_OPERATORS = {
-    MetricType.SCORE: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
-    MetricType.NUMBER: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
-    MetricType.LABEL: EQUALITY_OPERATORS | {Operator.ANY},
-    MetricType.LABELS: {Operator.CONTAINS, Operator.ALL, Operator.ANY, Operator.EMPTY,
-                        Operator.NOT_EMPTY},
-}
 _SUBSCRIBABLE = tuple(s.value for s in Status)
 
 Target = float | str | tuple[str, ...] | None
@@ -487,7 +480,7 @@ class _Checker:
             return None
         op = rule.operator
         spelled = SPELLING[op]
-        if op not in _VALID_OPERATORS[spec.type]:
+        if op not in VALID_OPERATORS[spec.type]:
             if spec.type is MetricType.LABELS and op in EQUALITY_OPERATORS:
                 self.err("SG0206", f"`{spelled}` on label list `{name}` never matches",
                          rule.operator_span, "a list is never equal to one label",
@@ -495,7 +488,7 @@ class _Checker:
                          "write `any [\"A\", \"B\"]`")
             else:
                 valid = ", ".join(f"`{SPELLING[o]}`" for o in Operator
-                                  if o in _VALID_OPERATORS[spec.type])
+                                  if o in VALID_OPERATORS[spec.type])
                 self.err("SG0202", f"`{spelled}` does not apply to {spec.type.value} metric "
                          f"`{name}`", rule.operator_span, f"not valid for a {spec.type.value}",
                          help=f"a {spec.type.value} metric takes {valid}")

@@ -65,6 +65,10 @@ _BUILTINS = (
     _labels("output_pii", MetricType.LABELS, PII_LABELS, "PII found in the output text"),
     _labels("prompt_injection", MetricType.LABELS, PROMPT_INJECTION_LABELS,
             "Prompt-injection techniques detected in the input"),
+    MetricSpec(name="input_length", type=MetricType.NUMBER, minimum=0.0, builtin=True,
+               description="Characters in the input text"),
+    MetricSpec(name="output_length", type=MetricType.NUMBER, minimum=0.0, builtin=True,
+               description="Characters in the output text"),
     _labels("input_tone", MetricType.LABEL, TONE_LABELS, "Dominant emotional tone of the input"),
     _labels("output_tone", MetricType.LABEL, TONE_LABELS, "Dominant emotional tone of the output"),
 )

@@ -61,6 +61,17 @@ class MetricType(_StrEnum):
     LABELS = "labels"
 
 
+# Which operators make sense for which metric type (SEMANTICS.md's truth table). The checker
+# and the runtime's intake of Galileo-shaped rulesets both judge rules by this table.
+VALID_OPERATORS: dict[MetricType, frozenset[Operator]] = {
+    MetricType.SCORE: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
+    MetricType.NUMBER: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
+    MetricType.LABEL: EQUALITY_OPERATORS | {Operator.ANY},
+    MetricType.LABELS: frozenset({Operator.CONTAINS, Operator.ALL, Operator.ANY, Operator.EMPTY,
+                                  Operator.NOT_EMPTY}),
+}
+
+
 class StageType(_StrEnum):
     CENTRAL = "central"
     LOCAL = "local"
@@ -201,12 +212,13 @@ class Artifact(_Model):
     compiler: CompilerInfo
     metrics: tuple[MetricSpec, ...]
     rulesets: tuple[RulesetSpec, ...]
-    source_map: SourceMap
+    # Absent for stages created through the API from rulesets rather than compiled source.
+    source_map: SourceMap | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Artifact:
-        if self.stage.type is StageType.LOCAL and self.rulesets:
-            raise ValueError("a local stage carries no rulesets; they arrive with each invocation")
+        # A local stage's first version has no rulesets; later versions record the rulesets
+        # an invocation brought (SEMANTICS.md: unseen rulesets make a new version).
         names = [r.name for r in self.rulesets]
         if len(set(names)) != len(names):
             raise ValueError("ruleset names must be unique within a stage")
@@ -218,10 +230,11 @@ class Artifact(_Model):
             for rule in ruleset.rules:
                 if rule.metric not in known:
                     raise ValueError(f"rule uses metric {rule.metric!r} missing from `metrics`")
-        if len(self.source_map.rulesets) != len(self.rulesets) or any(
+        smap = self.source_map
+        if smap is not None and (len(smap.rulesets) != len(self.rulesets) or any(
             len(loc.rules) != len(rs.rules)
-            for loc, rs in zip(self.source_map.rulesets, self.rulesets, strict=True)
-        ):
+            for loc, rs in zip(smap.rulesets, self.rulesets, strict=True)
+        )):
             raise ValueError("source map does not match the rulesets")
         return self
 

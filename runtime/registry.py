@@ -38,6 +38,10 @@ class RegistryError(Exception):
     """The registry cannot be read or written; the message says which file and why."""
 
 
+class StageExists(RegistryError):
+    pass
+
+
 class VersionEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -153,9 +157,31 @@ class Registry:
         except OSError as exc:
             raise RegistryError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
 
-    def publish(self, artifacts: Sequence[ArtifactDocument | Artifact]) -> list[Published]:
+    def stage_entry(self, project: str, stage: str) -> StageEntry | None:
+        return self.read_index().projects.get(project, {}).get(stage)
+
+    def set_paused(self, project: str, stage: str, paused: bool) -> StageEntry:
+        """Pause or resume a stage (a registry fact, seen by every runtime that watches)."""
+        with self.lock():
+            index = self.read_index()
+            entry = index.projects.get(project, {}).get(stage)
+            if entry is None:
+                raise RegistryError(f"no stage {stage!r} in project {project!r} at {self.root}")
+            if entry.paused != paused:
+                entry.paused = paused
+                self.write_index(index)
+            return entry
+
+    def publish(self, artifacts: Sequence[ArtifactDocument | Artifact], *,
+                reuse_any_version: bool = False, create_only: bool = False,
+                paused: bool | None = None) -> list[Published]:
         """Record each artifact as the next version of its stage unless its digest equals the
-        latest version's. All or nothing: on failure the registry is left as it was."""
+        latest version's. All or nothing: on failure the registry is left as it was.
+
+        `reuse_any_version`: an artifact identical to *any* earlier version reuses it (local
+        stages: identical invocation rulesets keep their version). `create_only`: refuse
+        stages that already exist (the management API's create). `paused`: the state of a
+        newly created stage."""
         with self.lock():
             index = self.read_index()
             results: list[Published] = []
@@ -166,11 +192,17 @@ class Registry:
                            else ArtifactDocument.from_artifact(item))
                     stages = index.projects.setdefault(doc.project, {})
                     entry = stages.get(doc.stage)
+                    if entry is not None and create_only:
+                        raise StageExists(f"stage {doc.stage!r} already exists in project "
+                                          f"{doc.project!r}")
                     if entry is None:
-                        entry = stages[doc.stage] = StageEntry(type=doc.stage_type)
+                        entry = stages[doc.stage] = StageEntry(type=doc.stage_type,
+                                                               paused=bool(paused))
                     latest = entry.latest
-                    if latest is not None and latest.digest == doc.digest:
-                        results.append(Published(doc.project, doc.stage, latest.version, False))
+                    same = [v for v in (entry.versions if reuse_any_version else [latest])
+                            if v is not None and v.digest == doc.digest]
+                    if same:
+                        results.append(Published(doc.project, doc.stage, same[0].version, False))
                         continue
                     number = latest.version + 1 if latest else 1
                     path = self.artifact_path(doc.project, doc.stage, number)
@@ -181,7 +213,7 @@ class Registry:
                         version=number, digest=doc.digest,
                         file=path.relative_to(self.root).as_posix(), created_at=_now()))
                     results.append(Published(doc.project, doc.stage, number, True))
-                if written:
+                if written or (create_only and results):
                     self.write_index(index)
             except BaseException as exc:
                 for path in written:

@@ -112,7 +112,7 @@ def test_source_map_points_at_rulesets_and_rules() -> None:
     lambda d: d["rulesets"][0]["action"].update(choices=[]),
     lambda d: d["rulesets"][0]["action"].update(type="BLOCK"),
     lambda d: d["rulesets"].append(d["rulesets"][0]),
-    lambda d: d["stage"].update(type="local"),
+    lambda d: d["source_map"]["rulesets"].clear(),
     lambda d: d["rulesets"][0]["rules"][0].update(metric="unlisted"),
     lambda d: d.update(extra_field=1),
 ])

@@ -1,0 +1,82 @@
+"""Where metric values come from when the caller did not pass them: scorers.
+
+A scorer is a callable taking a `ScoreRequest` and returning a metric value (a number, a
+label, a list of labels, or None). Sources, in order: scorers registered in code
+(`Scorers.register`), then the `stageguard.scorers` entry-point group (entry point name =
+metric name), then the built-ins below. Values the caller passes with the payload come
+before all of them (the runtime looks there first).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import MappingProxyType
+
+from stageguard.runtime import pii
+from stageguard.runtime.catalog import canonical_name
+
+log = logging.getLogger("stageguard.scorers")
+
+ENTRY_POINT_GROUP = "stageguard.scorers"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    metric: str
+    input: str
+    output: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+Scorer = Callable[[ScoreRequest], object]
+
+
+def _pii_input(req: ScoreRequest) -> object:
+    return list(pii.detect(req.input))
+
+
+def _pii_output(req: ScoreRequest) -> object:
+    return list(pii.detect(req.output))
+
+
+BUILTIN_SCORERS: Mapping[str, Scorer] = MappingProxyType({
+    "input_pii": _pii_input,
+    "output_pii": _pii_output,
+    "input_length": lambda req: len(req.input),
+    "output_length": lambda req: len(req.output),
+})
+
+
+class Scorers:
+    """Looks up the scorer for a metric. Thread-safe for lookups; register before serving."""
+
+    def __init__(self, *, entry_point_group: str | None = ENTRY_POINT_GROUP,
+                 builtins: bool = True) -> None:
+        self._registered: dict[str, Scorer] = {}
+        self._group = entry_point_group
+        self._entry_points: dict[str, Scorer] | None = None
+        self._builtins = BUILTIN_SCORERS if builtins else {}
+
+    def register(self, metric: str, scorer: Scorer) -> None:
+        self._registered[canonical_name(metric)] = scorer
+
+    def _load_entry_points(self) -> dict[str, Scorer]:
+        loaded: dict[str, Scorer] = {}
+        if self._group:
+            for ep in entry_points(group=self._group):
+                try:
+                    loaded[canonical_name(ep.name)] = ep.load()
+                except Exception as exc:  # a broken plugin must not take the runtime down
+                    log.error("scorer entry point %s (%s) failed to load: %s", ep.name,
+                              ep.value, exc)
+        return loaded
+
+    def find(self, metric: str) -> Scorer | None:
+        if metric in self._registered:
+            return self._registered[metric]
+        if self._entry_points is None:
+            self._entry_points = self._load_entry_points()
+        return self._entry_points.get(metric) or self._builtins.get(metric)
