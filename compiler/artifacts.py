@@ -8,21 +8,14 @@ artifact against both the models and the published JSON Schema.
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from stageguard.compiler.checker import CheckedStage
+from stageguard.runtime import package_version
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.model import FORMAT, FORMAT_VERSION, ActionType
 
-
-@cache
-def compiler_version() -> str:
-    try:
-        return version("stageguard")
-    except PackageNotFoundError:  # running from a checkout that was never installed
-        return "0+unknown"
+compiler_version = package_version
 
 
 def document(stage: CheckedStage) -> dict[str, Any]:

@@ -1,0 +1,633 @@
+"""The runtime: loads stages, decides, notifies.
+
+`Runtime(registry_dir)` serves every stage of a registry; `Runtime.from_files(...)` serves
+artifact files. A decision reads the stage table once, so it sees exactly one version even
+while a reload swaps the table (copy-on-write: the table is replaced, never mutated).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import random as _random
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stageguard.runtime import package_version
+from stageguard.runtime.canonical import ArtifactDocument
+from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
+from stageguard.runtime.evaluate import (
+    Decider,
+    Failure,
+    InvalidValue,
+    compile_decider,
+    normalise_value,
+    stage_status,
+)
+from stageguard.runtime.galileo import rulesets_from_galileo
+from stageguard.runtime.model import (
+    FORMAT,
+    FORMAT_VERSION,
+    ActionType,
+    Artifact,
+    FailMode,
+    MetricSpec,
+    RulesetSpec,
+    StageSpec,
+    StageType,
+    Status,
+)
+from stageguard.runtime.registry import Registry, RegistryError, load_artifact
+from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
+from stageguard.runtime.scorers import ScoreRequest, Scorers
+from stageguard.runtime.webhooks import Notifier
+
+log = logging.getLogger("stageguard.runtime")
+
+DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
+_STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
+_T = Status.TRIGGERED
+
+
+class StageNotFound(LookupError):
+    pass
+
+
+class InvalidRequest(ValueError):
+    """The caller's request cannot be decided (e.g. an empty payload, a bad metric value)."""
+
+
+def stage_id(project: str, name: str) -> str:
+    """Stable id of a stage: the same project and name give the same id everywhere."""
+    return str(uuid.uuid5(_STAGE_NAMESPACE, f"{project}/{name}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    input: str = ""
+    output: str = ""
+    metrics: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.output or self.input
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    """What `get_stage` tells: Galileo's stage fields plus stageguard's versions."""
+
+    id: str
+    name: str
+    project: str
+    type: StageType
+    description: str | None
+    paused: bool
+    version: int
+    versions: tuple[int, ...]
+    fail_mode: FailMode
+
+
+class LoadedStage:
+    """A stage version ready to decide: validated values, a compiled decider, and what the
+    decision path needs precomputed (subscriptions per ruleset, metadata)."""
+
+    __slots__ = ("any_subscriptions", "artifact", "catalog", "decide", "fail_closed", "key",
+                 "metadata", "paused", "rulesets", "subscriptions")
+
+    def __init__(self, artifact: Artifact, paused: bool = False) -> None:
+        self.artifact = artifact
+        self.key = (artifact.project, artifact.stage.name)
+        self.paused = paused
+        self.rulesets = artifact.rulesets
+        self.fail_closed = artifact.stage.fail_mode is FailMode.CLOSED
+        self.decide: Decider = compile_decider(artifact.rulesets, self.fail_closed)
+        self.subscriptions = tuple(
+            tuple((s.url, frozenset(s.statuses)) for s in rs.action.subscriptions)
+            for rs in artifact.rulesets)
+        self.any_subscriptions = any(self.subscriptions)
+        self.catalog: dict[str, MetricSpec] = {**BUILTIN_METRICS,
+                                               **{m.name: m for m in artifact.metrics}}
+        self.metadata = StageMetadata(artifact.project, artifact.stage.name,
+                                      stage_id(*self.key), artifact.version,
+                                      artifact.stage.type.value)
+
+    def with_paused(self, paused: bool) -> LoadedStage:
+        clone = object.__new__(LoadedStage)
+        for name in LoadedStage.__slots__:
+            object.__setattr__(clone, name, getattr(self, name))
+        clone.paused = paused
+        return clone
+
+
+def _load(path: Path) -> Artifact:
+    # Validation builds ~50k small objects for a 10k-ruleset stage; pausing the cyclic
+    # collector meanwhile cuts load time by two thirds (benchmarks/RESULTS.md).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return load_artifact(path)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _Resolution:
+    """Metric values of one invocation: what the caller passed, then scorers on demand."""
+
+    __slots__ = ("deadline", "input", "metadata", "output", "runtime", "timeout", "timings",
+                 "values")
+
+    def __init__(self, runtime: Runtime, payload_in: str, payload_out: str,
+                 metadata: Mapping[str, str] | None, deadline: float, timeout: float,
+                 values: dict[str, object]) -> None:
+        self.runtime = runtime
+        self.input = payload_in
+        self.output = payload_out
+        self.metadata = metadata or {}
+        self.deadline = deadline
+        self.timeout = timeout
+        self.values = values
+        self.timings: dict[str, tuple[float, str]] = {}
+
+    def resolve(self, name: str) -> object:
+        started = time.perf_counter()
+        scorer = self.runtime.scorers.find(name)
+        if scorer is None:
+            value: object = Failure(Status.ERROR, f"no source for metric `{name}`: pass it with "
+                                    "the payload's metrics or register a scorer")
+            source = "none"
+        else:
+            source = "scorer"
+            value = self._score(name, scorer, started)
+        self.timings[name] = (time.perf_counter() - started, source)
+        self.values[name] = value
+        return value
+
+    def _score(self, name: str, scorer: Any, started: float) -> object:
+        remaining = self.deadline - started
+        if remaining <= 0:
+            return Failure(Status.TIMEOUT, f"no time left for metric `{name}` within the "
+                           f"{self.timeout:g}s timeout")
+        request = ScoreRequest(name, self.input, self.output, self.metadata)
+        future = self.runtime._pool().submit(scorer, request)
+        try:
+            raw = future.result(timeout=remaining)
+        except TimeoutError:
+            future.cancel()
+            return Failure(Status.TIMEOUT, f"scorer for `{name}` did not finish within the "
+                           f"{self.timeout:g}s timeout")
+        except Exception as exc:
+            return Failure(Status.FAILED, f"scorer for `{name}` raised {type(exc).__name__}: "
+                           f"{exc}")
+        try:
+            return normalise_value(raw)
+        except InvalidValue as exc:
+            return Failure(Status.FAILED, f"scorer for `{name}` returned a bad value: {exc}")
+
+
+class Runtime:
+    """Serves stages from a registry (hot-reloaded) and/or artifact files."""
+
+    def __init__(self, registry: str | os.PathLike[str] | None = None, *,
+                 poll_interval: float | None = None, scorers: Scorers | None = None,
+                 rng: _random.Random | None = None, notifier: Notifier | None = None,
+                 webhook_allow_hosts: Iterable[str] | None = None,
+                 scorer_threads: int = 8) -> None:
+        self.registry = Registry(registry) if registry is not None else None
+        self.scorers = scorers or Scorers()
+        self.random = rng or _random.Random()
+        self._notifier = notifier
+        self._allow_hosts = webhook_allow_hosts
+        self._scorer_threads = scorer_threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._stages: dict[tuple[str, str], LoadedStage] = {}
+        self._names: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._ids: dict[str, tuple[str, str]] = {}
+        self._pinned: dict[tuple[str, str, int], LoadedStage] = {}
+        self._local: dict[tuple[str, str, str], LoadedStage] = {}
+        self._files: dict[tuple[str, str], LoadedStage] = {}
+        self.load_errors: dict[str, str] = {}
+        self._signature: tuple[int, int, int] | None = None
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if self.registry is not None:
+            self.refresh()
+            if poll_interval:
+                self.watch(poll_interval)
+
+    @classmethod
+    def from_files(cls, *paths: str | os.PathLike[str], **kwargs: Any) -> Runtime:
+        rt = cls(**kwargs)
+        for p in paths:
+            rt.load_file(p)
+        return rt
+
+    # ---- loading ---------------------------------------------------------------------------
+
+    def load_file(self, path: str | os.PathLike[str]) -> LoadedStage:
+        """Serve one artifact file (raises RegistryError for a bad file)."""
+        stage = LoadedStage(_load(Path(path)))
+        self._files[stage.key] = stage
+        self._publish_table({**self._stages, stage.key: stage})
+        return stage
+
+    def _publish_table(self, table: dict[tuple[str, str], LoadedStage]) -> None:
+        names: dict[str, list[tuple[str, str]]] = {}
+        for key in table:
+            names.setdefault(key[1], []).append(key)
+        # Readers take one of these references per call; each assignment is atomic.
+        self._ids = {stage_id(*k): k for k in table}
+        self._names = {n: tuple(v) for n, v in names.items()}
+        self._stages = table
+
+    def _index_signature(self) -> tuple[int, int, int] | None:
+        assert self.registry is not None
+        try:
+            st = os.stat(self.registry.index_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload what changed in the registry; True when the stage table changed. A stage
+        whose new artifact cannot be loaded keeps serving its previous version (the error is
+        logged and kept in `load_errors`)."""
+        if self.registry is None:
+            return False
+        with self._reload_lock:
+            signature = self._index_signature()
+            if signature == self._signature and not force:
+                return False
+            try:
+                index = self.registry.read_index()
+            except RegistryError as exc:
+                self.load_errors["index"] = str(exc)
+                log.error("registry index not reloaded: %s", exc)
+                return False
+            self.load_errors.pop("index", None)
+            table = dict(self._files)
+            for project, stages in index.projects.items():
+                for name, entry in stages.items():
+                    latest = entry.latest
+                    if latest is None:
+                        continue
+                    key = (project, name)
+                    current = self._stages.get(key)
+                    if current is not None and current.artifact.version == latest.version \
+                            and current.artifact.digest == latest.digest:
+                        table[key] = (current if current.paused == entry.paused
+                                      else current.with_paused(entry.paused))
+                        continue
+                    try:
+                        artifact = _load(self.registry.root / latest.file)
+                        if artifact.digest != latest.digest or artifact.version != latest.version:
+                            raise RegistryError(f"{latest.file} does not match the index entry "
+                                                f"(v{latest.version}, {latest.digest})")
+                        table[key] = LoadedStage(artifact, entry.paused)
+                        self.load_errors.pop(f"{project}/{name}", None)
+                    except RegistryError as exc:
+                        self.load_errors[f"{project}/{name}"] = str(exc)
+                        log.error("stage %s/%s not reloaded, previous version keeps serving: "
+                                  "%s", project, name, exc)
+                        if current is not None:
+                            table[key] = current.with_paused(entry.paused)
+            self._publish_table(table)
+            self._signature = signature
+            return True
+
+    def watch(self, interval: float = 1.0) -> None:
+        """Poll the registry index (one stat per interval) and reload on change."""
+        if self._watcher is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except Exception:  # keep watching whatever one reload hit
+                    log.exception("registry reload failed")
+
+        self._watcher = threading.Thread(target=loop, name="stageguard-watch", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        """Stop watching, deliver queued webhooks, stop scorer threads."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        if self._notifier is not None:
+            self._notifier.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self._notifier.flush(timeout) if self._notifier is not None else True
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._scorer_threads,
+                                                thread_name_prefix="stageguard-scorer")
+        return self._executor
+
+    @property
+    def notifier(self) -> Notifier:
+        if self._notifier is None:
+            self._notifier = Notifier(allow_hosts=self._allow_hosts)
+        return self._notifier
+
+    # ---- finding stages --------------------------------------------------------------------
+
+    def _key(self, project: str | None, stage: str | None,
+             stage_id_: str | None) -> tuple[str, str]:
+        if stage_id_ is not None:
+            key = self._ids.get(str(stage_id_))
+            if key is None:
+                raise StageNotFound(f"no stage with id {stage_id_}")
+            return key
+        if stage is None:
+            raise InvalidRequest("name a stage (stage_name or stage_id)")
+        if project is not None:
+            return (project, stage)
+        keys = self._names.get(stage, ())
+        if len(keys) == 1:
+            return keys[0]
+        if not keys:
+            raise StageNotFound(f"no stage named {stage!r}")
+        raise InvalidRequest(f"stage name {stage!r} exists in projects "
+                             f"{', '.join(k[0] for k in keys)}; say which project")
+
+    def _stage(self, key: tuple[str, str], version: int | None) -> LoadedStage:
+        current = self._stages.get(key)
+        if current is None:
+            raise StageNotFound(f"no stage {key[1]!r} in project {key[0]!r}")
+        if version is None or version == current.artifact.version:
+            return current
+        pinned = self._pinned.get((*key, version))
+        if pinned is None:
+            if self.registry is None:
+                raise StageNotFound(f"stage {key[1]!r} has only version "
+                                    f"{current.artifact.version} loaded")
+            try:
+                pinned = LoadedStage(self.registry.load(key[0], key[1], version))
+            except RegistryError as exc:
+                raise StageNotFound(str(exc)) from None
+            self._pinned[(*key, version)] = pinned
+        return pinned if pinned.paused == current.paused else pinned.with_paused(current.paused)
+
+    # ---- deciding --------------------------------------------------------------------------
+
+    def invoke(self, payload: Payload | Mapping[str, Any], stage: str | None = None, *,
+               project: str | None = None, stage_id: str | None = None,
+               version: int | None = None, rulesets: Sequence[Any] | None = None,
+               timeout: float = DEFAULT_TIMEOUT, metadata: Mapping[str, str] | None = None,
+               headers: Mapping[str, str] | None = None) -> Response:
+        """Decide one payload (SEMANTICS.md, "One invocation"). Scorer failures and timeouts
+        become statuses; only a request that cannot be decided raises (InvalidRequest,
+        StageNotFound)."""
+        received = time.time_ns()
+        started = time.perf_counter()
+        if payload.__class__ is dict:
+            text_in = payload.get("input") or ""  # type: ignore[union-attr]
+            text_out = payload.get("output") or ""  # type: ignore[union-attr]
+            raw_metrics = payload.get("metrics")  # type: ignore[union-attr]
+        elif isinstance(payload, Payload):
+            text_in, text_out, raw_metrics = payload.input, payload.output, payload.metrics
+        elif isinstance(payload, Mapping):
+            text_in, text_out = payload.get("input") or "", payload.get("output") or ""
+            raw_metrics = payload.get("metrics")
+        else:
+            raise InvalidRequest("payload is a Payload or a mapping with input/output")
+        if text_in.__class__ is not str or text_out.__class__ is not str:
+            raise InvalidRequest("payload input and output are strings")
+        text = text_out or text_in
+        if not text:
+            raise InvalidRequest("payload needs a non-empty input or output")
+        loaded = self._stage(self._key(project, stage, stage_id), version)
+        if rulesets is not None:
+            loaded = self._local_stage(loaded, rulesets)
+        statuses: tuple[Status, ...] = ()
+        values: dict[str, object] | None = None
+        resolution = None
+        action = None
+        if loaded.paused:
+            status = Status.PAUSED
+        elif not loaded.rulesets:
+            status = Status.SKIPPED
+        else:
+            values = {}
+            if raw_metrics:
+                try:
+                    for name, value in raw_metrics.items():
+                        values[canonical_name(name)] = normalise_value(value)
+                except InvalidValue as exc:
+                    raise InvalidRequest(f"metric {name!r}: {exc}") from None
+            resolution = _Resolution(self, text_in, text_out, metadata, started + timeout,
+                                     timeout, values)
+            statuses = loaded.decide(values, resolution.resolve)
+            if _T in statuses:
+                status = _T
+                winner = loaded.rulesets[statuses.index(_T)].action
+                if winner.type is ActionType.OVERRIDE:
+                    text = self.random.choice(winner.choices)  # type: ignore[arg-type]
+                action = ActionResult(winner.type, text)
+            else:
+                status = stage_status(statuses)
+        response_at = time.time_ns()
+        response = Response(
+            text, status,
+            TraceMetadata(str(uuid.UUID(bytes=os.urandom(16), version=4)), received,
+                          response_at, time.perf_counter() - started),
+            action, loaded.metadata, metadata, headers, loaded, statuses, values,
+            resolution.timings if resolution is not None else None)
+        if loaded.any_subscriptions and statuses:
+            self._notify(loaded, statuses, response)
+        return response
+
+    def _notify(self, loaded: LoadedStage, statuses: tuple[Status, ...],
+                response: Response) -> None:
+        notifier = self.notifier
+        for subs, status in zip(loaded.subscriptions, statuses, strict=True):
+            for url, wanted in subs:
+                if status in wanted:
+                    notifier.send(url, response.to_dict, response.trace_metadata.id)
+
+    # ---- local stages ----------------------------------------------------------------------
+
+    def _local_stage(self, base: LoadedStage, rulesets: Sequence[Any]) -> LoadedStage:
+        if base.artifact.stage.type is not StageType.LOCAL:
+            raise InvalidRequest(f"stage {base.key[1]!r} is central: its rulesets are part of "
+                                 "its definition (update_stage makes a new version)")
+        specs = self.ruleset_specs(rulesets, base.catalog)
+        doc = _document(base.artifact, specs)
+        cache_key = (*base.key, doc.digest)
+        cached = self._local.get(cache_key)
+        if cached is None:
+            version = self._record_local(doc)
+            artifact = doc.to_artifact(version)
+            cached = self._local[cache_key] = LoadedStage(artifact)
+        current = self._stages.get(base.key, base)
+        return cached if cached.paused == current.paused else cached.with_paused(current.paused)
+
+    def _record_local(self, doc: ArtifactDocument) -> int:
+        if self.registry is None:
+            return 1 + sum(1 for k in self._local if k[:2] == (doc.project, doc.stage))
+        (published,) = self.registry.publish([doc], reuse_any_version=True)
+        return published.version
+
+    def ruleset_specs(self, rulesets: Sequence[Any],
+                      catalog: Mapping[str, MetricSpec]) -> tuple[RulesetSpec, ...]:
+        """Rulesets given as RulesetSpec models or Galileo-shaped dicts. (Source text is the
+        compiler's business: `stageguard.compiler.api` accepts it.)"""
+        if isinstance(rulesets, str):
+            raise InvalidRequest("rulesets as source text need the compiler: use "
+                                 "stageguard.compiler.api")
+        try:
+            return rulesets_from_galileo(rulesets, catalog)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    # ---- management API (names as in Galileo Protect) --------------------------------------
+
+    def _need_registry(self) -> Registry:
+        if self.registry is None:
+            raise InvalidRequest("this runtime serves artifact files; stage management needs "
+                                 "a registry")
+        return self.registry
+
+    def create_stage(self, name: str, *, project: str, type: StageType | str = StageType.CENTRAL,
+                     description: str | None = None, paused: bool = False,
+                     prioritized_rulesets: Sequence[Any] | None = None,
+                     fail_mode: FailMode | str = FailMode.OPEN,
+                     metrics: Sequence[MetricSpec] = ()) -> StageInfo:
+        registry = self._need_registry()
+        kind = StageType(type)
+        catalog = {**BUILTIN_METRICS, **{m.name: m for m in metrics}}
+        specs = self.ruleset_specs(prioritized_rulesets or [], catalog)
+        if kind is StageType.LOCAL and specs:
+            raise InvalidRequest("a local stage is created without rulesets; each invocation "
+                                 "brings its own")
+        names = {r.metric for rs in specs for r in rs.rules}
+        if kind is StageType.LOCAL:  # invocations may use any metric the stage declares
+            names |= {m.name for m in metrics}
+        spec = StageSpec(name=name, type=kind, description=description,
+                         fail_mode=FailMode(fail_mode))
+        doc = _new_document(project, spec, specs, [catalog[n] for n in sorted(names)])
+        try:
+            registry.publish([doc], create_only=True, paused=paused)
+        except RegistryError as exc:
+            raise InvalidRequest(str(exc)) from None
+        self.refresh(force=True)
+        info = self.get_stage(project=project, stage_name=name)
+        assert info is not None
+        return info
+
+    def get_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                  stage_id: str | None = None) -> StageInfo | None:
+        """The stage by name (and project) or id; None when there is none."""
+        self.refresh()
+        try:
+            key = self._key(project, stage_name, stage_id)
+        except (StageNotFound, InvalidRequest):
+            return None
+        loaded = self._stages.get(key)
+        if loaded is None:
+            return None
+        art = loaded.artifact
+        versions: tuple[int, ...] = (art.version,)
+        if self.registry is not None:
+            entry = self.registry.stage_entry(*key)
+            if entry is not None:
+                versions = tuple(v.version for v in entry.versions)
+        return StageInfo(id=loaded.metadata.stage_id, name=key[1], project=key[0],
+                         type=art.stage.type, description=art.stage.description,
+                         paused=loaded.paused, version=art.version, versions=versions,
+                         fail_mode=art.stage.fail_mode)
+
+    def update_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                     stage_id: str | None = None,
+                     prioritized_rulesets: Sequence[Any]) -> StageInfo:
+        """A central stage's new rulesets become its next version (unless identical)."""
+        registry = self._need_registry()
+        key = self._key(project, stage_name, stage_id)
+        current = self._stage(key, None)
+        if current.artifact.stage.type is not StageType.CENTRAL:
+            raise InvalidRequest(f"stage {key[1]!r} is local: its rulesets arrive with each "
+                                 "invocation")
+        specs = self.ruleset_specs(prioritized_rulesets, current.catalog)
+        registry.publish([_document(current.artifact, specs)])
+        self.refresh(force=True)
+        info = self.get_stage(project=key[0], stage_name=key[1])
+        assert info is not None
+        return info
+
+    def _set_paused(self, paused: bool, project: str | None, stage_name: str | None,
+                    stage_id: str | None) -> StageInfo:
+        registry = self._need_registry()
+        key = self._key(project, stage_name, stage_id)
+        try:
+            registry.set_paused(*key, paused)
+        except RegistryError as exc:
+            raise StageNotFound(str(exc)) from None
+        self.refresh(force=True)
+        info = self.get_stage(project=key[0], stage_name=key[1])
+        assert info is not None
+        return info
+
+    def pause_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                    stage_id: str | None = None) -> StageInfo:
+        return self._set_paused(True, project, stage_name, stage_id)
+
+    def resume_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                     stage_id: str | None = None) -> StageInfo:
+        return self._set_paused(False, project, stage_name, stage_id)
+
+    def stages(self) -> list[StageInfo]:
+        out = []
+        for project, name in sorted(self._stages):
+            info = self.get_stage(project=project, stage_name=name)
+            if info is not None:
+                out.append(info)
+        return out
+
+
+def _metrics_for(rulesets: Sequence[RulesetSpec], base: Artifact) -> list[MetricSpec]:
+    catalog = {**BUILTIN_METRICS, **{m.name: m for m in base.metrics}}
+    names = {r.metric for rs in rulesets for r in rs.rules}
+    if base.stage.type is StageType.LOCAL:
+        names |= {m.name for m in base.metrics}
+    return [catalog[n] for n in sorted(names)]
+
+
+def _new_document(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec],
+                  metrics: Sequence[MetricSpec]) -> ArtifactDocument:
+    return ArtifactDocument.from_document({
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "project": project,
+        "stage": stage.model_dump(mode="json"),
+        "compiler": {"name": "stageguard", "version": package_version()},
+        "metrics": [m.model_dump(mode="json") for m in sorted(metrics, key=lambda m: m.name)],
+        "rulesets": [r.model_dump(mode="json") for r in rulesets],
+        "source_map": None,
+    })
+
+
+def _document(base: Artifact, rulesets: Sequence[RulesetSpec]) -> ArtifactDocument:
+    """`base`'s stage with other rulesets (a central update, or a local invocation's); such
+    rulesets come from the API, so there is no source map to carry over."""
+    return _new_document(base.project, base.stage, rulesets, _metrics_for(rulesets, base))

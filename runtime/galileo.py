@@ -1,0 +1,205 @@
+"""Galileo-shaped rulesets (plain dicts, as Galileo's API takes them) to artifact rulesets.
+
+Accepts both list keys (`prioritized_rulesets` wins over `rulesets`), a null or `{}` action
+(passthrough), statuses in any case, `target_value` absent for empty/not_empty. Every rule is
+judged against the metric catalog with the same operator table as the compiler's checker;
+problems raise `RulesetError` naming the path of the offending field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from stageguard.runtime.catalog import ALIASES, canonical_name
+from stageguard.runtime.model import (
+    EQUALITY_OPERATORS,
+    LIST_TARGET_OPERATORS,
+    NO_TARGET_OPERATORS,
+    VALID_OPERATORS,
+    Action,
+    ActionType,
+    MetricSpec,
+    MetricType,
+    Operator,
+    RulesetSpec,
+    RuleSpec,
+    Status,
+    Subscription,
+)
+
+
+class RulesetError(ValueError):
+    """A ruleset that cannot be accepted; the message starts with the field's path."""
+
+
+def rulesets_of(body: Mapping[str, Any]) -> Any:
+    """The ruleset list of a Galileo body: `prioritized_rulesets` if present, else
+    `rulesets` (SEMANTICS.md: the first wins if both)."""
+    if "prioritized_rulesets" in body:
+        return body["prioritized_rulesets"]
+    return body.get("rulesets")
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60].strip("_")
+    return slug if slug and not slug[0].isdigit() else (f"r_{slug}" if slug else "")
+
+
+def rule_problem(spec: MetricSpec, op: Operator, target: object) -> str | None:
+    """Why `metric op target` cannot be a rule for this metric, or None when it can."""
+    if op not in VALID_OPERATORS[spec.type]:
+        if spec.type is MetricType.LABELS and op in EQUALITY_OPERATORS:
+            return (f"`{op.value}` on label list `{spec.name}` never matches; use `contains` "
+                    "for one label or `any` for several")
+        valid = ", ".join(o.value for o in Operator if o in VALID_OPERATORS[spec.type])
+        return f"`{op.value}` does not apply to {spec.type.value} metric `{spec.name}` ({valid})"
+    if op in NO_TARGET_OPERATORS:
+        return None if target is None else f"`{op.value}` takes no target_value"
+    if spec.type in (MetricType.SCORE, MetricType.NUMBER):
+        if not isinstance(target, int | float) or isinstance(target, bool) or not math.isfinite(
+                target):
+            return f"`{spec.name}` compares with a finite number"
+        if (spec.minimum is not None and target < spec.minimum) or (
+                spec.maximum is not None and target > spec.maximum):
+            return f"threshold {target} is outside the range of `{spec.name}`"
+        return None
+    if op in LIST_TARGET_OPERATORS:
+        if not isinstance(target, list | tuple) or not all(isinstance(t, str) for t in target):
+            return f"`{op.value}` compares with a list of labels"
+        labels = list(target)
+    else:
+        if not isinstance(target, str):
+            return f"`{op.value}` compares with a label (a string)"
+        labels = [target]
+    if spec.labels is not None:
+        unknown = [t for t in labels if t not in spec.labels]
+        if unknown:
+            return f"`{spec.name}` has no label {unknown[0]!r}"
+    return None
+
+
+def _target(op: Operator, target: object) -> object:
+    if op in NO_TARGET_OPERATORS:
+        return None
+    if isinstance(target, list | tuple):
+        return tuple(target)
+    if isinstance(target, int | float) and not isinstance(target, bool):
+        return float(target)
+    return target
+
+
+def rule_from_galileo(data: object, catalog: Mapping[str, MetricSpec], path: str) -> RuleSpec:
+    if not isinstance(data, Mapping):
+        raise RulesetError(f"{path}: a rule is an object with metric, operator, target_value")
+    written = data.get("metric")
+    if not isinstance(written, str) or not written:
+        raise RulesetError(f"{path}.metric: a metric name is required")
+    name = canonical_name(written)
+    spec = catalog.get(name)
+    if spec is None:
+        raise RulesetError(f"{path}.metric: unknown metric `{written}` (known: "
+                           f"{', '.join(sorted([*catalog, *ALIASES]))})")
+    try:
+        op = Operator(str(data.get("operator", "")).lower())
+    except ValueError:
+        raise RulesetError(f"{path}.operator: unknown operator {data.get('operator')!r}; "
+                           f"operators are {', '.join(o.value for o in Operator)}") from None
+    if "target_value" not in data and op not in NO_TARGET_OPERATORS:
+        raise RulesetError(f"{path}.target_value: required for `{op.value}`")
+    target = data.get("target_value")
+    problem = rule_problem(spec, op, target)
+    if problem:
+        raise RulesetError(f"{path}: {problem}")
+    return RuleSpec(metric=name, operator=op, target_value=_target(op, target))
+
+
+def action_from_galileo(data: object, path: str) -> Action:
+    if data is None or data == {}:
+        return Action(type=ActionType.PASSTHROUGH)
+    if not isinstance(data, Mapping):
+        raise RulesetError(f"{path}: an action is an object with a type")
+    try:
+        kind = ActionType(str(data.get("type", "PASSTHROUGH")).upper())
+    except ValueError:
+        raise RulesetError(f"{path}.type: an action is OVERRIDE or PASSTHROUGH") from None
+    subs = []
+    for j, sub in enumerate(data.get("subscriptions") or []):
+        if not isinstance(sub, Mapping):
+            raise RulesetError(f"{path}.subscriptions[{j}]: an object with url and statuses")
+        try:
+            statuses = tuple(Status(str(s).lower())
+                             for s in sub.get("statuses") or ["triggered"])
+            subs.append(Subscription(url=str(sub.get("url", "")), statuses=statuses))
+        except (ValueError, ValidationError):
+            raise RulesetError(f"{path}.subscriptions[{j}]: needs an http(s) url and statuses "
+                               f"from {', '.join(s.value for s in Status)}") from None
+    choices = data.get("choices")
+    if kind is ActionType.OVERRIDE:
+        if not isinstance(choices, list | tuple) or not choices or not all(
+                isinstance(c, str) for c in choices):
+            raise RulesetError(f"{path}.choices: an OVERRIDE needs one or more strings")
+        return Action(type=kind, choices=tuple(choices), subscriptions=tuple(subs))
+    return Action(type=kind, subscriptions=tuple(subs))
+
+
+def rulesets_from_galileo(items: object, catalog: Mapping[str, MetricSpec],
+                          path: str = "rulesets") -> tuple[RulesetSpec, ...]:
+    """Galileo ruleset dicts (or RulesetSpec models, passed through) to artifact rulesets.
+    Names: an explicit `name`, else one derived from the description, else `ruleset_N`;
+    made unique with a numeric suffix."""
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+        raise RulesetError(f"{path}: a list of rulesets is required")
+    out: list[RulesetSpec] = []
+    used: set[str] = set()
+    for i, item in enumerate(items):
+        here = f"{path}[{i}]"
+        if isinstance(item, RulesetSpec):
+            spec = item
+        else:
+            if not isinstance(item, Mapping):
+                raise RulesetError(f"{here}: a ruleset is an object with rules and an action")
+            rules = item.get("rules")
+            if not isinstance(rules, list | tuple) or not rules:
+                raise RulesetError(f"{here}.rules: at least one rule is required")
+            description = item.get("description")
+            base = (item.get("name") or _slug(description or "") or f"ruleset_{i + 1}")
+            name, n = str(base), 2
+            while name in used:
+                name, n = f"{base}_{n}", n + 1
+            try:
+                spec = RulesetSpec(
+                    name=name, description=description if isinstance(description, str) else None,
+                    rules=tuple(rule_from_galileo(r, catalog, f"{here}.rules[{j}]")
+                                for j, r in enumerate(rules)),
+                    action=action_from_galileo(item.get("action"), f"{here}.action"))
+            except ValidationError as exc:
+                raise RulesetError(f"{here}: {exc.errors()[0]['msg']}") from None
+        if spec.name in used:
+            raise RulesetError(f"{here}.name: ruleset `{spec.name}` appears twice")
+        used.add(spec.name)
+        out.append(spec)
+    return tuple(out)
+
+
+def ruleset_to_galileo(spec: RulesetSpec) -> dict[str, Any]:
+    """The Galileo shape of an artifact ruleset (our `name` kept as an extra field)."""
+    action: dict[str, Any] = {
+        "type": spec.action.type.value,
+        "subscriptions": [{"url": s.url, "statuses": [x.value for x in s.statuses]}
+                          for s in spec.action.subscriptions],
+    }
+    if spec.action.type is ActionType.OVERRIDE:
+        action["choices"] = list(spec.action.choices or ())
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "rules": [{"metric": r.metric, "operator": r.operator.value,
+                   "target_value": list(r.target_value) if isinstance(r.target_value, tuple)
+                   else r.target_value} for r in spec.rules],
+        "action": action,
+    }
