@@ -6,7 +6,8 @@ import sys
 
 def test_runtime_import_stays_light() -> None:
     code = ("import sys, stageguard.runtime, stageguard.runtime.registry, "
-            "stageguard.runtime.schema, stageguard.runtime.catalog; "
+            "stageguard.runtime.schema, stageguard.runtime.catalog, stageguard.runtime.engine, "
+            "stageguard.runtime.webhooks, stageguard.runtime.galileo; "
             "print(','.join(m for m in ('lark', 'jinja2', 'hypothesis') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -14,7 +15,8 @@ def test_runtime_import_stays_light() -> None:
 
 
 def test_runtime_never_imports_the_compiler() -> None:
-    code = ("import sys, stageguard.runtime.registry, stageguard.runtime.schema; "
+    code = ("import sys, stageguard.runtime.registry, stageguard.runtime.schema, "
+            "stageguard.runtime.engine; "
             "print([m for m in sys.modules if m.startswith('stageguard.compiler')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

@@ -1,0 +1,229 @@
+"""The evaluator: SEMANTICS.md's truth table, and fast path == reference interpreter."""
+
+from __future__ import annotations
+
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stageguard.runtime.evaluate import (
+    Failure,
+    InvalidValue,
+    compile_decider,
+    normalise_value,
+    reference_decide,
+    rule_holds,
+    stage_status,
+    values_getter,
+)
+from stageguard.runtime.model import (
+    Action,
+    ActionType,
+    Operator,
+    RulesetSpec,
+    RuleSpec,
+    Status,
+)
+
+O = Operator
+NAN = float("nan")
+
+
+# One test per row of SEMANTICS.md's truth table; each asserts the true cases and a false one.
+def test_truth_number_vs_number() -> None:
+    assert rule_holds(O.GT, 0.5, 0.6) and not rule_holds(O.GT, 0.5, 0.5)
+    assert rule_holds(O.LT, 0.5, 0.4) and not rule_holds(O.LT, 0.5, 0.5)
+    assert rule_holds(O.GTE, 0.5, 0.5) and not rule_holds(O.GTE, 0.5, 0.4)
+    assert rule_holds(O.LTE, 0.5, 0.5) and not rule_holds(O.LTE, 0.5, 0.6)
+    assert rule_holds(O.EQ, 0.5, 0.5) and not rule_holds(O.EQ, 0.5, 0.6)
+    assert rule_holds(O.NEQ, 0.5, 0.6) and not rule_holds(O.NEQ, 0.5, 0.5)
+    assert rule_holds(O.GT, 1.0, 2)  # ints are numbers
+
+
+def test_truth_label_vs_string() -> None:
+    assert rule_holds(O.EQ, "joy", "joy") and not rule_holds(O.EQ, "joy", "Joy")  # case
+    assert rule_holds(O.NEQ, "joy", "fear") and not rule_holds(O.NEQ, "joy", "joy")
+
+
+def test_truth_label_vs_list() -> None:
+    assert rule_holds(O.ANY, ("joy", "love"), "love")
+    assert not rule_holds(O.ANY, ("joy", "love"), "fear")
+    assert not rule_holds(O.ANY, (), "joy")
+
+
+def test_truth_list_vs_string() -> None:
+    assert rule_holds(O.CONTAINS, "ssn", ("email", "ssn"))
+    assert not rule_holds(O.CONTAINS, "ssn", ("email",))
+
+
+def test_truth_list_vs_list() -> None:
+    assert rule_holds(O.ALL, ("ssn", "email"), ("email", "ssn", "name"))
+    assert not rule_holds(O.ALL, ("ssn", "email"), ("email",))
+    assert rule_holds(O.ALL, (), ())  # empty target => true
+    assert rule_holds(O.ANY, ("ssn", "email"), ("email",))
+    assert not rule_holds(O.ANY, ("ssn",), ("email",))
+    assert not rule_holds(O.ANY, (), ("email",))  # empty target => false
+
+
+def test_truth_list_vs_none() -> None:
+    assert rule_holds(O.EMPTY, None, ()) and not rule_holds(O.EMPTY, None, ("ssn",))
+    assert rule_holds(O.NOT_EMPTY, None, ("ssn",)) and not rule_holds(O.NOT_EMPTY, None, ())
+
+
+@pytest.mark.parametrize("op", list(Operator))
+def test_truth_missing_value_is_never_true(op: Operator) -> None:
+    for target in (0.5, "x", ("x",), None):
+        assert not rule_holds(op, target, None)
+
+
+@pytest.mark.parametrize("op", list(Operator))
+def test_truth_nan_is_false_but_for_neq(op: Operator) -> None:
+    assert rule_holds(op, 0.5, NAN) is (op is Operator.NEQ)
+
+
+def test_truth_no_string_number_coercion() -> None:
+    assert not rule_holds(O.EQ, 0.5, "0.5")
+    assert not rule_holds(O.EQ, "0.5", 0.5)
+    assert not rule_holds(O.GT, 0.5, "0.9")
+
+
+def test_truth_equality_on_a_list_is_false() -> None:
+    # Galileo's code never matches eq/neq on a list (its docs suggest otherwise).
+    assert not rule_holds(O.EQ, "ssn", ("ssn",))
+    assert not rule_holds(O.NEQ, "ssn", ("email",))
+
+
+def test_truth_everything_else_is_false() -> None:
+    assert not rule_holds(O.CONTAINS, "j", "joy")  # contains on a single label
+    assert not rule_holds(O.ALL, ("joy",), "joy")
+    assert not rule_holds(O.EMPTY, None, "")
+    assert not rule_holds(O.GT, 0.5, ("x",))
+
+
+def test_bool_counts_as_a_number_like_galileo() -> None:
+    assert rule_holds(O.GT, 0.5, True) and not rule_holds(O.GT, 0.5, False)
+
+
+def test_normalise_value() -> None:
+    assert normalise_value(["a", "b"]) == ("a", "b")
+    assert normalise_value(None) is None
+    assert type(normalise_value(True)) is bool
+    with pytest.raises(InvalidValue):
+        normalise_value({"a": 1})
+    with pytest.raises(InvalidValue):
+        normalise_value(["a", 1])
+
+    class MyFloat(float):
+        pass
+
+    assert type(normalise_value(MyFloat(0.5))) is float
+
+
+def test_stage_status_precedence() -> None:
+    T, NT, TO, F, E = (Status.TRIGGERED, Status.NOT_TRIGGERED, Status.TIMEOUT, Status.FAILED,
+                       Status.ERROR)
+    assert stage_status([NT, E, T]) is T
+    assert stage_status([E, F, TO]) is TO
+    assert stage_status([E, F, NT]) is F
+    assert stage_status([NT, E]) is E
+    assert stage_status([NT, NT]) is NT
+
+
+# ---- fast path == reference interpreter ------------------------------------------------------
+
+METRICS = ["m_num", "m_label", "m_list", "m_other"]
+LABELS = ["a", "b", "c"]
+
+targets_for = {
+    O.GT: st.floats(-2, 2, allow_nan=False), O.LT: st.floats(-2, 2, allow_nan=False),
+    O.GTE: st.floats(-2, 2, allow_nan=False), O.LTE: st.floats(-2, 2, allow_nan=False),
+    O.EQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
+    O.NEQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
+    O.CONTAINS: st.sampled_from(LABELS),
+    O.ANY: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
+    O.ALL: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
+    O.EMPTY: st.none(), O.NOT_EMPTY: st.none(),
+}
+
+
+@st.composite
+def rule_specs(draw: st.DrawFn) -> RuleSpec:
+    op = draw(st.sampled_from(list(Operator)))
+    return RuleSpec.model_construct(metric=draw(st.sampled_from(METRICS)), operator=op,
+                                    target_value=draw(targets_for[op]))
+
+
+@st.composite
+def ruleset_lists(draw: st.DrawFn) -> list[RulesetSpec]:
+    n = draw(st.integers(1, 8))
+    return [RulesetSpec.model_construct(
+        name=f"r{i}", description=None,
+        rules=tuple(draw(st.lists(rule_specs(), min_size=1, max_size=4))),
+        action=Action(type=ActionType.PASSTHROUGH)) for i in range(n)]
+
+
+metric_values = st.one_of(
+    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
+    st.booleans(), st.sampled_from(LABELS + ["", "A"]),
+    st.lists(st.sampled_from(LABELS), max_size=4).map(tuple),
+    st.sampled_from([Failure(Status.FAILED, "boom"), Failure(Status.TIMEOUT, "slow"),
+                     Failure(Status.ERROR, "none")]),
+    st.just("absent"),
+)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}),
+       st.booleans())
+def test_fast_path_equals_reference(rulesets: list[RulesetSpec], raw: dict[str, object],
+                                    fail_closed: bool) -> None:
+    present = {k: v for k, v in raw.items() if v != "absent"}
+    expected = reference_decide(rulesets, values_getter(present), fail_closed)
+    decide = compile_decider(rulesets, fail_closed)
+    values = dict(present)
+    resolved: list[str] = []
+
+    def resolve(name: str) -> object:
+        resolved.append(name)
+        values[name] = Failure(Status.ERROR, "no value")
+        return values[name]
+
+    assert decide(values, resolve) == expected
+    assert len(resolved) == len(set(resolved))  # each metric resolved at most once
+    assert set(resolved) <= set(METRICS) - set(present)
+
+
+def test_fast_path_resolves_only_what_rules_reach() -> None:
+    rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m_num", operator=O.GT, target_value=0.5),
+                                       RuleSpec(metric="m_list", operator=O.EMPTY)),
+                      action=Action(type=ActionType.PASSTHROUGH))]
+    calls: list[str] = []
+
+    def resolve(name: str) -> object:
+        calls.append(name)
+        return ()
+
+    assert compile_decider(rs, False)({"m_num": 0.1}, resolve) == (Status.NOT_TRIGGERED,)
+    assert calls == []  # the first rule is false: the second metric is never computed
+    assert compile_decider(rs, False)({"m_num": 0.9}, resolve) == (Status.TRIGGERED,)
+    assert calls == ["m_list"]
+
+
+def test_large_stages_are_split_into_several_functions() -> None:
+    rs = [RulesetSpec(name=f"r{i}", rules=(RuleSpec(metric="m", operator=O.GT,
+                                                    target_value=i / 2000),),
+                      action=Action(type=ActionType.PASSTHROUGH)) for i in range(1300)]
+    statuses = compile_decider(rs, False)({"m": 0.3}, lambda n: None)
+    assert len(statuses) == 1300
+    assert statuses == reference_decide(rs, values_getter({"m": 0.3}), False)
+    assert statuses.index(Status.NOT_TRIGGERED) == 600
+
+
+def test_generated_source_holds_no_artifact_text() -> None:
+    # Labels and metric names reach the generated function by reference only: a hostile
+    # label cannot become code.
+    evil = '"); import os; os.system("echo pwned"); ("'
+    rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m", operator=O.EQ, target_value=evil),),
+                      action=Action(type=ActionType.PASSTHROUGH))]
+    assert compile_decider(rs, False)({"m": evil}, lambda n: None) == (Status.TRIGGERED,)

@@ -1,0 +1,181 @@
+"""Loading, hot reload, tampered artifacts, local stages and the management API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from stageguard.runtime.engine import InvalidRequest, Runtime, StageNotFound, stage_id
+from stageguard.runtime.model import StageType, Status
+from stageguard.runtime.registry import Registry, RegistryError
+from tests.runtime_helpers import build
+
+
+def central(threshold: float) -> str:
+    return (f"project p\nstage s {{\n  ruleset r {{\n    when input_toxicity > {threshold}\n"
+            '    override {\n      choice "blocked"\n    }\n  }\n}\n'
+            "stage loc {\n  type local\n}\n")
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+PAYLOAD = {"input": "hi", "metrics": {"input_toxicity": 0.6}}
+
+
+def test_hot_reload_switches_to_the_new_latest_version(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    build(reg, central(0.5))
+    with Runtime(reg, poll_interval=0.05) as rt:
+        assert rt.invoke(PAYLOAD, "s").status is Status.TRIGGERED
+        build(reg, central(0.7))  # another process publishes v2
+        assert wait_for(lambda: rt.invoke(PAYLOAD, "s").stage_metadata.stage_version == 2)
+        r = rt.invoke(PAYLOAD, "s")
+        assert r.status is Status.NOT_TRIGGERED
+        # A pinned version still answers with its own rulesets.
+        assert rt.invoke(PAYLOAD, "s", version=1).status is Status.TRIGGERED
+
+
+def test_hot_reload_sees_pause_and_resume_from_another_runtime(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    build(reg, central(0.5))
+    with Runtime(reg, poll_interval=0.05) as serving, Runtime(reg) as admin:
+        admin.pause_stage(project="p", stage_name="s")
+        assert wait_for(lambda: serving.invoke(PAYLOAD, "s").status is Status.PAUSED)
+        admin.resume_stage(project="p", stage_name="s")
+        assert wait_for(lambda: serving.invoke(PAYLOAD, "s").status is Status.TRIGGERED)
+
+
+def test_every_decision_sees_exactly_one_version_during_reloads(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    build(reg, central(0.5))
+    seen: list[tuple[int, Status]] = []
+    stop = threading.Event()
+    with Runtime(reg, poll_interval=0.01) as rt:
+        def hammer() -> None:
+            while not stop.is_set():
+                r = rt.invoke(PAYLOAD, "s")
+                seen.append((r.stage_metadata.stage_version, r.status))
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for i, threshold in enumerate([0.7, 0.5, 0.7, 0.5], start=2):
+            build(reg, central(threshold))
+            assert wait_for(lambda i=i: bool(seen) and seen[-1][0] == i)
+        stop.set()
+        for t in threads:
+            t.join()
+    # Odd versions have threshold 0.5 (triggered), even ones 0.7: never a mix.
+    assert seen
+    for version, status in seen:
+        assert status is (Status.TRIGGERED if version % 2 else Status.NOT_TRIGGERED)
+
+
+def test_tampered_new_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    build(reg, central(0.5))
+    with Runtime(reg) as rt:
+        build(reg, central(0.7))
+        v2 = reg / "p" / "s" / "v2.json"
+        v2.write_bytes(v2.read_bytes().replace(b"0.7", b"0.1"))
+        assert rt.refresh()
+        r = rt.invoke(PAYLOAD, "s")
+        assert r.stage_metadata.stage_version == 1 and r.status is Status.TRIGGERED
+        assert "v2.json does not match its digest" in rt.load_errors["p/s"]
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda b: b[: len(b) // 2], "not JSON"),
+    (lambda b: b.replace(b'"format_version":1', b'"format_version":9'), "format version 9"),
+    (lambda b: b.replace(b"blocked", b"allowed"), "does not match its digest"),
+])
+def test_loading_a_bad_artifact_file_names_the_file(tmp_path: Path, damage, message) -> None:
+    build(tmp_path / "reg", central(0.5))
+    path = tmp_path / "reg" / "p" / "s" / "v1.json"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(RegistryError, match=message) as info:
+        Runtime.from_files(path)
+    assert "v1.json" in str(info.value)
+
+
+def test_runtime_from_artifact_files(tmp_path: Path) -> None:
+    build(tmp_path / "reg", central(0.5))
+    with Runtime.from_files(tmp_path / "reg" / "p" / "s" / "v1.json") as rt:
+        assert rt.invoke(PAYLOAD, "s").status is Status.TRIGGERED
+        with pytest.raises(InvalidRequest, match="needs a registry"):
+            rt.pause_stage(project="p", stage_name="s")
+
+
+LOCAL_RULES = [{"description": "Block toxic input", "rules": [
+    {"metric": "input_toxicity", "operator": "gt", "target_value": 0.5}],
+    "action": {"type": "OVERRIDE", "choices": ["no"]}}]
+
+
+def test_local_stage_records_versions_and_reuses_identical_rulesets(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    build(reg, central(0.5))
+    with Runtime(reg) as rt:
+        r1 = rt.invoke(PAYLOAD, "loc", rulesets=LOCAL_RULES)
+        assert (r1.status, r1.text, r1.stage_metadata.stage_version) == (
+            Status.TRIGGERED, "no", 2)
+        assert r1.ruleset_results[0].name == "block_toxic_input"
+        r2 = rt.invoke(PAYLOAD, "loc", rulesets=json.loads(json.dumps(LOCAL_RULES)))
+        assert r2.stage_metadata.stage_version == 2  # identical rulesets: same version
+        other = [{**LOCAL_RULES[0], "rules": [{"metric": "input_toxicity", "operator": "gt",
+                                                "target_value": 0.9}]}]
+        assert rt.invoke(PAYLOAD, "loc", rulesets=other).stage_metadata.stage_version == 3
+    # A fresh runtime over the same registry still knows the earlier rulesets' version.
+    with Runtime(reg) as rt:
+        assert rt.invoke(PAYLOAD, "loc", rulesets=LOCAL_RULES).stage_metadata.stage_version == 2
+    assert [v.version for v in Registry(reg).stage_entry("p", "loc").versions] == [1, 2, 3]
+
+
+def test_local_rulesets_are_validated_like_source(tmp_path: Path) -> None:
+    build(tmp_path / "reg", central(0.5))
+    bad = [{"rules": [{"metric": "output_pii", "operator": "eq", "target_value": "ssn"}]}]
+    with Runtime(tmp_path / "reg") as rt:
+        with pytest.raises(InvalidRequest, match=r"rulesets\[0\]\.rules\[0\].*contains"):
+            rt.invoke(PAYLOAD, "loc", rulesets=bad)
+        with pytest.raises(InvalidRequest, match="central"):
+            rt.invoke(PAYLOAD, "s", rulesets=LOCAL_RULES)
+
+
+def test_management_api_create_get_update_pause_resume(tmp_path: Path) -> None:
+    with Runtime(tmp_path / "reg") as rt:
+        info = rt.create_stage("guard", project="acme", description="made by the API",
+                               prioritized_rulesets=LOCAL_RULES)
+        assert (info.version, info.type, info.paused) == (1, StageType.CENTRAL, False)
+        assert info.id == stage_id("acme", "guard")
+        assert rt.get_stage(stage_id=info.id) == info
+        assert rt.get_stage(project="acme", stage_name="nope") is None
+        with pytest.raises(InvalidRequest, match="already exists"):
+            rt.create_stage("guard", project="acme", prioritized_rulesets=LOCAL_RULES)
+        updated = rt.update_stage(project="acme", stage_name="guard", prioritized_rulesets=[
+            {**LOCAL_RULES[0], "action": {"type": "OVERRIDE", "choices": ["nope"]}}])
+        assert updated.version == 2 and updated.versions == (1, 2)
+        assert rt.invoke(PAYLOAD, "guard").text == "nope"
+        assert rt.invoke(PAYLOAD, "guard", version=1).text == "no"
+        # An identical update makes no new version.
+        again = rt.update_stage(stage_id=info.id, prioritized_rulesets=[
+            {**LOCAL_RULES[0], "action": {"type": "OVERRIDE", "choices": ["nope"]}}])
+        assert again.version == 2
+        assert rt.pause_stage(stage_id=info.id).paused
+        assert rt.invoke(PAYLOAD, "guard").status is Status.PAUSED
+        assert not rt.resume_stage(project="acme", stage_name="guard").paused
+        local = rt.create_stage("tools", project="acme", type="local")
+        assert local.type is StageType.LOCAL
+        with pytest.raises(InvalidRequest, match="local"):
+            rt.update_stage(project="acme", stage_name="tools", prioritized_rulesets=LOCAL_RULES)
+        with pytest.raises(StageNotFound):
+            rt.pause_stage(project="acme", stage_name="ghost")
