@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,49 +25,49 @@ from stageguard.runtime.model import (
     Status,
 )
 
-O = Operator
+Op = Operator
 NAN = float("nan")
 
 
 # One test per row of SEMANTICS.md's truth table; each asserts the true cases and a false one.
 def test_truth_number_vs_number() -> None:
-    assert rule_holds(O.GT, 0.5, 0.6) and not rule_holds(O.GT, 0.5, 0.5)
-    assert rule_holds(O.LT, 0.5, 0.4) and not rule_holds(O.LT, 0.5, 0.5)
-    assert rule_holds(O.GTE, 0.5, 0.5) and not rule_holds(O.GTE, 0.5, 0.4)
-    assert rule_holds(O.LTE, 0.5, 0.5) and not rule_holds(O.LTE, 0.5, 0.6)
-    assert rule_holds(O.EQ, 0.5, 0.5) and not rule_holds(O.EQ, 0.5, 0.6)
-    assert rule_holds(O.NEQ, 0.5, 0.6) and not rule_holds(O.NEQ, 0.5, 0.5)
-    assert rule_holds(O.GT, 1.0, 2)  # ints are numbers
+    assert rule_holds(Op.GT, 0.5, 0.6) and not rule_holds(Op.GT, 0.5, 0.5)
+    assert rule_holds(Op.LT, 0.5, 0.4) and not rule_holds(Op.LT, 0.5, 0.5)
+    assert rule_holds(Op.GTE, 0.5, 0.5) and not rule_holds(Op.GTE, 0.5, 0.4)
+    assert rule_holds(Op.LTE, 0.5, 0.5) and not rule_holds(Op.LTE, 0.5, 0.6)
+    assert rule_holds(Op.EQ, 0.5, 0.5) and not rule_holds(Op.EQ, 0.5, 0.6)
+    assert rule_holds(Op.NEQ, 0.5, 0.6) and not rule_holds(Op.NEQ, 0.5, 0.5)
+    assert rule_holds(Op.GT, 1.0, 2)  # ints are numbers
 
 
 def test_truth_label_vs_string() -> None:
-    assert rule_holds(O.EQ, "joy", "joy") and not rule_holds(O.EQ, "joy", "Joy")  # case
-    assert rule_holds(O.NEQ, "joy", "fear") and not rule_holds(O.NEQ, "joy", "joy")
+    assert rule_holds(Op.EQ, "joy", "joy") and not rule_holds(Op.EQ, "joy", "Joy")  # case
+    assert rule_holds(Op.NEQ, "joy", "fear") and not rule_holds(Op.NEQ, "joy", "joy")
 
 
 def test_truth_label_vs_list() -> None:
-    assert rule_holds(O.ANY, ("joy", "love"), "love")
-    assert not rule_holds(O.ANY, ("joy", "love"), "fear")
-    assert not rule_holds(O.ANY, (), "joy")
+    assert rule_holds(Op.ANY, ("joy", "love"), "love")
+    assert not rule_holds(Op.ANY, ("joy", "love"), "fear")
+    assert not rule_holds(Op.ANY, (), "joy")
 
 
 def test_truth_list_vs_string() -> None:
-    assert rule_holds(O.CONTAINS, "ssn", ("email", "ssn"))
-    assert not rule_holds(O.CONTAINS, "ssn", ("email",))
+    assert rule_holds(Op.CONTAINS, "ssn", ("email", "ssn"))
+    assert not rule_holds(Op.CONTAINS, "ssn", ("email",))
 
 
 def test_truth_list_vs_list() -> None:
-    assert rule_holds(O.ALL, ("ssn", "email"), ("email", "ssn", "name"))
-    assert not rule_holds(O.ALL, ("ssn", "email"), ("email",))
-    assert rule_holds(O.ALL, (), ())  # empty target => true
-    assert rule_holds(O.ANY, ("ssn", "email"), ("email",))
-    assert not rule_holds(O.ANY, ("ssn",), ("email",))
-    assert not rule_holds(O.ANY, (), ("email",))  # empty target => false
+    assert rule_holds(Op.ALL, ("ssn", "email"), ("email", "ssn", "name"))
+    assert not rule_holds(Op.ALL, ("ssn", "email"), ("email",))
+    assert rule_holds(Op.ALL, (), ())  # empty target => true
+    assert rule_holds(Op.ANY, ("ssn", "email"), ("email",))
+    assert not rule_holds(Op.ANY, ("ssn",), ("email",))
+    assert not rule_holds(Op.ANY, (), ("email",))  # empty target => false
 
 
 def test_truth_list_vs_none() -> None:
-    assert rule_holds(O.EMPTY, None, ()) and not rule_holds(O.EMPTY, None, ("ssn",))
-    assert rule_holds(O.NOT_EMPTY, None, ("ssn",)) and not rule_holds(O.NOT_EMPTY, None, ())
+    assert rule_holds(Op.EMPTY, None, ()) and not rule_holds(Op.EMPTY, None, ("ssn",))
+    assert rule_holds(Op.NOT_EMPTY, None, ("ssn",)) and not rule_holds(Op.NOT_EMPTY, None, ())
 
 
 @pytest.mark.parametrize("op", list(Operator))
@@ -83,26 +82,26 @@ def test_truth_nan_is_false_but_for_neq(op: Operator) -> None:
 
 
 def test_truth_no_string_number_coercion() -> None:
-    assert not rule_holds(O.EQ, 0.5, "0.5")
-    assert not rule_holds(O.EQ, "0.5", 0.5)
-    assert not rule_holds(O.GT, 0.5, "0.9")
+    assert not rule_holds(Op.EQ, 0.5, "0.5")
+    assert not rule_holds(Op.EQ, "0.5", 0.5)
+    assert not rule_holds(Op.GT, 0.5, "0.9")
 
 
 def test_truth_equality_on_a_list_is_false() -> None:
     # Galileo's code never matches eq/neq on a list (its docs suggest otherwise).
-    assert not rule_holds(O.EQ, "ssn", ("ssn",))
-    assert not rule_holds(O.NEQ, "ssn", ("email",))
+    assert not rule_holds(Op.EQ, "ssn", ("ssn",))
+    assert not rule_holds(Op.NEQ, "ssn", ("email",))
 
 
 def test_truth_everything_else_is_false() -> None:
-    assert not rule_holds(O.CONTAINS, "j", "joy")  # contains on a single label
-    assert not rule_holds(O.ALL, ("joy",), "joy")
-    assert not rule_holds(O.EMPTY, None, "")
-    assert not rule_holds(O.GT, 0.5, ("x",))
+    assert not rule_holds(Op.CONTAINS, "j", "joy")  # contains on a single label
+    assert not rule_holds(Op.ALL, ("joy",), "joy")
+    assert not rule_holds(Op.EMPTY, None, "")
+    assert not rule_holds(Op.GT, 0.5, ("x",))
 
 
 def test_bool_counts_as_a_number_like_galileo() -> None:
-    assert rule_holds(O.GT, 0.5, True) and not rule_holds(O.GT, 0.5, False)
+    assert rule_holds(Op.GT, 0.5, True) and not rule_holds(Op.GT, 0.5, False)
 
 
 def test_normalise_value() -> None:
@@ -136,14 +135,14 @@ METRICS = ["m_num", "m_label", "m_list", "m_other"]
 LABELS = ["a", "b", "c"]
 
 targets_for = {
-    O.GT: st.floats(-2, 2, allow_nan=False), O.LT: st.floats(-2, 2, allow_nan=False),
-    O.GTE: st.floats(-2, 2, allow_nan=False), O.LTE: st.floats(-2, 2, allow_nan=False),
-    O.EQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
-    O.NEQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
-    O.CONTAINS: st.sampled_from(LABELS),
-    O.ANY: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
-    O.ALL: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
-    O.EMPTY: st.none(), O.NOT_EMPTY: st.none(),
+    Op.GT: st.floats(-2, 2, allow_nan=False), Op.LT: st.floats(-2, 2, allow_nan=False),
+    Op.GTE: st.floats(-2, 2, allow_nan=False), Op.LTE: st.floats(-2, 2, allow_nan=False),
+    Op.EQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
+    Op.NEQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
+    Op.CONTAINS: st.sampled_from(LABELS),
+    Op.ANY: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
+    Op.ALL: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
+    Op.EMPTY: st.none(), Op.NOT_EMPTY: st.none(),
 }
 
 
@@ -165,7 +164,7 @@ def ruleset_lists(draw: st.DrawFn) -> list[RulesetSpec]:
 
 metric_values = st.one_of(
     st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
-    st.booleans(), st.sampled_from(LABELS + ["", "A"]),
+    st.booleans(), st.sampled_from([*LABELS, "", "A"]),
     st.lists(st.sampled_from(LABELS), max_size=4).map(tuple),
     st.sampled_from([Failure(Status.FAILED, "boom"), Failure(Status.TIMEOUT, "slow"),
                      Failure(Status.ERROR, "none")]),
@@ -195,8 +194,8 @@ def test_fast_path_equals_reference(rulesets: list[RulesetSpec], raw: dict[str, 
 
 
 def test_fast_path_resolves_only_what_rules_reach() -> None:
-    rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m_num", operator=O.GT, target_value=0.5),
-                                       RuleSpec(metric="m_list", operator=O.EMPTY)),
+    rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m_num", operator=Op.GT, target_value=0.5),
+                                       RuleSpec(metric="m_list", operator=Op.EMPTY)),
                       action=Action(type=ActionType.PASSTHROUGH))]
     calls: list[str] = []
 
@@ -211,7 +210,7 @@ def test_fast_path_resolves_only_what_rules_reach() -> None:
 
 
 def test_large_stages_are_split_into_several_functions() -> None:
-    rs = [RulesetSpec(name=f"r{i}", rules=(RuleSpec(metric="m", operator=O.GT,
+    rs = [RulesetSpec(name=f"r{i}", rules=(RuleSpec(metric="m", operator=Op.GT,
                                                     target_value=i / 2000),),
                       action=Action(type=ActionType.PASSTHROUGH)) for i in range(1300)]
     statuses = compile_decider(rs, False)({"m": 0.3}, lambda n: None)
@@ -224,6 +223,6 @@ def test_generated_source_holds_no_artifact_text() -> None:
     # Labels and metric names reach the generated function by reference only: a hostile
     # label cannot become code.
     evil = '"); import os; os.system("echo pwned"); ("'
-    rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m", operator=O.EQ, target_value=evil),),
+    rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m", operator=Op.EQ, target_value=evil),),
                       action=Action(type=ActionType.PASSTHROUGH))]
     assert compile_decider(rs, False)({"m": evil}, lambda n: None) == (Status.TRIGGERED,)

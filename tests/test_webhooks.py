@@ -110,7 +110,7 @@ def test_full_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
                         retries=0)
     blocker = Sink()
     try:
-        accepted = [notifier.send(blocker.url, lambda: {"n": i}) for i in range(200)]
+        accepted = [notifier.send(blocker.url, lambda i=i: {"n": i}) for i in range(200)]
         assert accepted.count(False) > 0 and notifier.dropped == accepted.count(False)
         assert notifier.flush(10)
     finally:
