@@ -106,7 +106,9 @@ class _Project:
 
 
 class _Checker:
-    def __init__(self, error_offsets: dict[str, Sequence[int]]) -> None:
+    def __init__(self, error_offsets: dict[str, Sequence[int]],
+                 extra_metrics: Sequence[MetricSpec] = ()) -> None:
+        self.extra_metrics = {m.name: m for m in extra_metrics}
         self.diagnostics: list[Diagnostic] = []
         self.error_offsets = error_offsets
         # Declared metrics whose declaration is wrong: rules using them are not also reported.
@@ -170,7 +172,7 @@ class _Checker:
     # -- metric declarations
 
     def metric_catalog(self, project: _Project) -> dict[str, MetricSpec]:
-        catalog = dict(BUILTIN_METRICS)
+        catalog = {**BUILTIN_METRICS, **self.extra_metrics}
         declared: dict[str, ast.MetricDecl] = {}
         for file in project.files:
             for decl in file.metrics:
@@ -597,8 +599,11 @@ def _text(lit: object) -> str:
     return lit.text if isinstance(lit, ast.Num) else ""
 
 
-def check(results: Sequence[ParseResult]) -> CheckResult:
-    """Check parsed files together (one or more projects) and resolve their stages."""
+def check(results: Sequence[ParseResult],
+          extra_metrics: Sequence[MetricSpec] = ()) -> CheckResult:
+    """Check parsed files together (one or more projects) and resolve their stages.
+    `extra_metrics` join the built-in catalog (e.g. a local stage's declared metrics when
+    checking the rulesets an invocation brings)."""
     diagnostics: list[Diagnostic] = []
     offsets: dict[str, Sequence[int]] = {}
     files = []
@@ -610,7 +615,7 @@ def check(results: Sequence[ParseResult]) -> CheckResult:
             offsets[r.diagnostics[0].span.file] = r.error_offsets
         if r.file is not None:
             files.append(r.file)
-    checker = _Checker(offsets)
+    checker = _Checker(offsets, extra_metrics)
     stages = checker.run(files)
     diagnostics.extend(checker.diagnostics)
     return CheckResult(tuple(stages), tuple(diagnostics))

@@ -19,7 +19,9 @@ from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
 from stageguard.compiler.pipeline import Compilation, compile_paths
 from stageguard.compiler.unparse import rule_source, string_literal
-from stageguard.runtime.model import ActionType, Artifact
+from stageguard.runtime.engine import InvalidRequest
+from stageguard.runtime.galileo import rulesets_of
+from stageguard.runtime.model import ActionType, Artifact, Operator
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -51,6 +53,29 @@ def _build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="summarise an artifact file or a registry")
     inspect.add_argument("target", metavar="ARTIFACT|DIR")
+
+    invoke = sub.add_parser("invoke", help="decide one payload with a stage of a registry")
+    invoke.add_argument("stage", metavar="STAGE", help="stage name, or PROJECT/STAGE")
+    invoke.add_argument("--registry", required=True, metavar="DIR")
+    invoke.add_argument("--input", default="", metavar="TEXT")
+    invoke.add_argument("--output", default="", metavar="TEXT")
+    invoke.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE",
+                        help="a precomputed metric value; VALUE is JSON (0.8, \"joy\", "
+                        "[\"ssn\"]) or else a plain string")
+    invoke.add_argument("--version", type=int, metavar="N", help="pin a stage version")
+    invoke.add_argument("--rulesets", metavar="FILE",
+                        help="rulesets for a local stage: stageguard source or Galileo JSON")
+    invoke.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    invoke.add_argument("--seed", type=int, help="seed the override choice (replayable)")
+    invoke.add_argument("--webhooks", action="store_true",
+                        help="deliver subscriptions (off by default for one-off calls)")
+    invoke.add_argument("--json", action="store_true", help="print the Galileo wire Response")
+
+    stage = sub.add_parser("stage", help="pause, resume, show or list versions of a stage")
+    stage.add_argument("action", choices=("pause", "resume", "show", "history"))
+    stage.add_argument("stage", metavar="STAGE", help="stage name, or PROJECT/STAGE")
+    stage.add_argument("--registry", required=True, metavar="DIR")
+    stage.add_argument("--json", action="store_true")
     return p
 
 
@@ -64,8 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.paths, args.format)
         if args.command == "build":
             return _build(args.paths, args.registry, args.format)
+        if args.command == "invoke":
+            return _invoke(args)
+        if args.command == "stage":
+            return _stage(args)
         return _inspect(args.target)
-    except RegistryError as exc:
+    except (RegistryError, InvalidRequest, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_POLICY
     except KeyboardInterrupt:
@@ -168,7 +197,7 @@ def _summary(art: Artifact, versions: str) -> str:
     if not art.rulesets:
         lines.append("  rulesets arrive with each invocation" if stage.type.value == "local"
                      else "  no rulesets: every invocation is skipped")
-    locs = art.source_map.rulesets
+    locs = art.source_map.rulesets if art.source_map else [None] * len(art.rulesets)
     for i, (rs, loc) in enumerate(zip(art.rulesets, locs, strict=True), start=1):
         action = rs.action
         if action.type is ActionType.OVERRIDE:
@@ -177,8 +206,8 @@ def _summary(art: Artifact, versions: str) -> str:
         else:
             what = "passthrough"
         subs = f", notify {len(action.subscriptions)}" if action.subscriptions else ""
-        lines.append(f"  {i}. {rs.name} -> {what}{subs}    "
-                     f"[{art.source_map.file}:{loc.ruleset[0]}]")
+        where = f"    [{art.source_map.file}:{loc.ruleset[0]}]" if art.source_map and loc else ""
+        lines.append(f"  {i}. {rs.name} -> {what}{subs}{where}")
         for rule in rs.rules:
             text = rule_source(rule.metric, rule.operator, rule.target_value)
             lines.append(f"       when {text}")
@@ -187,6 +216,123 @@ def _summary(art: Artifact, versions: str) -> str:
         lines.append(f"  metrics: {', '.join(m.name for m in art.metrics)}"
                      + (f" (custom: {', '.join(custom)})" if custom else ""))
     return "\n".join(lines)
+
+
+def _split_stage(text: str) -> tuple[str | None, str]:
+    project, _, name = text.rpartition("/")
+    return (project or None), name
+
+
+def _metric_arg(text: str) -> tuple[str, object]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise InvalidRequest(f"--metric {text!r}: write NAME=VALUE")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw  # a bare word is a label
+    return name.strip(), value
+
+
+def _read_rulesets(path: str) -> object:
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidRequest(f"{path} is not JSON: {exc}") from None
+        if isinstance(data, dict):
+            data = rulesets_of(data)
+        return data
+    return text  # stageguard source: `ruleset` blocks
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    import random
+
+    from stageguard.compiler.api import PolicyError, Protect
+
+    project, name = _split_stage(args.stage)
+    protect = Protect(args.registry, rng=random.Random(args.seed),
+                      deliver_webhooks=args.webhooks)
+    try:
+        metrics = dict(_metric_arg(m) for m in args.metric)
+        rulesets = _read_rulesets(args.rulesets) if args.rulesets else None
+        try:
+            response = protect.invoke(
+                {"input": args.input, "output": args.output, "metrics": metrics},
+                stage_name=name, project=project, version=args.version,
+                prioritized_rulesets=rulesets, timeout=args.timeout)
+        except PolicyError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_POLICY
+        protect.runtime.flush(30)
+    finally:
+        protect.runtime.close()
+    if args.json:
+        print(response.to_json(indent=2))
+        return EXIT_OK
+    sm = response.stage_metadata
+    print(f"{response.status.value.upper()}  {sm.project}/{sm.stage_name} v{sm.stage_version}")
+    print(f"text: {response.text}")
+    for i, rs in enumerate(response.ruleset_results, start=1):
+        print(f"  {i}. {rs.name:<24} {rs.status.value}")
+        for rule in rs.rule_results:
+            shown = json.dumps(_plain(rule.value))
+            value = "" if rule.status == "skipped" else f"  (value: {shown})"
+            when = rule_source(rule.metric, Operator(rule.operator), rule.target_value)
+            print(f"       {rule.status:<13} when {when}{value}")
+    for m in response.metric_results.values():
+        if m.error:
+            print(f"  metric {m.name}: {m.status}: {m.error}")
+    state = "delivered" if args.webhooks else "not delivered (pass --webhooks)"
+    for rs in response.ruleset_results:
+        for sub in rs.ruleset.action.subscriptions:
+            if rs.status in sub.statuses:
+                print(f"  notify {sub.url} for {rs.name}: {state}")
+    return EXIT_OK
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from stageguard.runtime.engine import Runtime
+
+    project, name = _split_stage(args.stage)
+    with Runtime(args.registry, deliver_webhooks=False) as rt:
+        if args.action == "pause":
+            info = rt.pause_stage(project=project, stage_name=name)
+        elif args.action == "resume":
+            info = rt.resume_stage(project=project, stage_name=name)
+        else:
+            info = rt.get_stage(project=project, stage_name=name)
+            if info is None:
+                print(f"error: no stage {args.stage!r} in {args.registry}", file=sys.stderr)
+                return EXIT_POLICY
+        entry = Registry(args.registry).stage_entry(info.project, info.name)
+        versions = entry.versions if entry is not None else []
+        if args.json:
+            json.dump({"id": info.id, "project": info.project, "name": info.name,
+                       "type": info.type.value, "description": info.description,
+                       "paused": info.paused, "version": info.version,
+                       "fail_mode": info.fail_mode.value,
+                       "versions": [v.model_dump() for v in versions]}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        if args.action in ("pause", "resume"):
+            print(f"{info.project}/{info.name}: {'paused' if info.paused else 'running'}")
+        elif args.action == "history":
+            for v in versions:
+                latest = "  (latest)" if v.version == info.version else ""
+                print(f"v{v.version}  {v.created_at}  {v.digest}{latest}")
+        else:
+            art = rt.artifact(project=info.project, stage_name=info.name)
+            state = "PAUSED" if info.paused else "running"
+            print(f"id {info.id} · {state}")
+            print(_summary(art, f"versions {', '.join(f'v{v.version}' for v in versions)}"))
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -200,12 +200,13 @@ class Runtime:
                  poll_interval: float | None = None, scorers: Scorers | None = None,
                  rng: _random.Random | None = None, notifier: Notifier | None = None,
                  webhook_allow_hosts: Iterable[str] | None = None,
-                 scorer_threads: int = 8) -> None:
+                 deliver_webhooks: bool = True, scorer_threads: int = 8) -> None:
         self.registry = Registry(registry) if registry is not None else None
         self.scorers = scorers or Scorers()
         self.random = rng or _random.Random()
         self._notifier = notifier
         self._allow_hosts = webhook_allow_hosts
+        self.deliver_webhooks = deliver_webhooks
         self._scorer_threads = scorer_threads
         self._executor: ThreadPoolExecutor | None = None
         self._stages: dict[tuple[str, str], LoadedStage] = {}
@@ -389,6 +390,11 @@ class Runtime:
             self._pinned[(*key, version)] = pinned
         return pinned if pinned.paused == current.paused else pinned.with_paused(current.paused)
 
+    def artifact(self, *, project: str | None = None, stage_name: str | None = None,
+                 stage_id: str | None = None, version: int | None = None) -> Artifact:
+        """The artifact a decision would use (latest unless `version` is given)."""
+        return self._stage(self._key(project, stage_name, stage_id), version).artifact
+
     # ---- deciding --------------------------------------------------------------------------
 
     def invoke(self, payload: Payload | Mapping[str, Any], stage: str | None = None, *,
@@ -424,9 +430,14 @@ class Runtime:
         values: dict[str, object] | None = None
         resolution = None
         action = None
+        # A local stage decides with the rulesets this invocation brought; without any it has
+        # none (its latest version may hold an earlier invocation's, recorded for history),
+        # unless a version is pinned, which replays that version's recorded rulesets.
+        local_without = (rulesets is None and version is None
+                         and loaded.artifact.stage.type is StageType.LOCAL)
         if loaded.paused:
             status = Status.PAUSED
-        elif not loaded.rulesets:
+        elif local_without or not loaded.rulesets:
             status = Status.SKIPPED
         else:
             values = {}
@@ -454,7 +465,7 @@ class Runtime:
                           response_at, time.perf_counter() - started),
             action, loaded.metadata, metadata, headers, loaded, statuses, values,
             resolution.timings if resolution is not None else None)
-        if loaded.any_subscriptions and statuses:
+        if loaded.any_subscriptions and statuses and self.deliver_webhooks:
             self._notify(loaded, statuses, response)
         return response
 

@@ -135,3 +135,79 @@ def test_binary_and_empty_inputs(tmp_path: Path) -> None:
 def test_version_flag() -> None:
     p = run("--version")
     assert p.returncode == 0 and p.stdout.startswith("stageguard ")
+
+
+# ---- runtime verbs ------------------------------------------------------------------------
+
+OUTPUT_METRICS = ("--metric", "output_toxicity=0.1", "--metric", "context_adherence=0.9",
+                  "--metric", "answer_words=8", "--metric", "competitor_mention=0",
+                  "--metric", "output_tone=neutral")
+
+
+def test_invoke_text_and_json(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    p = run("invoke", "output_guard", "--registry", "reg", "--output",
+            "Sure, the SSN on file is 123-45-6789.", *OUTPUT_METRICS, cwd=policies)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("TRIGGERED  support_bot/output_guard v1\n")
+    assert "text: Sorry, I can't share personal or account details in this chat." in p.stdout
+    assert "not delivered (pass --webhooks)" in p.stdout
+    p = run("invoke", "support_bot/output_guard", "--registry", "reg", "--output", "All good.",
+            *OUTPUT_METRICS, "--json", cwd=policies)
+    doc = json.loads(p.stdout)
+    assert doc["status"] == "NOT_TRIGGERED" and doc["text"] == "All good."
+    assert doc["metric_results"]["output_tone"]["value"] == "neutral"  # bare word: a label
+
+
+def test_stage_pause_show_history_resume(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    assert run("stage", "pause", "output_guard", "--registry", "reg",
+               cwd=policies).stdout.strip() == "support_bot/output_guard: paused"
+    p = run("invoke", "output_guard", "--registry", "reg", "--output", "x", cwd=policies)
+    assert p.stdout.startswith("PAUSED")
+    show = json.loads(run("stage", "show", "output_guard", "--registry", "reg", "--json",
+                          cwd=policies).stdout)
+    assert show["paused"] is True and show["version"] == 1 and show["type"] == "central"
+    run("stage", "resume", "output_guard", "--registry", "reg", cwd=policies)
+    hist = run("stage", "history", "output_guard", "--registry", "reg", cwd=policies).stdout
+    assert hist.startswith("v1  ") and hist.rstrip().endswith("(latest)")
+
+
+def test_invoke_local_stage_with_source_rulesets(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    (policies / "rules.sg").write_text(
+        'ruleset refund_limit {\n  when answer_words > 100\n  override {\n'
+        '    choice "A person will review this refund."\n  }\n}\n')
+    p = run("invoke", "agent_tools", "--registry", "reg", "--input", "refund please",
+            "--metric", "answer_words=150", "--rulesets", "rules.sg", cwd=policies)
+    assert p.returncode == 0, p.stderr
+    assert "TRIGGERED  support_bot/agent_tools v2" in p.stdout
+    (policies / "bad.sg").write_text("ruleset bad {\n  when answer_wrds > 100\n}\n")
+    p = run("invoke", "agent_tools", "--registry", "reg", "--input", "x", "--rulesets", "bad.sg",
+            cwd=policies)
+    assert p.returncode == 1
+    assert "--> <rulesets>:2:8" in p.stderr and "did you mean `answer_words`?" in p.stderr
+    (policies / "rules.json").write_text(json.dumps({"prioritized_rulesets": [
+        {"rules": [{"metric": "answer_words", "operator": "gt", "target_value": 100}],
+         "action": {"type": "OVERRIDE", "choices": ["json says no"]}}]}))
+    p = run("invoke", "agent_tools", "--registry", "reg", "--input", "x", "--metric",
+            "answer_words=101", "--rulesets", "rules.json", "--json", cwd=policies)
+    assert json.loads(p.stdout)["text"] == "json says no"
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("invoke", "nope", "--registry", "reg", "--input", "x"), "no stage named 'nope'"),
+    (("invoke", "output_guard", "--registry", "reg"), "non-empty input or output"),
+    (("invoke", "output_guard", "--registry", "reg", "--input", "x", "--metric", "novalue"),
+     "NAME=VALUE"),
+    (("stage", "pause", "ghost", "--registry", "reg"), "no stage named 'ghost'"),
+    (("invoke", "output_guard", "--registry", "reg", "--input", "x", "--version", "7"),
+     "no version 7"),
+])
+def test_runtime_verbs_report_bad_requests(policies: Path, args: tuple[str, ...],
+                                           needle: str) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    p = run(*args, cwd=policies)
+    assert p.returncode == 1
+    assert needle in p.stderr
+    no_traceback(p)

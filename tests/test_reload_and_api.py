@@ -138,6 +138,10 @@ def test_local_stage_records_versions_and_reuses_identical_rulesets(tmp_path: Pa
     # A fresh runtime over the same registry still knows the earlier rulesets' version.
     with Runtime(reg) as rt:
         assert rt.invoke(PAYLOAD, "loc", rulesets=LOCAL_RULES).stage_metadata.stage_version == 2
+        # Without rulesets a local stage has none: skipped, even though v3 recorded some...
+        assert rt.invoke(PAYLOAD, "loc").status is Status.SKIPPED
+        # ...while pinning a version replays the rulesets it recorded.
+        assert rt.invoke(PAYLOAD, "loc", version=2).text == "no"
     assert [v.version for v in Registry(reg).stage_entry("p", "loc").versions] == [1, 2, 3]
 
 
