@@ -14,8 +14,9 @@ import random as _random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,16 +128,28 @@ class LoadedStage:
         return clone
 
 
-def _load(path: Path) -> Artifact:
-    # Validation builds ~50k small objects for a 10k-ruleset stage; pausing the cyclic
-    # collector meanwhile cuts load time by two thirds (benchmarks/RESULTS.md).
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading a 10k-ruleset stage builds ~100k small acyclic objects; the cyclic
+    collector's allocation-triggered passes over them cost more than the work itself
+    (benchmarks/RESULTS.md), and reference counting frees them anyway."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return load_artifact(path)
+        yield
     finally:
         if enabled:
             gc.enable()
+
+
+def _load(path: Path) -> Artifact:
+    with _collector_paused():
+        return load_artifact(path)
+
+
+def _loaded(artifact: Artifact, paused: bool = False) -> LoadedStage:
+    with _collector_paused():
+        return LoadedStage(artifact, paused)
 
 
 class _Resolution:
@@ -236,7 +249,7 @@ class Runtime:
 
     def load_file(self, path: str | os.PathLike[str]) -> LoadedStage:
         """Serve one artifact file (raises RegistryError for a bad file)."""
-        stage = LoadedStage(_load(Path(path)))
+        stage = _loaded(_load(Path(path)))
         self._files[stage.key] = stage
         self._publish_table({**self._stages, stage.key: stage})
         return stage
@@ -293,7 +306,7 @@ class Runtime:
                         if artifact.digest != latest.digest or artifact.version != latest.version:
                             raise RegistryError(f"{latest.file} does not match the index entry "
                                                 f"(v{latest.version}, {latest.digest})")
-                        table[key] = LoadedStage(artifact, entry.paused)
+                        table[key] = _loaded(artifact, entry.paused)
                         self.load_errors.pop(f"{project}/{name}", None)
                     except RegistryError as exc:
                         self.load_errors[f"{project}/{name}"] = str(exc)
@@ -384,7 +397,7 @@ class Runtime:
                 raise StageNotFound(f"stage {key[1]!r} has only version "
                                     f"{current.artifact.version} loaded")
             try:
-                pinned = LoadedStage(self.registry.load(key[0], key[1], version))
+                pinned = _loaded(self.registry.load(key[0], key[1], version))
             except RegistryError as exc:
                 raise StageNotFound(str(exc)) from None
             self._pinned[(*key, version)] = pinned
@@ -490,7 +503,7 @@ class Runtime:
         if cached is None:
             version = self._record_local(doc)
             artifact = doc.to_artifact(version)
-            cached = self._local[cache_key] = LoadedStage(artifact)
+            cached = self._local[cache_key] = _loaded(artifact)
         current = self._stages.get(base.key, base)
         return cached if cached.paused == current.paused else cached.with_paused(current.paused)
 

@@ -11,6 +11,7 @@ as in galileo-core), strings, tuples of labels, None for missing, or a `Failure`
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -169,45 +170,120 @@ Decider = Callable[[dict[str, object], Callable[[str], object]], tuple[Status, .
 _CHUNK = 512
 
 
-def _condition(rule: RuleSpec, k: Callable[[object], str]) -> str:
-    """A Python expression over `v` (already known not to be a Failure) equal to
-    `rule_holds(rule.operator, rule.target_value, v)`."""
+def _condition(rule: RuleSpec, k: Callable[[object], str], v: str, c: str) -> str:
+    """A Python expression equal to `rule_holds(rule.operator, rule.target_value, value)`,
+    where the local `v` holds the value (known not to be a Failure) and `c` its class."""
     op, target = rule.operator, rule.target_value
-    number = "(v.__class__ is float or v.__class__ is int or v.__class__ is bool)"
+    number = f"({c} is float or {c} is int or {c} is bool)"
     if isinstance(target, float):
         py = {Operator.GT: ">", Operator.LT: "<", Operator.GTE: ">=", Operator.LTE: "<=",
               Operator.EQ: "==", Operator.NEQ: "!="}.get(op)
-        return f"({number} and v {py} {k(target)})" if py else "False"
+        return f"({number} and {v} {py} {k(target)})" if py else "False"
     if isinstance(target, str):
         if op is Operator.EQ:
-            return f"(v.__class__ is str and v == {k(target)})"
+            return f"({c} is str and {v} == {k(target)})"
         if op is Operator.NEQ:
-            return f"(v.__class__ is str and v != {k(target)})"
+            return f"({c} is str and {v} != {k(target)})"
         if op is Operator.CONTAINS:
-            return f"(v.__class__ is tuple and {k(target)} in v)"
+            return f"({c} is tuple and {k(target)} in {v})"
         return "False"
     if isinstance(target, tuple):
         labels = k(frozenset(target))
         if op is Operator.ANY:
-            return (f"((v.__class__ is str and v in {labels}) or "
-                    f"(v.__class__ is tuple and not {labels}.isdisjoint(v)))")
+            return (f"(({c} is str and {v} in {labels}) or "
+                    f"({c} is tuple and not {labels}.isdisjoint({v})))")
         if op is Operator.ALL:
-            return f"(v.__class__ is tuple and {labels}.issubset(v))"
+            return f"({c} is tuple and {labels}.issubset({v}))"
         return "False"
     if op is Operator.EMPTY:
-        return "(v.__class__ is tuple and not v)"
+        return f"({c} is tuple and not {v})"
     if op is Operator.NOT_EMPTY:
-        return "(v.__class__ is tuple and len(v) > 0)"
+        return f"({c} is tuple and len({v}) > 0)"
     return "False"
 
 
-def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
-    """Generate `decide(values, resolve) -> statuses`: `values` maps metric names to
-    normalised values or Failures (and is filled by `resolve(name)` for metrics not yet
-    known, which must store and return the value). Every constant from the artifact is bound
-    by reference (K0, K1, ...), never written into the source text."""
+# Generated code costs ~0.1 ms per ruleset to compile; above this size a stage gets the
+# closure evaluator instead, which builds in microseconds per rule (benchmarks/RESULTS.md).
+CODEGEN_LIMIT = 256
+
+
+def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool,
+                    codegen: bool | None = None) -> Decider:
+    """`decide(values, resolve) -> statuses`: `values` maps metric names to normalised values
+    or Failures (and is filled by `resolve(name)` for metrics not yet known, which must
+    store and return the value). Generated code for ordinary stages (`codegen=None` picks by
+    size), prebuilt closures for very large ones; both equal the reference interpreter."""
     if not rulesets:
         return lambda values, resolve: ()
+    if codegen is False or (codegen is None and len(rulesets) > CODEGEN_LIMIT):
+        return _closure_decider(rulesets, fail_closed)
+    return _generated_decider(rulesets, fail_closed)
+
+
+_NUMBER_CLASSES = frozenset({float, int, bool})
+_COMPARE = {Operator.GT: operator.gt, Operator.LT: operator.lt, Operator.GTE: operator.ge,
+            Operator.LTE: operator.le, Operator.EQ: operator.eq, Operator.NEQ: operator.ne}
+
+
+def _predicate(rule: RuleSpec) -> Callable[[object], bool]:
+    """A closure equal to `rule_holds(rule.operator, rule.target_value, v)` for non-Failure
+    values."""
+    op, t = rule.operator, rule.target_value
+    num = _NUMBER_CLASSES
+    if isinstance(t, float):
+        compare = _COMPARE.get(op)
+        if compare is None:
+            return lambda v: False
+        return lambda v: v.__class__ in num and compare(v, t)
+    if isinstance(t, str):
+        if op is Operator.EQ:
+            return lambda v: v.__class__ is str and v == t
+        if op is Operator.NEQ:
+            return lambda v: v.__class__ is str and v != t
+        if op is Operator.CONTAINS:
+            return lambda v: v.__class__ is tuple and t in v
+        return lambda v: False
+    if isinstance(t, tuple):
+        labels = frozenset(t)
+        if op is Operator.ANY:
+            return lambda v: ((v.__class__ is str and v in labels)
+                              or (v.__class__ is tuple and not labels.isdisjoint(v)))
+        if op is Operator.ALL:
+            return lambda v: v.__class__ is tuple and labels.issubset(v)
+        return lambda v: False
+    if op is Operator.EMPTY:
+        return lambda v: v.__class__ is tuple and not v
+    if op is Operator.NOT_EMPTY:
+        return lambda v: v.__class__ is tuple and len(v) > 0
+    return lambda v: False
+
+
+def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
+    plan = tuple(tuple((rule.metric, _predicate(rule)) for rule in rs.rules) for rs in rulesets)
+    T, NT = Status.TRIGGERED, Status.NOT_TRIGGERED
+
+    def decide(values: dict[str, object], resolve: Callable[[str], object]) -> tuple[Status, ...]:
+        out = []
+        append = out.append
+        for rules in plan:
+            status = T
+            for metric, holds in rules:
+                v = values[metric] if metric in values else resolve(metric)
+                if v.__class__ is Failure:
+                    if fail_closed:
+                        continue
+                    status = v.status  # type: ignore[attr-defined]
+                    break
+                if not holds(v):
+                    status = NT
+                    break
+            append(status)
+        return tuple(out)
+
+    return decide
+
+
+def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
     chunks = [rulesets[i:i + _CHUNK] for i in range(0, len(rulesets), _CHUNK)]
     parts = [_compile_chunk(chunk, fail_closed) for chunk in chunks]
     if len(parts) == 1:
@@ -233,23 +309,44 @@ def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decide
             consts.append(value)
         return index[key]
 
-    lines = ["def decide(values, resolve):", "    get = values.get"]
+    # Each distinct metric lives in a local (`mN`, its class in `cN`), fetched on first use:
+    # a metric shared by several rules costs one lookup, and a metric no reached rule needs
+    # is never resolved.
+    slots: dict[str, int] = {}
+    for rs in rulesets:
+        for rule in rs.rules:
+            slots.setdefault(rule.metric, len(slots))
+    lines = ["def decide(values, resolve):"]
+    lines.append("    " + " = ".join(f"m{n}" for n in slots.values()) + " = M")
+    # A ruleset's first rule is always reached, and reaching rule j means rules before it in
+    # the same ruleset were; metrics used there are certainly fetched, so later uses skip
+    # the "not fetched yet" test.
+    fetched: set[int] = set()
     for i, rs in enumerate(rulesets):
         lines.append("    while True:")
+        fetched_here = set(fetched)
         for rule in rs.rules:
-            name = k(rule.metric)
-            lines.append(f"        v = get({name}, M)")
-            lines.append(f"        if v is M: v = resolve({name})")
-            cond = _condition(rule, k)
+            n = slots[rule.metric]
+            v, c = f"m{n}", f"c{n}"
+            if n not in fetched_here:
+                lines.append(f"        if {v} is M:")
+                # `in` + subscript: both specialised by CPython, unlike a bound .get call.
+                name = k(rule.metric)
+                lines.append(f"            {v} = values[{name}] if {name} in values "
+                             f"else resolve({name})")
+                lines.append(f"            {c} = {v}.__class__")
+                fetched_here.add(n)
+            cond = _condition(rule, k, v, c)
+            # A Failure's class satisfies no condition, so failures are told apart only on
+            # the (rarer) false branch.
+            lines.append(f"        if not {cond}:")
             if fail_closed:
-                lines.append(f"        if v.__class__ is not F and not {cond}:")
-                lines.append(f"            s{i} = NT; break")
+                lines.append(f"            if {c} is not F:")
+                lines.append(f"                s{i} = NT; break")
             else:
-                lines.append("        if v.__class__ is F:")
-                lines.append(f"            s{i} = v.status; break")
-                lines.append(f"        if not {cond}:")
-                lines.append(f"            s{i} = NT; break")
+                lines.append(f"            s{i} = {v}.status if {c} is F else NT; break")
         lines.append(f"        s{i} = T; break")
+        fetched.add(slots[rs.rules[0].metric])
     lines.append("    return (" + "".join(f"s{i}, " for i in range(len(rulesets))) + ")")
     namespace: dict[str, object] = {f"K{j}": c for j, c in enumerate(consts)}
     namespace.update(M=_MISSING, F=Failure, T=Status.TRIGGERED, NT=Status.NOT_TRIGGERED)

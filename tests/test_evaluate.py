@@ -179,44 +179,48 @@ def test_fast_path_equals_reference(rulesets: list[RulesetSpec], raw: dict[str, 
                                     fail_closed: bool) -> None:
     present = {k: v for k, v in raw.items() if v != "absent"}
     expected = reference_decide(rulesets, values_getter(present), fail_closed)
-    decide = compile_decider(rulesets, fail_closed)
-    values = dict(present)
-    resolved: list[str] = []
+    for codegen in (True, False):  # generated code and the closure evaluator
+        decide = compile_decider(rulesets, fail_closed, codegen=codegen)
+        values = dict(present)
+        resolved: list[str] = []
 
-    def resolve(name: str) -> object:
-        resolved.append(name)
-        values[name] = Failure(Status.ERROR, "no value")
-        return values[name]
+        def resolve(name: str, values=values, resolved=resolved) -> object:
+            resolved.append(name)
+            values[name] = Failure(Status.ERROR, "no value")
+            return values[name]
 
-    assert decide(values, resolve) == expected
-    assert len(resolved) == len(set(resolved))  # each metric resolved at most once
-    assert set(resolved) <= set(METRICS) - set(present)
+        assert decide(values, resolve) == expected
+        assert len(resolved) == len(set(resolved))  # each metric resolved at most once
+        assert set(resolved) <= set(METRICS) - set(present)
 
 
 def test_fast_path_resolves_only_what_rules_reach() -> None:
     rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m_num", operator=Op.GT, target_value=0.5),
                                        RuleSpec(metric="m_list", operator=Op.EMPTY)),
                       action=Action(type=ActionType.PASSTHROUGH))]
-    calls: list[str] = []
+    for codegen in (True, False):
+        calls: list[str] = []
 
-    def resolve(name: str) -> object:
-        calls.append(name)
-        return ()
+        def resolve(name: str, calls=calls) -> object:
+            calls.append(name)
+            return ()
 
-    assert compile_decider(rs, False)({"m_num": 0.1}, resolve) == (Status.NOT_TRIGGERED,)
-    assert calls == []  # the first rule is false: the second metric is never computed
-    assert compile_decider(rs, False)({"m_num": 0.9}, resolve) == (Status.TRIGGERED,)
-    assert calls == ["m_list"]
+        decide = compile_decider(rs, False, codegen=codegen)
+        assert decide({"m_num": 0.1}, resolve) == (Status.NOT_TRIGGERED,)
+        assert calls == []  # the first rule is false: the second metric is never computed
+        assert decide({"m_num": 0.9}, resolve) == (Status.TRIGGERED,)
+        assert calls == ["m_list"]
 
 
-def test_large_stages_are_split_into_several_functions() -> None:
+def test_large_stages_agree_across_evaluators() -> None:
+    # 1,300 rulesets: the default picks closures; forced codegen splits into chunks.
     rs = [RulesetSpec(name=f"r{i}", rules=(RuleSpec(metric="m", operator=Op.GT,
                                                     target_value=i / 2000),),
                       action=Action(type=ActionType.PASSTHROUGH)) for i in range(1300)]
-    statuses = compile_decider(rs, False)({"m": 0.3}, lambda n: None)
-    assert len(statuses) == 1300
-    assert statuses == reference_decide(rs, values_getter({"m": 0.3}), False)
-    assert statuses.index(Status.NOT_TRIGGERED) == 600
+    expected = reference_decide(rs, values_getter({"m": 0.3}), False)
+    assert expected.index(Status.NOT_TRIGGERED) == 600
+    for codegen in (None, True, False):
+        assert compile_decider(rs, False, codegen=codegen)({"m": 0.3}, lambda n: None) == expected
 
 
 def test_generated_source_holds_no_artifact_text() -> None:
@@ -225,4 +229,5 @@ def test_generated_source_holds_no_artifact_text() -> None:
     evil = '"); import os; os.system("echo pwned"); ("'
     rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m", operator=Op.EQ, target_value=evil),),
                       action=Action(type=ActionType.PASSTHROUGH))]
-    assert compile_decider(rs, False)({"m": evil}, lambda n: None) == (Status.TRIGGERED,)
+    assert compile_decider(rs, False, codegen=True)({"m": evil}, lambda n: None) == (
+        Status.TRIGGERED,)
