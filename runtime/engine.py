@@ -29,6 +29,7 @@ from stageguard.runtime.evaluate import (
     Failure,
     InvalidValue,
     compile_decider,
+    compile_precomputed,
     normalise_value,
     stage_status,
 )
@@ -100,8 +101,8 @@ class LoadedStage:
     """A stage version ready to decide: validated values, a compiled decider, and what the
     decision path needs precomputed (subscriptions per ruleset, metadata)."""
 
-    __slots__ = ("any_subscriptions", "artifact", "catalog", "decide", "fail_closed", "key",
-                 "metadata", "paused", "rulesets", "subscriptions")
+    __slots__ = ("any_subscriptions", "artifact", "catalog", "decide", "decide_precomputed",
+                 "fail_closed", "key", "metadata", "paused", "rulesets", "subscriptions")
 
     def __init__(self, artifact: Artifact, paused: bool = False) -> None:
         self.artifact = artifact
@@ -110,6 +111,7 @@ class LoadedStage:
         self.rulesets = artifact.rulesets
         self.fail_closed = artifact.stage.fail_mode is FailMode.CLOSED
         self.decide: Decider = compile_decider(artifact.rulesets, self.fail_closed)
+        self.decide_precomputed = compile_precomputed(artifact.rulesets)
         self.subscriptions = tuple(
             tuple((s.url, frozenset(s.statuses)) for s in rs.action.subscriptions)
             for rs in artifact.rulesets)
@@ -460,9 +462,13 @@ class Runtime:
                         values[canonical_name(name)] = normalise_value(value)
                 except InvalidValue as exc:
                     raise InvalidRequest(f"metric {name!r}: {exc}") from None
-            resolution = _Resolution(self, text_in, text_out, metadata, started + timeout,
-                                     timeout, values)
-            statuses = loaded.decide(values, resolution.resolve)
+            quick = loaded.decide_precomputed
+            found = quick(values) if quick is not None else None
+            if found is None:  # some metric must come from a scorer
+                resolution = _Resolution(self, text_in, text_out, metadata,
+                                         started + timeout, timeout, values)
+                found = loaded.decide(values, resolution.resolve)
+            statuses = found
             if _T in statuses:
                 status = _T
                 winner = loaded.rulesets[statuses.index(_T)].action

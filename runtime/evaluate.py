@@ -220,6 +220,47 @@ def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool,
     return _generated_decider(rulesets, fail_closed)
 
 
+Precomputed = Callable[[dict[str, object]], "tuple[Status, ...] | None"]
+
+
+def compile_precomputed(rulesets: Sequence[RulesetSpec]) -> Precomputed | None:
+    """For the common case where the payload carries every metric the stage uses: such
+    values are never Failures (only scorer resolution makes those), so each ruleset is one
+    expression over values fetched once. Returns None from the call when some metric is
+    missing (the caller then takes the general path), and None instead of a function for
+    stages too large to generate code for."""
+    if not rulesets or len(rulesets) > CODEGEN_LIMIT:
+        return None
+    consts: list[object] = []
+    index: dict[tuple[type, object], str] = {}
+
+    def k(value: object) -> str:
+        key = (type(value), value)
+        if key not in index:
+            index[key] = f"K{len(consts)}"
+            consts.append(value)
+        return index[key]
+
+    slots: dict[str, int] = {}
+    for rs in rulesets:
+        for rule in rs.rules:
+            slots.setdefault(rule.metric, len(slots))
+    lines = ["def decide_precomputed(values):", "    try:"]
+    lines += [f"        m{n} = values[{k(metric)}]" for metric, n in slots.items()]
+    lines += ["    except KeyError:", "        return None"]
+    lines += [f"    c{n} = m{n}.__class__" for n in slots.values()]
+    exprs = []
+    for rs in rulesets:
+        conds = [_condition(r, k, f"m{slots[r.metric]}", f"c{slots[r.metric]}")
+                 for r in rs.rules]
+        exprs.append(f"        T if ({' and '.join(conds)}) else NT,")
+    lines += ["    return (", *exprs, "    )"]
+    namespace: dict[str, object] = {f"K{j}": c for j, c in enumerate(consts)}
+    namespace.update(T=Status.TRIGGERED, NT=Status.NOT_TRIGGERED)
+    exec(compile("\n".join(lines), "<stageguard decider>", "exec"), namespace)
+    return namespace["decide_precomputed"]  # type: ignore[return-value]
+
+
 _NUMBER_CLASSES = frozenset({float, int, bool})
 _COMPARE = {Operator.GT: operator.gt, Operator.LT: operator.lt, Operator.GTE: operator.ge,
             Operator.LTE: operator.le, Operator.EQ: operator.eq, Operator.NEQ: operator.ne}
@@ -259,7 +300,18 @@ def _predicate(rule: RuleSpec) -> Callable[[object], bool]:
 
 
 def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
-    plan = tuple(tuple((rule.metric, _predicate(rule)) for rule in rs.rules) for rs in rulesets)
+    # Rules with the same operator and target share one predicate: large stages repeat
+    # thresholds and label lists, and building a closure is the bulk of the work here.
+    shared: dict[tuple[Operator, type, object], Callable[[object], bool]] = {}
+
+    def predicate(rule: RuleSpec) -> Callable[[object], bool]:
+        key = (rule.operator, type(rule.target_value), rule.target_value)
+        found = shared.get(key)
+        if found is None:
+            found = shared[key] = _predicate(rule)
+        return found
+
+    plan = tuple(tuple((rule.metric, predicate(rule)) for rule in rs.rules) for rs in rulesets)
     T, NT = Status.TRIGGERED, Status.NOT_TRIGGERED
 
     def decide(values: dict[str, object], resolve: Callable[[str], object]) -> tuple[Status, ...]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stageguard.runtime.canonical import ArtifactDocument, content_digest
+from stageguard.runtime.canonical import ArtifactDocument, content_digest, dumps
 from stageguard.runtime.fsutil import atomic_write
 from stageguard.runtime.model import FORMAT, FORMAT_VERSION, Artifact, StageType
 
@@ -242,6 +243,29 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     return parse_artifact(raw, str(p))
 
 
+_HEAD_KEYS = ("compiler", "digest")  # sorted before the content's first key, "format"
+_TAIL_KEYS = ("source_map", "stage", "version")  # "source_map" sorts after "rulesets"
+
+
+def _raw_content_digest(raw: bytes, doc: dict[str, object]) -> str | None:
+    """The content digest read straight off a canonically written file, without
+    re-serialising the (large) rulesets: the file must be exactly `{head` + content +
+    `tail}` where head and tail are the canonical text of their parsed values. Any other
+    layout returns None and the caller re-serialises the parsed content instead."""
+    if set(doc) != {*_HEAD_KEYS, *_TAIL_KEYS, "format", "format_version", "metrics",
+                    "project", "rulesets"}:
+        return None
+    head = ("{" + ",".join(f'"{k}":{dumps(doc[k])}' for k in _HEAD_KEYS) + ",").encode()
+    stage = dumps(doc["stage"])
+    tail = (f',"source_map":{dumps(doc["source_map"])},"stage":{stage},'
+            f'"version":{dumps(doc["version"])}}}\n').encode()
+    if not (raw.startswith(head) and raw.endswith(tail) and len(raw) > len(head) + len(tail)):
+        return None
+    middle = raw[len(head):len(raw) - len(tail)]
+    content = b"{" + middle + b',"stage":' + stage.encode() + b"}"
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
 def parse_artifact(raw: bytes, name: str = "<artifact>") -> Artifact:
     try:
         doc = json.loads(raw)
@@ -260,7 +284,9 @@ def parse_artifact(raw: bytes, name: str = "<artifact>") -> Artifact:
         where = ".".join(str(x) for x in first["loc"]) or "document"
         raise RegistryError(f"{name} is not a valid stageguard artifact ({where}: "
                             f"{first['msg']})") from exc
-    digest = content_digest(doc)
+    digest = _raw_content_digest(raw, doc)
+    if digest != artifact.digest:
+        digest = content_digest(doc)  # not written canonically: judge the parsed content
     if digest != artifact.digest:
         raise RegistryError(f"{name} does not match its digest (stored {artifact.digest}, "
                             f"content {digest}): it was modified after it was built")

@@ -132,3 +132,22 @@ def test_tampered_truncated_and_future_artifacts_are_refused() -> None:
     future = data.replace(b'"format_version":1', b'"format_version":2')
     with pytest.raises(RegistryError, match="format version 2"):
         parse_artifact(future, "x.json")
+
+
+def test_digest_is_verified_for_non_canonical_layouts_too() -> None:
+    # Pretty-printed (same content) loads; the same layout with one value changed does not.
+    data = compile_text(SIMPLE, "a.sg").artifacts[0].to_bytes(1)
+    doc = json.loads(data)
+    pretty = json.dumps(doc, indent=2).encode()
+    assert parse_artifact(pretty).digest == doc["digest"]
+    doc["rulesets"][0]["rules"][0]["target_value"] = 0.9
+    with pytest.raises(RegistryError, match="digest"):
+        parse_artifact(json.dumps(doc, indent=2).encode())
+
+
+def test_canonical_fast_check_cannot_be_fooled_by_extra_or_moved_members() -> None:
+    data = compile_text(SIMPLE, "a.sg").artifacts[0].to_bytes(1)
+    # A duplicate `rulesets` key smuggled into the tail overrides the content on parsing.
+    evil = data.replace(b',"source_map":', b',"rulesets":[],"source_map":', 1)
+    with pytest.raises(RegistryError):
+        parse_artifact(evil)

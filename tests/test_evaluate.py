@@ -10,6 +10,7 @@ from stageguard.runtime.evaluate import (
     Failure,
     InvalidValue,
     compile_decider,
+    compile_precomputed,
     normalise_value,
     reference_decide,
     rule_holds,
@@ -192,6 +193,16 @@ def test_fast_path_equals_reference(rulesets: list[RulesetSpec], raw: dict[str, 
         assert decide(values, resolve) == expected
         assert len(resolved) == len(set(resolved))  # each metric resolved at most once
         assert set(resolved) <= set(METRICS) - set(present)
+    # The precomputed path answers exactly when every metric came with the payload (such
+    # values are never Failures), and equals the reference then.
+    quick = compile_precomputed(rulesets)
+    payload_only = {k: v for k, v in present.items() if not isinstance(v, Failure)}
+    used = {r.metric for rs in rulesets for r in rs.rules}
+    got = quick(dict(payload_only))
+    if used <= payload_only.keys():
+        assert got == reference_decide(rulesets, values_getter(payload_only), fail_closed)
+    else:
+        assert got is None
 
 
 def test_fast_path_resolves_only_what_rules_reach() -> None:
