@@ -245,23 +245,27 @@ def main() -> int:
         big = compile_text(scaled_stage(10_000), "big.sg").artifacts[0]
         path = Path(tmp) / "big.json"
         path.write_bytes(big.to_bytes(1))
-        loads, compiles = [], []
+        loads = []
         for _ in range(5):
             gc.collect()  # the previous round's stage is already freed: not timed below
             t0 = time.perf_counter()
-            art = _load(path)
-            t1 = time.perf_counter()
+            stage = _load(path)
+            loads.append(time.perf_counter() - t0)
+            del stage
+        build = []
+        art = compile_text(scaled_stage(10_000), "s.sg").artifacts[0].to_artifact()
+        for _ in range(5):
+            gc.collect()
+            t0 = time.perf_counter()
             stage = _loaded(art)
-            t2 = time.perf_counter()
-            loads.append(t1 - t0)
-            compiles.append(t2 - t1)
-            del art, stage
+            build.append(time.perf_counter() - t0)
+            del stage
         load_ms = statistics.median(loads) * 1000
-        compile_ms = statistics.median(compiles) * 1000
-        print(f"load a 10,000-ruleset artifact ({path.stat().st_size / 1e6:.1f} MB): "
-              f"read+validate+digest {load_ms:.0f} ms, compile decider {compile_ms:.0f} ms, "
-              f"total {load_ms + compile_ms:.0f} ms (target < 200 ms)")
-        ok &= load_ms + compile_ms < 200
+        build_ms = statistics.median(build) * 1000
+        print(f"load a 10,000-ruleset artifact ({path.stat().st_size / 1e6:.1f} MB) ready to "
+              f"serve (read, validate, digest, build the decider): {load_ms:.0f} ms "
+              f"(target < 200 ms; of which decider build alone {build_ms:.0f} ms)")
+        ok &= load_ms < 200
 
         imp = subprocess_figure("import time; t = time.perf_counter(); "
                                 "import stageguard.runtime.engine; "

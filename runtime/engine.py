@@ -42,11 +42,12 @@ from stageguard.runtime.model import (
     FailMode,
     MetricSpec,
     RulesetSpec,
+    SourceMap,
     StageSpec,
     StageType,
     Status,
 )
-from stageguard.runtime.registry import Registry, RegistryError, load_artifact
+from stageguard.runtime.registry import Registry, RegistryError, load_artifact_for_serving
 from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
 from stageguard.runtime.scorers import ScoreRequest, Scorers
 from stageguard.runtime.webhooks import Notifier
@@ -101,11 +102,15 @@ class LoadedStage:
     """A stage version ready to decide: validated values, a compiled decider, and what the
     decision path needs precomputed (subscriptions per ruleset, metadata)."""
 
-    __slots__ = ("any_subscriptions", "artifact", "catalog", "decide", "decide_precomputed",
-                 "fail_closed", "key", "metadata", "paused", "rulesets", "subscriptions")
+    __slots__ = ("_source_map", "any_subscriptions", "artifact", "catalog", "decide",
+                 "decide_precomputed", "fail_closed", "key", "metadata", "paused", "rulesets",
+                 "subscriptions")
 
-    def __init__(self, artifact: Artifact, paused: bool = False) -> None:
+    def __init__(self, artifact: Artifact, paused: bool = False,
+                 source_map: object = None) -> None:
         self.artifact = artifact
+        # Validated on first use (explanations); deciding never needs it.
+        self._source_map: object = artifact.source_map if source_map is None else source_map
         self.key = (artifact.project, artifact.stage.name)
         self.paused = paused
         self.rulesets = artifact.rulesets
@@ -121,6 +126,20 @@ class LoadedStage:
         self.metadata = StageMetadata(artifact.project, artifact.stage.name,
                                       stage_id(*self.key), artifact.version,
                                       artifact.stage.type.value)
+
+    @property
+    def source_map(self) -> SourceMap | None:
+        raw = self._source_map
+        if raw is None or isinstance(raw, SourceMap):
+            return raw
+        smap = SourceMap.model_validate(raw)
+        if len(smap.rulesets) != len(self.rulesets) or any(
+                len(loc.rules) != len(rs.rules)
+                for loc, rs in zip(smap.rulesets, self.rulesets, strict=True)):
+            raise RegistryError(f"the source map of {self.key[0]}/{self.key[1]} "
+                                f"v{self.artifact.version} does not match its rulesets")
+        self._source_map = smap
+        return smap
 
     def with_paused(self, paused: bool) -> LoadedStage:
         clone = object.__new__(LoadedStage)
@@ -144,9 +163,11 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(path: Path) -> Artifact:
+def _load(path: Path, paused: bool = False) -> LoadedStage:
+    """Load, check and compile one artifact file for serving."""
     with _collector_paused():
-        return load_artifact(path)
+        artifact, source_map = load_artifact_for_serving(path)
+        return LoadedStage(artifact, paused, source_map)
 
 
 def _loaded(artifact: Artifact, paused: bool = False) -> LoadedStage:
@@ -251,7 +272,7 @@ class Runtime:
 
     def load_file(self, path: str | os.PathLike[str]) -> LoadedStage:
         """Serve one artifact file (raises RegistryError for a bad file)."""
-        stage = _loaded(_load(Path(path)))
+        stage = _load(Path(path))
         self._files[stage.key] = stage
         self._publish_table({**self._stages, stage.key: stage})
         return stage
@@ -304,11 +325,12 @@ class Runtime:
                                       else current.with_paused(entry.paused))
                         continue
                     try:
-                        artifact = _load(self.registry.root / latest.file)
-                        if artifact.digest != latest.digest or artifact.version != latest.version:
+                        fresh = _load(self.registry.root / latest.file, entry.paused)
+                        art = fresh.artifact
+                        if art.digest != latest.digest or art.version != latest.version:
                             raise RegistryError(f"{latest.file} does not match the index entry "
                                                 f"(v{latest.version}, {latest.digest})")
-                        table[key] = _loaded(artifact, entry.paused)
+                        table[key] = fresh
                         self.load_errors.pop(f"{project}/{name}", None)
                     except RegistryError as exc:
                         self.load_errors[f"{project}/{name}"] = str(exc)

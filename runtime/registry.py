@@ -235,12 +235,23 @@ class Registry:
 def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     """Read one artifact file, refusing anything truncated, tampered with or of a future
     format. RegistryError names the file and the reason."""
-    p = Path(path)
+    return parse_artifact(_read(path), str(path))
+
+
+def load_artifact_for_serving(path: str | os.PathLike[str]) -> tuple[Artifact, object]:
+    """As `load_artifact`, but the source map comes back unvalidated beside an artifact
+    without one: deciding never needs it, and for large stages it is a third of the objects
+    validation would build. `SourceMap.model_validate` it when an explanation needs it."""
+    raw = _read(path)
+    holder: list[object] = []
+    return parse_artifact(raw, str(path), source_map_out=holder), holder[0] if holder else None
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
     try:
-        raw = p.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
-        raise RegistryError(f"cannot read artifact {p}: {exc.strerror or exc}") from exc
-    return parse_artifact(raw, str(p))
+        raise RegistryError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
 
 
 _HEAD_KEYS = ("compiler", "digest")  # sorted before the content's first key, "format"
@@ -266,7 +277,10 @@ def _raw_content_digest(raw: bytes, doc: dict[str, object]) -> str | None:
     return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
-def parse_artifact(raw: bytes, name: str = "<artifact>") -> Artifact:
+def parse_artifact(raw: bytes, name: str = "<artifact>", *,
+                   source_map_out: list[object] | None = None) -> Artifact:
+    """Check and validate an artifact. With `source_map_out`, the source map is not
+    validated but appended there (raw JSON data) and left out of the returned model."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -277,6 +291,11 @@ def parse_artifact(raw: bytes, name: str = "<artifact>") -> Artifact:
     if found != FORMAT_VERSION:
         raise RegistryError(f"{name} has artifact format version {found!r}; this stageguard "
                             f"reads version {FORMAT_VERSION} (upgrade stageguard to load it)")
+    digest = _raw_content_digest(raw, doc)
+    if digest != doc.get("digest"):
+        digest = content_digest(doc)  # not written canonically: judge the parsed content
+    if source_map_out is not None:
+        source_map_out.append(doc.pop("source_map", None))
     try:
         artifact = Artifact.model_validate(doc)
     except ValidationError as exc:
@@ -284,9 +303,6 @@ def parse_artifact(raw: bytes, name: str = "<artifact>") -> Artifact:
         where = ".".join(str(x) for x in first["loc"]) or "document"
         raise RegistryError(f"{name} is not a valid stageguard artifact ({where}: "
                             f"{first['msg']})") from exc
-    digest = _raw_content_digest(raw, doc)
-    if digest != artifact.digest:
-        digest = content_digest(doc)  # not written canonically: judge the parsed content
     if digest != artifact.digest:
         raise RegistryError(f"{name} does not match its digest (stored {artifact.digest}, "
                             f"content {digest}): it was modified after it was built")

@@ -183,3 +183,19 @@ def test_management_api_create_get_update_pause_resume(tmp_path: Path) -> None:
             rt.update_stage(project="acme", stage_name="tools", prioritized_rulesets=LOCAL_RULES)
         with pytest.raises(StageNotFound):
             rt.pause_stage(project="acme", stage_name="ghost")
+
+
+def test_source_map_is_validated_when_first_needed(tmp_path: Path) -> None:
+    build(tmp_path / "reg", central(0.5))
+    with Runtime(tmp_path / "reg") as rt:
+        loaded = rt._stage(("p", "s"), None)
+        smap = loaded.source_map
+        assert smap is not None and smap.file == "p.sg" and smap.rulesets[0].ruleset == (3, 3)
+    # The source map is outside the digest: damage to it does not stop a stage serving,
+    # but asking for it reports the problem.
+    path = tmp_path / "reg" / "p" / "s" / "v1.json"
+    path.write_bytes(path.read_bytes().replace(b'"rules":[[4,5]]', b'"rules":[]'))
+    with Runtime.from_files(path) as rt:
+        assert rt.invoke(PAYLOAD, "s").status is Status.TRIGGERED
+        with pytest.raises(RegistryError, match="source map"):
+            _ = rt._stage(("p", "s"), None).source_map
