@@ -98,6 +98,20 @@ class StageInfo:
     fail_mode: FailMode
 
 
+class _Table:
+    """An immutable snapshot of what a runtime serves, with its lookups."""
+
+    __slots__ = ("ids", "names", "stages")
+
+    def __init__(self, stages: dict[tuple[str, str], LoadedStage]) -> None:
+        names: dict[str, list[tuple[str, str]]] = {}
+        for key in stages:
+            names.setdefault(key[1], []).append(key)
+        self.stages = stages
+        self.names = {n: tuple(v) for n, v in names.items()}
+        self.ids = {stage_id(*k): k for k in stages}
+
+
 class LoadedStage:
     """A stage version ready to decide: validated values, a compiled decider, and what the
     decision path needs precomputed (subscriptions per ruleset, metadata)."""
@@ -245,9 +259,7 @@ class Runtime:
         self.deliver_webhooks = deliver_webhooks
         self._scorer_threads = scorer_threads
         self._executor: ThreadPoolExecutor | None = None
-        self._stages: dict[tuple[str, str], LoadedStage] = {}
-        self._names: dict[str, tuple[tuple[str, str], ...]] = {}
-        self._ids: dict[str, tuple[str, str]] = {}
+        self._table = _Table({})
         self._pinned: dict[tuple[str, str, int], LoadedStage] = {}
         self._local: dict[tuple[str, str, str], LoadedStage] = {}
         self._files: dict[tuple[str, str], LoadedStage] = {}
@@ -274,17 +286,12 @@ class Runtime:
         """Serve one artifact file (raises RegistryError for a bad file)."""
         stage = _load(Path(path))
         self._files[stage.key] = stage
-        self._publish_table({**self._stages, stage.key: stage})
+        self._publish_table({**self._table.stages, stage.key: stage})
         return stage
 
-    def _publish_table(self, table: dict[tuple[str, str], LoadedStage]) -> None:
-        names: dict[str, list[tuple[str, str]]] = {}
-        for key in table:
-            names.setdefault(key[1], []).append(key)
-        # Readers take one of these references per call; each assignment is atomic.
-        self._ids = {stage_id(*k): k for k in table}
-        self._names = {n: tuple(v) for n, v in names.items()}
-        self._stages = table
+    def _publish_table(self, stages: dict[tuple[str, str], LoadedStage]) -> None:
+        # One assignment: a reader that took the previous snapshot keeps a coherent view.
+        self._table = _Table(stages)
 
     def _index_signature(self) -> tuple[int, int, int] | None:
         assert self.registry is not None
@@ -318,7 +325,7 @@ class Runtime:
                     if latest is None:
                         continue
                     key = (project, name)
-                    current = self._stages.get(key)
+                    current = self._table.stages.get(key)
                     if current is not None and current.artifact.version == latest.version \
                             and current.artifact.digest == latest.digest:
                         table[key] = (current if current.paused == entry.paused
@@ -390,10 +397,11 @@ class Runtime:
 
     # ---- finding stages --------------------------------------------------------------------
 
-    def _key(self, project: str | None, stage: str | None,
-             stage_id_: str | None) -> tuple[str, str]:
+    def _key(self, project: str | None, stage: str | None, stage_id_: str | None,
+             table: _Table | None = None) -> tuple[str, str]:
+        table = table or self._table
         if stage_id_ is not None:
-            key = self._ids.get(str(stage_id_))
+            key = table.ids.get(str(stage_id_))
             if key is None:
                 raise StageNotFound(f"no stage with id {stage_id_}")
             return key
@@ -401,7 +409,7 @@ class Runtime:
             raise InvalidRequest("name a stage (stage_name or stage_id)")
         if project is not None:
             return (project, stage)
-        keys = self._names.get(stage, ())
+        keys = table.names.get(stage, ())
         if len(keys) == 1:
             return keys[0]
         if not keys:
@@ -409,8 +417,9 @@ class Runtime:
         raise InvalidRequest(f"stage name {stage!r} exists in projects "
                              f"{', '.join(k[0] for k in keys)}; say which project")
 
-    def _stage(self, key: tuple[str, str], version: int | None) -> LoadedStage:
-        current = self._stages.get(key)
+    def _stage(self, key: tuple[str, str], version: int | None,
+               table: _Table | None = None) -> LoadedStage:
+        current = (table or self._table).stages.get(key)
         if current is None:
             raise StageNotFound(f"no stage {key[1]!r} in project {key[0]!r}")
         if version is None or version == current.artifact.version:
@@ -460,7 +469,8 @@ class Runtime:
         text = text_out or text_in
         if not text:
             raise InvalidRequest("payload needs a non-empty input or output")
-        loaded = self._stage(self._key(project, stage, stage_id), version)
+        table = self._table  # one snapshot for the whole decision
+        loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
         if rulesets is not None:
             loaded = self._local_stage(loaded, rulesets)
         statuses: tuple[Status, ...] = ()
@@ -532,7 +542,7 @@ class Runtime:
             version = self._record_local(doc)
             artifact = doc.to_artifact(version)
             cached = self._local[cache_key] = _loaded(artifact)
-        current = self._stages.get(base.key, base)
+        current = self._table.stages.get(base.key, base)
         return cached if cached.paused == current.paused else cached.with_paused(current.paused)
 
     def _record_local(self, doc: ArtifactDocument) -> int:
@@ -596,7 +606,7 @@ class Runtime:
             key = self._key(project, stage_name, stage_id)
         except (StageNotFound, InvalidRequest):
             return None
-        loaded = self._stages.get(key)
+        loaded = self._table.stages.get(key)
         if loaded is None:
             return None
         art = loaded.artifact
@@ -650,7 +660,7 @@ class Runtime:
 
     def stages(self) -> list[StageInfo]:
         out = []
-        for project, name in sorted(self._stages):
+        for project, name in sorted(self._table.stages):
             info = self.get_stage(project=project, stage_name=name)
             if info is not None:
                 out.append(info)

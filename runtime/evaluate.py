@@ -220,6 +220,32 @@ def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool,
     return _generated_decider(rulesets, fail_closed)
 
 
+class _Codegen:
+    """What both generated deciders share: artifact values bound by reference (`K0`, `K1`,
+    ... in the namespace, never written into the source) and one local slot per metric."""
+
+    def __init__(self, rulesets: Sequence[RulesetSpec]) -> None:
+        self.consts: list[object] = []
+        self._index: dict[tuple[type, object], str] = {}
+        self.slots: dict[str, int] = {}
+        for rs in rulesets:
+            for rule in rs.rules:
+                self.slots.setdefault(rule.metric, len(self.slots))
+
+    def k(self, value: object) -> str:
+        key = (type(value), value)
+        if key not in self._index:
+            self._index[key] = f"K{len(self.consts)}"
+            self.consts.append(value)
+        return self._index[key]
+
+    def build(self, lines: list[str], name: str) -> Callable[..., object]:
+        namespace: dict[str, object] = {f"K{j}": c for j, c in enumerate(self.consts)}
+        namespace.update(M=_MISSING, F=Failure, T=Status.TRIGGERED, NT=Status.NOT_TRIGGERED)
+        exec(compile("\n".join(lines), "<stageguard decider>", "exec"), namespace)
+        return namespace[name]  # type: ignore[return-value]
+
+
 Precomputed = Callable[[dict[str, object]], "tuple[Status, ...] | None"]
 
 
@@ -231,20 +257,8 @@ def compile_precomputed(rulesets: Sequence[RulesetSpec]) -> Precomputed | None:
     stages too large to generate code for."""
     if not rulesets or len(rulesets) > CODEGEN_LIMIT:
         return None
-    consts: list[object] = []
-    index: dict[tuple[type, object], str] = {}
-
-    def k(value: object) -> str:
-        key = (type(value), value)
-        if key not in index:
-            index[key] = f"K{len(consts)}"
-            consts.append(value)
-        return index[key]
-
-    slots: dict[str, int] = {}
-    for rs in rulesets:
-        for rule in rs.rules:
-            slots.setdefault(rule.metric, len(slots))
+    gen = _Codegen(rulesets)
+    k, slots = gen.k, gen.slots
     lines = ["def decide_precomputed(values):", "    try:"]
     lines += [f"        m{n} = values[{k(metric)}]" for metric, n in slots.items()]
     lines += ["    except KeyError:", "        return None"]
@@ -255,10 +269,7 @@ def compile_precomputed(rulesets: Sequence[RulesetSpec]) -> Precomputed | None:
                  for r in rs.rules]
         exprs.append(f"        T if ({' and '.join(conds)}) else NT,")
     lines += ["    return (", *exprs, "    )"]
-    namespace: dict[str, object] = {f"K{j}": c for j, c in enumerate(consts)}
-    namespace.update(T=Status.TRIGGERED, NT=Status.NOT_TRIGGERED)
-    exec(compile("\n".join(lines), "<stageguard decider>", "exec"), namespace)
-    return namespace["decide_precomputed"]  # type: ignore[return-value]
+    return gen.build(lines, "decide_precomputed")  # type: ignore[return-value]
 
 
 _NUMBER_CLASSES = frozenset({float, int, bool})
@@ -351,23 +362,11 @@ def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> De
 
 
 def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
-    consts: list[object] = []
-    index: dict[tuple[type, object], str] = {}
-
-    def k(value: object) -> str:
-        key = (type(value), value)
-        if key not in index:
-            index[key] = f"K{len(consts)}"
-            consts.append(value)
-        return index[key]
-
     # Each distinct metric lives in a local (`mN`, its class in `cN`), fetched on first use:
     # a metric shared by several rules costs one lookup, and a metric no reached rule needs
     # is never resolved.
-    slots: dict[str, int] = {}
-    for rs in rulesets:
-        for rule in rs.rules:
-            slots.setdefault(rule.metric, len(slots))
+    gen = _Codegen(rulesets)
+    k, slots = gen.k, gen.slots
     lines = ["def decide(values, resolve):"]
     lines.append("    " + " = ".join(f"m{n}" for n in slots.values()) + " = M")
     # A ruleset's first rule is always reached, and reaching rule j means rules before it in
@@ -400,11 +399,7 @@ def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decide
         lines.append(f"        s{i} = T; break")
         fetched.add(slots[rs.rules[0].metric])
     lines.append("    return (" + "".join(f"s{i}, " for i in range(len(rulesets))) + ")")
-    namespace: dict[str, object] = {f"K{j}": c for j, c in enumerate(consts)}
-    namespace.update(M=_MISSING, F=Failure, T=Status.TRIGGERED, NT=Status.NOT_TRIGGERED)
-    code = compile("\n".join(lines), "<stageguard decider>", "exec")
-    exec(code, namespace)  # the source holds names only; values come from the namespace
-    return namespace["decide"]  # type: ignore[return-value]
+    return gen.build(lines, "decide")  # type: ignore[return-value]
 
 
 def values_getter(values: Mapping[str, object]) -> Getter:
