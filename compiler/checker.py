@@ -116,7 +116,7 @@ class _Checker:
 
     def damaged(self, span: Span) -> bool:
         """A syntax error fell inside this node: what looks missing may just be unparsed."""
-        return any(span.start <= o < span.end for o in self.error_offsets.get(span.file, ()))
+        return any(span.contains(o) for o in self.error_offsets.get(span.file, ()))
 
     def err(self, *args: object, **kw: object) -> None:
         self.diagnostics.append(error(*args, **kw))  # type: ignore[arg-type]

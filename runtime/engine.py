@@ -583,12 +583,9 @@ class Runtime:
         if kind is StageType.LOCAL and specs:
             raise InvalidRequest("a local stage is created without rulesets; each invocation "
                                  "brings its own")
-        names = {r.metric for rs in specs for r in rs.rules}
-        if kind is StageType.LOCAL:  # invocations may use any metric the stage declares
-            names |= {m.name for m in metrics}
         spec = StageSpec(name=name, type=kind, description=description,
                          fail_mode=FailMode(fail_mode))
-        doc = _new_document(project, spec, specs, [catalog[n] for n in sorted(names)])
+        doc = _new_document(project, spec, specs, _stage_metrics(specs, kind, metrics))
         try:
             registry.publish([doc], create_only=True, paused=paused)
         except RegistryError as exc:
@@ -667,11 +664,14 @@ class Runtime:
         return out
 
 
-def _metrics_for(rulesets: Sequence[RulesetSpec], base: Artifact) -> list[MetricSpec]:
-    catalog = {**BUILTIN_METRICS, **{m.name: m for m in base.metrics}}
+def _stage_metrics(rulesets: Sequence[RulesetSpec], kind: StageType,
+                   declared: Sequence[MetricSpec]) -> list[MetricSpec]:
+    """The catalog entries an artifact carries: the metrics its rules use, and for a local
+    stage every declared one (its invocations may use any)."""
+    catalog = {**BUILTIN_METRICS, **{m.name: m for m in declared}}
     names = {r.metric for rs in rulesets for r in rs.rules}
-    if base.stage.type is StageType.LOCAL:
-        names |= {m.name for m in base.metrics}
+    if kind is StageType.LOCAL:
+        names |= {m.name for m in declared if not m.builtin}
     return [catalog[n] for n in sorted(names)]
 
 
@@ -692,4 +692,5 @@ def _new_document(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec
 def _document(base: Artifact, rulesets: Sequence[RulesetSpec]) -> ArtifactDocument:
     """`base`'s stage with other rulesets (a central update, or a local invocation's); such
     rulesets come from the API, so there is no source map to carry over."""
-    return _new_document(base.project, base.stage, rulesets, _metrics_for(rulesets, base))
+    return _new_document(base.project, base.stage, rulesets,
+                         _stage_metrics(rulesets, base.stage.type, base.metrics))

@@ -179,6 +179,8 @@ def test_management_api_create_get_update_pause_resume(tmp_path: Path) -> None:
         assert not rt.resume_stage(project="acme", stage_name="guard").paused
         local = rt.create_stage("tools", project="acme", type="local")
         assert local.type is StageType.LOCAL
+        assert [(i.project, i.name, i.version) for i in rt.stages()] == [
+            ("acme", "guard", 2), ("acme", "tools", 1)]
         with pytest.raises(InvalidRequest, match="local"):
             rt.update_stage(project="acme", stage_name="tools", prioritized_rulesets=LOCAL_RULES)
         with pytest.raises(StageNotFound):
@@ -199,3 +201,18 @@ def test_source_map_is_validated_when_first_needed(tmp_path: Path) -> None:
         assert rt.invoke(PAYLOAD, "s").status is Status.TRIGGERED
         with pytest.raises(RegistryError, match="source map"):
             _ = rt._stage(("p", "s"), None).source_map
+
+
+def test_identical_local_rulesets_reuse_their_version_whatever_came_between(
+        tmp_path: Path) -> None:
+    # A uses input_toxicity, B output_pii; A again must get A's version back even though
+    # the latest version (B's) carries other metrics.
+    build(tmp_path / "reg", central(0.5))
+    b_rules = [{"rules": [{"metric": "output_pii", "operator": "contains",
+                           "target_value": "ssn"}]}]
+    with Runtime(tmp_path / "reg") as rt:
+        a = rt.invoke(PAYLOAD, "loc", rulesets=LOCAL_RULES).stage_metadata.stage_version
+        b = rt.invoke(PAYLOAD, "loc", rulesets=b_rules).stage_metadata.stage_version
+    with Runtime(tmp_path / "reg") as rt:  # fresh cache: only the registry remembers
+        again = rt.invoke(PAYLOAD, "loc", rulesets=LOCAL_RULES).stage_metadata.stage_version
+    assert (a, b, again) == (2, 3, 2)
