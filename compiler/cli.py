@@ -13,14 +13,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
 from stageguard.compiler.pipeline import Compilation, compile_paths
 from stageguard.compiler.unparse import rule_source, string_literal
 from stageguard.runtime.engine import InvalidRequest
-from stageguard.runtime.galileo import rulesets_of
+from stageguard.runtime.galileo import rulesets_of, wire_value
 from stageguard.runtime.model import ActionType, Artifact, Operator
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
 
@@ -113,9 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def _report(result: Compilation, fmt: str, out: TextIO) -> None:
-    if fmt == "json":
-        return  # json callers get diagnostics inside the command's own document
+def _report(result: Compilation) -> None:
     if result.diagnostics:
         print(diag.render_all(result.diagnostics, result.sources), file=sys.stderr)
 
@@ -123,13 +120,11 @@ def _report(result: Compilation, fmt: str, out: TextIO) -> None:
 def _check(paths: list[str], fmt: str) -> int:
     result = compile_paths(paths)
     if fmt == "json":
-        json.dump({"ok": result.ok,
-                   "diagnostics": [d.to_json() for d in sorted(result.diagnostics,
-                                                               key=diag.sort_key)]},
+        json.dump({"ok": result.ok, "diagnostics": diag.as_data(result.diagnostics)},
                   sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        _report(result, fmt, sys.stderr)
+        _report(result)
         if result.ok:
             stages = len(result.artifacts)
             print(f"ok: {len(result.sources)} file{'s' if len(result.sources) != 1 else ''}, "
@@ -145,13 +140,13 @@ def _build(paths: list[str], registry_dir: str, fmt: str) -> int:
     if fmt == "json":
         json.dump({
             "ok": result.ok,
-            "diagnostics": [d.to_json() for d in sorted(result.diagnostics, key=diag.sort_key)],
+            "diagnostics": diag.as_data(result.diagnostics),
             "stages": [{"project": p.project, "stage": p.stage, "version": p.version,
                         "created": p.created} for p in published],
         }, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        _report(result, fmt, sys.stderr)
+        _report(result)
         if not result.ok:
             print("build failed: nothing was written to the registry", file=sys.stderr)
         for p in published:
@@ -278,7 +273,7 @@ def _invoke(args: argparse.Namespace) -> int:
     for i, rs in enumerate(response.ruleset_results, start=1):
         print(f"  {i}. {rs.name:<24} {rs.status.value}")
         for rule in rs.rule_results:
-            shown = json.dumps(_plain(rule.value))
+            shown = json.dumps(wire_value(rule.value))
             value = "" if rule.status == "skipped" else f"  (value: {shown})"
             when = rule_source(rule.metric, Operator(rule.operator), rule.target_value)
             print(f"       {rule.status:<13} when {when}{value}")
@@ -291,10 +286,6 @@ def _invoke(args: argparse.Namespace) -> int:
             if rs.status in sub.statuses:
                 print(f"  notify {sub.url} for {rs.name}: {state}")
     return EXIT_OK
-
-
-def _plain(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _stage(args: argparse.Namespace) -> int:
@@ -311,7 +302,7 @@ def _stage(args: argparse.Namespace) -> int:
             if info is None:
                 print(f"error: no stage {args.stage!r} in {args.registry}", file=sys.stderr)
                 return EXIT_POLICY
-        entry = Registry(args.registry).stage_entry(info.project, info.name)
+        entry = rt.registry.stage_entry(info.project, info.name) if rt.registry else None
         versions = entry.versions if entry is not None else []
         if args.json:
             json.dump({"id": info.id, "project": info.project, "name": info.name,

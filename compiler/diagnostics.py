@@ -180,7 +180,10 @@ def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) ->
     return "\n\n".join(blocks)
 
 
+def as_data(diagnostics: Sequence[Diagnostic]) -> list[dict[str, object]]:
+    """The diagnostics as JSON data, in reading order."""
+    return [d.to_json() for d in sorted(diagnostics, key=sort_key)]
+
+
 def to_json(diagnostics: Sequence[Diagnostic]) -> str:
-    return json.dumps(
-        [d.to_json() for d in sorted(diagnostics, key=sort_key)], indent=2, ensure_ascii=False
-    )
+    return json.dumps(as_data(diagnostics), indent=2, ensure_ascii=False)

@@ -186,6 +186,11 @@ def rulesets_from_galileo(items: object, catalog: Mapping[str, MetricSpec],
     return tuple(out)
 
 
+def wire_value(value: object) -> object:
+    """A metric value or target as JSON data: label tuples become lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def ruleset_to_galileo(spec: RulesetSpec) -> dict[str, Any]:
     """The Galileo shape of an artifact ruleset (our `name` kept as an extra field)."""
     action: dict[str, Any] = {
@@ -199,7 +204,6 @@ def ruleset_to_galileo(spec: RulesetSpec) -> dict[str, Any]:
         "name": spec.name,
         "description": spec.description,
         "rules": [{"metric": r.metric, "operator": r.operator.value,
-                   "target_value": list(r.target_value) if isinstance(r.target_value, tuple)
-                   else r.target_value} for r in spec.rules],
+                   "target_value": wire_value(r.target_value)} for r in spec.rules],
         "action": action,
     }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stageguard.runtime.evaluate import NOT_REACHED, Failure, RuleOutcome, ruleset_outcome
-from stageguard.runtime.galileo import ruleset_to_galileo
+from stageguard.runtime.galileo import ruleset_to_galileo, wire_value
 from stageguard.runtime.model import ActionType, RulesetSpec, Status
 
 if TYPE_CHECKING:
@@ -59,8 +59,7 @@ class MetricResult:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        value = list(self.value) if isinstance(self.value, tuple) else self.value
-        return {"value": value, "status": self.status, "source": self.source,
+        return {"value": wire_value(self.value), "status": self.status, "source": self.source,
                 "execution_time": self.execution_time, "error": self.error}
 
 
@@ -91,9 +90,7 @@ def _rule_status(outcome: RuleOutcome) -> str:
 
 
 def _wire_value(value: object) -> object:
-    if isinstance(value, Failure):
-        return None
-    return list(value) if isinstance(value, tuple) else value
+    return None if isinstance(value, Failure) else wire_value(value)
 
 
 class Response:
