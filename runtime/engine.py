@@ -101,15 +101,18 @@ class StageInfo:
 class _Table:
     """An immutable snapshot of what a runtime serves, with its lookups."""
 
-    __slots__ = ("ids", "names", "stages")
+    __slots__ = ("ids", "names", "stages", "versions")
 
-    def __init__(self, stages: dict[tuple[str, str], LoadedStage]) -> None:
+    def __init__(self, stages: dict[tuple[str, str], LoadedStage],
+                 versions: dict[tuple[str, str], tuple[int, ...]] | None = None) -> None:
         names: dict[str, list[tuple[str, str]]] = {}
         for key in stages:
             names.setdefault(key[1], []).append(key)
         self.stages = stages
         self.names = {n: tuple(v) for n, v in names.items()}
         self.ids = {stage_id(*k): k for k in stages}
+        # Every version the registry lists per stage, as read with the stages themselves.
+        self.versions = versions or {}
 
 
 class LoadedStage:
@@ -147,15 +150,16 @@ class LoadedStage:
         if raw is None or isinstance(raw, SourceMap):
             return raw
         smap = SourceMap.model_validate(raw)
-        if len(smap.rulesets) != len(self.rulesets) or any(
-                len(loc.rules) != len(rs.rules)
-                for loc, rs in zip(smap.rulesets, self.rulesets, strict=True)):
+        if not smap.fits(self.rulesets):
             raise RegistryError(f"the source map of {self.key[0]}/{self.key[1]} "
                                 f"v{self.artifact.version} does not match its rulesets")
         self._source_map = smap
         return smap
 
     def with_paused(self, paused: bool) -> LoadedStage:
+        """This stage in the given paused state (itself when that is already its state)."""
+        if paused == self.paused:
+            return self
         clone = object.__new__(LoadedStage)
         for name in LoadedStage.__slots__:
             object.__setattr__(clone, name, getattr(self, name))
@@ -286,12 +290,13 @@ class Runtime:
         """Serve one artifact file (raises RegistryError for a bad file)."""
         stage = _load(Path(path))
         self._files[stage.key] = stage
-        self._publish_table({**self._table.stages, stage.key: stage})
+        self._publish_table({**self._table.stages, stage.key: stage}, self._table.versions)
         return stage
 
-    def _publish_table(self, stages: dict[tuple[str, str], LoadedStage]) -> None:
+    def _publish_table(self, stages: dict[tuple[str, str], LoadedStage],
+                       versions: dict[tuple[str, str], tuple[int, ...]]) -> None:
         # One assignment: a reader that took the previous snapshot keeps a coherent view.
-        self._table = _Table(stages)
+        self._table = _Table(stages, versions)
 
     def _index_signature(self) -> tuple[int, int, int] | None:
         assert self.registry is not None
@@ -319,17 +324,18 @@ class Runtime:
                 return False
             self.load_errors.pop("index", None)
             table = dict(self._files)
+            versions: dict[tuple[str, str], tuple[int, ...]] = {}
             for project, stages in index.projects.items():
                 for name, entry in stages.items():
                     latest = entry.latest
                     if latest is None:
                         continue
                     key = (project, name)
+                    versions[key] = tuple(v.version for v in entry.versions)
                     current = self._table.stages.get(key)
                     if current is not None and current.artifact.version == latest.version \
                             and current.artifact.digest == latest.digest:
-                        table[key] = (current if current.paused == entry.paused
-                                      else current.with_paused(entry.paused))
+                        table[key] = current.with_paused(entry.paused)
                         continue
                     try:
                         fresh = _load(self.registry.root / latest.file, entry.paused)
@@ -345,7 +351,7 @@ class Runtime:
                                   "%s", project, name, exc)
                         if current is not None:
                             table[key] = current.with_paused(entry.paused)
-            self._publish_table(table)
+            self._publish_table(table, versions)
             self._signature = signature
             return True
 
@@ -434,7 +440,7 @@ class Runtime:
             except RegistryError as exc:
                 raise StageNotFound(str(exc)) from None
             self._pinned[(*key, version)] = pinned
-        return pinned if pinned.paused == current.paused else pinned.with_paused(current.paused)
+        return pinned.with_paused(current.paused)
 
     def artifact(self, *, project: str | None = None, stage_name: str | None = None,
                  stage_id: str | None = None, version: int | None = None) -> Artifact:
@@ -542,8 +548,7 @@ class Runtime:
             version = self._record_local(doc)
             artifact = doc.to_artifact(version)
             cached = self._local[cache_key] = _loaded(artifact)
-        current = self._table.stages.get(base.key, base)
-        return cached if cached.paused == current.paused else cached.with_paused(current.paused)
+        return cached.with_paused(self._table.stages.get(base.key, base).paused)
 
     def _record_local(self, doc: ArtifactDocument) -> int:
         if self.registry is None:
@@ -590,10 +595,7 @@ class Runtime:
             registry.publish([doc], create_only=True, paused=paused)
         except RegistryError as exc:
             raise InvalidRequest(str(exc)) from None
-        self.refresh(force=True)
-        info = self.get_stage(project=project, stage_name=name)
-        assert info is not None
-        return info
+        return self._changed((project, name))
 
     def get_stage(self, *, project: str | None = None, stage_name: str | None = None,
                   stage_id: str | None = None) -> StageInfo | None:
@@ -603,19 +605,23 @@ class Runtime:
             key = self._key(project, stage_name, stage_id)
         except (StageNotFound, InvalidRequest):
             return None
-        loaded = self._table.stages.get(key)
+        table = self._table
+        loaded = table.stages.get(key)
         if loaded is None:
             return None
         art = loaded.artifact
-        versions: tuple[int, ...] = (art.version,)
-        if self.registry is not None:
-            entry = self.registry.stage_entry(*key)
-            if entry is not None:
-                versions = tuple(v.version for v in entry.versions)
         return StageInfo(id=loaded.metadata.stage_id, name=key[1], project=key[0],
                          type=art.stage.type, description=art.stage.description,
-                         paused=loaded.paused, version=art.version, versions=versions,
+                         paused=loaded.paused, version=art.version,
+                         versions=table.versions.get(key, (art.version,)),
                          fail_mode=art.stage.fail_mode)
+
+    def _changed(self, key: tuple[str, str]) -> StageInfo:
+        """After this runtime changed the registry: reload, and say how the stage stands."""
+        self.refresh(force=True)
+        info = self.get_stage(project=key[0], stage_name=key[1])
+        assert info is not None
+        return info
 
     def update_stage(self, *, project: str | None = None, stage_name: str | None = None,
                      stage_id: str | None = None,
@@ -629,10 +635,7 @@ class Runtime:
                                  "invocation")
         specs = self.ruleset_specs(prioritized_rulesets, current.catalog)
         registry.publish([_document(current.artifact, specs)])
-        self.refresh(force=True)
-        info = self.get_stage(project=key[0], stage_name=key[1])
-        assert info is not None
-        return info
+        return self._changed(key)
 
     def _set_paused(self, paused: bool, project: str | None, stage_name: str | None,
                     stage_id: str | None) -> StageInfo:
@@ -642,10 +645,7 @@ class Runtime:
             registry.set_paused(*key, paused)
         except RegistryError as exc:
             raise StageNotFound(str(exc)) from None
-        self.refresh(force=True)
-        info = self.get_stage(project=key[0], stage_name=key[1])
-        assert info is not None
-        return info
+        return self._changed(key)
 
     def pause_stage(self, *, project: str | None = None, stage_name: str | None = None,
                     stage_id: str | None = None) -> StageInfo:

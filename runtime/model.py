@@ -194,6 +194,12 @@ class SourceMap(_Model):
     stage: Position
     rulesets: tuple[RulesetPositions, ...]
 
+    def fits(self, rulesets: tuple[RulesetSpec, ...]) -> bool:
+        """One position per ruleset and per rule."""
+        return len(self.rulesets) == len(rulesets) and all(
+            len(loc.rules) == len(rs.rules)
+            for loc, rs in zip(self.rulesets, rulesets, strict=True))
+
 
 class CompilerInfo(_Model):
     name: Literal["stageguard"] = "stageguard"
@@ -230,11 +236,7 @@ class Artifact(_Model):
             for rule in ruleset.rules:
                 if rule.metric not in known:
                     raise ValueError(f"rule uses metric {rule.metric!r} missing from `metrics`")
-        smap = self.source_map
-        if smap is not None and (len(smap.rulesets) != len(self.rulesets) or any(
-            len(loc.rules) != len(rs.rules)
-            for loc, rs in zip(smap.rulesets, self.rulesets, strict=True)
-        )):
+        if self.source_map is not None and not self.source_map.fits(self.rulesets):
             raise ValueError("source map does not match the rulesets")
         return self
 
