@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
-from stageguard.runtime.model import Operator
+from stageguard.runtime.model import (
+    ActionType,
+    FailMode,
+    MetricSpec,
+    MetricType,
+    Operator,
+    RulesetSpec,
+    StageSpec,
+    Status,
+)
 
 SPELLING = {
     Operator.GT: ">",
@@ -45,3 +55,50 @@ def rule_source(metric: str, operator: Operator,
     """`when` line body for a rule, e.g. `output_pii any ["ssn"]`."""
     text = f"{metric} {SPELLING[operator]}"
     return f"{text} {target_literal(target)}" if target is not None else text
+
+
+def policy_source(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec],
+                  metrics: Sequence[MetricSpec] = ()) -> str:
+    """A policy file for one stage, in canonical layout once formatted: the declarations of
+    its non-built-in metrics, then the stage. Used to turn artifacts and imported rulesets
+    back into source."""
+    out = [f"project {project}", ""]
+    for m in metrics:
+        if m.builtin:
+            continue
+        out.append(f"metric {m.name} {{")
+        out.append(f"  type {m.type.value}")
+        if m.description is not None:
+            out.append(f"  description {string_literal(m.description)}")
+        numeric = m.type is MetricType.NUMBER  # a score's [0, 1] is implied
+        if m.minimum is not None and numeric:
+            out.append(f"  min {number_literal(m.minimum)}")
+        if m.maximum is not None and numeric:
+            out.append(f"  max {number_literal(m.maximum)}")
+        if m.labels is not None:
+            out.append(f"  labels {target_literal(m.labels)}")
+        out += ["}", ""]
+    out.append(f"stage {stage.name} {{")
+    out.append(f"  type {stage.type.value}")
+    if stage.description is not None:
+        out.append(f"  description {string_literal(stage.description)}")
+    if stage.fail_mode is FailMode.CLOSED:
+        out.append("  fail closed")
+    for rs in rulesets:
+        out += ["", f"  ruleset {rs.name} {{"]
+        if rs.description is not None:
+            out.append(f"    description {string_literal(rs.description)}")
+        out += [f"    when {rule_source(r.metric, r.operator, r.target_value)}" for r in rs.rules]
+        if rs.action.type is ActionType.OVERRIDE:
+            out.append("    override {")
+            out += [f"      choice {string_literal(c)}" for c in rs.action.choices or ()]
+            out.append("    }")
+        else:
+            out.append("    passthrough")
+        for sub in rs.action.subscriptions:
+            statuses = ", ".join(s.value for s in sub.statuses)
+            on = "" if tuple(sub.statuses) == (Status.TRIGGERED,) else f" on {statuses}"
+            out.append(f"    notify {string_literal(sub.url)}{on}")
+        out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
