@@ -18,6 +18,7 @@ from typing import NamedTuple
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"
 
 
 class Span(NamedTuple):
@@ -57,6 +58,9 @@ class Diagnostic:
     label: str = ""
     help: str | None = None
     related: tuple[Related, ...] = field(default=())
+    # Extra facts for the reader (the analysis's witness payloads), and the same as data.
+    notes: tuple[str, ...] = field(default=())
+    data: Mapping[str, object] | None = None
 
     @property
     def is_error(self) -> bool:
@@ -73,6 +77,8 @@ class Diagnostic:
             "related": [
                 {"message": r.message, "span": _span_json(r.span)} for r in self.related
             ],
+            **({"notes": list(self.notes)} if self.notes else {}),
+            **({"data": dict(self.data)} if self.data is not None else {}),
         }
 
 
@@ -96,6 +102,11 @@ def error(code: str, message: str, span: Span, label: str = "", help: str | None
 def warning(code: str, message: str, span: Span, label: str = "", help: str | None = None,
             related: Iterable[Related] = ()) -> Diagnostic:
     return Diagnostic(code, Severity.WARNING, message, span, label, help, tuple(related))
+
+
+def info(code: str, message: str, span: Span, label: str = "", help: str | None = None,
+         related: Iterable[Related] = ()) -> Diagnostic:
+    return Diagnostic(code, Severity.INFO, message, span, label, help, tuple(related))
 
 
 def did_you_mean(word: str, candidates: Iterable[str], quoted: bool = False) -> str | None:
@@ -142,6 +153,8 @@ def render(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
             lines.append(f"{pad} |")
             lines.extend(_excerpt(rel.span, "", rel_text, gutter, caret="-"))
             lines.append(f"{pad} |")
+    for note in d.notes:
+        lines.append(f"{pad} = {note}")
     if d.help:
         lines.append(f"{pad} = help: {d.help}")
     return "\n".join(lines)
@@ -168,14 +181,13 @@ def _excerpt(span: Span, label: str, text: str, gutter: int, caret: str = "^") -
 
 def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) -> str:
     blocks = [render(d, sources) for d in sorted(diagnostics, key=sort_key)]
-    errors = sum(1 for d in diagnostics if d.is_error)
-    warnings = len(diagnostics) - errors
     if blocks:
         summary = []
-        if errors:
-            summary.append(f"{errors} error{'s' if errors != 1 else ''}")
-        if warnings:
-            summary.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+        for severity in Severity:
+            n = sum(1 for d in diagnostics if d.severity is severity)
+            if n:
+                plural = "s" if n != 1 and severity is not Severity.INFO else ""
+                summary.append(f"{n} {severity.value}{plural}")
         blocks.append(" and ".join(summary) + " emitted")
     return "\n\n".join(blocks)
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from stageguard.compiler.artifacts import compile_stage
-from stageguard.compiler.checker import CheckResult, check
+from stageguard.compiler.checker import CheckedStage, CheckResult, check
 from stageguard.compiler.diagnostics import Diagnostic, has_errors
 from stageguard.compiler.parser import parse
 from stageguard.compiler.sources import Source, load
@@ -20,6 +20,7 @@ class Compilation:
     sources: dict[str, str]
     diagnostics: tuple[Diagnostic, ...]
     artifacts: tuple[ArtifactDocument, ...]  # empty whenever there is an error
+    stages: tuple[CheckedStage, ...] = ()     # what the artifacts were built from, with spans
 
     @property
     def ok(self) -> bool:
@@ -50,9 +51,11 @@ def _compile_sources(sources: Sequence[Source], extra: Sequence[Diagnostic]) -> 
     result: CheckResult = check([parse(s.text, s.path) for s in sources])
     diagnostics = (*extra, *result.diagnostics)
     artifacts: tuple[ArtifactDocument, ...] = ()
+    stages: tuple[CheckedStage, ...] = ()
     if not has_errors(diagnostics):
-        artifacts = tuple(compile_stage(stage) for stage in result.stages)
-    return Compilation({s.path: s.text for s in sources}, diagnostics, artifacts)
+        stages = result.stages
+        artifacts = tuple(compile_stage(stage) for stage in stages)
+    return Compilation({s.path: s.text for s in sources}, diagnostics, artifacts, stages)
 
 
 def compile_paths(paths: Sequence[str]) -> Compilation:

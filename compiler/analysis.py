@@ -1,0 +1,683 @@
+"""Exact analysis of stages: each ruleset is a box in metric space.
+
+A rule constrains one metric, so a ruleset (a conjunction of rules) is a product of
+per-metric sets: a box. For each metric the analysis cuts its domain into finitely many
+*atoms*, classes of values that every rule on that metric treats alike (the intervals between
+and the points at its thresholds; the labels a rule names and "any other label"; for label
+lists, which named labels are present), plus the value being missing and, when asked, the
+metric failing, timing out or having no source. A box is then one bit mask per metric, and
+first-match over a stage is exact set algebra on lists of disjoint boxes: no sampling, no
+solver.
+
+Whether an atom satisfies a rule is decided by the runtime's reference interpreter itself
+(`rule_holds` on the atom's representative value), so the analysis and evaluation cannot
+disagree about what a rule means.
+
+The domain is what the metric catalog declares: numbers inside a declared range, labels from
+a declared vocabulary (any string when there is none), missing values and, for `failures=True`,
+metric failures. Values the catalog rules out are not considered.
+
+The formatter does not need this module; lint, diff and policy tests share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import product
+
+from stageguard.runtime.evaluate import Failure, Value, rule_holds
+from stageguard.runtime.model import (
+    ActionType,
+    Artifact,
+    FailMode,
+    MetricSpec,
+    MetricType,
+    Operator,
+    RulesetSpec,
+    RuleSpec,
+    Status,
+)
+
+Box = tuple[int, ...]
+
+# Atoms one label-list metric may have before the analysis refuses (2^12 is every subset of
+# the eleven PII labels plus "another label"): beyond it, masks stop being cheap.
+ATOM_LIMIT = 1 << 14
+
+_FAILURES = (Status.TIMEOUT, Status.FAILED, Status.ERROR)  # also the stage-status precedence
+
+
+class AnalysisLimit(ValueError):
+    """The stage is beyond what the exact analysis handles; the message says why."""
+
+
+# ---- atoms and dimensions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Atom:
+    """One class of values. `value` is its representative: a normalised metric value, None
+    for missing, or a Failure. Numeric atoms also carry their interval for descriptions."""
+
+    value: Value | Failure
+    lo: float | None = None
+    hi: float | None = None
+    lo_closed: bool = False
+    hi_closed: bool = False
+
+    @property
+    def is_value(self) -> bool:
+        return self.value is not None and not isinstance(self.value, Failure)
+
+
+def _between(a: float | None, b: float | None) -> float | None:
+    """The simplest number strictly between a and b (None bounds are infinite), or None when
+    no float lies between them."""
+    if a is None and b is None:
+        return 0.0
+    if a is None:
+        assert b is not None
+        return float(math.floor(b) - 1)
+    if b is None:
+        return float(math.floor(a) + 1)
+    if math.nextafter(a, math.inf) >= b:
+        return None
+    # The shortest number just above a: witnesses read best next to the threshold they test.
+    for digits in range(0, 17):
+        step = 10.0 ** -digits
+        v = round(math.floor(a / step) * step + step, digits)
+        if a < v < b:
+            return v + 0.0
+    return (a + b) / 2
+
+
+def _numeric_atoms(spec: MetricSpec | None, targets: Iterable[float]) -> list[Atom]:
+    lo = spec.minimum if spec is not None else None
+    hi = spec.maximum if spec is not None else None
+    points = {t for t in targets if (lo is None or t >= lo) and (hi is None or t <= hi)}
+    if lo is not None:
+        points.add(lo)
+    if hi is not None:
+        points.add(hi)
+    ordered = sorted(points)
+    atoms: list[Atom] = []
+
+    def gap(a: float | None, b: float | None) -> None:
+        v = _between(a, b)
+        if v is not None:
+            atoms.append(Atom(v, a, b))
+
+    if lo is None:
+        gap(None, ordered[0] if ordered else None)
+    for i, p in enumerate(ordered):
+        atoms.append(Atom(p, p, p, True, True))
+        if i + 1 < len(ordered):
+            gap(p, ordered[i + 1])
+        elif hi is None:
+            gap(p, None)
+    return atoms
+
+
+def _fresh_label(taken: Iterable[str]) -> str:
+    taken = set(taken)
+    label, n = "other", 1
+    while label in taken:
+        label, n = f"other_{n}", n + 1
+    return label
+
+
+class Dimension:
+    """One metric's atoms; masks over them are ints (bit i = atom i)."""
+
+    def __init__(self, metric: str, spec: MetricSpec | None, atoms: Sequence[Atom],
+                 kind: MetricType, classes: tuple[tuple[str, ...], ...] = (),
+                 other: str | None = None) -> None:
+        self.metric = metric
+        self.spec = spec
+        self.kind = kind
+        self.atoms = tuple(atoms)
+        self.full = (1 << len(self.atoms)) - 1
+        self.values = sum(1 << i for i, a in enumerate(self.atoms) if a.is_value)
+        self.missing = sum(1 << i for i, a in enumerate(self.atoms) if a.value is None)
+        self.failure = {a.value.status: 1 << i for i, a in enumerate(self.atoms)
+                        if isinstance(a.value, Failure)}
+        self.classes = classes  # label-list metrics: groups of labels rules treat alike
+        self.other = other      # a label no rule names, when the domain has one
+        self._sat: dict[tuple[Operator, object], int] = {}
+
+    def sat(self, rule: RuleSpec) -> int:
+        """Atoms on which the rule holds. Failures never hold (fail-closed is the stage's
+        business, not the rule's)."""
+        key = (rule.operator, rule.target_value)
+        mask = self._sat.get(key)
+        if mask is None:
+            mask = 0
+            for i, atom in enumerate(self.atoms):
+                if atom.is_value and rule_holds(rule.operator, rule.target_value, atom.value):  # type: ignore[arg-type]
+                    mask |= 1 << i
+            self._sat[key] = mask
+        return mask
+
+    def pick(self, mask: int) -> int:
+        """The index of the atom to show for a mask: a value if there is one, preferring
+        values inside the range over its bounds, then missing, then a failure."""
+        best, best_rank = -1, 99
+        for i, atom in enumerate(self.atoms):
+            if not mask >> i & 1:
+                continue
+            if atom.is_value:
+                rank = 1 if atom.lo_closed and self.kind in (MetricType.SCORE, MetricType.NUMBER) \
+                    and len(self.atoms) > 1 else 0
+            elif atom.value is None:
+                rank = 2
+            else:
+                rank = 3
+            if rank < best_rank:
+                best, best_rank = i, rank
+        return best
+
+    # -- descriptions
+
+    def describe(self, mask: int) -> str | None:
+        """A reader's description of a mask, or None when it does not constrain."""
+        if mask == self.full:
+            return None
+        parts: list[str] = []
+        failures = [st.value for st, bit in self.failure.items() if mask & bit]
+        values = mask & self.values
+        if mask & ~sum(self.failure.values()) == self.values | self.missing:
+            return f"{self.metric} is computed" if not failures else \
+                f"({self.metric} is computed or {'/'.join(failures)})"
+        if values == self.values and values:
+            parts.append(f"{self.metric} is present")
+        elif values:
+            if self.kind in (MetricType.SCORE, MetricType.NUMBER):
+                parts.extend(self._describe_numbers(values))
+            elif self.kind is MetricType.LABEL:
+                parts.append(self._describe_label(values))
+            else:
+                parts.extend(self._describe_labels(values))
+        if mask & self.missing:
+            parts.append(f"{self.metric} is missing")
+        if len(failures) == len(self.failure) and failures:
+            parts.append(f"{self.metric} fails")
+        elif failures:
+            parts.append(f"{self.metric} {'/'.join(failures)}")
+        if not parts:
+            return f"{self.metric}: nothing"
+        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+
+    def _describe_numbers(self, mask: int) -> list[str]:
+        runs: list[tuple[Atom, Atom]] = []
+        current: list[Atom] = []
+        for i, atom in enumerate(self.atoms):
+            if not atom.is_value:
+                continue
+            if mask >> i & 1:
+                current.append(atom)
+            elif current:
+                runs.append((current[0], current[-1]))
+                current = []
+        if current:
+            runs.append((current[0], current[-1]))
+        m, spec = self.metric, self.spec
+        out = []
+        for first, last in runs:
+            lo, hi = first.lo, last.hi
+            if lo is not None and lo == hi:
+                out.append(f"{m} == {_num(lo)}")
+                continue
+            if lo is not None and spec is not None and spec.minimum == lo and first.lo_closed:
+                lo = None  # the range's own bound says nothing
+            if hi is not None and spec is not None and spec.maximum == hi and last.hi_closed:
+                hi = None
+            if lo is not None and hi is not None:
+                out.append(f"{_num(lo)} {'<=' if first.lo_closed else '<'} {m} "
+                           f"{'<=' if last.hi_closed else '<'} {_num(hi)}")
+            elif lo is not None:
+                out.append(f"{m} {'>=' if first.lo_closed else '>'} {_num(lo)}")
+            elif hi is not None:
+                out.append(f"{m} {'<=' if last.hi_closed else '<'} {_num(hi)}")
+            else:
+                out.append(f"{m} is present")
+        return out
+
+    def _describe_label(self, mask: int) -> str:
+        inside = [a.value for i, a in enumerate(self.atoms) if a.is_value and mask >> i & 1]
+        outside = [a.value for i, a in enumerate(self.atoms) if a.is_value and not mask >> i & 1]
+        if self.other in inside and len(outside) <= len(inside):
+            shown = ", ".join(f'"{v}"' for v in outside)
+            return f"{self.metric} is not {shown}" if len(outside) == 1 else \
+                f"{self.metric} is none of {shown}"
+        names = ", ".join("another label" if v == self.other else f'"{v}"' for v in inside)
+        return f"{self.metric} is {names}" if len(inside) == 1 else \
+            f"{self.metric} is one of {names}"
+
+    def _describe_labels(self, mask: int) -> list[str]:
+        """Per class of labels when the mask is a product of per-class choices (the usual
+        case); otherwise the label lists themselves."""
+        atoms = [a for i, a in enumerate(self.atoms) if a.is_value and mask >> i & 1]
+        named = {x for c in self.classes for x in c}
+        allowed = [{_state(c, set(a.value)) for a in atoms} for c in self.classes]  # type: ignore[arg-type]
+        extra = {bool(set(a.value) - named) for a in atoms}  # type: ignore[arg-type]
+        if math.prod(len(s) for s in allowed) * len(extra) == len(atoms):
+            if len(atoms) == 1 and not atoms[0].value:
+                return [f"{self.metric} is empty"]
+            phrases = [p for c, s in zip(self.classes, allowed, strict=True)
+                       if (p := self._class_phrase(c, s))]
+            if len(extra) == 1 and self.other is not None:
+                phrases.append("has another label" if True in extra else "has no other label")
+            return [f"{self.metric} " + " and ".join(phrases)] if phrases else \
+                [f"{self.metric} is present"]
+        lists = ["[" + ", ".join(f'"{x}"' for x in a.value) + "]" for a in atoms]  # type: ignore[union-attr]
+        more = f" (and {len(lists) - 4} more)" if len(lists) > 4 else ""
+        return [f"{self.metric} is one of {', '.join(lists[:4])}{more}"]
+
+    @staticmethod
+    def _class_phrase(cls: tuple[str, ...], states: set[int]) -> str | None:
+        names = ", ".join(f'"{x}"' for x in cls)
+        if len(cls) == 1:
+            return {frozenset({2}): f"contains {names}",
+                    frozenset({0}): f"lacks {names}"}.get(frozenset(states))
+        return {frozenset({1, 2}): f"has some of {names}",
+                frozenset({0}): f"has none of {names}",
+                frozenset({2}): f"has all of {names}",
+                frozenset({0, 1}): f"lacks some of {names}",
+                frozenset({1}): f"has some but not all of {names}",
+                frozenset({0, 2}): f"has all or none of {names}"}.get(frozenset(states))
+
+
+def _num(x: float | None) -> str:
+    assert x is not None
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
+
+
+def _dimension(metric: str, spec: MetricSpec | None, rules: Sequence[RuleSpec],
+               failures: bool) -> Dimension:
+    kind = spec.type if spec is not None else _guess_kind(rules)
+    tail = [Atom(None)]
+    if failures:
+        tail += [Atom(Failure(s, f"{metric} {s.value}")) for s in _FAILURES]
+    vocabulary = spec.labels if spec is not None else None
+    if kind in (MetricType.SCORE, MetricType.NUMBER):
+        targets = [float(r.target_value) for r in rules  # type: ignore[arg-type]
+                   if isinstance(r.target_value, float | int)]
+        return Dimension(metric, spec, [*_numeric_atoms(spec, targets), *tail], kind)
+    named: list[str] = []
+    for r in rules:
+        t = r.target_value
+        for label in ((t,) if isinstance(t, str) else t if isinstance(t, tuple) else ()):
+            if label not in named and (vocabulary is None or label in vocabulary):
+                named.append(label)
+    if vocabulary is not None:
+        named.sort(key=vocabulary.index)
+        spare = [v for v in vocabulary if v not in named]
+        other = spare[0] if spare else None
+    else:
+        other = _fresh_label(named)
+    if kind is MetricType.LABEL:
+        atoms = [Atom(label) for label in named] + ([Atom(other)] if other is not None else [])
+        return Dimension(metric, spec, [*atoms, *tail], kind, other=other)
+    # A list of labels: rules only see which named labels are present (and, for emptiness,
+    # whether any other label is). Labels every rule treats alike form one class, whose
+    # state is none / some / all of its labels.
+    groups: dict[frozenset[int], list[str]] = {}
+    for label in named:
+        signature = frozenset(i for i, r in enumerate(rules) if _names(r.target_value, label))
+        groups.setdefault(signature, []).append(label)
+    classes = tuple(tuple(g) for g in groups.values())
+    states = [(0, 2) if len(c) == 1 else (0, 1, 2) for c in classes]
+    count = math.prod(len(s) for s in states) * (2 if other is not None else 1)
+    if count > ATOM_LIMIT:
+        raise AnalysisLimit(f"metric `{metric}`: its rules tell apart {count} kinds of label "
+                            f"lists (the limit is {ATOM_LIMIT})")
+    atoms = []
+    for combo in product(*states):
+        chosen: list[str] = []
+        for cls, state in zip(classes, combo, strict=True):
+            chosen += cls[:1] if state == 1 else list(cls) if state == 2 else []
+        for extra in ((False, True) if other is not None else (False,)):
+            labels = [*chosen, other] if extra else chosen
+            order = vocabulary.index if vocabulary is not None else None
+            atoms.append(Atom(tuple(sorted(labels, key=order) if order else labels)))  # type: ignore[arg-type]
+    return Dimension(metric, spec, [*atoms, *tail], kind, classes=classes, other=other)
+
+
+def _names(target: object, label: str) -> bool:
+    return target == label if isinstance(target, str) else \
+        isinstance(target, tuple) and label in target
+
+
+def _guess_kind(rules: Sequence[RuleSpec]) -> MetricType:
+    """Only for a metric with no catalog entry (never the case for a valid artifact)."""
+    for r in rules:
+        if r.operator in (Operator.CONTAINS, Operator.ALL, Operator.EMPTY, Operator.NOT_EMPTY):
+            return MetricType.LABELS
+        if isinstance(r.target_value, str):
+            return MetricType.LABEL
+    return MetricType.NUMBER
+
+
+# ---- the space --------------------------------------------------------------------------------
+
+
+class Space:
+    """The metric space of one or more stages (a diff analyses both sides in one space)."""
+
+    def __init__(self, catalog: Mapping[str, MetricSpec],
+                 rulesets: Iterable[RulesetSpec], failures: bool = False) -> None:
+        by_metric: dict[str, list[RuleSpec]] = {}
+        for rs in rulesets:
+            for rule in rs.rules:
+                by_metric.setdefault(rule.metric, []).append(rule)
+        self.failures = failures
+        self.dims = tuple(_dimension(m, catalog.get(m), rules, failures)
+                          for m, rules in sorted(by_metric.items()))
+        self.index = {d.metric: i for i, d in enumerate(self.dims)}
+        self.full: Box = tuple(d.full for d in self.dims)
+
+    def ruleset_box(self, rules: Sequence[RuleSpec], fail_closed: bool = False) -> Box | None:
+        """Where every rule holds (fail closed: or its metric failed); None when nowhere."""
+        box = list(self.full)
+        for rule in rules:
+            i = self.index[rule.metric]
+            dim = self.dims[i]
+            allowed = dim.sat(rule)
+            if fail_closed:
+                allowed |= sum(dim.failure.values())
+            box[i] &= allowed
+            if not box[i]:
+                return None
+        return tuple(box)
+
+    def failure_boxes(self, rules: Sequence[RuleSpec], status: Status) -> list[Box]:
+        """Fail open: where the ruleset ends with `status` because the first rule not known
+        to be false needs a metric that ended so. Disjoint (they differ at that rule)."""
+        boxes: list[Box] = []
+        if not self.failures:
+            return boxes
+        prefix = list(self.full)
+        for rule in rules:
+            i = self.index[rule.metric]
+            if prefix[i] == self.full[i]:  # an earlier rule on this metric needs a value
+                box = list(prefix)
+                box[i] = self.dims[i].failure[status]
+                boxes.append(tuple(box))
+            prefix[i] &= self.dims[i].sat(rule)
+            if not prefix[i]:
+                break
+        return boxes
+
+    @property
+    def computed(self) -> Box:
+        """Every metric has a value or is missing: no failures."""
+        return tuple(d.values | d.missing for d in self.dims)
+
+    def _free(self, dim: Dimension, mask: int, plain: bool) -> bool:
+        # `plain`: the box is known to hold no failures, so "value or missing" is no limit.
+        return mask == dim.full or (plain and mask == dim.values | dim.missing)
+
+    def witness(self, box: Box, plain: bool = False) -> Witness:
+        """A concrete payload in the box: one value per metric the box constrains (a metric
+        left out is missing, which every box that does not constrain it admits)."""
+        values: dict[str, Value | Failure] = {}
+        for dim, mask in zip(self.dims, box, strict=True):
+            if not self._free(dim, mask, plain):
+                values[dim.metric] = dim.atoms[dim.pick(mask)].value
+        return Witness(values)
+
+    def describe(self, box: Box, plain: bool = False) -> str:
+        parts = [t for d, m in zip(self.dims, box, strict=True)
+                 if not self._free(d, m, plain) and (t := d.describe(m))]
+        return " and ".join(parts) if parts else "every payload"
+
+    def contains(self, box: Box, values: Mapping[str, object]) -> bool:
+        """Whether a payload (metric values, Failures; absent = missing) lies in the box."""
+        for dim, mask in zip(self.dims, box, strict=True):
+            if mask == dim.full:
+                continue
+            if not mask >> self.locate(dim, values.get(dim.metric)) & 1:
+                return False
+        return True
+
+    def locate(self, dim: Dimension, value: object) -> int:
+        """The atom a value falls in; ValueError for a value outside the domain."""
+        if isinstance(value, Failure):
+            if value.status not in dim.failure:
+                raise ValueError(f"{dim.metric}: failures are outside this analysis")
+            return dim.failure[value.status].bit_length() - 1
+        if value is None:
+            return dim.missing.bit_length() - 1
+        vocabulary = dim.spec.labels if dim.spec is not None else None
+        if dim.kind in (MetricType.SCORE, MetricType.NUMBER):
+            if isinstance(value, bool | int | float):
+                for i, atom in enumerate(dim.atoms):
+                    if atom.is_value and _in_atom(atom, float(value)):
+                        return i
+        elif dim.kind is MetricType.LABEL:
+            if isinstance(value, str) and (vocabulary is None or value in vocabulary):
+                for i, atom in enumerate(dim.atoms):
+                    if atom.value == value:
+                        return i
+                for i, atom in enumerate(dim.atoms):
+                    if atom.is_value and atom.value == dim.other:
+                        return i
+        elif isinstance(value, tuple | list) and all(isinstance(x, str) for x in value) and (
+                vocabulary is None or set(value) <= set(vocabulary)):
+            for i, atom in enumerate(dim.atoms):
+                if atom.is_value and _same_class(dim, atom.value, value):  # type: ignore[arg-type]
+                    return i
+        raise ValueError(f"{value!r} is outside the domain of {dim.metric}")
+
+
+def _in_atom(atom: Atom, v: float) -> bool:
+    if atom.lo is not None and (v < atom.lo or (v == atom.lo and not atom.lo_closed)):
+        return False
+    return not (atom.hi is not None and (v > atom.hi or (v == atom.hi and not atom.hi_closed)))
+
+
+def _state(cls: tuple[str, ...], present: set[str]) -> int:
+    have = sum(1 for x in cls if x in present)
+    return 0 if have == 0 else 2 if have == len(cls) else 1
+
+
+def _same_class(dim: Dimension, rep: Sequence[str], value: Sequence[str]) -> bool:
+    present, chosen = set(value), set(rep)
+    if any(_state(c, present) != _state(c, chosen) for c in dim.classes):
+        return False
+    named = {x for c in dim.classes for x in c}
+    return bool(present - named) == bool(chosen - named)
+
+
+@dataclass(frozen=True, slots=True)
+class Witness:
+    """A concrete payload: values (or failures) of the metrics that matter; every other
+    metric may be anything."""
+
+    values: Mapping[str, Value | Failure]
+
+    def get(self, metric: str) -> Value | Failure:
+        return self.values.get(metric)
+
+    def to_data(self) -> dict[str, object]:
+        metrics: dict[str, object] = {}
+        failures: dict[str, str] = {}
+        for name, value in self.values.items():
+            if isinstance(value, Failure):
+                failures[name] = value.status.value
+            else:
+                metrics[name] = list(value) if isinstance(value, tuple) else value
+        return {"metrics": metrics, **({"failures": failures} if failures else {})}
+
+    def text(self) -> str:
+        parts = []
+        for name, value in self.values.items():
+            if isinstance(value, Failure):
+                parts.append(f"{name}=<{value.status.value}>")
+            elif value is None:
+                parts.append(f"{name}=null")
+            elif isinstance(value, tuple):
+                labels = ", ".join(f'"{x}"' for x in value)
+                parts.append(f"{name}=[{labels}]")
+            elif isinstance(value, str):
+                parts.append(f'{name}="{value}"')
+            else:
+                parts.append(f"{name}={_num(float(value))}")
+        return ", ".join(parts) if parts else "any payload"
+
+
+# ---- box algebra ------------------------------------------------------------------------------
+
+
+def intersect(a: Box, b: Box) -> Box | None:
+    out = tuple(x & y for x, y in zip(a, b, strict=True))
+    return None if 0 in out else out
+
+
+def subtract(a: Box, b: Box) -> list[Box]:
+    """a minus b as disjoint boxes."""
+    if intersect(a, b) is None:
+        return [a]
+    pieces: list[Box] = []
+    current = list(a)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        rest = x & ~y
+        if rest:
+            piece = list(current)
+            piece[i] = rest
+            pieces.append(tuple(piece))
+        current[i] = x & y
+    return pieces
+
+
+def subtract_all(boxes: Iterable[Box], b: Box) -> list[Box]:
+    out: list[Box] = []
+    for box in boxes:
+        out.extend(subtract(box, b))
+    return out
+
+
+def coalesce(boxes: list[Box]) -> list[Box]:
+    """Merge disjoint boxes that differ in one dimension only (fewer, larger pieces)."""
+    if len(boxes) < 2:
+        return boxes
+    for d in range(len(boxes[0])):
+        merged: dict[tuple[int, ...], int] = {}
+        for box in boxes:
+            key = box[:d] + box[d + 1:]
+            merged[key] = merged.get(key, 0) | box[d]
+        if len(merged) < len(boxes):
+            boxes = [(*k[:d], m, *k[d:]) for k, m in merged.items()]
+    return boxes
+
+
+def is_empty(boxes: Sequence[Box]) -> bool:
+    return not boxes
+
+
+# ---- deciding regions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a stage decides for a payload: status, winning ruleset and its action."""
+
+    status: Status
+    ruleset: str | None = None
+    action: ActionType | None = None
+    choices: tuple[str, ...] | None = None
+
+    def text(self) -> str:
+        if self.ruleset is None:
+            return self.status.value
+        action = self.action.value if self.action else ""
+        if self.choices:
+            shown = " | ".join(f'"{c}"' for c in self.choices)
+            action += f" {shown}"
+        return f"{self.status.value} by `{self.ruleset}`: {action}"
+
+    def to_data(self) -> dict[str, object]:
+        return {"status": self.status.value, "ruleset": self.ruleset,
+                "action": self.action.value if self.action else None,
+                "choices": list(self.choices) if self.choices is not None else None}
+
+
+@dataclass(frozen=True, slots=True)
+class StageModel:
+    """What the analysis needs of a stage."""
+
+    name: str
+    rulesets: tuple[RulesetSpec, ...]
+    catalog: Mapping[str, MetricSpec]
+    fail_closed: bool = False
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> StageModel:
+        return cls(artifact.stage.name, artifact.rulesets,
+                   {m.name: m for m in artifact.metrics},
+                   artifact.stage.fail_mode is FailMode.CLOSED)
+
+
+def _triggered(rs: RulesetSpec) -> Decision:
+    return Decision(Status.TRIGGERED, rs.name, rs.action.type, rs.action.choices)
+
+
+def refine(space: Space, stage: StageModel,
+           pieces: Iterable[tuple[Box, object]]) -> list[tuple[Box, object, Decision]]:
+    """Split tagged regions by what the stage decides on them. The result's boxes are
+    disjoint within each input piece and cover it exactly."""
+    done: list[tuple[Box, object, Decision]] = []
+    # Active pieces, grouped by (tag, worst failure status so far) so they can be merged.
+    active: dict[tuple[object, int], list[Box]] = {}
+    for box, tag in pieces:
+        active.setdefault((tag, len(_FAILURES)), []).append(box)
+    for rs in stage.rulesets:
+        if not active:
+            break
+        trig = space.ruleset_box(rs.rules, stage.fail_closed)
+        fails: list[tuple[int, list[Box]]] = []
+        if not stage.fail_closed:
+            fails = [(k, b) for k, s in enumerate(_FAILURES)
+                     if (b := space.failure_boxes(rs.rules, s))]
+        if trig is None and not fails:
+            continue
+        decision = _triggered(rs)
+        nxt: dict[tuple[object, int], list[Box]] = {}
+        for (tag, worst), boxes in active.items():
+            for box in boxes:
+                rest = [box]
+                if trig is not None and (hit := intersect(box, trig)) is not None:
+                    done.append((hit, tag, decision))
+                    rest = subtract(box, trig)
+                for k, fboxes in fails:
+                    for fb in fboxes:
+                        for piece in rest:
+                            if (hit := intersect(piece, fb)) is not None:
+                                nxt.setdefault((tag, min(worst, k)), []).append(hit)
+                        rest = subtract_all(rest, fb)
+                if rest:
+                    nxt.setdefault((tag, worst), []).extend(rest)
+        active = {key: coalesce(boxes) for key, boxes in nxt.items()}
+    for (tag, worst), boxes in active.items():
+        status = _FAILURES[worst] if worst < len(_FAILURES) else Status.NOT_TRIGGERED
+        done.extend((box, tag, Decision(status)) for box in boxes)
+    return done
+
+
+def partition(space: Space, stage: StageModel) -> list[tuple[Box, Decision]]:
+    """The stage's decision on every part of the space, as disjoint boxes."""
+    return [(box, d) for box, _, d in refine(space, stage, [(space.full, None)])]
+
+
+def decide(stage: StageModel, values: Mapping[str, Value | Failure]) -> Decision:
+    """The stage's decision for one payload by the runtime's reference interpreter: what
+    every claim of the analysis is checked against."""
+    from stageguard.runtime.evaluate import reference_decide, stage_status
+
+    statuses = reference_decide(stage.rulesets, lambda m: values.get(m), stage.fail_closed)
+    for rs, status in zip(stage.rulesets, statuses, strict=True):
+        if status is Status.TRIGGERED:
+            return _triggered(rs)
+    return Decision(stage_status(statuses))

@@ -1,0 +1,281 @@
+"""Findings of the exact analysis, as diagnostics.
+
+`findings(stage)` states facts about one stage in terms of ruleset and rule indices, each
+with the payload that shows it; `lint(compilation)` turns them into diagnostics pointing at
+the source. The test suite re-evaluates every witness with the reference interpreter.
+
+The analysis domain is the catalog's (values in the declared range or vocabulary, or
+missing); metric failures are left to `diff`, which models them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from stageguard.compiler.analysis import (
+    AnalysisLimit,
+    Box,
+    Decision,
+    Space,
+    StageModel,
+    Witness,
+    decide,
+    intersect,
+    partition,
+    subtract_all,
+)
+from stageguard.compiler.checker import CheckedStage
+from stageguard.compiler.diagnostics import Diagnostic, Related, Severity, Span
+from stageguard.compiler.pipeline import Compilation
+from stageguard.compiler.unparse import rule_source
+
+UNSATISFIABLE = "SG0701"
+SHADOWED = "SG0702"
+REDUNDANT = "SG0703"
+ALWAYS_TRUE = "SG0704"
+NEVER_TRUE = "SG0705"
+OVERLAP = "SG0706"
+TOO_LARGE = "SG0707"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    severity: Severity
+    message: str
+    ruleset: int
+    rule: int | None = None
+    # (ruleset, rule or None, message): the other places the finding is about.
+    related: tuple[tuple[int, int | None, str], ...] = ()
+    witness: Witness | None = None
+    # What evaluating the witness shows (checked by the test suite).
+    decision: Decision | None = None
+    region: str | None = None
+    help: str | None = None
+    others: tuple[int, ...] = field(default=())  # rulesets the claim involves
+
+
+def _rule_text(stage: StageModel, i: int, k: int) -> str:
+    r = stage.rulesets[i].rules[k]
+    return rule_source(r.metric, r.operator, r.target_value)
+
+
+def findings(stage: StageModel) -> list[Finding]:
+    space = Space(stage.catalog, stage.rulesets)
+    out: list[Finding] = []
+    boxes: list[Box | None] = []
+    for i, rs in enumerate(stage.rulesets):
+        out.extend(_rule_findings(space, stage, i))
+        box = space.ruleset_box(rs.rules)
+        boxes.append(box)
+        if box is None and not any(f.code == NEVER_TRUE and f.ruleset == i for f in out):
+            out.append(_unsatisfiable(space, stage, i))
+        elif box is not None:
+            out.extend(_redundant(space, stage, i, box))
+    wins: dict[str, list[Box]] = {}
+    for box, decision in partition(space, stage):
+        if decision.ruleset is not None:
+            wins.setdefault(decision.ruleset, []).append(box)
+    for j, rs in enumerate(stage.rulesets):
+        box_j = boxes[j]
+        if box_j is None:
+            continue
+        if rs.name not in wins:
+            out.append(_shadowed(space, stage, j, box_j, wins))
+            continue
+        for i in range(j):
+            earlier = stage.rulesets[i]
+            b_i = boxes[i]
+            if b_i is None or _same_action(earlier, rs) or intersect(b_i, box_j) is None:
+                continue
+            region = [hit for b in wins.get(earlier.name, ()) if (hit := intersect(b, box_j))]
+            if region:
+                w = space.witness(region[0])
+                out.append(Finding(
+                    OVERLAP, Severity.INFO,
+                    f"ruleset `{rs.name}` overlaps `{earlier.name}`, which has a different "
+                    f"action and wins there", j,
+                    related=((i, None, f"`{earlier.name}` wins on the overlap"),),
+                    witness=w, decision=decide(stage, w.values),
+                    region=" or ".join(space.describe(b) for b in region[:3])
+                    + (f" (and {len(region) - 3} more regions)" if len(region) > 3 else ""),
+                    others=(i,)))
+    return out
+
+
+def _same_action(a: object, b: object) -> bool:
+    return a.action.type == b.action.type and a.action.choices == b.action.choices  # type: ignore[attr-defined]
+
+
+def _rule_findings(space: Space, stage: StageModel, i: int) -> list[Finding]:
+    out = []
+    for k, rule in enumerate(stage.rulesets[i].rules):
+        dim = space.dims[space.index[rule.metric]]
+        sat = dim.sat(rule) & dim.values
+        text = _rule_text(stage, i, k)
+        if sat == 0:
+            out.append(Finding(
+                NEVER_TRUE, Severity.WARNING,
+                f"`{text}` is never true for a value {_domain(dim)}", i, k,
+                help="so the ruleset can never trigger; fix the threshold or remove the ruleset"))
+        elif sat == dim.values:
+            w = Witness({rule.metric: dim.atoms[dim.pick(dim.values)].value})
+            out.append(Finding(
+                ALWAYS_TRUE, Severity.WARNING,
+                f"`{text}` is true for every value {_domain(dim)}", i, k, witness=w,
+                help=f"it only requires `{rule.metric}` to be present; remove it or fix the "
+                     "threshold"))
+    return out
+
+
+def _domain(dim: object) -> str:
+    spec = dim.spec  # type: ignore[attr-defined]
+    if spec is None:
+        return "the metric can take"
+    if spec.minimum is not None or spec.maximum is not None:
+        lo = "" if spec.minimum is None else f"{spec.minimum:g}"
+        hi = "" if spec.maximum is None else f"{spec.maximum:g}"
+        return f"in `{spec.name}`'s declared range [{lo}, {hi}]"
+    if spec.labels is not None:
+        return f"from `{spec.name}`'s labels"
+    return f"`{spec.name}` can take"
+
+
+def _unsatisfiable(space: Space, stage: StageModel, i: int) -> Finding:
+    """Name a smallest set of rules that contradict each other (on one metric: rules on
+    different metrics never conflict)."""
+    rules = stage.rulesets[i].rules
+    for metric in dict.fromkeys(r.metric for r in rules):
+        dim = space.dims[space.index[metric]]
+        involved = [k for k, r in enumerate(rules) if r.metric == metric]
+        mask = dim.full
+        for k in involved:
+            mask &= dim.sat(rules[k])
+        if mask:
+            continue
+        for k in list(involved):  # drop rules the contradiction does not need
+            rest = [x for x in involved if x != k]
+            m = dim.full
+            for x in rest:
+                m &= dim.sat(rules[x])
+            if not m:
+                involved = rest
+        first, *others = involved
+        return Finding(
+            UNSATISFIABLE, Severity.WARNING,
+            f"ruleset `{stage.rulesets[i].name}` can never trigger: no value of `{metric}` "
+            f"satisfies {' and '.join(f'`{_rule_text(stage, i, k)}`' for k in involved)}",
+            i, first, related=tuple((i, k, "contradicts this") for k in others),
+            help="these rules cannot all hold at once; did you mean to write two rulesets?")
+    raise AssertionError("an empty box has an empty dimension")
+
+
+def _redundant(space: Space, stage: StageModel, i: int, box: Box) -> list[Finding]:
+    """A rule implied by the other rules on its metric. Later duplicates go first, so of two
+    identical rules the first one stays."""
+    rules = stage.rulesets[i].rules
+    kept = set(range(len(rules)))
+    out = []
+    for k in reversed(range(len(rules))):
+        metric = rules[k].metric
+        dim = space.dims[space.index[metric]]
+        others = [x for x in kept if x != k and rules[x].metric == metric]
+        if not others:
+            continue
+        mask = dim.full
+        for x in others:
+            mask &= dim.sat(rules[x])
+        if mask & ~dim.sat(rules[k]) == 0:
+            kept.discard(k)
+            w = space.witness(box)
+            out.append(Finding(
+                REDUNDANT, Severity.WARNING,
+                f"`{_rule_text(stage, i, k)}` is implied by the other rules on `{metric}`",
+                i, k, related=tuple((i, x, "implies it") for x in sorted(others)),
+                witness=w, decision=decide(stage, w.values),
+                help="remove it: the ruleset triggers on exactly the same payloads"))
+    return out[::-1]
+
+
+def _shadowed(space: Space, stage: StageModel, j: int, box: Box,
+              wins: dict[str, list[Box]]) -> Finding:
+    covering = []
+    for i, earlier in enumerate(stage.rulesets[:j]):
+        if any(intersect(b, box) for b in wins.get(earlier.name, ())):
+            covering.append(i)
+    # The fewest earlier rulesets that still cover it, for a readable message.
+    needed = list(covering)
+    for i in list(covering):
+        rest = [x for x in needed if x != i]
+        remaining = [box]
+        for x in rest:
+            b = space.ruleset_box(stage.rulesets[x].rules)
+            if b is not None:
+                remaining = subtract_all(remaining, b)
+        if not remaining:
+            needed = rest
+    w = space.witness(box)
+    rs = stage.rulesets[j]
+    names = ", ".join(f"`{stage.rulesets[i].name}`" for i in needed)
+    hooks = " (its webhooks still fire: every ruleset is evaluated)" \
+        if rs.action.subscriptions else ""
+    return Finding(
+        SHADOWED, Severity.WARNING,
+        f"ruleset `{rs.name}` is shadowed: every payload that triggers it triggers "
+        f"{names} first, so its action is never returned{hooks}", j,
+        related=tuple((i, None, "triggers first") for i in needed),
+        witness=w, decision=decide(stage, w.values), others=tuple(needed),
+        help="move it above the rulesets that cover it, narrow them, or remove it")
+
+
+# ---- as diagnostics ---------------------------------------------------------------------------
+
+
+def _spans(stage: CheckedStage, i: int, k: int | None) -> Span:
+    rs = stage.rulesets[i]
+    return rs.rules[k].span if k is not None else rs.span
+
+
+def diagnostics_for(stage: CheckedStage, model: StageModel) -> list[Diagnostic]:
+    try:
+        found = findings(model)
+    except AnalysisLimit as exc:
+        return [Diagnostic(TOO_LARGE, Severity.WARNING,
+                           f"stage `{stage.name}` is too large to analyse exactly: {exc}",
+                           stage.span)]
+    out = []
+    for f in found:
+        notes = []
+        data: dict[str, object] = {"stage": stage.name,
+                                   "ruleset": stage.rulesets[f.ruleset].name}
+        if f.region:
+            notes.append(f"region: {f.region}")
+            data["region"] = f.region
+        if f.witness is not None:
+            shown = f"witness: {f.witness.text()}"
+            if f.decision is not None:
+                shown += f" → {f.decision.text()}"
+            notes.append(shown)
+            data["witness"] = f.witness.to_data()
+            if f.decision is not None:
+                data["decision"] = f.decision.to_data()
+        out.append(Diagnostic(
+            f.code, f.severity, f.message, _spans(stage, f.ruleset, f.rule),
+            related=tuple(Related(_spans(stage, i, k), msg) for i, k, msg in f.related),
+            help=f.help, notes=tuple(notes), data=data))
+    return out
+
+
+def lint(compilation: Compilation) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for checked, doc in zip(compilation.stages, compilation.artifacts, strict=True):
+        out.extend(diagnostics_for(checked, StageModel.of(doc.to_artifact())))
+    return out
+
+
+def strict(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
+    """`--strict`: warnings become errors."""
+    return [d if d.severity is not Severity.WARNING else
+            Diagnostic(d.code, Severity.ERROR, d.message, d.span, d.label, d.help, d.related,
+                       d.notes, d.data) for d in diagnostics]

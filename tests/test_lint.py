@@ -1,0 +1,122 @@
+"""`stageguard lint`: every finding true, shown by its witness and by evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stageguard.compiler.analysis import StageModel, decide
+from stageguard.compiler.cli import main
+from stageguard.compiler.lint import (
+    ALWAYS_TRUE,
+    NEVER_TRUE,
+    OVERLAP,
+    REDUNDANT,
+    SHADOWED,
+    UNSATISFIABLE,
+    findings,
+    lint,
+)
+from stageguard.compiler.pipeline import compile_paths
+from stageguard.runtime.evaluate import rule_holds
+from stageguard.runtime.model import Status
+from tests.conftest import POLICIES
+from tests.strategies import payloads, stage_models
+
+FIXTURE = Path(__file__).parent / "lint" / "findings.sg"
+
+
+def test_fixture_findings_at_hand_checked_positions() -> None:
+    found = lint(compile_paths([str(FIXTURE)]))
+    got = sorted((d.code, d.span.line, d.span.column) for d in found)
+    assert got == sorted([
+        (UNSATISFIABLE, 12, 5),   # toxicity > 0.8 and < 0.2
+        (UNSATISFIABLE, 18, 5),   # pii contains "ssn" and pii is empty
+        (REDUNDANT, 25, 5),       # > 0.3 implied by > 0.5
+        (OVERLAP, 29, 3),         # long overlaps toxic
+        (SHADOWED, 34, 3),        # very_toxic_long is covered by toxic
+        (ALWAYS_TRUE, 42, 5),     # output_toxicity >= 0
+        (NEVER_TRUE, 43, 5),      # output_sexist > 1
+        (OVERLAP, 47, 3), (OVERLAP, 47, 3),  # tone overlaps toxic and long
+    ])
+    shadowed = next(d for d in found if d.code == SHADOWED)
+    assert "webhooks still fire" in shadowed.message
+    assert shadowed.data is not None and shadowed.data["decision"]["ruleset"] == "toxic"
+
+
+def test_example_policies_have_no_warnings() -> None:
+    found = lint(compile_paths([str(POLICIES)]))
+    assert [d for d in found if d.severity != "info"] == []
+
+
+def _triggers(stage: StageModel, i: int, payload: dict[str, object],
+              skip: int | None = None) -> bool:
+    return all(rule_holds(r.operator, r.target_value, payload.get(r.metric))  # type: ignore[arg-type]
+               for k, r in enumerate(stage.rulesets[i].rules) if k != skip)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stage_models(), st.data())
+def test_every_finding_holds_under_evaluation(stage: StageModel, data: st.DataObject) -> None:
+    found = findings(stage)
+    sample = data.draw(st.lists(payloads(stage.catalog), min_size=30, max_size=30))
+    for f in found:
+        i, rs = f.ruleset, stage.rulesets[f.ruleset]
+        if f.witness is not None and f.decision is not None:
+            assert decide(stage, f.witness.values) == f.decision
+        if f.code == UNSATISFIABLE:
+            assert not any(_triggers(stage, i, p) for p in sample)
+        elif f.code == NEVER_TRUE:
+            rule = rs.rules[f.rule]  # type: ignore[index]
+            assert not any(rule_holds(rule.operator, rule.target_value, p.get(rule.metric))  # type: ignore[arg-type]
+                           for p in sample)
+        elif f.code == ALWAYS_TRUE:
+            rule = rs.rules[f.rule]  # type: ignore[index]
+            assert all(rule_holds(rule.operator, rule.target_value, p.get(rule.metric))  # type: ignore[arg-type]
+                       for p in sample if p.get(rule.metric) is not None)
+        elif f.code == REDUNDANT:
+            assert f.witness is not None and _triggers(stage, i, dict(f.witness.values))
+            for p in sample:
+                assert _triggers(stage, i, p) == _triggers(stage, i, p, skip=f.rule)
+        elif f.code == SHADOWED:
+            assert f.witness is not None and _triggers(stage, i, dict(f.witness.values))
+            earlier = {r.name for r in stage.rulesets[:i]}
+            assert f.decision is not None and f.decision.ruleset in earlier
+            assert {stage.rulesets[k].name for k in f.others} <= earlier
+            for p in sample:
+                if _triggers(stage, i, p):
+                    assert decide(stage, p).ruleset != rs.name
+                    assert any(_triggers(stage, k, p) for k in f.others)  # the named cover
+        elif f.code == OVERLAP:
+            (other,) = f.others
+            assert f.witness is not None
+            w = dict(f.witness.values)
+            assert _triggers(stage, i, w) and _triggers(stage, other, w)
+            assert f.decision is not None and f.decision.status is Status.TRIGGERED
+            assert f.decision.ruleset == stage.rulesets[other].name
+
+
+def test_lint_command_strict_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lint", str(FIXTURE)]) == 0
+    text = capsys.readouterr().out
+    assert "= witness: output_toxicity=0.91, words=201 → triggered by `toxic`" in text
+    assert main(["lint", "--strict", str(FIXTURE)]) == 1
+    capsys.readouterr()
+    assert main(["lint", "--format", "json", str(FIXTURE)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    redundant = next(d for d in data["diagnostics"] if d["code"] == REDUNDANT)
+    assert redundant["data"]["witness"] == {"metrics": {"output_toxicity": 0.6}}
+
+
+def test_lint_reports_check_errors_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    bad = tmp_path / "bad.sg"
+    bad.write_text("project p\nstage s {\n  ruleset r {\n    when toxicty > 1\n  }\n}\n",
+                   encoding="utf-8")
+    assert main(["lint", str(bad)]) == 1
+    assert "did you mean" in capsys.readouterr().out
