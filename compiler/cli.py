@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from stageguard.compiler import cli_review
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
 from stageguard.compiler.pipeline import Compilation, compile_paths
@@ -75,6 +76,8 @@ def _build_parser() -> argparse.ArgumentParser:
     stage.add_argument("stage", metavar="STAGE", help="stage name, or PROJECT/STAGE")
     stage.add_argument("--registry", required=True, metavar="DIR")
     stage.add_argument("--json", action="store_true")
+
+    cli_review.add_parsers(sub)
     return p
 
 
@@ -92,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invoke(args)
         if args.command == "stage":
             return _stage(args)
+        if args.command in ("fmt", "lint", "diff"):
+            return cli_review.run(args)
         return _inspect(args.target)
     except (RegistryError, InvalidRequest, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,6 +14,8 @@ cp -r policies "$work/policies"
   cd "$work"
   venv/bin/stageguard check policies/ >/dev/null
   venv/bin/stageguard build policies/ --registry reg >/dev/null
+  venv/bin/stageguard fmt --check policies/ >/dev/null
+  venv/bin/stageguard diff policies/ policies/ --format markdown >/dev/null
   venv/bin/python - <<'PY'
 import sys
 import stageguard.runtime.registry

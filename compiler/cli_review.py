@@ -1,0 +1,184 @@
+"""The review commands: `fmt`, `lint` and `diff` (wired into `stageguard` by cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import stat
+import sys
+from pathlib import Path
+
+from stageguard.compiler import diagnostics as diag
+from stageguard.compiler.diff import diff
+from stageguard.compiler.formatter import INTERNAL, format_text
+from stageguard.compiler.lint import lint, strict
+from stageguard.compiler.pipeline import compile_paths
+from stageguard.compiler.report import as_json, markdown, text
+from stageguard.compiler.revisions import Side, SideError, from_git, load
+from stageguard.compiler.sources import Source
+from stageguard.compiler.sources import load as load_sources
+from stageguard.runtime.fsutil import atomic_write
+
+EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    fmt = sub.add_parser("fmt", help="format policy files in the canonical layout")
+    fmt.add_argument("paths", nargs="+", metavar="PATH",
+                     help="policy files or directories; - reads standard input")
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite files in place")
+    mode.add_argument("--check", action="store_true",
+                      help="list files that are not formatted; exit 1 if any")
+    mode.add_argument("--diff", action="store_true", help="print a unified diff")
+
+    lint_p = sub.add_parser("lint", help="exact analysis: contradictions, shadowing, "
+                            "redundancy, vacuous thresholds, overlaps (with witnesses)")
+    lint_p.add_argument("paths", nargs="+", metavar="PATH")
+    lint_p.add_argument("--strict", action="store_true", help="warnings are errors")
+    lint_p.add_argument("--format", choices=("text", "json"), default="text")
+
+    d = sub.add_parser("diff", help="what a policy change does: structural changes and "
+                       "every region of payloads whose decision changes (exit 1 if any)")
+    d.add_argument("sides", nargs="*", metavar="OLD NEW",
+                   help="files, directories or registry:[PROJECT/]STAGE[@N]; with --git, "
+                   "the policy paths to read (default: .)")
+    d.add_argument("--git", metavar="REV..REV",
+                   help="compare the policies at two git revisions (REV.. : with the "
+                   "working tree)")
+    d.add_argument("--registry", default="registry", metavar="DIR",
+                   help="registry for registry: sides (default: ./registry)")
+    d.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "fmt":
+        return _fmt(args)
+    if args.command == "lint":
+        return _lint(args)
+    return _diff(args)
+
+
+# ---- fmt ------------------------------------------------------------------------------------
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    if args.paths == ["-"]:
+        sources, problems = [Source("<stdin>", sys.stdin.read())], []
+    else:
+        sources, problems = load_sources(args.paths)
+    if problems:
+        print(diag.render_all(problems, {}), file=sys.stderr)
+        return EXIT_FAIL
+    status = EXIT_OK
+    unformatted = []
+    for src in sources:
+        result = format_text(src.text, src.path)
+        if not result.ok:
+            print(diag.render_all(result.diagnostics, {src.path: src.text}), file=sys.stderr)
+            internal = any(d.code == INTERNAL for d in result.diagnostics)
+            status = max(status, EXIT_INTERNAL if internal else EXIT_FAIL)
+            continue
+        new = result.text
+        assert new is not None
+        if args.check:
+            if new != src.text:
+                unformatted.append(src.path)
+        elif args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                src.text.splitlines(True), new.splitlines(True),
+                f"{src.path}", f"{src.path} (formatted)"))
+        elif args.write:
+            if new != src.text and src.path != "<stdin>":
+                path = Path(src.path)
+                atomic_write(path, new.encode("utf-8"), stat.S_IMODE(path.stat().st_mode))
+                unformatted.append(src.path)
+        else:
+            sys.stdout.write(new)
+    if args.check:
+        for path in unformatted:
+            print(path)
+        if unformatted:
+            n = len(unformatted)
+            print(f"{n} file{'s' if n != 1 else ''} would be reformatted "
+                  "(run `stageguard fmt --write`)", file=sys.stderr)
+            status = max(status, EXIT_FAIL)
+    elif args.write:
+        n = len(unformatted)
+        print(f"formatted {n} file{'s' if n != 1 else ''}, {len(sources) - n} unchanged",
+              file=sys.stderr)
+    return status
+
+
+# ---- lint -------------------------------------------------------------------------------------
+
+
+def _lint(args: argparse.Namespace) -> int:
+    compilation = compile_paths(args.paths)
+    found = list(compilation.diagnostics)
+    if compilation.ok:
+        found += lint(compilation)
+    if args.strict:
+        found = strict(found)
+    failed = diag.has_errors(found)
+    if args.format == "json":
+        import json
+        json.dump({"ok": not failed, "diagnostics": diag.as_data(found)}, sys.stdout,
+                  indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    elif found:
+        print(diag.render_all(found, compilation.sources))
+    else:
+        n = len(compilation.artifacts)
+        print(f"ok: {n} stage{'s' if n != 1 else ''}, no findings")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+# ---- diff -------------------------------------------------------------------------------------
+
+
+def _sides(args: argparse.Namespace) -> tuple[Side, Side]:
+    if args.git:
+        old_rev, dots, new_rev = args.git.partition("..")
+        if not dots or not old_rev:
+            raise SideError("--git takes REV..REV (or REV.. for the working tree)")
+        paths = args.sides or ["."]
+        old = from_git(old_rev, paths)
+        if new_rev:
+            new = from_git(new_rev, paths)
+        else:
+            new = load(paths[0], args.registry) if len(paths) == 1 else Side("", {})
+            new = Side("working tree", new.stages, None, new.diagnostics, new.sources)
+        return old, new
+    if len(args.sides) != 2:
+        raise SideError("give OLD and NEW (or --git REV..REV)")
+    return load(args.sides[0], args.registry), load(args.sides[1], args.registry)
+
+
+def _narrow(side: Side, only: tuple[str | None, str] | None) -> dict:  # type: ignore[type-arg]
+    if only is None:
+        return side.stages
+    return {k: v for k, v in side.stages.items() if k == only}
+
+
+def _diff(args: argparse.Namespace) -> int:
+    try:
+        old, new = _sides(args)
+    except SideError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for side in (old, new):
+        if diag.has_errors(side.diagnostics):
+            print(diag.render_all(side.diagnostics, side.sources or {}), file=sys.stderr)
+            print(f"error: `{side.label}` does not compile; nothing to compare",
+                  file=sys.stderr)
+            return EXIT_ERROR
+    only = old.only or new.only
+    report = diff(_narrow(old, only), _narrow(new, only), old.label, new.label)
+    if args.format == "json":
+        sys.stdout.write(as_json(report) + "\n")
+    elif args.format == "markdown":
+        sys.stdout.write(markdown(report))
+    else:
+        sys.stdout.write(text(report))
+    return EXIT_FAIL if report.behaviour_changed else EXIT_OK

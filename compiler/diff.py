@@ -1,0 +1,338 @@
+"""`stageguard diff`: what a policy change does, structurally and exactly.
+
+Structural changes are read off the two artifacts (rulesets matched by name; a ruleset that
+disappears while one with the same content appears is a rename). Behaviour is compared by
+the exact analysis in one space built from both versions, with metric failures modelled: the
+old stage's decision regions are refined by the new stage's first-match, and every part where
+the decision (status, winning ruleset, action) differs is reported with a witness payload.
+An empty list of such regions is a proof that the stage behaves the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from stageguard.compiler.analysis import (
+    Box,
+    Decision,
+    Space,
+    StageModel,
+    Witness,
+    coalesce,
+    intersect,
+    partition,
+    refine,
+    subtract,
+)
+from stageguard.compiler.unparse import rule_source
+from stageguard.runtime.model import Artifact, MetricSpec, RulesetSpec, RuleSpec, Status
+
+TIGHTENED = "tightened: more payloads trigger"
+LOOSENED = "loosened: fewer payloads trigger"
+RESHAPED = "changed: some payloads start and others stop triggering"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One structural change. `effect` marks changes observable without a change of
+    decision (webhook subscriptions), which count as behaviour for the exit code."""
+
+    kind: str
+    message: str
+    ruleset: str | None = None
+    direction: str | None = None
+    effect: bool = False
+
+    def to_data(self) -> dict[str, object]:
+        return {"kind": self.kind, "ruleset": self.ruleset, "message": self.message,
+                "direction": self.direction, "effect": self.effect}
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A part of metric space (a union of boxes) where the decision changes from `before`
+    to `after`; `witness` is a payload in it."""
+
+    before: Decision
+    after: Decision
+    boxes: tuple[Box, ...]
+    descriptions: tuple[str, ...]
+    witness: Witness
+    # True when some metric fails throughout (the region exists only under failures).
+    failures: bool = False
+
+    def to_data(self) -> dict[str, object]:
+        return {"where": list(self.descriptions), "metric_failures": self.failures,
+                "witness": self.witness.to_data(),
+                "before": self.before.to_data(), "after": self.after.to_data()}
+
+
+@dataclass(frozen=True)
+class StageDiff:
+    project: str
+    name: str
+    old: Artifact | None
+    new: Artifact | None
+    changes: tuple[Change, ...]
+    regions: tuple[Region, ...]
+    space: Space | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def behaviour_changed(self) -> bool:
+        return self.old is None or self.new is None or bool(self.regions) or any(
+            c.effect for c in self.changes)
+
+    @property
+    def status(self) -> str:
+        if self.old is None:
+            return "added"
+        if self.new is None:
+            return "removed"
+        if self.behaviour_changed:
+            return "behaviour changed"
+        return "no behavioural change" if self.changes else "unchanged"
+
+    def to_data(self) -> dict[str, object]:
+        return {
+            "project": self.project, "stage": self.name, "status": self.status,
+            "old_version": self.old.version if self.old else None,
+            "new_version": self.new.version if self.new else None,
+            "behaviour_changed": self.behaviour_changed,
+            "changes": [c.to_data() for c in self.changes],
+            "regions": [r.to_data() for r in self.regions],
+        }
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    old_label: str
+    new_label: str
+    stages: tuple[StageDiff, ...]
+
+    @property
+    def behaviour_changed(self) -> bool:
+        return any(s.behaviour_changed for s in self.stages)
+
+    def to_data(self) -> dict[str, object]:
+        return {"old": self.old_label, "new": self.new_label,
+                "behaviour_changed": self.behaviour_changed,
+                "stages": [s.to_data() for s in self.stages]}
+
+
+# ---- comparing ------------------------------------------------------------------------------
+
+
+def diff(old: Mapping[tuple[str, str], Artifact], new: Mapping[tuple[str, str], Artifact],
+         old_label: str = "old", new_label: str = "new") -> DiffReport:
+    stages = []
+    for key in sorted(set(old) | set(new)):
+        stages.append(diff_stage(old.get(key), new.get(key), key))
+    return DiffReport(old_label, new_label, tuple(stages))
+
+
+def diff_stage(old: Artifact | None, new: Artifact | None,
+               key: tuple[str, str] | None = None) -> StageDiff:
+    some = old or new
+    assert some is not None
+    project, name = key or (some.project, some.stage.name)
+    if old is None or new is None:
+        kind = "stage-added" if old is None else "stage-removed"
+        verb = "added" if old is None else "removed"
+        n = len(some.rulesets)
+        return StageDiff(project, name, old, new, (Change(
+            kind, f"stage `{name}` {verb} ({n} ruleset{'s' if n != 1 else ''})"),), ())
+    renames = _renames(old.rulesets, new.rulesets)
+    changes = _structural(old, new, renames)
+    space, regions = behaviour(StageModel.of(old), StageModel.of(new),
+                               {v: k for k, v in renames.items()})
+    return StageDiff(project, name, old, new, tuple(changes), tuple(regions), space)
+
+
+def behaviour(old: StageModel, new: StageModel,
+              rename: Mapping[str, str] | None = None) -> tuple[Space, list[Region]]:
+    """Every region where the two stages decide differently. `rename` maps new ruleset names
+    to old ones for rulesets that were only renamed."""
+    rename = rename or {}
+    catalog = {**old.catalog, **new.catalog}
+    if old.catalog and new.catalog:
+        catalog.update(_catalog_models(old, new))
+    space = Space(catalog, (*old.rulesets, *new.rulesets), failures=True)
+    before = partition(space, old)
+    refined = refine(space, new, before)
+    groups: dict[tuple[Decision, Decision], list[Box]] = {}
+    for box, was, now in refined:
+        assert isinstance(was, Decision)
+        shown = now
+        if now.ruleset in rename:
+            shown = Decision(now.status, rename[now.ruleset], now.action, now.choices)
+        if shown != was:
+            groups.setdefault((was, now), []).append(box)
+    # Regions reachable with every metric computed come first and apart from those that
+    # need a metric to fail: reviewers read the former, CI counts both.
+    computed = space.computed
+    regions = []
+    for (was, now), boxes in groups.items():
+        plain = coalesce([hit for b in boxes if (hit := intersect(b, computed)) is not None])
+        failing = coalesce([piece for b in boxes for piece in subtract(b, computed)])
+        for merged, failures in ((plain, False), (failing, True)):
+            if merged:
+                regions.append(Region(was, now, tuple(merged),
+                                      tuple(space.describe(b, not failures) for b in merged),
+                                      space.witness(merged[0], not failures), failures))
+    regions.sort(key=lambda r: (r.failures, r.before.status != Status.TRIGGERED,
+                                r.before.ruleset or "", r.after.ruleset or "", r.after.status))
+    return space, regions
+
+
+def _catalog_models(old: StageModel, new: StageModel) -> dict[str, MetricSpec]:
+    out: dict[str, MetricSpec] = {}
+    for name in set(old.catalog) & set(new.catalog):
+        a, b = old.catalog[name], new.catalog[name]
+        if a == b or a.type != b.type:
+            continue
+        lo = None if a.minimum is None or b.minimum is None else min(a.minimum, b.minimum)
+        hi = None if a.maximum is None or b.maximum is None else max(a.maximum, b.maximum)
+        labels = None if a.labels is None or b.labels is None else tuple(
+            dict.fromkeys((*a.labels, *b.labels)))
+        out[name] = b.model_copy(update={"minimum": lo, "maximum": hi, "labels": labels})
+    return out
+
+
+def _content(rs: RulesetSpec) -> object:
+    return (rs.rules, rs.action)
+
+
+def _renames(old: Sequence[RulesetSpec], new: Sequence[RulesetSpec]) -> dict[str, str]:
+    """old name -> new name for rulesets that only changed their name."""
+    old_names = {r.name for r in old}
+    new_names = {r.name for r in new}
+    gone = [r for r in old if r.name not in new_names]
+    came = [r for r in new if r.name not in old_names]
+    out: dict[str, str] = {}
+    for o in gone:
+        for n in came:
+            if n.name not in out.values() and _content(n) == _content(o):
+                out[o.name] = n.name
+                break
+    return out
+
+
+def _structural(old: Artifact, new: Artifact, renames: Mapping[str, str]) -> list[Change]:
+    out: list[Change] = []
+    os_, ns = old.stage, new.stage
+    if os_.type != ns.type:
+        out.append(Change("stage-type", f"stage type {os_.type.value} → {ns.type.value}",
+                          effect=True))
+    if os_.fail_mode != ns.fail_mode:
+        out.append(Change("fail-mode", f"fail {os_.fail_mode.value} → fail {ns.fail_mode.value}"))
+    if os_.description != ns.description:
+        out.append(Change("description", "stage description changed"))
+    old_by = {r.name: (i, r) for i, r in enumerate(old.rulesets)}
+    new_by = {r.name: (i, r) for i, r in enumerate(new.rulesets)}
+    inverse = {v: k for k, v in renames.items()}
+    for name, (i, rs) in old_by.items():
+        if name in renames:
+            out.append(Change("ruleset-renamed", f"ruleset `{name}` renamed to "
+                              f"`{renames[name]}`", ruleset=renames[name]))
+        elif name not in new_by:
+            out.append(Change("ruleset-removed", f"ruleset `{name}` removed (was priority "
+                              f"{i + 1})", ruleset=name, effect=bool(rs.action.subscriptions)))
+    for name, (j, rs) in new_by.items():
+        if name not in old_by and name not in inverse:
+            out.append(Change("ruleset-added", f"ruleset `{name}` added at priority {j + 1}",
+                              ruleset=name, effect=bool(rs.action.subscriptions)))
+    # Priority: rulesets present on both sides (renames followed) whose relative order changed.
+    old_order = [r.name for r in old.rulesets if r.name in new_by or r.name in renames]
+    new_order = [inverse.get(r.name, r.name) for r in new.rulesets
+                 if r.name in old_by or r.name in inverse]
+    # Ranks among the rulesets both sides share: insertions and removals elsewhere shift
+    # absolute priorities without reordering anything.
+    new_rank = {name: k for k, name in enumerate(new_order)}
+    for rank, name in enumerate(old_order):
+        now = renames.get(name, name)
+        if new_rank[name] != rank:
+            out.append(Change("ruleset-moved", f"ruleset `{now}` moved from priority "
+                              f"{old_by[name][0] + 1} to {new_by[now][0] + 1}", ruleset=now))
+    catalog = {m.name: m for m in (*old.metrics, *new.metrics)}
+    for name, (_, o) in old_by.items():
+        if name in new_by:
+            out.extend(_ruleset_changes(o, new_by[name][1], catalog))
+    return out
+
+
+def _rule_text(r: RuleSpec) -> str:
+    return f"`{rule_source(r.metric, r.operator, r.target_value)}`"
+
+
+def _direction(space: Space, old: Sequence[RuleSpec], new: Sequence[RuleSpec]) -> str | None:
+    a, b = space.ruleset_box(old), space.ruleset_box(new)
+    if a == b:
+        return None
+    if a is None:
+        return TIGHTENED
+    if b is None:
+        return LOOSENED
+    a_in_b = all(x & ~y == 0 for x, y in zip(a, b, strict=True))
+    b_in_a = all(y & ~x == 0 for x, y in zip(a, b, strict=True))
+    return TIGHTENED if a_in_b else LOOSENED if b_in_a else RESHAPED
+
+
+def _ruleset_changes(o: RulesetSpec, n: RulesetSpec,
+                     catalog: Mapping[str, MetricSpec]) -> list[Change]:
+    out: list[Change] = []
+    name = n.name
+    if o.rules != n.rules:
+        space = Space(catalog, [o, n])
+        # Identical rules pair off; of the rest, rules on the same metric are "changed".
+        left = list(o.rules)
+        right = list(n.rules)
+        for r in list(left):
+            if r in right:
+                left.remove(r)
+                right.remove(r)
+        for r in list(left):
+            same = next((x for x in right if x.metric == r.metric), None)
+            if same is not None:
+                left.remove(r)
+                right.remove(same)
+                direction = _direction(space, [r], [same])
+                out.append(Change("rule-changed", f"ruleset `{name}`: {_rule_text(r)} → "
+                                  f"{_rule_text(same)}", name, direction))
+        for r in left:
+            out.append(Change("rule-removed", f"ruleset `{name}`: rule {_rule_text(r)} removed",
+                              name, _direction(space, o.rules, [x for x in o.rules if x != r])))
+        for r in right:
+            out.append(Change("rule-added", f"ruleset `{name}`: rule {_rule_text(r)} added",
+                              name, _direction(space, [x for x in n.rules if x != r] or n.rules,
+                                               n.rules) if len(n.rules) > 1 else None))
+        if sorted(map(repr, o.rules)) == sorted(map(repr, n.rules)):
+            out.append(Change("rules-reordered", f"ruleset `{name}`: rules reordered", name))
+        whole = _direction(space, o.rules, n.rules)
+        if whole and len(out) > 1:
+            out.append(Change("ruleset-direction", f"ruleset `{name}` overall: {whole}", name,
+                              whole))
+    oa, na = o.action, n.action
+    if oa.type != na.type:
+        out.append(Change("action-changed", f"ruleset `{name}`: action {oa.type.value} → "
+                          f"{na.type.value}", name))
+    elif oa.choices != na.choices:
+        gone = [c for c in oa.choices or () if c not in (na.choices or ())]
+        came = [c for c in na.choices or () if c not in (oa.choices or ())]
+        parts = [f"- {c!r}" for c in gone] + [f"+ {c!r}" for c in came]
+        out.append(Change("choices-changed", f"ruleset `{name}`: override choices changed"
+                          + (f" ({'; '.join(parts)})" if parts else " (order)"), name))
+    if oa.subscriptions != na.subscriptions:
+        before = {(s.url, s.statuses) for s in oa.subscriptions}
+        after = {(s.url, s.statuses) for s in na.subscriptions}
+        parts = [f"- {u} on {', '.join(x.value for x in st)}" for u, st in sorted(before - after)]
+        parts += [f"+ {u} on {', '.join(x.value for x in st)}" for u, st in sorted(after - before)]
+        out.append(Change("subscriptions-changed", f"ruleset `{name}`: notifications changed ("
+                          + "; ".join(parts or ["order"]) + ")", name, effect=bool(parts)))
+    if o.description != n.description:
+        out.append(Change("description", f"ruleset `{name}`: description changed", name))
+    return out
+
+
+def stages_of(artifacts: Iterable[Artifact]) -> dict[tuple[str, str], Artifact]:
+    return {(a.project, a.stage.name): a for a in artifacts}

@@ -1,0 +1,75 @@
+"""Diff reports for people and tools: terminal text, Markdown (jinja2 templates kept as
+package files, for pull-request comments) and JSON."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import jinja2
+
+from stageguard.compiler.diff import DiffReport
+
+# Regions listed per stage in terminal text; JSON and Markdown list them all.
+SHOWN = 12
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("stageguard.compiler", "templates"),
+        autoescape=False,  # Markdown, not HTML; table cells are escaped by `cell`
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined)
+    env.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
+    return env
+
+
+def markdown(report: DiffReport) -> str:
+    changed = [s for s in report.stages if s.behaviour_changed]
+    return _environment().get_template("diff.md.j2").render(report=report, changed=changed)
+
+
+def as_json(report: DiffReport) -> str:
+    return json.dumps(report.to_data(), indent=2, ensure_ascii=False)
+
+
+def text(report: DiffReport) -> str:
+    out = [f"diff {report.old_label} → {report.new_label}"]
+    for s in report.stages:
+        if s.status == "unchanged":
+            continue
+        versions = f" (v{s.old.version} → v{s.new.version})" \
+            if s.old and s.new and s.old.version != s.new.version else ""
+        out.append(f"\nstage {s.project}/{s.name}: {s.status}{versions}")
+        for c in s.changes:
+            mark = " [webhooks]" if c.effect else ""
+            out.append(f"  ~ {c.message}{f' ({c.direction})' if c.direction else ''}{mark}")
+        plain = [r for r in s.regions if not r.failures]
+        failing = [r for r in s.regions if r.failures]
+        if plain:
+            out.append(f"  payloads that change fate ({len(plain)} region"
+                       f"{'s' if len(plain) != 1 else ''}):")
+        for n, r in enumerate(plain[:SHOWN], 1):
+            out.append(f"   {n}. where {r.descriptions[0]}"
+                       + (f" (+{len(r.descriptions) - 1} more boxes)" if len(r.descriptions) > 1
+                          else ""))
+            out.append(f"      witness: {r.witness.text()}")
+            out.append(f"      before:  {r.before.text()}")
+            out.append(f"      after:   {r.after.text()}")
+        if len(plain) > SHOWN:
+            out.append(f"   … {len(plain) - SHOWN} more (see --format json)")
+        if failing:
+            first = failing[0]
+            out.append(f"  and {len(failing)} region{'s' if len(failing) != 1 else ''} that "
+                       "change fate only when a metric fails, e.g.")
+            out.append(f"      witness: {first.witness.text()}")
+            out.append(f"      before:  {first.before.text()}")
+            out.append(f"      after:   {first.after.text()}")
+        if s.old and s.new and not s.behaviour_changed:
+            out.append("  no payload changes fate (proved for every payload)")
+    if len(out) == 1:
+        out.append("no changes")
+    verdict = "behaviour changes" if report.behaviour_changed else "no behavioural change"
+    out.append(f"\n{verdict}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,178 @@
+"""`stageguard diff`: structural changes, and exact behavioural regions with witnesses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stageguard.compiler.analysis import StageModel, decide
+from stageguard.compiler.cli import main
+from stageguard.compiler.diff import TIGHTENED, behaviour
+from tests.conftest import POLICIES
+from tests.strategies import payloads, stage_models, stage_pairs
+
+REVIEW = Path(__file__).parent / "review"
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stage_pairs(), st.data())
+def test_diff_regions_are_exactly_where_decisions_differ(
+        pair: tuple[StageModel, StageModel], data: st.DataObject) -> None:
+    old, new = pair
+    space, regions = behaviour(old, new)
+    # Every reported witness really is decided differently ...
+    for r in regions:
+        w = r.witness.values
+        assert decide(old, w) == r.before and decide(new, w) == r.after
+        assert r.before != r.after
+    # ... and a payload is decided differently exactly when it lies in a reported region.
+    catalog = {**old.catalog, **new.catalog}
+    for p in data.draw(st.lists(payloads(catalog, failures=True), min_size=20, max_size=20)):
+        differs = decide(old, p) != decide(new, p)
+        inside = any(space.contains(b, p) for r in regions for b in r.boxes)
+        assert differs == inside, p
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stage_models())
+def test_a_stage_never_differs_from_itself(stage: StageModel) -> None:
+    assert behaviour(stage, stage)[1] == []
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().out
+
+
+def _case(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code, out = _run(["diff", "--format", "json", str(REVIEW / name / "before"),
+                      str(REVIEW / name / "after")], capsys)
+    (stage,) = [s for s in json.loads(out)["stages"] if s["status"] != "unchanged"]
+    return code, stage
+
+
+def test_fixture_threshold_lowered(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stage = _case("threshold_tightened", capsys)
+    assert code == 1
+    (change,) = stage["changes"]
+    assert change["kind"] == "rule-changed" and change["direction"] == TIGHTENED
+    plain = [r for r in stage["regions"] if not r["metric_failures"]]
+    # Only payloads with 0.5 <= output_toxicity < 0.7 change fate, and all now get toxic_answer.
+    assert plain and all(r["after"]["ruleset"] == "toxic_answer" for r in plain)
+    assert all(0.5 <= r["witness"]["metrics"]["output_toxicity"] < 0.7 for r in plain)
+    assert {r["before"]["ruleset"] for r in plain} == {None, "ungrounded_answer",
+                                                        "competitor_plug", "gloomy_tone"}
+
+
+def test_fixture_pure_reorder_of_disjoint_rulesets_is_proved_harmless(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, stage = _case("reorder_disjoint", capsys)
+    assert code == 0 and stage["regions"] == []
+    assert {c["kind"] for c in stage["changes"]} == {"ruleset-moved"}
+
+
+def test_fixture_reorder_of_overlapping_rulesets_changes_the_winner(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, stage = _case("reorder_overlapping", capsys)
+    assert code == 1
+    plain = [r for r in stage["regions"] if not r["metric_failures"]]
+    assert [(r["before"]["ruleset"], r["after"]["ruleset"]) for r in plain] == [
+        ("pii_leak", "toxic_answer")]
+    witness = plain[0]["witness"]["metrics"]
+    assert witness["output_toxicity"] >= 0.7 and witness["output_pii"]
+
+
+def test_fixture_rename_only(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stage = _case("rename_only", capsys)
+    assert code == 0 and stage["regions"] == []
+    assert [c["kind"] for c in stage["changes"]] == ["ruleset-renamed"]
+
+
+def test_fixture_fail_open_changes_fate_only_under_failures(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, stage = _case("fail_open", capsys)
+    assert code == 1
+    assert stage["regions"] and all(r["metric_failures"] for r in stage["regions"])
+    assert any(r["before"]["status"] == "triggered" and r["after"]["status"] == "failed"
+               for r in stage["regions"])
+
+
+def test_fixture_rule_order_matters_when_a_metric_fails(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, stage = _case("rule_order_matters_on_failure", capsys)
+    assert code == 1
+    assert all(r["metric_failures"] for r in stage["regions"])
+    assert {c["kind"] for c in stage["changes"]} == {"ruleset-moved", "rules-reordered"}
+
+
+def test_text_and_markdown_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    case = REVIEW / "threshold_tightened"
+    before, after = case / "before", case / "after"
+    code, out = _run(["diff", str(before), str(after)], capsys)
+    assert code == 1 and "witness: " in out and out.rstrip().endswith("behaviour changes")
+    code, out = _run(["diff", "--format", "markdown", str(before), str(after)], capsys)
+    assert code == 1 and "| where | witness payload | before | after |" in out
+    assert "*tightened: more payloads trigger*" in out
+    code, out = _run(["diff", "--format", "markdown", str(POLICIES), str(POLICIES)], capsys)
+    assert code == 0 and "**No behavioural change**" in out
+
+
+def test_registry_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = tmp_path / "reg"
+    assert main(["build", str(REVIEW / "threshold_tightened" / "before"), "--registry",
+                 str(reg)]) == 0
+    assert main(["build", str(REVIEW / "threshold_tightened" / "after"), "--registry",
+                 str(reg)]) == 0
+    capsys.readouterr()
+    code, out = _run(["diff", "--registry", str(reg), "registry:output_guard@1",
+                      "registry:support_bot/output_guard"], capsys)
+    assert code == 1 and "(v1 → v2)" in out
+    code, out = _run(["diff", "--registry", str(reg), "registry:output_guard@1",
+                      str(REVIEW / "threshold_tightened" / "before")], capsys)
+    assert code == 0  # the registry's v1 is what the before files compile to
+    assert main(["diff", "--registry", str(reg), "registry:output_guard@9",
+                 "registry:output_guard"]) == 2
+    assert "no version 9" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_revisions(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(REVIEW / "threshold_tightened" / "before", repo / "policies")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                       cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    shutil.copy(REVIEW / "threshold_tightened" / "after" / "output_guard.sg",
+                repo / "policies" / "output_guard.sg")
+    monkeypatch.chdir(repo)
+    code, out = _run(["diff", "--git", "HEAD..", "policies"], capsys)  # against the work tree
+    assert code == 1 and "output_toxicity >= 0.5" in out
+    git("commit", "-q", "-am", "two")
+    code, out = _run(["diff", "--git", "HEAD~1..HEAD", "policies"], capsys)
+    assert code == 1 and "HEAD~1 → HEAD" in out
+    code, out = _run(["diff", "--git", "HEAD..HEAD", "policies"], capsys)
+    assert code == 0
+    assert main(["diff", "--git", "nope..HEAD", "policies"]) == 2
+
+
+def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.sg"
+    bad.write_text("project p\nstage s {\n", encoding="utf-8")
+    assert main(["diff", str(bad), str(POLICIES)]) == 2
+    assert "does not compile" in capsys.readouterr().err
+    assert main(["diff", str(tmp_path / "missing"), str(POLICIES)]) == 2
+    assert main(["diff", str(POLICIES)]) == 2
+
