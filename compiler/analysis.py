@@ -681,3 +681,109 @@ def decide(stage: StageModel, values: Mapping[str, Value | Failure]) -> Decision
         if status is Status.TRIGGERED:
             return _triggered(rs)
     return Decision(stage_status(statuses))
+
+
+
+# ---- comparing two stages -------------------------------------------------------------------
+
+
+def _disjoint(boxes: Iterable[Box]) -> list[Box]:
+    out: list[Box] = []
+    for box in boxes:
+        pieces = [box]
+        for done in out:
+            pieces = subtract_all(pieces, done)
+        out.extend(pieces)
+    return coalesce(out)
+
+
+def differences(space: Space, old: StageModel, new: StageModel,
+                rename: Mapping[str, str] | None = None
+                ) -> list[tuple[Box, Decision, Decision]]:
+    """Every box of `space` (which must model failures) where the stages decide differently,
+    with both decisions; new rulesets are named as `rename` maps them.
+
+    Modelling failures naively splits the space by every rule of every ruleset three times
+    over. When both stages fail open it need not: a failed metric, like a missing one, makes
+    every rule on it false, so *which ruleset wins* is decided in the value space, where
+    "missing" stands for "missing or failed". Failure kinds matter only where neither stage
+    triggers, and there only through the rulesets whose rules changed: rulesets with the
+    same rules end the same way on both sides, whatever their order or action."""
+    rename = rename or {}
+    if old.fail_closed or new.fail_closed:
+        # Fail closed, a failed metric makes its rules hold: no failure statuses, no
+        # splitting by failure, so the direct refinement is cheap (and exact for mixed modes).
+        return _compare(space, old, new, [space.full], rename)
+    values = Space({d.metric: d.spec for d in space.dims if d.spec is not None},
+                   (*old.rulesets, *new.rulesets), failures=False)
+    assert [len(v.atoms) + 3 for v in values.dims] == [len(d.atoms) for d in space.dims]
+
+    def widen(box: Box) -> Box:
+        return tuple(m | (sum(d.failure.values()) if m & v.missing else 0)
+                     for m, v, d in zip(box, values.dims, space.dims, strict=True))
+
+    out = []
+    quiet: list[Box] = []  # neither stage triggers
+    mixed: list[Box] = []  # one does: the other's status may still depend on failures
+    for box, was, now in _compare(values, old, new, [values.full], rename, keep_same=True):
+        idle = (was.status is Status.NOT_TRIGGERED, now.status is Status.NOT_TRIGGERED)
+        if all(idle):
+            quiet.append(widen(box))
+        elif any(idle):
+            mixed.append(widen(box))
+        elif was != now:
+            out.append((widen(box), was, now))
+    out.extend(_compare(space, old, new, mixed, rename))
+    # Where neither triggers, a stage's status is the worst ending of its rulesets, whatever
+    # their order: rulesets with the same rules on both sides (`common`) end alike, so the
+    # statuses can differ only where the changed ones end differently (a != b), and only
+    # where the common ones do not already end at least as badly as the worse of a and b.
+    left = list(old.rulesets)
+    right = list(new.rulesets)
+    common = []
+    for rs in list(left):
+        twin = next((r for r in right if r.rules == rs.rules), None)
+        if twin is not None:
+            left.remove(rs)
+            right.remove(twin)
+            common.append(rs)
+    if not (left or right) or not quiet:
+        return out
+    search = _disjoint(b for rs in (*left, *right) for status in _FAILURES
+                       for b in space.failure_boxes(rs.rules, status))
+    pieces = [hit for q in quiet for b in search if (hit := intersect(q, b)) is not None]
+    only_old = StageModel(old.name, tuple(left), old.catalog)
+    only_new = StageModel(new.name, tuple(right), new.catalog)
+    candidates = []
+    for box, a, b in _compare(space, only_old, only_new, pieces, {}):
+        worse = min(_rank(a.status), _rank(b.status))
+        region = [box]
+        for rs in common:
+            for k in range(worse + 1):
+                for fb in space.failure_boxes(rs.rules, _FAILURES[k]):
+                    region = subtract_all(region, fb)
+            if not region:
+                break
+        candidates.extend(region)
+    out.extend(_compare(space, old, new, coalesce(candidates), rename))
+    return out
+
+
+def _rank(status: Status) -> int:
+    """Precedence of a non-triggered stage status: lower is worse (0 = timeout)."""
+    return _FAILURES.index(status) if status in _FAILURES else len(_FAILURES)
+
+
+def _compare(space: Space, old: StageModel, new: StageModel, pieces: list[Box],
+             rename: Mapping[str, str], keep_same: bool = False
+             ) -> list[tuple[Box, Decision, Decision]]:
+    before = refine(space, old, [(box, None) for box in pieces])
+    after = refine(space, new, [(box, d) for box, _, d in before])
+    out = []
+    for box, was, now in after:
+        assert isinstance(was, Decision)
+        if now.ruleset in rename:
+            now = Decision(now.status, rename[now.ruleset], now.action, now.choices)
+        if keep_same or was != now:
+            out.append((box, was, now))
+    return out

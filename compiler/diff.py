@@ -20,9 +20,8 @@ from stageguard.compiler.analysis import (
     StageModel,
     Witness,
     coalesce,
+    differences,
     intersect,
-    partition,
-    refine,
     subtract,
 )
 from stageguard.compiler.unparse import rule_source
@@ -154,20 +153,16 @@ def behaviour(old: StageModel, new: StageModel,
     """Every region where the two stages decide differently. `rename` maps new ruleset names
     to old ones for rulesets that were only renamed."""
     rename = rename or {}
+    inverse = {v: k for k, v in rename.items()}
     catalog = {**old.catalog, **new.catalog}
     if old.catalog and new.catalog:
         catalog.update(_catalog_models(old, new))
     space = Space(catalog, (*old.rulesets, *new.rulesets), failures=True)
-    before = partition(space, old)
-    refined = refine(space, new, before)
     groups: dict[tuple[Decision, Decision], list[Box]] = {}
-    for box, was, now in refined:
-        assert isinstance(was, Decision)
-        shown = now
-        if now.ruleset in rename:
-            shown = Decision(now.status, rename[now.ruleset], now.action, now.choices)
-        if shown != was:
-            groups.setdefault((was, now), []).append(box)
+    for box, was, now in differences(space, old, new, rename):
+        if now.ruleset in inverse:  # report the new side under its own name
+            now = Decision(now.status, inverse[now.ruleset], now.action, now.choices)
+        groups.setdefault((was, now), []).append(box)
     # Regions reachable with every metric computed come first and apart from those that
     # need a metric to fail: reviewers read the former, CI counts both.
     computed = space.computed

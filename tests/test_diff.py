@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ from tests.strategies import payloads, stage_models, stage_pairs
 REVIEW = Path(__file__).parent / "review"
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=int(os.environ.get("STAGEGUARD_DIFF_EXAMPLES", "300")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_pairs(), st.data())
 def test_diff_regions_are_exactly_where_decisions_differ(

@@ -1,0 +1,123 @@
+"""Analysis benchmark: lint and diff of generated stages, and how their cost grows.
+
+The headline case is issue 4's: a 200-ruleset stage over 8 metrics (6 scores with 1 to 3
+rules per ruleset drawn from 12 thresholds each, plus two PII label lists), linted, and
+diffed against an edited copy (5 thresholds moved, 2 rulesets swapped, 1 added), with
+metric failures modelled. Baseline, measured in the same run: compiling the same policy
+from source (parse, check, artifact), the cheapest thing a reviewer's CI does anyway.
+
+Run: .venv/bin/python benchmarks/bench_analysis.py [--repeat R]
+Target (issue 4): lint and diff of the headline case each under 2 s on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import random
+import time
+from collections.abc import Callable
+
+from stageguard.compiler.analysis import StageModel
+from stageguard.compiler.diff import behaviour
+from stageguard.compiler.lint import findings
+from stageguard.compiler.pipeline import compile_text
+
+SCORES = ("input_toxicity", "output_toxicity", "context_adherence", "completeness",
+          "input_sexist", "output_sexist", "tool_error_rate", "action_completion",
+          "tool_selection_quality", "action_advancement")
+PII = ("ssn", "email", "credit_card_info", "phone_number", "address", "password")
+LISTS = ("output_pii", "input_pii")
+
+
+def policy(rulesets: int, metrics: int, seed: int = 11, edit: bool = False) -> str:
+    rnd = random.Random(seed)
+    scores = SCORES[:max(1, metrics - 2)]
+    lists = LISTS[:max(0, metrics - len(scores))]
+    thresholds = [round(0.05 + 0.075 * k, 3) for k in range(12)]
+    blocks = []
+    for i in range(rulesets):
+        lines = [f"  ruleset r{i} {{"]
+        for _ in range(rnd.randint(1, 3)):
+            if lists and rnd.random() < 0.25:
+                m = rnd.choice(lists)
+                if rnd.random() < 0.5:
+                    lines.append(f'    when {m} contains "{rnd.choice(PII)}"')
+                else:
+                    chosen = ", ".join(f'"{p}"' for p in rnd.sample(PII, 2))
+                    lines.append(f"    when {m} any [{chosen}]")
+            else:
+                op = rnd.choice([">", ">=", "<", "<="])
+                lines.append(f"    when {rnd.choice(scores)} {op} {rnd.choice(thresholds)}")
+        if rnd.random() < 0.5:
+            lines.append(f'    override {{\n      choice "answer {i % 7}"\n    }}')
+        else:
+            lines.append("    passthrough")
+        lines.append("  }")
+        blocks.append("\n".join(lines))
+    if edit:
+        er = random.Random(seed + 1)
+        for _ in range(5):
+            k = er.randrange(len(blocks))
+            blocks[k] = _move_threshold(blocks[k])
+        a, b = er.randrange(len(blocks)), er.randrange(len(blocks))
+        blocks[a], blocks[b] = blocks[b], blocks[a]
+        blocks.insert(er.randrange(len(blocks)), f"  ruleset added {{\n    when {scores[0]} > "
+                      "0.9\n    passthrough\n  }")
+    return ("project bench\n\nstage big {\n  type central\n\n" + "\n\n".join(blocks)
+            + "\n}\n")
+
+
+def _move_threshold(block: str) -> str:
+    for token in block.split():
+        try:
+            value = float(token)
+        except ValueError:
+            continue
+        return block.replace(f" {token}", f" {round(min(1.0, value + 0.075), 3)}", 1)
+    return block
+
+
+def model(text: str) -> StageModel:
+    c = compile_text(text)
+    assert c.ok, c.diagnostics[:3]
+    return StageModel.of(c.artifacts[0].to_artifact())
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def row(rulesets: int, metrics: int, repeat: int) -> tuple[float, float, float, int, int]:
+    old_text = policy(rulesets, metrics)
+    new_text = policy(rulesets, metrics, edit=True)
+    old, new = model(old_text), model(new_text)
+    base = best(lambda: compile_text(old_text), repeat)
+    t_lint = best(lambda: findings(old), repeat)
+    t_diff = best(lambda: behaviour(old, new), repeat)
+    return base, t_lint, t_diff, len(findings(old)), len(behaviour(old, new)[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    print(f"python {platform.python_version()} on {platform.machine()}, best of {args.repeat}")
+    print(f"{'rulesets':>8} {'metrics':>7} {'compile':>9} {'lint':>9} {'diff':>9} "
+          f"{'lint/compile':>12} {'diff/compile':>12} {'findings':>8} {'regions':>7}")
+    cases = [(200, 8)] + [(n, 8) for n in (25, 50, 100, 400)] + [(200, m) for m in (2, 4, 12)]
+    for n, m in cases:
+        base, t_lint, t_diff, nf, nr = row(n, m, args.repeat)
+        print(f"{n:>8} {m:>7} {base * 1e3:>7.1f}ms {t_lint * 1e3:>7.1f}ms {t_diff * 1e3:>7.1f}ms "
+              f"{t_lint / base:>11.1f}x {t_diff / base:>11.1f}x {nf:>8} {nr:>7}")
+
+
+if __name__ == "__main__":
+    main()
