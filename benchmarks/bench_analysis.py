@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import random
 import time
@@ -109,6 +110,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     print(f"python {platform.python_version()} on {platform.machine()}, best of {args.repeat}")
     print(f"{'rulesets':>8} {'metrics':>7} {'compile':>9} {'lint':>9} {'diff':>9} "
           f"{'lint/compile':>12} {'diff/compile':>12} {'findings':>8} {'regions':>7}")
@@ -117,6 +120,16 @@ def main() -> None:
         base, t_lint, t_diff, nf, nr = row(n, m, args.repeat)
         print(f"{n:>8} {m:>7} {base * 1e3:>7.1f}ms {t_lint * 1e3:>7.1f}ms {t_diff * 1e3:>7.1f}ms "
               f"{t_lint / base:>11.1f}x {t_diff / base:>11.1f}x {nf:>8} {nr:>7}")
+    # The worst case for diff: flipping the fail mode changes behaviour wherever any metric
+    # can fail, so failure kinds must be modelled across the whole stage.
+    for n in (25, 200):
+        text = policy(n, 8)
+        old = model(text)
+        new = model(text.replace("  type central\n", "  type central\n  fail closed\n", 1))
+        base = best(lambda t=text: compile_text(t), args.repeat)
+        t_diff = best(lambda o=old, w=new: behaviour(o, w), args.repeat)
+        print(f"fail-mode flip, {n} rulesets x 8 metrics: diff {t_diff * 1e3:.0f}ms "
+              f"({t_diff / base:.0f}x compile), {len(behaviour(old, new)[1])} regions")
 
 
 if __name__ == "__main__":

@@ -204,17 +204,17 @@ def _shadowed(space: Space, stage: StageModel, j: int, box: Box,
     for i, earlier in enumerate(stage.rulesets[:j]):
         if any(intersect(b, box) for b in wins.get(earlier.name, ())):
             covering.append(i)
-    # The fewest earlier rulesets that still cover it, for a readable message.
-    needed = list(covering)
-    for i in list(covering):
-        rest = [x for x in needed if x != i]
-        remaining = [box]
-        for x in rest:
-            b = space.ruleset_box(stage.rulesets[x].rules)
-            if b is not None:
-                remaining = subtract_all(remaining, b)
-        if not remaining:
-            needed = rest
+    # A cover to name, in priority order: each ruleset kept takes part of what is left (one
+    # pass; a smallest cover is a set-cover problem and not worth its cost here).
+    needed = []
+    remaining = [box]
+    for i in covering:
+        b = space.ruleset_box(stage.rulesets[i].rules)
+        if b is not None and any(intersect(r, b) is not None for r in remaining):
+            needed.append(i)
+            remaining = subtract_all(remaining, b)
+            if not remaining:
+                break
     w = space.witness(box)
     rs = stage.rulesets[j]
     names = ", ".join(f"`{stage.rulesets[i].name}`" for i in needed)
