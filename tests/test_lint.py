@@ -17,6 +17,7 @@ from stageguard.compiler.lint import (
     OVERLAP,
     REDUNDANT,
     SHADOWED,
+    TOO_LARGE,
     UNSATISFIABLE,
     findings,
     lint,
@@ -120,3 +121,17 @@ def test_lint_reports_check_errors_first(tmp_path: Path, capsys: pytest.CaptureF
                    encoding="utf-8")
     assert main(["lint", str(bad)]) == 1
     assert "did you mean" in capsys.readouterr().out
+
+
+def test_a_stage_beyond_the_analysis_gets_a_warning_not_a_crash(tmp_path: Path) -> None:
+    labels = [f"l{i}" for i in range(20)]
+    rulesets = "\n".join(f'  ruleset r{i} {{\n    when tags contains "{label}"\n'
+                         "    passthrough\n  }" for i, label in enumerate(labels))
+    path = tmp_path / "big.sg"
+    path.write_text("project p\nmetric tags {\n  type labels\n  labels ["
+                    + ", ".join(f'"{x}"' for x in labels) + "]\n}\n"
+                    f"stage s {{\n  type central\n{rulesets}\n}}\n", encoding="utf-8")
+    compilation = compile_paths([str(path)])
+    assert compilation.ok, compilation.diagnostics
+    (found,) = lint(compilation)
+    assert found.code == TOO_LARGE and "tags" in found.message and found.span.line == 6
