@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import stat
 import sys
 from pathlib import Path
@@ -103,6 +104,9 @@ def _fmt(args: argparse.Namespace) -> int:
             print(f"{n} file{'s' if n != 1 else ''} would be reformatted "
                   "(run `stageguard fmt --write`)", file=sys.stderr)
             status = max(status, EXIT_FAIL)
+        elif status == EXIT_OK:
+            n = len(sources)
+            print(f"ok: {n} file{'s' if n != 1 else ''} formatted", file=sys.stderr)
     elif args.write:
         n = len(unformatted)
         print(f"formatted {n} file{'s' if n != 1 else ''}, {len(sources) - n} unchanged",
@@ -122,7 +126,6 @@ def _lint(args: argparse.Namespace) -> int:
         found = strict(found)
     failed = diag.has_errors(found)
     if args.format == "json":
-        import json
         json.dump({"ok": not failed, "diagnostics": diag.as_data(found)}, sys.stdout,
                   indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
@@ -145,10 +148,14 @@ def _sides(args: argparse.Namespace) -> tuple[Side, Side]:
         paths = args.sides or ["."]
         old = from_git(old_rev, paths)
         if new_rev:
-            new = from_git(new_rev, paths)
-        else:
-            new = load(paths[0], args.registry) if len(paths) == 1 else Side("", {})
-            new = Side("working tree", new.stages, None, new.diagnostics, new.sources)
+            return old, from_git(new_rev, paths)
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing:
+            raise SideError(f"`{missing[0]}` does not exist in the working tree")
+        work = compile_paths(paths)
+        new = Side("working tree", {(a.project, a.stage.name): a for a in
+                                    (d.to_artifact() for d in work.artifacts)},
+                   None, work.diagnostics, work.sources)
         return old, new
     if len(args.sides) != 2:
         raise SideError("give OLD and NEW (or --git REV..REV)")

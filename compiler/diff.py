@@ -125,9 +125,30 @@ class DiffReport:
 def diff(old: Mapping[tuple[str, str], Artifact], new: Mapping[tuple[str, str], Artifact],
          old_label: str = "old", new_label: str = "new") -> DiffReport:
     stages = []
+    gone = [k for k in old if k not in new]
+    came = [k for k in new if k not in old]
+    renamed: dict[tuple[str, str], tuple[str, str]] = {}
+    for k in gone:
+        for n in came:
+            if n[0] == k[0] and n not in renamed.values() and _same_stage(old[k], new[n]):
+                renamed[k] = n
+                break
     for key in sorted(set(old) | set(new)):
+        if key in renamed.values():
+            continue
+        if key in renamed:
+            a, b = old[key], new[renamed[key]]
+            stages.append(StageDiff(key[0], f"{key[1]} → {b.stage.name}", a, b, (Change(
+                "stage-renamed", f"stage `{key[1]}` renamed to `{b.stage.name}`: callers of "
+                "the old name no longer find it", effect=True),), ()))
+            continue
         stages.append(diff_stage(old.get(key), new.get(key), key))
     return DiffReport(old_label, new_label, tuple(stages))
+
+
+def _same_stage(a: Artifact, b: Artifact) -> bool:
+    return (a.rulesets, a.stage.type, a.stage.fail_mode, a.metrics) == (
+        b.rulesets, b.stage.type, b.stage.fail_mode, b.metrics)
 
 
 def diff_stage(old: Artifact | None, new: Artifact | None,

@@ -84,7 +84,10 @@ def from_git(revision: str, paths: list[str]) -> Side:
     """The policy files under `paths` as they were at `revision`."""
     cwd = Path.cwd()
     top = Path(_git(["rev-parse", "--show-toplevel"], cwd).strip())
-    _git(["rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd)
+    try:
+        _git(["rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd)
+    except SideError:
+        raise SideError(f"`{revision}` is not a commit of the repository at {top}") from None
     prefixes = []
     for p in paths:
         rel = (cwd / p).resolve().relative_to(top.resolve()).as_posix()

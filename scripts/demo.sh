@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The main job: check the example policies, build them into a registry, show what was built.
+# The main job: check, format-check and lint the example policies, build them into a
+# registry, show what was built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 REGISTRY=${REGISTRY:-registry}
 .venv/bin/stageguard check policies/
+.venv/bin/stageguard fmt --check policies/
+.venv/bin/stageguard lint --strict policies/ | tail -n 1
 .venv/bin/stageguard build policies/ --registry "$REGISTRY"
 .venv/bin/stageguard inspect "$REGISTRY"

@@ -167,6 +167,10 @@ def test_git_revisions(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     code, out = _run(["diff", "--git", "HEAD..HEAD", "policies"], capsys)
     assert code == 0
     assert main(["diff", "--git", "nope..HEAD", "policies"]) == 2
+    assert "`nope` is not a commit" in capsys.readouterr().err
+    code, out = _run(["diff", "--git", "HEAD..", "policies/metrics.sg",
+                      "policies/output_guard.sg"], capsys)
+    assert code == 0 and "no behavioural change" in out  # several paths, work tree side
 
 
 def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,3 +181,16 @@ def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["diff", str(tmp_path / "missing"), str(POLICIES)]) == 2
     assert main(["diff", str(POLICIES)]) == 2
 
+
+
+def test_a_renamed_stage_is_reported_as_one(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    new = tmp_path / "new"
+    shutil.copytree(REVIEW / "reorder_disjoint" / "before", new)
+    path = new / "guard.sg"
+    path.write_text(path.read_text(encoding="utf-8").replace("stage guard", "stage gate"),
+                    encoding="utf-8")
+    code, out = _run(["diff", "--format", "json", str(REVIEW / "reorder_disjoint" / "before"),
+                      str(new)], capsys)
+    (stage,) = json.loads(out)["stages"]
+    assert code == 1 and [c["kind"] for c in stage["changes"]] == ["stage-renamed"]
