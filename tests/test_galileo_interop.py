@@ -1,0 +1,180 @@
+"""Galileo JSON import and export: faithful, or a diagnostic; never a silent change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from stageguard.compiler.analysis import StageModel
+from stageguard.compiler.cli import main
+from stageguard.compiler.diff import behaviour
+from stageguard.compiler.galileo_interop import (
+    AMBIGUOUS_METRIC,
+    BAD_INPUT,
+    CUSTOM_METRIC,
+    DROPPED,
+    NOT_FAITHFUL,
+    export_galileo,
+    import_galileo,
+    metric_name,
+)
+from stageguard.compiler.pipeline import compile_text
+from stageguard.runtime.model import ActionType, MetricType, Operator, Status
+from tests.strategies import source_of, stage_models
+
+EXAMPLES = Path(__file__).parent / "galileo"
+
+
+@pytest.mark.parametrize(("written", "name"), [
+    ("output_pii", "output_pii"), ("pii", "output_pii"), ("Output PII", "output_pii"),
+    ("PII", "output_pii"), ("Input PII", "input_pii"), ("toxicity", "output_toxicity"),
+    ("Input Toxicity", "input_toxicity"), ("Context Adherence (Luna)", "context_adherence"),
+    ("adherence_nli", "context_adherence"), ("Prompt Injection", "prompt_injection"),
+    ("Tone", "output_tone"), ("Input Sexism", "input_sexist"), ("sexist", "output_sexist"),
+    ("Tool Error Rate", "tool_error_rate"), ("Brand Risk", "brand_risk"),
+    ("3rd party", "m_3rd_party"),
+])
+def test_metric_spellings(written: str, name: str) -> None:
+    assert metric_name(written) == name
+
+
+def _import(path: Path, **kw: str) -> tuple[str, list[str], StageModel]:
+    result = import_galileo(path.read_text(encoding="utf-8"), str(path), **kw)
+    assert result.ok, [d.message for d in result.diagnostics]
+    assert result.source is not None
+    compiled = compile_text(result.source, "imported.sg")
+    assert compiled.ok
+    art = compiled.artifacts[0].to_artifact()
+    return result.source, [d.code for d in result.diagnostics], StageModel.of(art)
+
+
+def test_semantics_examples_import_faithfully() -> None:
+    source, codes, stage = _import(EXAMPLES / "semantics_examples.json")
+    # `rulesets` is ignored because `prioritized_rulesets` is present (the first wins).
+    assert codes == [DROPPED]
+    assert [r.name for r in stage.rulesets] == ["pii_in_the_answer", "toxic_answer",
+                                                 "ruleset_3", "quiet_sadness"]
+    first, second, third, fourth = stage.rulesets
+    assert first.rules[0].metric == "output_pii" and first.action.type is ActionType.OVERRIDE
+    assert first.action.subscriptions[0].statuses == (Status.TRIGGERED,)  # the default
+    assert second.rules[0].metric == "output_toxicity"
+    assert third.action.type is ActionType.PASSTHROUGH  # null action
+    assert third.rules[1].operator is Operator.NOT_EMPTY and third.rules[1].target_value is None
+    assert fourth.action.type is ActionType.PASSTHROUGH  # {} action
+    assert [r.metric for r in fourth.rules] == ["output_tone", "context_adherence", "output_pii"]
+    assert 'when output_pii contains "ssn"' in source and "fail" not in source
+
+
+def test_an_invoke_request_imports_with_its_custom_metric_declared() -> None:
+    source, codes, stage = _import(EXAMPLES / "agent_local_invoke.json")
+    assert codes.count(CUSTOM_METRIC) == 1 and DROPPED in codes  # timeout, metadata, payload
+    assert "project agents" in source and "stage tool_guard" in source
+    assert "metric intent {\n  type label" in source
+    assert stage.catalog["intent"].type is MetricType.LABEL
+    hook = stage.rulesets[1].action.subscriptions[0]
+    assert hook.statuses == (Status.TRIGGERED, Status.TIMEOUT)  # read in any case
+
+
+@pytest.mark.parametrize(("rule", "code", "words"), [
+    ({"metric": "output_pii", "operator": "eq", "target_value": "ssn"}, NOT_FAITHFUL,
+     "never matches"),
+    ({"metric": "pii", "operator": "contains", "target_value": "social"}, NOT_FAITHFUL,
+     "no label 'social'"),
+    ({"metric": "toxicity", "operator": "gt", "target_value": 1.5}, NOT_FAITHFUL,
+     "outside the range"),
+    ({"metric": "toxicity", "operator": "gt", "target_value": "high"}, NOT_FAITHFUL,
+     "finite number"),
+    ({"metric": "output_pii", "operator": "empty", "target_value": ["ssn"]}, NOT_FAITHFUL,
+     "never matches"),
+    ({"metric": "toxicity", "operator": "between", "target_value": 1}, BAD_INPUT,
+     "unknown operator"),
+    ({"metric": "toxicity", "operator": "gt"}, BAD_INPUT, "required"),
+])
+def test_unfaithful_rules_are_errors_at_their_json_path(rule: dict, code: str,  # type: ignore[type-arg]
+                                                        words: str) -> None:
+    text = json.dumps({"name": "s", "prioritized_rulesets": [{"rules": [rule]}]}, indent=2)
+    result = import_galileo(text, "in.json")
+    assert not result.ok
+    (d,) = [d for d in result.diagnostics if d.is_error]
+    assert d.code == code and words in d.message
+    assert d.message.startswith("prioritized_rulesets[0].rules[0]")
+    # {, "name", "prioritized_rulesets": [, {, "rules": [, then the rule from line 6: the
+    # span is the rule, or the very field at fault.
+    rule_text = text[text.index("{", text.index('"rules"')):]
+    assert rule_text.startswith(text[d.span.start:d.span.end]) or d.message.split(":")[
+        0].endswith((".operator", ".target_value"))
+    assert 6 <= d.span.line <= 9
+
+
+def test_a_custom_metric_used_two_ways_is_an_error() -> None:
+    body = [{"rules": [{"metric": "risk", "operator": "gt", "target_value": 1}]},
+            {"rules": [{"metric": "risk", "operator": "eq", "target_value": "high"}]}]
+    result = import_galileo(json.dumps(body), "in.json", stage="s")
+    assert [d.code for d in result.diagnostics if d.is_error] == [AMBIGUOUS_METRIC]
+
+
+def test_bad_json_points_at_the_error() -> None:
+    result = import_galileo('{"name": "s",\n "rulesets": [}', "in.json")
+    (d,) = result.diagnostics
+    assert d.code == BAD_INPUT and (d.span.line, d.span.column) == (2, 15)
+    assert not import_galileo('"text"', "in.json").ok
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stage_models())
+def test_export_then_import_keeps_behaviour(stage: StageModel) -> None:
+    compiled = compile_text(source_of(stage), "g.sg")
+    assert compiled.ok
+    artifact = compiled.artifacts[0].to_artifact()
+    for names in (True, False):
+        body, _ = export_galileo(artifact, names=names)
+        result = import_galileo(json.dumps(body), "export.json", stage="s")
+        assert result.ok, [d.message for d in result.diagnostics]
+        assert [r.rules for r in result.rulesets] == [r.rules for r in artifact.rulesets]
+        assert [r.action for r in result.rulesets] == [r.action for r in artifact.rulesets]
+        back = StageModel("s", result.rulesets, {m.name: m for m in result.metrics})
+        original = StageModel.of(artifact)
+        rename = {b.name: a.name for a, b in zip(original.rulesets, back.rulesets, strict=True)}
+        if stage.fail_closed:  # Galileo has no fail-closed: compare the fail-open meaning
+            original = StageModel(original.name, original.rulesets, original.catalog, False)
+        assert behaviour(original, back, rename)[1] == []  # proved equal, failures included
+        if names:
+            assert [r.name for r in back.rulesets] == [r.name for r in artifact.rulesets]
+
+
+def test_cli_import_build_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "policies" / "imported.sg"
+    out.parent.mkdir()
+    assert main(["import", "galileo", str(EXAMPLES / "semantics_examples.json"),
+                 "--project", "support", "--output", str(out)]) == 0
+    assert main(["fmt", "--check", str(out)]) == 0
+    assert main(["build", str(out.parent), "--registry", str(tmp_path / "reg")]) == 0
+    capsys.readouterr()
+    assert main(["export", "galileo", "support_output", "--registry", str(tmp_path / "reg"),
+                 "--project-id", "8f1c4fd5-4a42-4b4a-9d0e-0d3c0f2a6b11"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["type"] == "central" and len(body["prioritized_rulesets"]) == 4
+    assert body["prioritized_rulesets"][0]["rules"][0] == {
+        "metric": "output_pii", "operator": "contains", "target_value": "ssn"}
+    # ... and importing that export gives the same source back.
+    (tmp_path / "again.json").write_text(json.dumps(body), encoding="utf-8")
+    assert main(["import", "galileo", str(tmp_path / "again.json"), "--project",
+                 "support"]) == 0
+    assert capsys.readouterr().out == out.read_text(encoding="utf-8")
+
+
+def test_cli_export_of_a_local_stage_is_its_ruleset_list(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import POLICIES
+
+    assert main(["build", str(POLICIES), "--registry", str(tmp_path / "reg")]) == 0
+    capsys.readouterr()
+    assert main(["export", "galileo", "agent_tools", "--registry", str(tmp_path / "reg")]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["export", "galileo", "output_guard", "--registry", str(tmp_path / "reg")]) == 0
+    captured = capsys.readouterr()
+    assert "fails closed" in captured.err and "answer_words" in captured.err
+    assert main(["import", "galileo", str(tmp_path / "missing.json")]) == 1
