@@ -239,6 +239,14 @@ class _Importer:
             self.err(BAD_INPUT, f"{here}.rules: at least one rule is required")
             return None
         rules = [self.rule(r, f"{here}.rules[{j}]") for j, r in enumerate(rules_data)]
+        raw = item.get("action")
+        for j, sub in enumerate(raw.get("subscriptions") or [] if isinstance(raw, Mapping)
+                                else []):
+            statuses = sub.get("statuses") if isinstance(sub, Mapping) else None
+            if isinstance(statuses, list) and any(
+                    isinstance(x, str) and x != x.lower() for x in statuses):
+                self.warn(DROPPED, f"{here}.action.subscriptions[{j}].statuses: read in lower "
+                          "case; Galileo's API accepts lower case only")
         try:
             action = action_from_galileo(item.get("action"), f"{here}.action")
         except RulesetError as exc:

@@ -123,3 +123,50 @@ def _write(tmp_path: Path, doc: object) -> Path:
     path = tmp_path / f"{art.stage.name}.json"
     path.write_bytes(doc.to_bytes(1))  # type: ignore[attr-defined]
     return path
+
+
+PII = ["ssn", "email", "phone_number", "password"]
+METRIC_VALUES = {
+    "output_pii": st.lists(st.sampled_from(PII), max_size=3),
+    "input_pii": st.lists(st.sampled_from(PII), max_size=3),
+    "prompt_injection": st.lists(st.sampled_from(["impersonation", "new_context"]), max_size=2),
+    "output_toxicity": st.sampled_from([0.0, 0.5, 0.50001, 0.8, 0.99, 1.0]),
+    "context_adherence": st.sampled_from([0.0, 0.3, 0.31, 1.0]),
+    "tool_error_rate": st.sampled_from([0.0, 0.49, 0.5, 1.0]),
+    "output_tone": st.sampled_from(["sadness", "fear", "joy"]),
+    "intent": st.sampled_from(["destructive", "benign"]),
+}
+
+
+def _galileo_decision(body: object, values: dict[str, object]) -> tuple[str, str | None]:
+    """First-match over galileo-core's own Rule.evaluate: the decision Galileo makes."""
+    from stageguard.compiler.galileo_interop import metric_name
+
+    items = body if isinstance(body, list) else (  # type: ignore[union-attr]
+        body.get("prioritized_rulesets") or body.get("rulesets"))  # type: ignore[union-attr]
+    for item in items:
+        rs = GalileoRuleset.model_validate(item)
+        if all(r.evaluate(values.get(metric_name(r.metric))) for r in rs.rules):
+            return "triggered", rs.action.type.value
+    return "not_triggered", None
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.json")))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_imported_stages_decide_as_galileo_does(example: str, data: st.DataObject,
+                                               tmp_path_factory: pytest.TempPathFactory
+                                               ) -> None:
+    body = json.loads((EXAMPLES / example).read_text(encoding="utf-8"))
+    result = import_galileo(json.dumps(body), example)
+    compiled = compile_text(result.source or "", "x.sg")
+    doc = compiled.artifacts[0]
+    runtime = Runtime.from_files(_write(tmp_path_factory.mktemp("g"), doc),
+                                 deliver_webhooks=False)
+    values = {m: data.draw(s) for m, s in METRIC_VALUES.items()}
+    response = runtime.invoke({"output": "text", "metrics": values},
+                              doc.to_artifact().stage.name)
+    status, action = _galileo_decision(body, values)
+    assert response.status.value == status
+    if action is not None:
+        assert response.to_dict()["action_result"]["type"] == action

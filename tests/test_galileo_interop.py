@@ -75,7 +75,17 @@ def test_an_invoke_request_imports_with_its_custom_metric_declared() -> None:
     assert "metric intent {\n  type label" in source
     assert stage.catalog["intent"].type is MetricType.LABEL
     hook = stage.rulesets[1].action.subscriptions[0]
-    assert hook.statuses == (Status.TRIGGERED, Status.TIMEOUT)  # read in any case
+    assert hook.statuses == (Status.TRIGGERED, Status.TIMEOUT)
+
+
+def test_upper_case_subscription_statuses_are_read_with_a_warning() -> None:
+    body = [{"rules": [{"metric": "pii", "operator": "not_empty"}], "action": {
+        "type": "PASSTHROUGH", "subscriptions": [{"url": "https://h.example.com",
+                                                  "statuses": ["TIMEOUT"]}]}}]
+    result = import_galileo(json.dumps(body), "in.json", stage="s")
+    assert result.ok and result.rulesets[0].action.subscriptions[0].statuses == (
+        Status.TIMEOUT,)
+    assert any("lower case" in d.message for d in result.diagnostics)
 
 
 @pytest.mark.parametrize(("rule", "code", "words"), [
