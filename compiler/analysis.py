@@ -498,9 +498,6 @@ class Witness:
 
     values: Mapping[str, Value | Failure]
 
-    def get(self, metric: str) -> Value | Failure:
-        return self.values.get(metric)
-
     def to_data(self) -> dict[str, object]:
         metrics: dict[str, object] = {}
         failures: dict[str, str] = {}
@@ -571,10 +568,6 @@ def coalesce(boxes: list[Box]) -> list[Box]:
         if len(merged) < len(boxes):
             boxes = [(*k[:d], m, *k[d:]) for k, m in merged.items()]
     return boxes
-
-
-def is_empty(boxes: Sequence[Box]) -> bool:
-    return not boxes
 
 
 # ---- deciding regions ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.galileo_interop import export_galileo, import_galileo
 from stageguard.compiler.sources import Source, read
 from stageguard.runtime.fsutil import atomic_write
-from stageguard.runtime.registry import Registry, RegistryError
+from stageguard.runtime.registry import Registry
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -80,12 +80,7 @@ def _export(args: argparse.Namespace) -> int:
     project, _, name = args.stage.rpartition("/")
     registry = Registry(args.registry)
     index = registry.read_index()
-    if not project:
-        holders = [p for p, stages in index.projects.items() if name in stages]
-        if len(holders) != 1:
-            raise RegistryError(f"stage `{name}` is in {len(holders)} projects of "
-                                f"{args.registry}; write PROJECT/STAGE")
-        project = holders[0]
+    project = project or registry.project_of(name, index)
     if args.project_id is not None:
         try:
             uuid.UUID(args.project_id)

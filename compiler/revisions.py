@@ -53,14 +53,10 @@ def from_registry(spec: str, root: str) -> Side:
             raise SideError(f"`{spec}`: the version after @ is a number from 1")
         version = int(version_text)
     registry = Registry(root)
-    index = registry.read_index()
-    if not project:
-        holders = [p for p, stages in index.projects.items() if stage in stages]
-        if len(holders) != 1:
-            where = "no project" if not holders else f"projects {', '.join(sorted(holders))}"
-            raise SideError(f"`{spec}`: stage `{stage}` is in {where} of registry {root}; "
-                            "write registry:PROJECT/STAGE")
-        project = holders[0]
+    try:
+        project = project or registry.project_of(stage)
+    except RegistryError as exc:
+        raise SideError(f"`{spec}`: {exc}") from None
     try:
         artifact = registry.load(project, stage, version)
     except RegistryError as exc:

@@ -112,6 +112,16 @@ class Registry:
                                 f"{index.format_version}; this stageguard reads version 1")
         return index
 
+    def project_of(self, stage: str, index: Index | None = None) -> str:
+        """The one project holding a stage of this name (for commands given no project)."""
+        index = index or self.read_index()
+        holders = sorted(p for p, stages in index.projects.items() if stage in stages)
+        if len(holders) != 1:
+            where = "no project" if not holders else f"projects {', '.join(holders)}"
+            raise RegistryError(f"stage `{stage}` is in {where} of registry {self.root}"
+                                + ("; write PROJECT/STAGE" if holders else ""))
+        return holders[0]
+
     def artifact_path(self, project: str, stage: str, version: int) -> Path:
         return self.root / project / stage / f"v{version}.json"
 

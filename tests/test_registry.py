@@ -141,3 +141,17 @@ def test_lock_file_is_the_only_non_data_file(tmp_path: Path) -> None:
     reg.publish(arts(stage_text("0.5")))
     names = sorted(os.listdir(tmp_path / "r"))
     assert names == [".lock", "index.json", "p"]
+
+
+def test_project_of_a_stage_name(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    for project in ("a", "b"):
+        result = compile_text(f"project {project}\nstage shared {{\n  type local\n}}\n"
+                              f"stage only_{project} {{\n  type local\n}}\n")
+        assert result.ok
+        reg.publish(result.artifacts)
+    assert reg.project_of("only_b") == "b"
+    with pytest.raises(RegistryError, match=r"projects a, b of registry .*PROJECT/STAGE"):
+        reg.project_of("shared")
+    with pytest.raises(RegistryError, match="no project"):
+        reg.project_of("missing")
