@@ -14,6 +14,7 @@ with an internal-error diagnostic and nothing is written.
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -120,6 +121,7 @@ class _Printer:
         self.text = text
         self.file = file
         self.comments = sorted(file.comments, key=lambda c: c.span.start)
+        self.starts = [c.span.start for c in self.comments]
         self.placed: set[int] = set()
         self.lines: list[str] = []
 
@@ -132,8 +134,9 @@ class _Printer:
     # -- comments
 
     def comments_in(self, lo: int, hi: int) -> list[ast.Comment]:
-        return [c for c in self.comments
-                if lo <= c.span.start < hi and c.span.start not in self.placed]
+        # Bisected: a file with a comment per statement must not format in quadratic time.
+        first, last = bisect_left(self.starts, lo), bisect_left(self.starts, hi)
+        return [c for c in self.comments[first:last] if c.span.start not in self.placed]
 
     def take(self, comment: ast.Comment) -> str:
         self.placed.add(comment.span.start)
@@ -143,26 +146,27 @@ class _Printer:
         return self.text.count("\n", a, b) >= 2
 
     def trailing(self, end: int, end_line: int) -> str:
-        """A comment after `end` on the same line."""
-        for c in self.comments:
-            if c.span.start >= end and c.span.line == end_line and c.span.start not in self.placed:
-                gap = self.text[end:c.span.start]
-                if not gap.replace(",", "").strip():  # a list element's comma may sit between
-                    return "  " + self.take(c)
-            elif c.span.start > end and c.span.line > end_line:
-                break
+        """A comment after `end` on the same line (a comment runs to the end of its line, so
+        there is at most one)."""
+        i = bisect_left(self.starts, end)
+        if i < len(self.comments):
+            c = self.comments[i]
+            gap = self.text[end:c.span.start]
+            # A list element's comma may sit between the element and its comment.
+            if c.span.line == end_line and c.span.start not in self.placed \
+                    and not gap.replace(",", "").strip():
+                return "  " + self.take(c)
         return ""
-
-    # -- blocks
 
     def block(self, items: Sequence[object], lo: int, hi: int, indent: str,
               top: bool = False) -> None:
         """Statements and free comments between offsets lo and hi, in source order."""
         entries: list[tuple[int, int, object]] = [
             (i.span.start, i.span.end, i) for i in items]  # type: ignore[attr-defined]
-        inside = [(s, e) for s, e, _ in entries]
+        starts = [s for s, _, _ in entries]  # items are in source order
         for c in self.comments_in(lo, hi):
-            if not any(s < c.span.start < e for s, e in inside):
+            k = bisect_left(starts, c.span.start) - 1  # the last item starting before it
+            if k < 0 or not entries[k][1] > c.span.start:  # ... does not hold it: free
                 entries.append((c.span.start, c.span.end, c))
         entries.sort(key=lambda t: t[0])
         prev: tuple[int, object] | None = None
@@ -201,14 +205,15 @@ class _Printer:
             i += 1
         raise AssertionError("a parsed block has an opening brace")
 
-    def braced(self, header: str, node: object, after: int, items: Sequence[object],
+    def braced(self, header: str, node: object, after: Span, items: Sequence[object],
                indent: str, children: Callable[[], None] | None = None) -> None:
+        """A block opened by `{` somewhere after the token `after` (its name or keyword)."""
         span: Span = node.span  # type: ignore[attr-defined]
-        brace = self.open_brace(after)
+        brace = self.open_brace(after.end)
         for c in self.comments_in(span.start, brace):
             self.lines.append(indent + self.take(c))
         self.lines.append(indent + header + " {")
-        brace_line = self.text.count("\n", 0, brace) + 1
+        brace_line = after.end_line + self.text.count("\n", after.end, brace)
         self.lines[-1] += self.trailing(brace + 1, brace_line)
         if children is not None:
             children()
@@ -220,16 +225,16 @@ class _Printer:
 
     def item(self, node: object, indent: str) -> None:
         if isinstance(node, ast.MetricDecl):
-            self.braced(f"metric {node.name.value}", node, node.name.span.end, node.items,
+            self.braced(f"metric {node.name.value}", node, node.name.span, node.items,
                         indent)
         elif isinstance(node, ast.Stage):
-            self.braced(f"stage {node.name.value}", node, node.name.span.end, node.items,
+            self.braced(f"stage {node.name.value}", node, node.name.span, node.items,
                         indent)
         elif isinstance(node, ast.Ruleset):
-            self.braced(f"ruleset {node.name.value}", node, node.name.span.end, node.items,
+            self.braced(f"ruleset {node.name.value}", node, node.name.span, node.items,
                         indent)
         elif isinstance(node, ast.Override):
-            self.braced("override", node, node.keyword.end, (), indent,
+            self.braced("override", node, node.keyword, (), indent,
                         children=lambda: self.choices(node, indent + INDENT))
         else:
             self.leaf(node, indent)
