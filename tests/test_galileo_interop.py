@@ -188,3 +188,19 @@ def test_cli_export_of_a_local_stage_is_its_ruleset_list(
     captured = capsys.readouterr()
     assert "fails closed" in captured.err and "answer_words" in captured.err
     assert main(["import", "galileo", str(tmp_path / "missing.json")]) == 1
+
+
+def test_cli_export_a_pinned_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = str(tmp_path / "reg")
+    for threshold in ("0.5", "0.7"):
+        src = tmp_path / "p.sg"
+        src.write_text("project p\nstage s {\n  type central\n  ruleset r {\n"
+                       f"    when output_toxicity > {threshold}\n    passthrough\n  }}\n}}\n",
+                       encoding="utf-8")
+        assert main(["build", str(src), "--registry", reg]) == 0
+    capsys.readouterr()
+    assert main(["export", "galileo", "p/s", "--registry", reg, "--version", "1"]) == 0
+    rule = json.loads(capsys.readouterr().out)["prioritized_rulesets"][0]["rules"][0]
+    assert rule["target_value"] == 0.5
+    assert main(["export", "galileo", "s", "--registry", reg, "--version", "3"]) == 1
+    assert "no version 3" in capsys.readouterr().err
