@@ -22,6 +22,7 @@ from stageguard.compiler.analysis import (
     coalesce,
     differences,
     intersect,
+    refine,
     subtract,
 )
 from stageguard.compiler.unparse import rule_source
@@ -34,8 +35,8 @@ RESHAPED = "changed: some payloads start and others stop triggering"
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One structural change. `effect` marks changes observable without a change of
-    decision (webhook subscriptions), which count as behaviour for the exit code."""
+    """One structural change. `effect` marks changes observable though no payload's
+    decision or webhook changes (a stage renamed or retyped): they count as behaviour."""
 
     kind: str
     message: str
@@ -67,6 +68,35 @@ class Region:
                 "before": self.before.to_data(), "after": self.after.to_data()}
 
 
+@dataclass(frozen=True, slots=True)
+class HookRegion:
+    """Where a subscription starts or stops firing: its ruleset ends `before` / `after`
+    (None: the ruleset is absent) and the url is posted to on one side only."""
+
+    url: str
+    ruleset: str
+    before: Status | None
+    after: Status | None
+    fires_before: bool
+    boxes: tuple[Box, ...]
+    descriptions: tuple[str, ...]
+    witness: Witness
+
+    def text(self) -> str:
+        def side(status: Status | None, fires: bool) -> str:
+            state = "absent" if status is None else f"ends {status.value}"
+            return f"{state}, {'posts' if fires else 'does not post'}"
+        return (f"`{self.ruleset}` {side(self.before, self.fires_before)} → "
+                f"{side(self.after, not self.fires_before)}")
+
+    def to_data(self) -> dict[str, object]:
+        return {"url": self.url, "ruleset": self.ruleset,
+                "before": self.before.value if self.before else None,
+                "after": self.after.value if self.after else None,
+                "fires_before": self.fires_before, "fires_after": not self.fires_before,
+                "where": list(self.descriptions), "witness": self.witness.to_data()}
+
+
 @dataclass(frozen=True)
 class StageDiff:
     project: str
@@ -76,11 +106,12 @@ class StageDiff:
     changes: tuple[Change, ...]
     regions: tuple[Region, ...]
     space: Space | None = field(default=None, compare=False, repr=False)
+    hooks: tuple[HookRegion, ...] = ()
 
     @property
     def behaviour_changed(self) -> bool:
-        return self.old is None or self.new is None or bool(self.regions) or any(
-            c.effect for c in self.changes)
+        return self.old is None or self.new is None or bool(self.regions) or bool(
+            self.hooks) or any(c.effect for c in self.changes)
 
     @property
     def status(self) -> str:
@@ -100,6 +131,7 @@ class StageDiff:
             "behaviour_changed": self.behaviour_changed,
             "changes": [c.to_data() for c in self.changes],
             "regions": [r.to_data() for r in self.regions],
+            "webhooks": [h.to_data() for h in self.hooks],
         }
 
 
@@ -164,9 +196,64 @@ def diff_stage(old: Artifact | None, new: Artifact | None,
             kind, f"stage `{name}` {verb} ({n} ruleset{'s' if n != 1 else ''})"),), ())
     renames = _renames(old.rulesets, new.rulesets)
     changes = _structural(old, new, renames)
-    space, regions = behaviour(StageModel.of(old), StageModel.of(new),
-                               {v: k for k, v in renames.items()})
-    return StageDiff(project, name, old, new, tuple(changes), tuple(regions), space)
+    rename = {v: k for k, v in renames.items()}
+    before, after = StageModel.of(old), StageModel.of(new)
+    space, regions = behaviour(before, after, rename)
+    return StageDiff(project, name, old, new, tuple(changes), tuple(regions), space,
+                     tuple(webhooks(space, before, after, rename)))
+
+
+def _hooks(rs: RulesetSpec | None) -> dict[str, set[Status]]:
+    out: dict[str, set[Status]] = {}
+    for sub in rs.action.subscriptions if rs is not None else ():
+        out.setdefault(sub.url, set()).update(sub.statuses)
+    return out
+
+
+def webhooks(space: Space, old: StageModel, new: StageModel,
+             rename: Mapping[str, str] | None = None) -> list[HookRegion]:
+    """Every region where a subscription starts or stops being posted to. Every ruleset is
+    evaluated (not only up to the winner), so a ruleset's own outcome decides its hooks,
+    whatever the others do: this compares each ruleset with itself."""
+    rename = rename or {}
+    old_by = {rs.name: rs for rs in old.rulesets}
+    new_by = {rename.get(rs.name, rs.name): rs for rs in new.rulesets}
+    out = []
+    for name in dict.fromkeys([*old_by, *new_by]):
+        a, b = old_by.get(name), new_by.get(name)
+        hooks_a, hooks_b = _hooks(a), _hooks(b)
+        if not (hooks_a or hooks_b) or (
+                hooks_a == hooks_b and a is not None and b is not None
+                and a.rules == b.rules and old.fail_closed == new.fail_closed):
+            continue
+        pieces: list[tuple[Box, object]] = [(space.full, None)]
+        if a is not None:
+            alone = StageModel(name, (a,), old.catalog, old.fail_closed)
+            pieces = [(box, d.status) for box, _, d in refine(space, alone, pieces)]
+        if b is not None:
+            alone = StageModel(name, (b,), new.catalog, new.fail_closed)
+            outcomes = [(box, was, d.status) for box, was, d in refine(space, alone, pieces)]
+        else:
+            outcomes = [(box, was, None) for box, was in pieces]
+        for url in dict.fromkeys([*hooks_a, *hooks_b]):
+            groups: dict[tuple[object, object], list[Box]] = {}
+            for box, was, now in outcomes:
+                fires_a = was in hooks_a.get(url, ())
+                fires_b = now in hooks_b.get(url, ())
+                if fires_a != fires_b:
+                    groups.setdefault((was, now), []).append(box)
+            for (was, now), boxes in groups.items():
+                merged = coalesce(boxes)
+                out.append(HookRegion(
+                    url, rename_back(name, rename), was, now,  # type: ignore[arg-type]
+                    was in hooks_a.get(url, ()), tuple(merged),
+                    tuple(space.describe(x) for x in merged), space.witness(merged[0])))
+    return out
+
+
+def rename_back(name: str, rename: Mapping[str, str]) -> str:
+    """The new name of a ruleset known by its old one."""
+    return next((new for new, old in rename.items() if old == name), name)
 
 
 def behaviour(old: StageModel, new: StageModel,
@@ -247,17 +334,17 @@ def _structural(old: Artifact, new: Artifact, renames: Mapping[str, str]) -> lis
     old_by = {r.name: (i, r) for i, r in enumerate(old.rulesets)}
     new_by = {r.name: (i, r) for i, r in enumerate(new.rulesets)}
     inverse = {v: k for k, v in renames.items()}
-    for name, (i, rs) in old_by.items():
+    for name, (i, _) in old_by.items():
         if name in renames:
             out.append(Change("ruleset-renamed", f"ruleset `{name}` renamed to "
                               f"`{renames[name]}`", ruleset=renames[name]))
         elif name not in new_by:
             out.append(Change("ruleset-removed", f"ruleset `{name}` removed (was priority "
-                              f"{i + 1})", ruleset=name, effect=bool(rs.action.subscriptions)))
-    for name, (j, rs) in new_by.items():
+                              f"{i + 1})", ruleset=name))
+    for name, (j, _) in new_by.items():
         if name not in old_by and name not in inverse:
             out.append(Change("ruleset-added", f"ruleset `{name}` added at priority {j + 1}",
-                              ruleset=name, effect=bool(rs.action.subscriptions)))
+                              ruleset=name))
     # Priority: rulesets present on both sides (renames followed) whose relative order changed.
     old_order = [r.name for r in old.rulesets if r.name in new_by or r.name in renames]
     new_order = [inverse.get(r.name, r.name) for r in new.rulesets
@@ -344,7 +431,7 @@ def _ruleset_changes(o: RulesetSpec, n: RulesetSpec,
         parts = [f"- {u} on {', '.join(x.value for x in st)}" for u, st in sorted(before - after)]
         parts += [f"+ {u} on {', '.join(x.value for x in st)}" for u, st in sorted(after - before)]
         out.append(Change("subscriptions-changed", f"ruleset `{name}`: notifications changed ("
-                          + "; ".join(parts or ["order"]) + ")", name, effect=bool(parts)))
+                          + "; ".join(parts or ["order"]) + ")", name))
     if o.description != n.description:
         out.append(Change("description", f"ruleset `{name}`: description changed", name))
     return out

@@ -43,8 +43,7 @@ def text(report: DiffReport) -> str:
             if s.old and s.new and s.old.version != s.new.version else ""
         out.append(f"\nstage {s.project}/{s.name}: {s.status}{versions}")
         for c in s.changes:
-            mark = " [webhooks]" if c.effect else ""
-            out.append(f"  ~ {c.message}{f' ({c.direction})' if c.direction else ''}{mark}")
+            out.append(f"  ~ {c.message}{f' ({c.direction})' if c.direction else ''}")
         plain = [r for r in s.regions if not r.failures]
         failing = [r for r in s.regions if r.failures]
         if plain:
@@ -66,6 +65,15 @@ def text(report: DiffReport) -> str:
             out.append(f"      witness: {first.witness.text()}")
             out.append(f"      before:  {first.before.text()}")
             out.append(f"      after:   {first.after.text()}")
+        if s.hooks:
+            out.append(f"  webhooks that start or stop being posted ({len(s.hooks)} region"
+                       f"{'s' if len(s.hooks) != 1 else ''}):")
+        for h in s.hooks[:SHOWN]:
+            out.append(f"   - {h.url}: {h.text()}")
+            out.append(f"      where {h.descriptions[0]}")
+            out.append(f"      witness: {h.witness.text()}")
+        if len(s.hooks) > SHOWN:
+            out.append(f"   … {len(s.hooks) - SHOWN} more (see --format json)")
         if s.old and s.new and not s.behaviour_changed:
             out.append("  no payload changes fate (proved for every payload)")
     if len(out) == 1:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel, decide
 from stageguard.compiler.cli import main
-from stageguard.compiler.diff import TIGHTENED, behaviour
+from stageguard.compiler.diff import TIGHTENED, behaviour, webhooks
+from stageguard.runtime.evaluate import ruleset_outcome
 from tests.conftest import POLICIES
 from tests.strategies import payloads, stage_models, stage_pairs
 
@@ -41,10 +42,40 @@ def test_diff_regions_are_exactly_where_decisions_differ(
         assert differs == inside, p
 
 
+def _posts(stage: StageModel, values: dict[str, object]) -> set[tuple[str, str]]:
+    """(url, ruleset) pairs the runtime's reference evaluation would post to."""
+    out = set()
+    for rs in stage.rulesets:
+        status, _ = ruleset_outcome(rs.rules, lambda m: values.get(m), stage.fail_closed)
+        out |= {(s.url, rs.name) for s in rs.action.subscriptions if status in s.statuses}
+    return out
+
+
+@settings(max_examples=int(os.environ.get("STAGEGUARD_DIFF_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stage_pairs(), st.data())
+def test_webhook_regions_are_exactly_where_posts_change(
+        pair: tuple[StageModel, StageModel], data: st.DataObject) -> None:
+    old, new = pair
+    space, _ = behaviour(old, new)
+    hooks = webhooks(space, old, new)
+    for h in hooks:
+        w = dict(h.witness.values)
+        assert ((h.url, h.ruleset) in _posts(old, w)) == h.fires_before
+        assert ((h.url, h.ruleset) in _posts(new, w)) != h.fires_before
+    catalog = {**old.catalog, **new.catalog}
+    for p in data.draw(st.lists(payloads(catalog, failures=True), min_size=20, max_size=20)):
+        changed = _posts(old, p) ^ _posts(new, p)
+        reported = {(h.url, h.ruleset) for h in hooks
+                    if any(space.contains(b, p) for b in h.boxes)}
+        assert changed == reported, p
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stage_models())
 def test_a_stage_never_differs_from_itself(stage: StageModel) -> None:
-    assert behaviour(stage, stage)[1] == []
+    space, regions = behaviour(stage, stage)
+    assert regions == [] and webhooks(space, stage, stage) == []
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -194,3 +225,14 @@ def test_a_renamed_stage_is_reported_as_one(tmp_path: Path,
                       str(new)], capsys)
     (stage,) = json.loads(out)["stages"]
     assert code == 1 and [c["kind"] for c in stage["changes"]] == ["stage-renamed"]
+
+
+def test_fixture_notification_added_posts_exactly_where_the_ruleset_triggers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, stage = _case("notify_added", capsys)
+    assert code == 1 and stage["regions"] == []  # no decision changes ...
+    (hook,) = stage["webhooks"]                    # ... but a webhook now fires
+    assert hook["url"] == "https://hooks.example.com/toxic" and hook["fires_after"]
+    # output_guard fails closed: a failing toxicity scorer triggers the ruleset too.
+    assert hook["where"] == ["(output_toxicity >= 0.7 or output_toxicity fails)"]
+    assert hook["witness"] == {"metrics": {"output_toxicity": 0.71}}
