@@ -89,8 +89,10 @@ def _fmt(args: argparse.Namespace) -> int:
             sys.stdout.writelines(difflib.unified_diff(
                 src.text.splitlines(True), new.splitlines(True),
                 f"{src.path}", f"{src.path} (formatted)"))
+        elif args.write and src.path == "<stdin>":
+            sys.stdout.write(new)  # nothing to rewrite: standard input goes to the output
         elif args.write:
-            if new != src.text and src.path != "<stdin>":
+            if new != src.text:
                 path = Path(src.path)
                 atomic_write(path, new.encode("utf-8"), stat.S_IMODE(path.stat().st_mode))
                 unformatted.append(src.path)

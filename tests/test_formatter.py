@@ -147,3 +147,16 @@ def test_fmt_leaves_a_broken_file_alone(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["fmt", "--write", str(path)]) == 1
     assert path.read_text(encoding="utf-8") == "project p\nstage s {\n"
     assert "error[SG" in capsys.readouterr().err
+
+
+def test_fmt_reads_standard_input(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    messy = "project p\nstage s { ruleset r { when output_pii is empty passthrough } }\n"
+    for flags in ([], ["--write"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO(messy))
+        assert main(["fmt", *flags, "-"]) == 0
+        assert capsys.readouterr().out == format_text(messy).text
+    monkeypatch.setattr("sys.stdin", io.StringIO(messy))
+    assert main(["fmt", "--check", "-"]) == 1
