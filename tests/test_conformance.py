@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from stageguard.compiler.analysis import StageModel, decide
+from stageguard.compiler.pipeline import compile_text
 from stageguard.runtime.engine import Runtime
-from stageguard.runtime.evaluate import compile_decider, normalise_value, rule_holds
+from stageguard.runtime.evaluate import (
+    compile_decider,
+    normalise_value,
+    reference_decide,
+    rule_holds,
+)
 from stageguard.runtime.model import Action, ActionType, Operator, RulesetSpec, RuleSpec, Status
 from stageguard.runtime.scorers import Scorers
 from tests.runtime_helpers import build
+from tests.strategies import payloads, source_of, stage_models
 
 CORPUS = Path(__file__).parent / "conformance"
 TRUTH = json.loads((CORPUS / "truth_table.json").read_text(encoding="utf-8"))
@@ -113,3 +124,30 @@ def test_invocation_rules(case: dict[str, Any], registry: Path) -> None:
         assert json.loads(r.to_json())["status"] == expect["wire_status"]
     for metric, n in expect.get("scorer_calls", {}).items():
         assert calls[metric] == n, metric
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(stage=stage_models(), data=st.data())
+def test_interpreter_fast_path_and_invoke_agree(tmp_path: Path, stage: StageModel,
+                                                data: st.DataObject) -> None:
+    """Generated policies, compiled from source and served: the runtime's invoke, the
+    reference interpreter and the analysis's decision agree on generated payloads."""
+    compiled = compile_text(source_of(stage), "g.sg")
+    assert compiled.ok
+    doc = compiled.artifacts[0]
+    path = tmp_path / f"{uuid.uuid4().hex}.json"
+    path.write_bytes(doc.to_bytes(1))
+    with Runtime.from_files(path, deliver_webhooks=False) as rt:
+        for payload in data.draw(st.lists(payloads(stage.catalog), min_size=5, max_size=5)):
+            metrics = {k: list(v) if isinstance(v, tuple) else v for k, v in payload.items()}
+            r = rt.invoke({"output": "text", "metrics": metrics}, "s")
+            expected = reference_decide(stage.rulesets, lambda m, p=payload: p.get(m),
+                                        stage.fail_closed)
+            assert r.ruleset_statuses == expected
+            decision = decide(stage, payload)
+            assert r.status is decision.status
+            if decision.ruleset is not None:
+                assert r.ruleset_results[expected.index(Status.TRIGGERED)].ruleset.name == \
+                    decision.ruleset
