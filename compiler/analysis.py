@@ -667,9 +667,14 @@ def partition(space: Space, stage: StageModel) -> list[tuple[Box, Decision]]:
 def decide(stage: StageModel, values: Mapping[str, Value | Failure]) -> Decision:
     """The stage's decision for one payload by the runtime's reference interpreter: what
     every claim of the analysis is checked against."""
-    from stageguard.runtime.evaluate import reference_decide, stage_status
+    from stageguard.runtime.evaluate import normalise_value, reference_decide, stage_status
 
-    statuses = reference_decide(stage.rulesets, lambda m: values.get(m), stage.fail_closed)
+    def get(metric: str) -> Value | Failure:
+        # As the runtime takes payloads: label lists may come as lists.
+        value = values.get(metric)
+        return value if isinstance(value, Failure) else normalise_value(value)
+
+    statuses = reference_decide(stage.rulesets, get, stage.fail_closed)
     for rs, status in zip(stage.rulesets, statuses, strict=True):
         if status is Status.TRIGGERED:
             return _triggered(rs)

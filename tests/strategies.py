@@ -9,88 +9,19 @@ import math
 from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel
-from stageguard.compiler.unparse import policy_source
-from stageguard.runtime.catalog import BUILTIN_METRICS
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.model import (
-    Action,
-    ActionType,
-    FailMode,
     MetricSpec,
     MetricType,
-    Operator,
-    RulesetSpec,
-    RuleSpec,
-    StageSpec,
-    StageType,
     Status,
-    Subscription,
 )
-
-CUSTOM = (
-    MetricSpec(name="words", type=MetricType.NUMBER, minimum=0, maximum=1000),
-    MetricSpec(name="drift", type=MetricType.NUMBER),
-    MetricSpec(name="topic", type=MetricType.LABEL, labels=("billing", "shipping", "other")),
-    MetricSpec(name="tags", type=MetricType.LABELS, labels=("a", "b", "c", "d")),
+from stageguard.testing.generate import (
+    CATALOG,
+    THRESHOLDS,
+    rulesets,
+    source_of,
 )
-CATALOG = {m.name: m for m in (
-    *(BUILTIN_METRICS[n] for n in ("output_toxicity", "input_toxicity", "output_pii",
-                                    "output_tone", "prompt_injection")),
-    *CUSTOM)}
-# Few thresholds per metric, so rulesets overlap, nest and shadow each other often.
-THRESHOLDS = {"output_toxicity": (0.0, 0.2, 0.5, 0.7, 1.0), "input_toxicity": (0.3, 0.8),
-              "words": (0.0, 10.0, 100.0, 1000.0), "drift": (-1.0, 0.0, 2.5)}
-CHOICES = ("no", "stop", "Sorry.")
-
-
-@st.composite
-def rules(draw: st.DrawFn, metric: MetricSpec) -> RuleSpec:
-    name = metric.name
-    if metric.type in (MetricType.SCORE, MetricType.NUMBER):
-        op = draw(st.sampled_from([Operator.GT, Operator.LT, Operator.GTE, Operator.LTE,
-                                   Operator.EQ, Operator.NEQ]))
-        return RuleSpec(metric=name, operator=op,
-                        target_value=draw(st.sampled_from(THRESHOLDS[name])))
-    labels = metric.labels or ()
-    if metric.type is MetricType.LABEL:
-        op = draw(st.sampled_from([Operator.EQ, Operator.NEQ, Operator.ANY]))
-        if op is Operator.ANY:
-            return RuleSpec(metric=name, operator=op, target_value=tuple(draw(
-                st.lists(st.sampled_from(labels[:4]), min_size=1, max_size=3, unique=True))))
-        return RuleSpec(metric=name, operator=op, target_value=draw(st.sampled_from(labels[:4])))
-    op = draw(st.sampled_from([Operator.CONTAINS, Operator.ANY, Operator.ALL, Operator.EMPTY,
-                               Operator.NOT_EMPTY]))
-    if op is Operator.CONTAINS:
-        return RuleSpec(metric=name, operator=op, target_value=draw(st.sampled_from(labels[:5])))
-    if op in (Operator.ANY, Operator.ALL):
-        return RuleSpec(metric=name, operator=op, target_value=tuple(draw(
-            st.lists(st.sampled_from(labels[:5]), min_size=1, max_size=3, unique=True))))
-    return RuleSpec(metric=name, operator=op)
-
-
-@st.composite
-def rulesets(draw: st.DrawFn, name: str, metrics: list[MetricSpec]) -> RulesetSpec:
-    chosen = draw(st.lists(st.sampled_from(metrics), min_size=1, max_size=3))
-    if draw(st.booleans()):
-        action = Action(type=ActionType.OVERRIDE, choices=tuple(draw(
-            st.lists(st.sampled_from(CHOICES), min_size=1, max_size=2, unique=True))))
-    else:
-        action = Action(type=ActionType.PASSTHROUGH)
-    if draw(st.integers(0, 5)) == 0:
-        action = action.model_copy(update={"subscriptions": (
-            Subscription(url="https://hooks.example.com/x"),)})
-    return RulesetSpec(name=name, rules=tuple(draw(rules(m)) for m in chosen), action=action)
-
-
-@st.composite
-def stage_models(draw: st.DrawFn, max_rulesets: int = 6) -> StageModel:
-    metrics = draw(st.lists(st.sampled_from(sorted(CATALOG.values(), key=lambda m: m.name)),
-                            min_size=1, max_size=4, unique=True))
-    n = draw(st.integers(1, max_rulesets))
-    names = draw(st.permutations([f"r{i}" for i in range(n)]))
-    rs = tuple(draw(rulesets(names[i], metrics)) for i in range(n))
-    used = {r.metric for x in rs for r in x.rules}
-    return StageModel("s", rs, {m: CATALOG[m] for m in used}, draw(st.booleans()))
+from stageguard.testing.generate import stages as stage_models
 
 
 def edited(draw: st.DrawFn, stage: StageModel) -> StageModel:
@@ -159,13 +90,6 @@ def values(draw: st.DrawFn, metric: MetricSpec, failures: bool) -> object:
 def payloads(draw: st.DrawFn, catalog: dict[str, MetricSpec],
              failures: bool = False) -> dict[str, object]:
     return {name: draw(values(spec, failures)) for name, spec in sorted(catalog.items())}
-
-
-def source_of(stage: StageModel) -> str:
-    spec = StageSpec(name=stage.name, type=StageType.CENTRAL,
-                     fail_mode=FailMode.CLOSED if stage.fail_closed else FailMode.OPEN)
-    return policy_source("gen", spec, stage.rulesets,
-                         sorted(stage.catalog.values(), key=lambda m: m.name))
 
 
 COMMENT_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
