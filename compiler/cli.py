@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from stageguard.compiler import cli_galileo, cli_review
+from stageguard.compiler import cli_galileo, cli_review, cli_test
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
 from stageguard.compiler.pipeline import Compilation, compile_paths
@@ -79,6 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     cli_review.add_parsers(sub)
     cli_galileo.add_parsers(sub)
+    cli_test.add_parser(sub)
     return p
 
 
@@ -100,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_review.run(args)
         if args.command in ("import", "export"):
             return cli_galileo.run(args)
+        if args.command == "test":
+            return cli_test.run(args)
         return _inspect(args.target)
     except (RegistryError, InvalidRequest, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ cp -r policies "$work/policies"
   venv/bin/stageguard check policies/ >/dev/null
   venv/bin/stageguard build policies/ --registry reg >/dev/null
   venv/bin/stageguard fmt --check policies/ >/dev/null
+  venv/bin/stageguard test policies/ >/dev/null
   venv/bin/stageguard diff policies/ policies/ --format markdown >/dev/null
   venv/bin/python - <<'PY'
 import sys

@@ -8,5 +8,6 @@ REGISTRY=${REGISTRY:-registry}
 .venv/bin/stageguard check policies/
 .venv/bin/stageguard fmt --check policies/
 .venv/bin/stageguard lint --strict policies/ | tail -n 1
+.venv/bin/stageguard test policies/ | tail -n 2
 .venv/bin/stageguard build policies/ --registry "$REGISTRY"
 .venv/bin/stageguard inspect "$REGISTRY"

@@ -1,0 +1,495 @@
+"""Policy tests: `*.test.toml` files next to the policies, run by `stageguard test` and by
+the pytest plugin.
+
+A file names a default stage and holds `[[case]]`s (one payload, one expectation),
+`[[table]]`s (one expectation, many payloads) and `[[property]]`s (a claim about every
+payload in a region, checked exactly by the analysis, with a counterexample when false).
+Cases are decided by the real runtime on the compiled policies; coverage counts which
+rulesets triggered, which rules were reached, and for every threshold whether a case sat
+just below, at and just above it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import tempfile
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stageguard.compiler.analysis import Space, StageModel, decide, partition
+from stageguard.compiler.api import PolicyError, rulesets_from_source
+from stageguard.compiler.diagnostics import render_all
+from stageguard.compiler.pipeline import compile_paths
+from stageguard.compiler.unparse import number_literal, rule_source
+from stageguard.runtime.engine import InvalidRequest, Runtime
+from stageguard.runtime.evaluate import Failure
+from stageguard.runtime.model import (
+    NUMERIC_OPERATORS,
+    ActionType,
+    Artifact,
+    Operator,
+    Status,
+)
+from stageguard.runtime.response import Response
+
+SUFFIX = ".test.toml"
+_EXPECT_KEYS = {"status", "ruleset", "action", "text", "text_is_choice", "rulesets"}
+_THEN = {"override", "passthrough", "triggered", "not_triggered", "not passthrough",
+         "not override"}
+
+
+class TestFileError(ValueError):
+    """A test file that cannot be read; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Case:
+    file: str
+    name: str
+    stage: str
+    payload: Mapping[str, Any]
+    expect: Mapping[str, Any]
+    rulesets: str | None = None  # local stages: the rulesets the invocation brings
+    line: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.file}::{self.name}"
+
+
+@dataclass(frozen=True)
+class Property:
+    file: str
+    name: str
+    stage: str
+    when: tuple[str, ...]
+    then: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.file}::{self.name}"
+
+
+@dataclass
+class Outcome:
+    id: str
+    passed: bool
+    report: str = ""  # why it failed: expected beside actual, values, rules
+
+
+@dataclass
+class Coverage:
+    """Per stage: rulesets triggered, rules reached, threshold sides hit."""
+
+    triggered: dict[tuple[str, str], int] = field(default_factory=dict)
+    reached: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    sides: dict[tuple[str, str, int], set[str]] = field(default_factory=dict)
+
+    def percent(self) -> tuple[float, float, float]:
+        def pct(hit: int, total: int) -> float:
+            return 100.0 if total == 0 else 100.0 * hit / total
+        rulesets = pct(sum(1 for n in self.triggered.values() if n), len(self.triggered))
+        rules = pct(sum(1 for n in self.reached.values() if n), len(self.reached))
+        sides = pct(sum(len(s) for s in self.sides.values()), 3 * len(self.sides))
+        return rulesets, rules, sides
+
+
+# ---- reading test files ---------------------------------------------------------------------
+
+
+def discover(paths: Sequence[str]) -> list[Path]:
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found += sorted(q for q in p.rglob(f"*{SUFFIX}") if not q.name.startswith("."))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise TestFileError(f"`{raw}` does not exist")
+    return list(dict.fromkeys(found))
+
+
+def read(path: Path) -> tuple[dict[str, Any], list[Case], list[Property]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TestFileError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TestFileError(f"{path}: not valid TOML: {exc}") from None
+    default = data.get("stage")
+    shown = str(path)
+    cases: list[Case] = []
+    known = {"stage", "policies", "case", "table", "property"}
+    unknown = set(data) - known
+    if unknown:
+        raise TestFileError(f"{shown}: unknown key `{sorted(unknown)[0]}` (expected "
+                            f"{', '.join(sorted(known))})")
+
+    def stage_of(entry: Mapping[str, Any], where: str) -> str:
+        stage = entry.get("stage", default)
+        if not isinstance(stage, str):
+            raise TestFileError(f"{shown}: {where}: name a stage (`stage = \"...\"` at the top "
+                                "of the file or in the entry)")
+        return stage
+
+    for i, entry in enumerate(data.get("case", [])):
+        where = f"case {i + 1} ({entry.get('name', 'unnamed')})"
+        cases.append(Case(shown, str(entry.get("name", f"case {i + 1}")), stage_of(entry, where),
+                          _payload(entry, shown, where), _expect(entry, shown, where),
+                          entry.get("rulesets")))
+    for i, entry in enumerate(data.get("table", [])):
+        where = f"table {i + 1} ({entry.get('name', 'unnamed')})"
+        expect = _expect(entry, shown, where)
+        rows = entry.get("rows")
+        if not isinstance(rows, list) or not rows:
+            raise TestFileError(f"{shown}: {where}: `rows` lists the payloads")
+        base = str(entry.get("name", f"table {i + 1}"))
+        for j, row in enumerate(rows):
+            merged = {**{k: v for k, v in entry.items() if k in ("input", "output")}, **row}
+            cases.append(Case(shown, f"{base}[{j + 1}]", stage_of(entry, where),
+                              _payload(merged, shown, f"{where} row {j + 1}"), expect,
+                              entry.get("rulesets")))
+    props: list[Property] = []
+    for i, entry in enumerate(data.get("property", [])):
+        where = f"property {i + 1} ({entry.get('name', 'unnamed')})"
+        when = entry.get("when", [])
+        when = [when] if isinstance(when, str) else when
+        then = entry.get("then")
+        if then not in _THEN and not (isinstance(then, str) and then.startswith("ruleset ")):
+            raise TestFileError(f"{shown}: {where}: `then` is one of {', '.join(sorted(_THEN))}"
+                                " or `ruleset NAME`")
+        props.append(Property(shown, str(entry.get("name", f"property {i + 1}")),
+                              stage_of(entry, where), tuple(when), then))
+    return data, cases, props
+
+
+def _payload(entry: Mapping[str, Any], file: str, where: str) -> dict[str, Any]:
+    metrics = entry.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise TestFileError(f"{file}: {where}: `metrics` is a table of metric values")
+    return {"input": str(entry.get("input", "")), "output": str(entry.get("output", "")),
+            "metrics": {k: (None if v == "missing" else v) for k, v in metrics.items()}}
+
+
+def _expect(entry: Mapping[str, Any], file: str, where: str) -> dict[str, Any]:
+    expect = entry.get("expect")
+    if not isinstance(expect, dict) or not expect:
+        raise TestFileError(f"{file}: {where}: `expect` states at least one of "
+                            f"{', '.join(sorted(_EXPECT_KEYS))}")
+    unknown = set(expect) - _EXPECT_KEYS
+    if unknown:
+        raise TestFileError(f"{file}: {where}: unknown expectation `{sorted(unknown)[0]}`")
+    return expect
+
+
+# ---- running --------------------------------------------------------------------------------
+
+
+@dataclass
+class Suite:
+    stages: dict[str, Artifact]
+    sources: dict[str, str]
+    runtime: Runtime
+
+
+def load_suite(policy_paths: Sequence[str], workdir: Path) -> Suite:
+    compilation = compile_paths(list(policy_paths))
+    if not compilation.ok:
+        raise TestFileError("the policies do not compile:\n"
+                            + render_all(compilation.diagnostics, compilation.sources))
+    files = []
+    stages = {}
+    for doc in compilation.artifacts:
+        art = doc.to_artifact()
+        path = workdir / f"{art.project}.{art.stage.name}.json"
+        path.write_bytes(doc.to_bytes(1))
+        files.append(path)
+        stages[art.stage.name] = art
+    runtime = Runtime.from_files(*files, deliver_webhooks=False)
+    return Suite(stages, compilation.sources, runtime)
+
+
+def run_case(suite: Suite, case: Case, coverage: Coverage | None = None) -> Outcome:
+    art = suite.stages.get(case.stage)
+    if art is None:
+        return Outcome(case.id, False, f"no stage `{case.stage}` in the policies (stages: "
+                       f"{', '.join(sorted(suite.stages))})")
+    rulesets = None
+    if case.rulesets is not None:
+        try:
+            rulesets = rulesets_from_source(case.rulesets, art.metrics)
+        except PolicyError as exc:
+            return Outcome(case.id, False, f"the case's rulesets do not compile: {exc}")
+    try:
+        r = suite.runtime.invoke(case.payload, case.stage, project=art.project,
+                                 rulesets=rulesets)
+    except InvalidRequest as exc:
+        return Outcome(case.id, False, f"the runtime refuses this payload: {exc} (give the "
+                       "case an `input` or `output` text)")
+    problems = _compare(case.expect, r)
+    if coverage is not None:
+        _cover(coverage, case.stage, r)
+    if not problems:
+        return Outcome(case.id, True)
+    return Outcome(case.id, False, _report(case, r, problems, art))
+
+
+def _winner(r: Response) -> str | None:
+    for res in r.ruleset_results:
+        if res.status is Status.TRIGGERED:
+            return res.name
+    return None
+
+
+def _compare(expect: Mapping[str, Any], r: Response) -> list[tuple[str, object, object]]:
+    out: list[tuple[str, object, object]] = []
+    if "status" in expect and str(expect["status"]).lower() != r.status.value:
+        out.append(("status", expect["status"], r.status.value))
+    if "ruleset" in expect:
+        want = expect["ruleset"]
+        got = _winner(r)
+        if (want in ("none", "", None) and got is not None) or (
+                want not in ("none", "", None) and want != got):
+            out.append(("winning ruleset", want, got or "none"))
+    if "action" in expect:
+        got = r.action_result.type.value.lower() if r.action_result else "none"
+        if str(expect["action"]).lower() != got:
+            out.append(("action", expect["action"], got))
+    if "text" in expect and expect["text"] != r.text:
+        out.append(("text", expect["text"], r.text))
+    if expect.get("text_is_choice"):
+        first = _winner(r)
+        spec = next((x.ruleset for x in r.ruleset_results if x.name == first), None)
+        choices = spec.action.choices if spec and spec.action.type is ActionType.OVERRIDE \
+            else None
+        if not choices or r.text not in choices:
+            out.append(("text", "one of the override choices", r.text))
+    for name, want in (expect.get("rulesets") or {}).items():
+        got = next((x.status.value for x in r.ruleset_results if x.name == name), "absent")
+        if str(want).lower() != got:
+            out.append((f"ruleset `{name}`", want, got))
+    return out
+
+
+def _report(case: Case, r: Response, problems: list[tuple[str, object, object]],
+            art: Artifact) -> str:
+    lines = [f"{'':2}{'':<18} {'expected':<28} actual"]
+    for what, want, got in problems:
+        lines.append(f"  {what:<18} {want!s:<28} {got}")
+    metrics = {k: _shown(v.value) for k, v in r.metric_results.items()}
+    if metrics:
+        lines.append("  metric values: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    where = art.source_map
+    lines.append("  rules:")
+    for i, res in enumerate(r.ruleset_results):
+        loc = ""
+        if where is not None and i < len(where.rulesets):
+            line, _ = where.rulesets[i].ruleset
+            loc = f"  [{where.file}:{line}]"
+        lines.append(f"    {res.name}: {res.status.value}{loc}")
+        for k, rule in enumerate(res.rule_results):
+            spot = ""
+            if where is not None and i < len(where.rulesets) and k < len(
+                    where.rulesets[i].rules):
+                spot = f"  [{where.file}:{where.rulesets[i].rules[k][0]}]"
+            text = rule_source(rule.metric, Operator(rule.operator), rule.target_value)
+            value = "" if rule.status == "skipped" else f" (value {_shown(rule.value)})"
+            lines.append(f"      {rule.status:<13} when {text}{value}{spot}")
+    return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, Failure):
+        return f"<{value.status.value}: {value.message}>"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{x}"' for x in value) + "]"
+    return "missing" if value is None else repr(value)
+
+
+def _cover(coverage: Coverage, stage: str, r: Response) -> None:
+    """Count what the stage's own rulesets did (seeded by `seed_coverage`); rulesets a
+    case brought to a local stage are not the policy's."""
+    for res in r.ruleset_results:
+        key = (stage, res.name)
+        if key not in coverage.triggered:
+            continue
+        coverage.triggered[key] += res.status is Status.TRIGGERED
+        for k, rule in enumerate(res.rule_results):
+            rk = (stage, res.name, k)
+            coverage.reached[rk] = coverage.reached.get(rk, 0) + (rule.status != "skipped")
+            sides = coverage.sides.get(rk)
+            if sides is not None:
+                v = rule.value
+                t = rule.target_value
+                if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v):
+                    sides.add("below" if v < t else "at" if v == t else "above")  # type: ignore[operator]
+
+
+def seed_coverage(coverage: Coverage, stages: Iterable[Artifact]) -> None:
+    """Every ruleset, rule and threshold starts at zero, so untested ones count."""
+    for art in stages:
+        if not art.rulesets:
+            continue
+        for rs in art.rulesets:
+            coverage.triggered.setdefault((art.stage.name, rs.name), 0)
+            for k, rule in enumerate(rs.rules):
+                coverage.reached.setdefault((art.stage.name, rs.name, k), 0)
+                if isinstance(rule.target_value, float) and rule.operator in (
+                        NUMERIC_OPERATORS | {Operator.EQ, Operator.NEQ}):
+                    coverage.sides.setdefault((art.stage.name, rs.name, k), set())
+
+
+# ---- properties, checked exactly ------------------------------------------------------------
+
+
+def check_property(suite: Suite, prop: Property) -> Outcome:
+    art = suite.stages.get(prop.stage)
+    if art is None:
+        return Outcome(prop.id, False, f"no stage `{prop.stage}` in the policies")
+    stage = StageModel.of(art)
+    try:
+        when = rulesets_from_source("ruleset when {\n" + "\n".join(
+            f"  when {w}" for w in prop.when) + "\n  passthrough\n}",
+            art.metrics) if prop.when else ()
+    except PolicyError as exc:
+        return Outcome(prop.id, False, f"`when` does not compile: {exc}")
+    region_rules = when[0].rules if when else ()
+    space = Space(stage.catalog, (*stage.rulesets, *when))
+    region = space.ruleset_box(region_rules) if region_rules else space.full
+    if region is None:
+        return Outcome(prop.id, False, "`when` describes no payload at all (its rules "
+                       "contradict each other), so the property says nothing")
+    for box, decision in partition(space, stage):
+        hit = tuple(a & b for a, b in zip(box, region, strict=True))
+        if 0 in hit or _holds(prop.then, decision):
+            continue
+        witness = space.witness(hit)
+        again = decide(stage, witness.values)  # the counterexample, re-evaluated
+        return Outcome(prop.id, False, f"counterexample: {witness.text()}\n"
+                       f"  decided: {again.text()}\n  where: {space.describe(hit)}")
+    return Outcome(prop.id, True)
+
+
+def _holds(then: str, d: object) -> bool:
+    action = d.action.value.lower() if d.action else None  # type: ignore[attr-defined]
+    status = d.status.value  # type: ignore[attr-defined]
+    if then.startswith("ruleset "):
+        return d.ruleset == then.split(" ", 1)[1].strip()  # type: ignore[attr-defined]
+    return {"override": action == "override", "passthrough": action == "passthrough",
+            "triggered": status == "triggered", "not_triggered": status != "triggered",
+            "not passthrough": action != "passthrough",
+            "not override": action != "override"}[then]
+
+
+# ---- suggestions for missing boundary cases -------------------------------------------------
+
+
+def suggest(stages: Mapping[str, Artifact], coverage: Coverage) -> str:
+    """Ready-to-paste `[[case]]`s for every threshold side no case hit: the payload reaches
+    the rule (the ruleset's other rules hold) and sits just below, at or above it; the
+    expectation is what the stage decides today, to be reviewed."""
+    out = []
+    for (stage_name, rs_name, k), sides in sorted(coverage.sides.items()):
+        missing = [s for s in ("below", "at", "above") if s not in sides]
+        if not missing:
+            continue
+        stage = StageModel.of(stages[stage_name])
+        rs = next(r for r in stage.rulesets if r.name == rs_name)
+        rule = rs.rules[k]
+        others = [r for i, r in enumerate(rs.rules) if i != k and r.metric != rule.metric]
+        space = Space(stage.catalog, stage.rulesets)
+        box = space.ruleset_box(others) if others else space.full
+        base = dict(space.witness(box).values) if box is not None else {}
+        t = float(rule.target_value)  # type: ignore[arg-type]
+        spec = stage.catalog.get(rule.metric)
+        for side in missing:
+            value = _side_value(t, side, spec)
+            if value is None:
+                continue
+            values = {**base, rule.metric: value}
+            d = decide(stage, values)
+            metrics = ", ".join(f"{m} = {_toml(v)}" for m, v in values.items())
+            expect = f'status = "{d.status.value}"' + (
+                f', ruleset = "{d.ruleset}"' if d.ruleset else "")
+            name = f"{rs_name}: {rule_source(rule.metric, rule.operator, t)}, {side}"
+            out.append(f'[[case]]\nname = "{name}"\nstage = "{stage_name}"\n'
+                       f'output = "suggested case"\nmetrics = {{ {metrics} }}\n'
+                       f"expect = {{ {expect} }}\n")
+    return "\n".join(out)
+
+
+def _side_value(t: float, side: str, spec: object) -> float | None:
+    lo = getattr(spec, "minimum", None)
+    hi = getattr(spec, "maximum", None)
+    step = 0.01 if (hi is not None and hi <= 1) else 1.0
+    v = {"below": t - step, "at": t, "above": t + step}[side]
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        return None
+    return round(v, 6)
+
+
+def _toml(v: object) -> str:
+    if v is None:
+        return '"missing"'
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(f'"{x}"' for x in v) + "]"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return number_literal(float(v))  # type: ignore[arg-type]
+
+
+# ---- one call for the CLI and the pytest plugin ---------------------------------------------
+
+
+@dataclass
+class Run:
+    outcomes: list[Outcome]
+    coverage: Coverage
+    stages: dict[str, Artifact]
+
+
+def select(items: Iterable[Case | Property], pattern: str | None) -> list[Case | Property]:
+    if not pattern:
+        return list(items)
+    return [i for i in items if pattern in i.name or fnmatch.fnmatch(i.name, pattern)]
+
+
+def policies_for(path: Path, data: Mapping[str, Any]) -> list[str]:
+    raw = data.get("policies", ["."])
+    raw = [raw] if isinstance(raw, str) else raw
+    return [str(path.parent / p) for p in raw]
+
+
+def run_files(paths: Sequence[str], pattern: str | None = None) -> Run:
+    coverage = Coverage()
+    outcomes: list[Outcome] = []
+    stages: dict[str, Artifact] = {}
+    with tempfile.TemporaryDirectory(prefix="stageguard-test-") as tmp:
+        suites: dict[tuple[str, ...], Suite] = {}
+        for n, path in enumerate(discover(paths)):
+            data, cases, props = read(path)
+            key = tuple(policies_for(path, data))
+            if key not in suites:
+                workdir = Path(tmp) / str(n)
+                workdir.mkdir()
+                suites[key] = load_suite(list(key), workdir)
+                seed_coverage(coverage, suites[key].stages.values())
+                stages.update(suites[key].stages)
+            suite = suites[key]
+            for item in select([*cases, *props], pattern):
+                if isinstance(item, Case):
+                    outcomes.append(run_case(suite, item, coverage))
+                else:
+                    outcomes.append(check_property(suite, item))
+        for s in suites.values():
+            s.runtime.close()
+    return Run(outcomes, coverage, stages)
+
+
+__all__ = ["SUFFIX", "Case", "Coverage", "Outcome", "Property", "TestFileError",
+           "check_property", "read", "run_case", "run_files", "suggest"]

@@ -1,0 +1,117 @@
+"""pytest plugin (entry point `pytest11`): `pytest policies/` runs `*.test.toml` policy tests.
+
+Each case, table row and property is one pytest item; policies are compiled once per set of
+policy paths for the whole session. A failing item shows the same expected-beside-actual
+report as `stageguard test`."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Kept free of compiler imports: the plugin loads in every pytest session of a project that
+# installs stageguard, and should cost nothing there until a policy test file turns up.
+SUFFIX = ".test.toml"
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name.endswith(SUFFIX):
+        return PolicyTestFile.from_parent(parent, path=file_path)
+    return None
+
+
+class _Suites:
+    """Compiled policies shared by every item of a session."""
+
+    def __init__(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="stageguard-pytest-")
+        self.suites: dict[tuple[str, ...], Any] = {}
+
+    def get(self, paths: list[str]) -> Any:
+        from stageguard.compiler.policytest import load_suite
+
+        key = tuple(paths)
+        if key not in self.suites:
+            workdir = Path(self.tmp.name) / str(len(self.suites))
+            workdir.mkdir()
+            self.suites[key] = load_suite(paths, workdir)
+        return self.suites[key]
+
+    def close(self) -> None:
+        for suite in self.suites.values():
+            suite.runtime.close()
+        self.tmp.cleanup()
+
+
+_SUITES: _Suites | None = None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    global _SUITES
+    if _SUITES is not None:
+        _SUITES.close()
+        _SUITES = None
+
+
+def _suites() -> _Suites:
+    global _SUITES
+    if _SUITES is None:
+        _SUITES = _Suites()
+    return _SUITES
+
+
+class PolicyTestFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        from stageguard.compiler.policytest import TestFileError, policies_for, read
+
+        try:
+            data, cases, props = read(self.path)
+        except TestFileError as exc:
+            raise self.CollectError(str(exc)) from None
+        policies = policies_for(self.path, data)
+        for item in (*cases, *props):
+            yield PolicyTestItem.from_parent(self, name=item.name, spec=item,
+                                             policies=policies)
+
+
+class PolicyTestFailure(Exception):
+    pass
+
+
+class PolicyTestItem(pytest.Item):
+    def __init__(self, *, spec: Any, policies: list[str], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.spec = spec
+        self.policies = policies
+
+    def runtest(self) -> None:
+        from stageguard.compiler.policytest import (
+            Case,
+            TestFileError,
+            check_property,
+            run_case,
+        )
+
+        try:
+            suite = _suites().get(self.policies)
+        except TestFileError as exc:
+            raise PolicyTestFailure(str(exc)) from None
+        if isinstance(self.spec, Case):
+            outcome = run_case(suite, self.spec)
+        else:
+            outcome = check_property(suite, self.spec)
+        if not outcome.passed:
+            raise PolicyTestFailure(outcome.report)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: str | None = None) -> str:
+        if isinstance(excinfo.value, PolicyTestFailure):
+            return f"{self.spec.id}\n{excinfo.value}"
+        return super().repr_failure(excinfo)  # type: ignore[no-any-return]
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"policy test: {self.name}"

@@ -1,0 +1,120 @@
+"""`stageguard test`, its coverage and suggestions, and the pytest plugin."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from stageguard.compiler.cli import main
+from stageguard.compiler.policytest import run_files
+from tests.conftest import POLICIES
+
+BROKEN = Path(__file__).parent / "policy_tests" / "broken"
+
+
+def test_shipped_policy_tests_pass_with_full_ruleset_coverage(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_files([str(POLICIES)])
+    assert result.outcomes and all(o.passed for o in result.outcomes)
+    rulesets, rules, sides = result.coverage.percent()
+    assert rulesets == 100.0 and rules == 100.0
+    assert sides >= 80.0  # reported; --suggest lists the rest
+    assert main(["test", str(POLICIES), "--coverage-min", "80"]) == 0
+    assert "rulesets triggered 100%" in capsys.readouterr().out
+
+
+def test_a_broken_policy_fails_with_expected_beside_actual(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(BROKEN)]) == 1
+    out = capsys.readouterr().out
+    report = out.split("FAIL  ")[1]
+    assert "toxic answers are stopped at 0.7" in report
+    assert "status             triggered                    not_triggered" in report
+    assert "metric values: output_pii=[], output_toxicity=0.75" in report
+    assert "not_triggered when output_toxicity >= 0.9 (value 0.75)" in report
+    assert "guard.sg:16]" in report  # the rule's source location
+    assert "0 passed, 3 failed" in out
+
+
+def test_a_false_property_gets_a_counterexample(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_files([str(BROKEN)], "always overridden")
+    (outcome,) = result.outcomes
+    assert not outcome.passed
+    assert outcome.report.startswith('counterexample: output_pii=["email"]')
+    assert "decided: not_triggered" in outcome.report
+
+
+def test_suggestions_are_ready_to_paste_and_pass(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "p"
+    work.mkdir()
+    (work / "guard.sg").write_text((BROKEN / "guard.sg").read_text(encoding="utf-8"),
+                                   encoding="utf-8")
+    (work / "guard.test.toml").write_text(
+        'stage = "guard"\n\n[[case]]\nname = "one"\noutput = "x"\nmetrics = { output_pii = [], '
+        'output_toxicity = 0.95 }\nexpect = { ruleset = "toxic" }\n', encoding="utf-8")
+    assert main(["test", str(work), "--suggest"]) == 0
+    out = capsys.readouterr().out
+    suggested = out.split("# missing boundary cases")[1].split("\n", 1)[1]
+    cases = tomllib.loads(suggested)["case"]
+    assert {c["name"].rsplit(", ", 1)[1] for c in cases} == {"below", "at"}
+    assert [c["metrics"]["output_toxicity"] for c in cases] == [0.89, 0.9]
+    with (work / "guard.test.toml").open("a", encoding="utf-8") as f:
+        f.write("\n" + suggested)
+    assert main(["test", str(work), "--coverage-min", "100"]) == 0
+
+
+def test_formats_and_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(BROKEN), "--format", "junit"]) == 1
+    suite = ET.fromstring(capsys.readouterr().out)
+    assert suite.get("tests") == "3" and suite.get("failures") == "3"
+    assert main(["test", str(POLICIES), "--format", "json", "-k", "ssn"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["failed"] == 0 and {r["id"].split("::")[1] for r in data["results"]} == {
+        "an ssn in the answer is replaced", "every answer revealing an ssn is overridden"}
+
+
+def test_bad_test_files_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.sg").write_text("project p\nstage s {\n  type local\n}\n", encoding="utf-8")
+    bad = tmp_path / "x.test.toml"
+    for text, words in [("stage = \n", "not valid TOML"),
+                        ('[[case]]\nname = "a"\nexpect = { status = "triggered" }\n',
+                         "name a stage"),
+                        ('stage = "s"\n[[case]]\nname = "a"\n', "`expect` states"),
+                        ('stage = "s"\n[[case]]\nexpect = { colour = "red" }\n',
+                         "unknown expectation `colour`"),
+                        ('stage = "s"\nextra = 1\n', "unknown key `extra`")]:
+        bad.write_text(text, encoding="utf-8")
+        assert main(["test", str(bad)]) == 1
+        assert words in capsys.readouterr().err
+    assert main(["test", str(tmp_path / "missing")]) == 1
+    bad.write_text('stage = "s"\n[[case]]\nname = "no text"\nexpect = { status = "skipped" }\n',
+                   encoding="utf-8")
+    assert main(["test", str(bad)]) == 1
+    assert "give the case an `input` or `output` text" in capsys.readouterr().out
+
+
+def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *args], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent.parent)
+
+
+def test_pytest_collects_policy_tests(tmp_path: Path) -> None:
+    done = _pytest("policies/")
+    assert done.returncode == 0, done.stdout + done.stderr
+    n = len(run_files([str(POLICIES)]).outcomes)
+    assert f"{n} passed" in done.stdout
+    broken = tmp_path / "broken"
+    shutil.copytree(BROKEN, broken)
+    done = _pytest(str(broken), "--rootdir", str(tmp_path))
+    assert done.returncode == 1
+    assert "3 failed" in done.stdout
+    assert "not_triggered when output_toxicity >= 0.9 (value 0.75)" in done.stdout
