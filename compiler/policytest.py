@@ -20,20 +20,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stageguard.compiler.analysis import Space, StageModel, decide, partition
+from stageguard.compiler.analysis import (
+    Space,
+    StageModel,
+    decide,
+    differences,
+    intersect,
+    partition,
+    subtract,
+)
 from stageguard.compiler.api import PolicyError, rulesets_from_source
 from stageguard.compiler.diagnostics import render_all
 from stageguard.compiler.pipeline import compile_paths
 from stageguard.compiler.unparse import number_literal, rule_source
+from stageguard.runtime.catalog import BUILTIN_METRICS
 from stageguard.runtime.engine import InvalidRequest, Runtime
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.model import (
     NUMERIC_OPERATORS,
+    Action,
     ActionType,
     Artifact,
     Operator,
+    RulesetSpec,
     Status,
 )
+from stageguard.runtime.registry import Registry, RegistryError, load_artifact
 from stageguard.runtime.response import Response
 
 SUFFIX = ".test.toml"
@@ -54,7 +66,7 @@ class Case:
     payload: Mapping[str, Any]
     expect: Mapping[str, Any]
     rulesets: str | None = None  # local stages: the rulesets the invocation brings
-    line: int = 0
+    version: int | None = None   # a pinned version (registry-backed test files)
 
     @property
     def id(self) -> str:
@@ -67,7 +79,9 @@ class Property:
     name: str
     stage: str
     when: tuple[str, ...]
-    then: str
+    then: str | None
+    # "behaves like version N (or the artifact at this path) except where `when` holds"
+    same_as: int | str | None = None
 
     @property
     def id(self) -> str:
@@ -124,7 +138,7 @@ def read(path: Path) -> tuple[dict[str, Any], list[Case], list[Property]]:
     default = data.get("stage")
     shown = str(path)
     cases: list[Case] = []
-    known = {"stage", "policies", "case", "table", "property"}
+    known = {"stage", "policies", "registry", "case", "table", "property"}
     unknown = set(data) - known
     if unknown:
         raise TestFileError(f"{shown}: unknown key `{sorted(unknown)[0]}` (expected "
@@ -141,7 +155,7 @@ def read(path: Path) -> tuple[dict[str, Any], list[Case], list[Property]]:
         where = f"case {i + 1} ({entry.get('name', 'unnamed')})"
         cases.append(Case(shown, str(entry.get("name", f"case {i + 1}")), stage_of(entry, where),
                           _payload(entry, shown, where), _expect(entry, shown, where),
-                          entry.get("rulesets")))
+                          entry.get("rulesets"), _version(entry, data, shown, where)))
     for i, entry in enumerate(data.get("table", [])):
         where = f"table {i + 1} ({entry.get('name', 'unnamed')})"
         expect = _expect(entry, shown, where)
@@ -153,19 +167,39 @@ def read(path: Path) -> tuple[dict[str, Any], list[Case], list[Property]]:
             merged = {**{k: v for k, v in entry.items() if k in ("input", "output")}, **row}
             cases.append(Case(shown, f"{base}[{j + 1}]", stage_of(entry, where),
                               _payload(merged, shown, f"{where} row {j + 1}"), expect,
-                              entry.get("rulesets")))
+                              entry.get("rulesets"), _version(entry, data, shown, where)))
     props: list[Property] = []
     for i, entry in enumerate(data.get("property", [])):
         where = f"property {i + 1} ({entry.get('name', 'unnamed')})"
         when = entry.get("when", [])
         when = [when] if isinstance(when, str) else when
         then = entry.get("then")
-        if then not in _THEN and not (isinstance(then, str) and then.startswith("ruleset ")):
+        same_as = entry.get("same_as")
+        if same_as is not None:
+            if then is not None:
+                raise TestFileError(f"{shown}: {where}: a `same_as` property states no `then`")
+            if isinstance(same_as, int) and "registry" not in data:
+                raise TestFileError(f"{shown}: {where}: `same_as = N` names a version of the "
+                                    "registry given by `registry = \"DIR\"`")
+            if isinstance(same_as, str):
+                same_as = str(path.parent / same_as)
+        elif then not in _THEN and not (isinstance(then, str) and then.startswith("ruleset ")):
             raise TestFileError(f"{shown}: {where}: `then` is one of {', '.join(sorted(_THEN))}"
-                                " or `ruleset NAME`")
+                                " or `ruleset NAME` (or use `same_as`)")
         props.append(Property(shown, str(entry.get("name", f"property {i + 1}")),
-                              stage_of(entry, where), tuple(when), then))
+                              stage_of(entry, where), tuple(when), then, same_as))
     return data, cases, props
+
+
+def _version(entry: Mapping[str, Any], data: Mapping[str, Any], file: str,
+             where: str) -> int | None:
+    version = entry.get("version")
+    if version is None:
+        return None
+    if not isinstance(version, int) or version < 1 or "registry" not in data:
+        raise TestFileError(f"{file}: {where}: `version` pins a version (a number from 1) of "
+                            "the registry given by `registry = \"DIR\"`")
+    return version
 
 
 def _payload(entry: Mapping[str, Any], file: str, where: str) -> dict[str, Any]:
@@ -214,6 +248,17 @@ def load_suite(policy_paths: Sequence[str], workdir: Path) -> Suite:
     return Suite(stages, compilation.sources, runtime)
 
 
+def load_registry_suite(root: str) -> Suite:
+    """A registry as the system under test: latest versions, pinned ones on request."""
+    registry = Registry(root)
+    index = registry.read_index()
+    if not index.projects:
+        raise TestFileError(f"registry {root} holds no stages")
+    stages = {name: registry.load(project, name)
+              for project, entries in index.projects.items() for name in entries}
+    return Suite(stages, {}, Runtime(root, deliver_webhooks=False))
+
+
 def run_case(suite: Suite, case: Case, coverage: Coverage | None = None) -> Outcome:
     art = suite.stages.get(case.stage)
     if art is None:
@@ -227,12 +272,12 @@ def run_case(suite: Suite, case: Case, coverage: Coverage | None = None) -> Outc
             return Outcome(case.id, False, f"the case's rulesets do not compile: {exc}")
     try:
         r = suite.runtime.invoke(case.payload, case.stage, project=art.project,
-                                 rulesets=rulesets)
-    except InvalidRequest as exc:
+                                 rulesets=rulesets, version=case.version)
+    except (InvalidRequest, LookupError) as exc:
         return Outcome(case.id, False, f"the runtime refuses this payload: {exc} (give the "
                        "case an `input` or `output` text)")
     problems = _compare(case.expect, r)
-    if coverage is not None:
+    if coverage is not None and case.version is None:
         _cover(coverage, case.stage, r)
     if not problems:
         return Outcome(case.id, True)
@@ -359,6 +404,8 @@ def check_property(suite: Suite, prop: Property) -> Outcome:
     except PolicyError as exc:
         return Outcome(prop.id, False, f"`when` does not compile: {exc}")
     region_rules = when[0].rules if when else ()
+    if prop.same_as is not None:
+        return _same_as(suite, prop, art, stage, region_rules)
     space = Space(stage.catalog, (*stage.rulesets, *when))
     region = space.ruleset_box(region_rules) if region_rules else space.full
     if region is None:
@@ -373,6 +420,42 @@ def check_property(suite: Suite, prop: Property) -> Outcome:
         return Outcome(prop.id, False, f"counterexample: {witness.text()}\n"
                        f"  decided: {again.text()}\n  where: {space.describe(hit)}")
     return Outcome(prop.id, True)
+
+
+def _same_as(suite: Suite, prop: Property, art: Artifact, stage: StageModel,
+             allowed: Sequence[Any]) -> Outcome:
+    """The stage decides like the other version everywhere but where `when` holds: every
+    region the exact diff finds must lie inside `when`."""
+    try:
+        if isinstance(prop.same_as, int):
+            registry = suite.runtime.registry
+            assert registry is not None
+            other = StageModel.of(registry.load(art.project, art.stage.name, prop.same_as))
+        else:
+            other = StageModel.of(load_artifact(str(prop.same_as)))
+    except (RegistryError, OSError) as exc:
+        return Outcome(prop.id, False, f"cannot load `{prop.same_as}`: {exc}")
+    extra = (RulesetSpec(name="when", rules=tuple(allowed),
+                         action=Action(type=ActionType.PASSTHROUGH)),) if allowed else ()
+    catalog = {**BUILTIN_METRICS, **other.catalog, **stage.catalog}
+    space = Space(catalog, (*other.rulesets, *stage.rulesets, *extra), failures=True)
+    inside = space.ruleset_box(allowed) if allowed else None
+    found = []
+    for box, was, now in differences(space, other, stage):
+        for piece in subtract(box, inside) if inside is not None else [box]:
+            found.append((piece, was, now))
+    if not found:
+        return Outcome(prop.id, True)
+    # Show a counterexample with every metric computed when there is one: easier to read
+    # than one that needs a scorer to fail.
+    plain = [(hit, was, now) for piece, was, now in found
+             if (hit := intersect(piece, space.computed)) is not None]
+    box, was, now = (plain or found)[0]
+    w = space.witness(box, plain=bool(plain))
+    label = f"version {prop.same_as}" if isinstance(prop.same_as, int) else "the other version"
+    return Outcome(prop.id, False,
+                   f"counterexample: {w.text()}\n  {label}: {was.text()}\n"
+                   f"  this version: {now.text()}\n  where: {space.describe(box, bool(plain))}")
 
 
 def _holds(then: str, d: object) -> bool:
@@ -460,6 +543,9 @@ def select(items: Iterable[Case | Property], pattern: str | None) -> list[Case |
 
 
 def policies_for(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """What the file tests: policy paths, or (`registry = "DIR"`) one registry."""
+    if "registry" in data:
+        return [str(path.parent / str(data["registry"]))]
     raw = data.get("policies", ["."])
     raw = [raw] if isinstance(raw, str) else raw
     return [str(path.parent / p) for p in raw]
@@ -475,9 +561,12 @@ def run_files(paths: Sequence[str], pattern: str | None = None) -> Run:
             data, cases, props = read(path)
             key = tuple(policies_for(path, data))
             if key not in suites:
-                workdir = Path(tmp) / str(n)
-                workdir.mkdir()
-                suites[key] = load_suite(list(key), workdir)
+                if "registry" in data:
+                    suites[key] = load_registry_suite(key[0])
+                else:
+                    workdir = Path(tmp) / str(n)
+                    workdir.mkdir()
+                    suites[key] = load_suite(list(key), workdir)
                 seed_coverage(coverage, suites[key].stages.values())
                 stages.update(suites[key].stages)
             suite = suites[key]

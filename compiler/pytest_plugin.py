@@ -31,10 +31,12 @@ class _Suites:
         self.tmp = tempfile.TemporaryDirectory(prefix="stageguard-pytest-")
         self.suites: dict[tuple[str, ...], Any] = {}
 
-    def get(self, paths: list[str]) -> Any:
-        from stageguard.compiler.policytest import load_suite
+    def get(self, paths: list[str], registry: bool = False) -> Any:
+        from stageguard.compiler.policytest import load_registry_suite, load_suite
 
         key = tuple(paths)
+        if key not in self.suites and registry:
+            self.suites[key] = load_registry_suite(paths[0])
         if key not in self.suites:
             workdir = Path(self.tmp.name) / str(len(self.suites))
             workdir.mkdir()
@@ -75,7 +77,7 @@ class PolicyTestFile(pytest.File):
         policies = policies_for(self.path, data)
         for item in (*cases, *props):
             yield PolicyTestItem.from_parent(self, name=item.name, spec=item,
-                                             policies=policies)
+                                             policies=policies, registry="registry" in data)
 
 
 class PolicyTestFailure(Exception):
@@ -83,10 +85,12 @@ class PolicyTestFailure(Exception):
 
 
 class PolicyTestItem(pytest.Item):
-    def __init__(self, *, spec: Any, policies: list[str], **kw: Any) -> None:
+    def __init__(self, *, spec: Any, policies: list[str], registry: bool = False,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.spec = spec
         self.policies = policies
+        self.registry = registry
 
     def runtest(self) -> None:
         from stageguard.compiler.policytest import (
@@ -97,7 +101,7 @@ class PolicyTestItem(pytest.Item):
         )
 
         try:
-            suite = _suites().get(self.policies)
+            suite = _suites().get(self.policies, self.registry)
         except TestFileError as exc:
             raise PolicyTestFailure(str(exc)) from None
         if isinstance(self.spec, Case):

@@ -118,3 +118,46 @@ def test_pytest_collects_policy_tests(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "3 failed" in done.stdout
     assert "not_triggered when output_toxicity >= 0.9 (value 0.75)" in done.stdout
+
+
+def test_registry_versions_and_behaves_like_properties(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = tmp_path / "reg"
+    src = tmp_path / "src" / "guard.sg"
+    src.parent.mkdir()
+    policy = (BROKEN / "guard.sg").read_text(encoding="utf-8")
+    for text in (policy, policy.replace(">= 0.9", ">= 0.7")):  # v1, then v2 lowers the bar
+        src.write_text(text, encoding="utf-8")
+        assert main(["build", str(src.parent), "--registry", str(reg)]) == 0
+    tests = tmp_path / "guard.test.toml"
+    tests.write_text('''registry = "reg"
+stage = "guard"
+
+[[case]]
+name = "the latest version stops 0.75"
+output = "x"
+metrics = { output_pii = [], output_toxicity = 0.75 }
+expect = { ruleset = "toxic" }
+
+[[case]]
+name = "version 1 let 0.75 through"
+version = 1
+output = "x"
+metrics = { output_pii = [], output_toxicity = 0.75 }
+expect = { status = "not_triggered" }
+
+[[property]]
+name = "v2 behaves like v1 except between the bars"
+same_as = 1
+when = ["output_toxicity >= 0.7", "output_toxicity < 0.9"]
+
+[[property]]
+name = "v2 behaves like v1 (false: the bar moved)"
+same_as = 1
+''', encoding="utf-8")
+    capsys.readouterr()
+    assert main(["test", str(tests)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("PASS") == 3 and out.count("FAIL") == 1
+    assert "counterexample: " in out and "version 1: not_triggered" in out
+    assert "this version: triggered by `toxic`" in out
