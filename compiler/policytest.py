@@ -551,32 +551,53 @@ def policies_for(path: Path, data: Mapping[str, Any]) -> list[str]:
     return [str(path.parent / p) for p in raw]
 
 
+class Suites:
+    """Compiled policies (or opened registries), one per set of paths, shared by every test
+    file that names them; for `stageguard test` and the pytest plugin alike."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="stageguard-test-")
+        self._suites: dict[tuple[str, ...], Suite] = {}
+
+    def get(self, paths: Sequence[str], registry: bool = False) -> tuple[Suite, bool]:
+        """The suite, and whether it was loaded by this call."""
+        key = tuple(paths)
+        if key in self._suites:
+            return self._suites[key], False
+        if registry:
+            suite = load_registry_suite(key[0])
+        else:
+            workdir = Path(self._tmp.name) / str(len(self._suites))
+            workdir.mkdir()
+            suite = load_suite(list(key), workdir)
+        self._suites[key] = suite
+        return suite, True
+
+    def close(self) -> None:
+        for suite in self._suites.values():
+            suite.runtime.close()
+        self._tmp.cleanup()
+
+
 def run_files(paths: Sequence[str], pattern: str | None = None) -> Run:
     coverage = Coverage()
     outcomes: list[Outcome] = []
     stages: dict[str, Artifact] = {}
-    with tempfile.TemporaryDirectory(prefix="stageguard-test-") as tmp:
-        suites: dict[tuple[str, ...], Suite] = {}
-        for n, path in enumerate(discover(paths)):
+    suites = Suites()
+    try:
+        for path in discover(paths):
             data, cases, props = read(path)
-            key = tuple(policies_for(path, data))
-            if key not in suites:
-                if "registry" in data:
-                    suites[key] = load_registry_suite(key[0])
-                else:
-                    workdir = Path(tmp) / str(n)
-                    workdir.mkdir()
-                    suites[key] = load_suite(list(key), workdir)
-                seed_coverage(coverage, suites[key].stages.values())
-                stages.update(suites[key].stages)
-            suite = suites[key]
+            suite, new = suites.get(policies_for(path, data), "registry" in data)
+            if new:
+                seed_coverage(coverage, suite.stages.values())
+                stages.update(suite.stages)
             for item in select([*cases, *props], pattern):
                 if isinstance(item, Case):
                     outcomes.append(run_case(suite, item, coverage))
                 else:
                     outcomes.append(check_property(suite, item))
-        for s in suites.values():
-            s.runtime.close()
+    finally:
+        suites.close()
     return Run(outcomes, coverage, stages)
 
 

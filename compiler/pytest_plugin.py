@@ -6,7 +6,6 @@ report as `stageguard test`."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,32 +23,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
-class _Suites:
-    """Compiled policies shared by every item of a session."""
-
-    def __init__(self) -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="stageguard-pytest-")
-        self.suites: dict[tuple[str, ...], Any] = {}
-
-    def get(self, paths: list[str], registry: bool = False) -> Any:
-        from stageguard.compiler.policytest import load_registry_suite, load_suite
-
-        key = tuple(paths)
-        if key not in self.suites and registry:
-            self.suites[key] = load_registry_suite(paths[0])
-        if key not in self.suites:
-            workdir = Path(self.tmp.name) / str(len(self.suites))
-            workdir.mkdir()
-            self.suites[key] = load_suite(paths, workdir)
-        return self.suites[key]
-
-    def close(self) -> None:
-        for suite in self.suites.values():
-            suite.runtime.close()
-        self.tmp.cleanup()
-
-
-_SUITES: _Suites | None = None
+_SUITES: Any = None  # a policytest.Suites, made when the first policy test runs
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -59,10 +33,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _SUITES = None
 
 
-def _suites() -> _Suites:
+def _suites() -> Any:
     global _SUITES
     if _SUITES is None:
-        _SUITES = _Suites()
+        from stageguard.compiler.policytest import Suites
+
+        _SUITES = Suites()
     return _SUITES
 
 
@@ -101,7 +77,7 @@ class PolicyTestItem(pytest.Item):
         )
 
         try:
-            suite = _suites().get(self.policies, self.registry)
+            suite, _ = _suites().get(self.policies, self.registry)
         except TestFileError as exc:
             raise PolicyTestFailure(str(exc)) from None
         if isinstance(self.spec, Case):
