@@ -15,7 +15,7 @@ from stageguard.compiler.formatter import INTERNAL, format_text
 from stageguard.compiler.lint import lint, strict
 from stageguard.compiler.pipeline import compile_paths
 from stageguard.compiler.report import as_json, markdown, text
-from stageguard.compiler.revisions import Side, SideError, from_git, load
+from stageguard.compiler.revisions import Side, SideError, compiled_side, from_git, load
 from stageguard.compiler.sources import Source
 from stageguard.compiler.sources import load as load_sources
 from stageguard.runtime.fsutil import atomic_write
@@ -154,11 +154,7 @@ def _sides(args: argparse.Namespace) -> tuple[Side, Side]:
         missing = [p for p in paths if not Path(p).exists()]
         if missing:
             raise SideError(f"`{missing[0]}` does not exist in the working tree")
-        work = compile_paths(paths)
-        new = Side("working tree", {(a.project, a.stage.name): a for a in
-                                    (d.to_artifact() for d in work.artifacts)},
-                   None, work.diagnostics, work.sources)
-        return old, new
+        return old, compiled_side("working tree", compile_paths(paths))
     if len(args.sides) != 2:
         raise SideError("give OLD and NEW (or --git REV..REV)")
     return load(args.sides[0], args.registry), load(args.sides[1], args.registry)

@@ -216,6 +216,7 @@ def webhooks(space: Space, old: StageModel, new: StageModel,
     evaluated (not only up to the winner), so a ruleset's own outcome decides its hooks,
     whatever the others do: this compares each ruleset with itself."""
     rename = rename or {}
+    back = {v: k for k, v in rename.items()}  # old name -> new name
     old_by = {rs.name: rs for rs in old.rulesets}
     new_by = {rename.get(rs.name, rs.name): rs for rs in new.rulesets}
     out = []
@@ -245,15 +246,10 @@ def webhooks(space: Space, old: StageModel, new: StageModel,
             for (was, now), boxes in groups.items():
                 merged = coalesce(boxes)
                 out.append(HookRegion(
-                    url, rename_back(name, rename), was, now,  # type: ignore[arg-type]
+                    url, back.get(name, name), was, now,  # type: ignore[arg-type]
                     was in hooks_a.get(url, ()), tuple(merged),
                     tuple(space.describe(x) for x in merged), space.witness(merged[0])))
     return out
-
-
-def rename_back(name: str, rename: Mapping[str, str]) -> str:
-    """The new name of a ruleset known by its old one."""
-    return next((new for new, old in rename.items() if old == name), name)
 
 
 def behaviour(old: StageModel, new: StageModel,
@@ -262,10 +258,7 @@ def behaviour(old: StageModel, new: StageModel,
     to old ones for rulesets that were only renamed."""
     rename = rename or {}
     inverse = {v: k for k, v in rename.items()}
-    catalog = {**old.catalog, **new.catalog}
-    if old.catalog and new.catalog:
-        catalog.update(_catalog_models(old, new))
-    space = Space(catalog, (*old.rulesets, *new.rulesets), failures=True)
+    space = joint_space(old, new)
     groups: dict[tuple[Decision, Decision], list[Box]] = {}
     for box, was, now in differences(space, old, new, rename):
         if now.ruleset in inverse:  # report the new side under its own name
@@ -288,8 +281,12 @@ def behaviour(old: StageModel, new: StageModel,
     return space, regions
 
 
-def _catalog_models(old: StageModel, new: StageModel) -> dict[str, MetricSpec]:
-    out: dict[str, MetricSpec] = {}
+def joint_space(old: StageModel, new: StageModel,
+                extra: Sequence[RulesetSpec] = ()) -> Space:
+    """One space for both versions, failures modelled. A metric declared differently on
+    the two sides gets the wider declaration: the analysis must cover every value either
+    version admits. `extra` rulesets only add thresholds (a property's region, say)."""
+    catalog = {**old.catalog, **new.catalog}
     for name in set(old.catalog) & set(new.catalog):
         a, b = old.catalog[name], new.catalog[name]
         if a == b or a.type != b.type:
@@ -298,8 +295,8 @@ def _catalog_models(old: StageModel, new: StageModel) -> dict[str, MetricSpec]:
         hi = None if a.maximum is None or b.maximum is None else max(a.maximum, b.maximum)
         labels = None if a.labels is None or b.labels is None else tuple(
             dict.fromkeys((*a.labels, *b.labels)))
-        out[name] = b.model_copy(update={"minimum": lo, "maximum": hi, "labels": labels})
-    return out
+        catalog[name] = b.model_copy(update={"minimum": lo, "maximum": hi, "labels": labels})
+    return Space(catalog, (*old.rulesets, *new.rulesets, *extra), failures=True)
 
 
 def _content(rs: RulesetSpec) -> object:

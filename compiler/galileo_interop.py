@@ -30,6 +30,7 @@ from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
 from stageguard.runtime.galileo import (
     RulesetError,
     _slug,
+    _target,
     action_from_galileo,
     rule_problem,
     ruleset_to_galileo,
@@ -299,10 +300,7 @@ class _Importer:
                      help="stageguard does not compile this rule as written, so importing it "
                      "would change what the stage means; fix the rule, or drop its ruleset")
             return None
-        value = None if op in NO_TARGET_OPERATORS else (
-            tuple(target) if isinstance(target, list) else
-            float(target) if isinstance(target, int | float) else target)
-        return RuleSpec(metric=name, operator=op, target_value=value)
+        return RuleSpec(metric=name, operator=op, target_value=_target(op, target))
 
 
 def _rules(item: object) -> list[object]:

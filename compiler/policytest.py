@@ -31,6 +31,7 @@ from stageguard.compiler.analysis import (
 )
 from stageguard.compiler.api import PolicyError, rulesets_from_source
 from stageguard.compiler.diagnostics import render_all
+from stageguard.compiler.diff import joint_space
 from stageguard.compiler.pipeline import compile_paths
 from stageguard.compiler.unparse import number_literal, rule_source
 from stageguard.runtime.catalog import BUILTIN_METRICS
@@ -437,8 +438,7 @@ def _same_as(suite: Suite, prop: Property, art: Artifact, stage: StageModel,
         return Outcome(prop.id, False, f"cannot load `{prop.same_as}`: {exc}")
     extra = (RulesetSpec(name="when", rules=tuple(allowed),
                          action=Action(type=ActionType.PASSTHROUGH)),) if allowed else ()
-    catalog = {**BUILTIN_METRICS, **other.catalog, **stage.catalog}
-    space = Space(catalog, (*other.rulesets, *stage.rulesets, *extra), failures=True)
+    space = joint_space(other, _with_catalog(stage, allowed), extra)
     inside = space.ruleset_box(allowed) if allowed else None
     found = []
     for box, was, now in differences(space, other, stage):
@@ -456,6 +456,15 @@ def _same_as(suite: Suite, prop: Property, art: Artifact, stage: StageModel,
     return Outcome(prop.id, False,
                    f"counterexample: {w.text()}\n  {label}: {was.text()}\n"
                    f"  this version: {now.text()}\n  where: {space.describe(box, bool(plain))}")
+
+
+def _with_catalog(stage: StageModel, rules: Sequence[Any]) -> StageModel:
+    """The stage, its catalog extended by the built-in metrics `rules` name."""
+    extra = {r.metric: BUILTIN_METRICS[r.metric] for r in rules
+             if r.metric not in stage.catalog and r.metric in BUILTIN_METRICS}
+    if not extra:
+        return stage
+    return StageModel(stage.name, stage.rulesets, {**stage.catalog, **extra}, stage.fail_closed)
 
 
 def _holds(then: str, d: object) -> bool:
@@ -477,15 +486,18 @@ def suggest(stages: Mapping[str, Artifact], coverage: Coverage) -> str:
     the rule (the ruleset's other rules hold) and sits just below, at or above it; the
     expectation is what the stage decides today, to be reviewed."""
     out = []
+    spaces: dict[str, tuple[StageModel, Space]] = {}
     for (stage_name, rs_name, k), sides in sorted(coverage.sides.items()):
         missing = [s for s in ("below", "at", "above") if s not in sides]
         if not missing:
             continue
-        stage = StageModel.of(stages[stage_name])
+        if stage_name not in spaces:
+            model = StageModel.of(stages[stage_name])
+            spaces[stage_name] = (model, Space(model.catalog, model.rulesets))
+        stage, space = spaces[stage_name]
         rs = next(r for r in stage.rulesets if r.name == rs_name)
         rule = rs.rules[k]
         others = [r for i, r in enumerate(rs.rules) if i != k and r.metric != rule.metric]
-        space = Space(stage.catalog, stage.rulesets)
         box = space.ruleset_box(others) if others else space.full
         base = dict(space.witness(box).values) if box is not None else {}
         t = float(rule.target_value)  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ class Side:
     sources: dict[str, str] | None = None
 
 
-def _compiled(label: str, compilation: object) -> Side:
+def compiled_side(label: str, compilation: object) -> Side:
     c = compilation
     stages = {(a.project, a.stage.name): a for a in
               (d.to_artifact() for d in c.artifacts)}  # type: ignore[attr-defined]
@@ -38,7 +38,7 @@ def _compiled(label: str, compilation: object) -> Side:
 
 
 def from_paths(path: str) -> Side:
-    return _compiled(path, compile_paths([path]))
+    return compiled_side(path, compile_paths([path]))
 
 
 def from_registry(spec: str, root: str) -> Side:
@@ -98,7 +98,7 @@ def from_git(revision: str, paths: list[str]) -> Side:
         sources.append(Source(shown, text))
     if not sources:
         raise SideError(f"no `{SUFFIX}` files under {', '.join(paths)} at {revision}")
-    return _compiled(revision, compile_sources(sources))
+    return compiled_side(revision, compile_sources(sources))
 
 
 def load(spec: str, registry_root: str) -> Side:
