@@ -80,7 +80,18 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_review.add_parsers(sub)
     cli_galileo.add_parsers(sub)
     cli_test.add_parser(sub)
+    _add_serve(sub)
     return p
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    try:
+        from stageguard.server.cli import add_parser
+    except ImportError:  # the server extra is not installed: say so when asked to serve
+        serve = sub.add_parser("serve", help="serve over HTTP (needs the `server` extra)")
+        serve.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    add_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_galileo.run(args)
         if args.command == "test":
             return cli_test.run(args)
+        if args.command == "serve":
+            from stageguard.server.cli import run as serve
+
+            return serve(args)
         return _inspect(args.target)
     except (RegistryError, InvalidRequest, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)

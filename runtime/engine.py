@@ -11,9 +11,11 @@ import gc
 import logging
 import os
 import random as _random
+import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,6 +39,7 @@ from stageguard.runtime.galileo import rulesets_from_galileo
 from stageguard.runtime.model import (
     FORMAT,
     FORMAT_VERSION,
+    IDENTIFIER,
     ActionType,
     Artifact,
     FailMode,
@@ -50,13 +53,14 @@ from stageguard.runtime.model import (
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact_for_serving
 from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
 from stageguard.runtime.scorers import ScoreRequest, Scorers
-from stageguard.runtime.webhooks import Notifier
+from stageguard.runtime.webhooks import Notifier, allow_list, url_allowed
 
 log = logging.getLogger("stageguard.runtime")
 
 DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
 _STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
 _T = Status.TRIGGERED
+_IDENTIFIER = re.compile(IDENTIFIER)
 
 
 class StageNotFound(LookupError):
@@ -70,6 +74,12 @@ class InvalidRequest(ValueError):
 def stage_id(project: str, name: str) -> str:
     """Stable id of a stage: the same project and name give the same id everywhere."""
     return str(uuid.uuid5(_STAGE_NAMESPACE, f"{project}/{name}"))
+
+
+def project_id(project: str) -> str:
+    """Stable id of a project (Galileo addresses projects by id); never equal to a stage id,
+    since project names hold no `/`."""
+    return str(uuid.uuid5(_STAGE_NAMESPACE, project))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +123,36 @@ class _Table:
         self.ids = {stage_id(*k): k for k in stages}
         # Every version the registry lists per stage, as read with the stages themselves.
         self.versions = versions or {}
+
+
+class _Cache:
+    """A small thread-safe LRU map: pinned versions and local rulesets come from callers, so a
+    long-running service must not keep every one it has ever seen."""
+
+    __slots__ = ("_items", "_lock", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[object, LoadedStage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> LoadedStage | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: object, item: LoadedStage) -> LoadedStage:
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class LoadedStage:
@@ -254,18 +294,21 @@ class Runtime:
                  poll_interval: float | None = None, scorers: Scorers | None = None,
                  rng: _random.Random | None = None, notifier: Notifier | None = None,
                  webhook_allow_hosts: Iterable[str] | None = None,
-                 deliver_webhooks: bool = True, scorer_threads: int = 8) -> None:
+                 deliver_webhooks: bool = True, scorer_threads: int = 8,
+                 cache_size: int = 256) -> None:
         self.registry = Registry(registry) if registry is not None else None
         self.scorers = scorers or Scorers()
         self.random = rng or _random.Random()
         self._notifier = notifier
-        self._allow_hosts = webhook_allow_hosts
+        self._allow_hosts = allow_list(webhook_allow_hosts)
         self.deliver_webhooks = deliver_webhooks
         self._scorer_threads = scorer_threads
         self._executor: ThreadPoolExecutor | None = None
         self._table = _Table({})
-        self._pinned: dict[tuple[str, str, int], LoadedStage] = {}
-        self._local: dict[tuple[str, str, str], LoadedStage] = {}
+        # Bounded: a service meets arbitrarily many pinned versions and local rulesets.
+        self._pinned = _Cache(cache_size)
+        self._local = _Cache(cache_size)
+        self._local_versions: dict[tuple[str, str, str], int] = {}  # without a registry
         self._files: dict[tuple[str, str], LoadedStage] = {}
         self.load_errors: dict[str, str] = {}
         self._signature: tuple[int, int, int] | None = None
@@ -439,7 +482,7 @@ class Runtime:
                 pinned = _loaded(self.registry.load(key[0], key[1], version))
             except RegistryError as exc:
                 raise StageNotFound(str(exc)) from None
-            self._pinned[(*key, version)] = pinned
+            self._pinned.put((*key, version), pinned)
         return pinned.with_paused(current.paused)
 
     def artifact(self, *, project: str | None = None, stage_name: str | None = None,
@@ -547,12 +590,16 @@ class Runtime:
         if cached is None:
             version = self._record_local(doc)
             artifact = doc.to_artifact(version)
-            cached = self._local[cache_key] = _loaded(artifact)
+            cached = self._local.put(cache_key, _loaded(artifact))
         return cached.with_paused(self._table.stages.get(base.key, base).paused)
 
     def _record_local(self, doc: ArtifactDocument) -> int:
         if self.registry is None:
-            return 1 + sum(1 for k in self._local if k[:2] == (doc.project, doc.stage))
+            key = (doc.project, doc.stage, doc.digest)
+            if key not in self._local_versions:
+                self._local_versions[key] = 1 + sum(
+                    1 for k in self._local_versions if k[:2] == key[:2])
+            return self._local_versions[key]
         (published,) = self.registry.publish([doc], reuse_any_version=True)
         return published.version
 
@@ -564,9 +611,27 @@ class Runtime:
             raise InvalidRequest("rulesets as source text need the compiler: use "
                                  "stageguard.compiler.api")
         try:
-            return rulesets_from_galileo(rulesets, catalog)
+            specs = rulesets_from_galileo(rulesets, catalog)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+        self.check_webhooks(specs)
+        return specs
+
+    def check_webhooks(self, rulesets: Sequence[RulesetSpec]) -> None:
+        """Refuse subscriptions the notifier would drop: not http(s), or a host outside the
+        allowlist. Checked when a stage or an invocation's rulesets are accepted, so a
+        governance change cannot silently point alerts nowhere."""
+        bad = sorted({s.url for rs in rulesets for s in rs.action.subscriptions
+                      if not url_allowed(s.url, self._allow_hosts)})
+        if bad:
+            allowed = (f"allowed hosts: {', '.join(sorted(self._allow_hosts))}"
+                       if self._allow_hosts is not None else "urls must be http(s) with a host")
+            raise InvalidRequest(f"webhook url{'s' if len(bad) > 1 else ''} not allowed: "
+                                 f"{', '.join(bad)} ({allowed})")
+
+    @property
+    def webhook_allow_hosts(self) -> frozenset[str] | None:
+        return self._allow_hosts
 
     # ---- management API (names as in Galileo Protect) --------------------------------------
 
@@ -582,14 +647,21 @@ class Runtime:
                      fail_mode: FailMode | str = FailMode.OPEN,
                      metrics: Sequence[MetricSpec] = ()) -> StageInfo:
         registry = self._need_registry()
-        kind = StageType(type)
+        for what, value in (("project", project), ("stage name", name)):
+            # Both become registry path parts: nothing but an identifier may pass.
+            if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+                raise InvalidRequest(f"{what} {value!r} is not an identifier (letters, digits, "
+                                     "_ and -, not starting with a digit or -)")
+        try:
+            kind, mode = StageType(type), FailMode(fail_mode)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         catalog = {**BUILTIN_METRICS, **{m.name: m for m in metrics}}
         specs = self.ruleset_specs(prioritized_rulesets or [], catalog)
         if kind is StageType.LOCAL and specs:
             raise InvalidRequest("a local stage is created without rulesets; each invocation "
                                  "brings its own")
-        spec = StageSpec(name=name, type=kind, description=description,
-                         fail_mode=FailMode(fail_mode))
+        spec = StageSpec(name=name, type=kind, description=description, fail_mode=mode)
         doc = _new_document(project, spec, specs, _stage_metrics(specs, kind, metrics))
         try:
             registry.publish([doc], create_only=True, paused=paused)

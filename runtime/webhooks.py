@@ -26,6 +26,22 @@ log = logging.getLogger("stageguard.webhooks")
 _STOP = object()
 
 
+def url_allowed(url: str, allow_hosts: frozenset[str] | None) -> bool:
+    """An http(s) url with a host, and that host in `allow_hosts` (lower case) when given."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    return allow_hosts is None or host.lower() in allow_hosts
+
+
+def allow_list(hosts: Iterable[str] | None) -> frozenset[str] | None:
+    return frozenset(h.lower() for h in hosts) if hosts else None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     url: str
@@ -41,7 +57,7 @@ class Notifier:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.allow_hosts = frozenset(h.lower() for h in allow_hosts) if allow_hosts else None
+        self.allow_hosts = allow_list(allow_hosts)
         self.user_agent = user_agent
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self._lock = threading.Lock()
@@ -54,13 +70,7 @@ class Notifier:
             t.start()
 
     def allowed(self, url: str) -> bool:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return False
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return False
-        return self.allow_hosts is None or parts.hostname.lower() in self.allow_hosts
+        return url_allowed(url, self.allow_hosts)
 
     def send(self, url: str, body: Callable[[], dict[str, Any]], trace_id: str = "") -> bool:
         """Queue one POST; False (and a log line) when it is refused or the queue is full."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ def build(registry: Path, text: str, path: str = "p.sg") -> None:
 class Sink:
     """An HTTP server on 127.0.0.1 recording POSTs; `plan` scripts the status codes."""
 
-    def __init__(self, plan: list[int] | None = None) -> None:
+    def __init__(self, plan: list[int] | None = None, delay: float = 0.0) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.attempts = 0
         self.plan = list(plan or [])
@@ -33,6 +34,8 @@ class Sink:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
+                if delay:
+                    time.sleep(delay)
                 with sink.lock:
                     sink.attempts += 1
                     code = sink.plan.pop(0) if sink.plan else 200

@@ -248,3 +248,55 @@ stage out {
     assert (leak.status, leak.text) == (Status.TRIGGERED, "[redacted]")
     assert leak.metric_results["output_pii"].value == ("credit_card_info",)
     assert clean.status is Status.NOT_TRIGGERED
+
+
+# ---- limits a long-running service needs ------------------------------------------------
+
+def test_pinned_and_local_caches_are_bounded_and_stay_correct(tmp_path: Path) -> None:
+    rt = Runtime(tmp_path, cache_size=2, deliver_webhooks=False)
+    rt.create_stage("s", project="p", prioritized_rulesets=[
+        {"rules": [{"metric": "output_toxicity", "operator": "gt", "target_value": 0.0}],
+         "action": {"type": "OVERRIDE", "choices": ["v1"]}}])
+    for n in range(2, 6):
+        rt.update_stage(stage_name="s", prioritized_rulesets=[
+            {"rules": [{"metric": "output_toxicity", "operator": "gt", "target_value": 0.0}],
+             "action": {"type": "OVERRIDE", "choices": [f"v{n}"]}}])
+    payload = {"output": "x", "metrics": {"output_toxicity": 0.5}}
+    for _ in range(2):
+        for version in range(1, 6):
+            assert rt.invoke(payload, "s", version=version).text == f"v{version}"
+    assert len(rt._pinned) == 2
+    rt.create_stage("l", project="p", type="local")
+    for n in range(5):
+        rules = [{"rules": [{"metric": "output_toxicity", "operator": "gt",
+                             "target_value": n / 10}]}]
+        first = rt.invoke(payload, "l", rulesets=rules).stage_metadata.stage_version
+        assert rt.invoke(payload, "l", rulesets=rules).stage_metadata.stage_version == first
+    assert len(rt._local) == 2
+    rt.close()
+
+
+def test_create_stage_accepts_only_identifiers(tmp_path: Path) -> None:
+    rt = Runtime(tmp_path / "reg")
+    for project, name in (("../evil", "s"), ("p", "../../s"), ("p", "a/b"), ("", "s")):
+        with pytest.raises(InvalidRequest, match="identifier"):
+            rt.create_stage(name, project=project)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "s").exists()
+    with pytest.raises(InvalidRequest):
+        rt.create_stage("s", project="p", fail_mode="sideways")
+
+
+def test_webhook_urls_are_checked_when_a_stage_is_accepted(tmp_path: Path) -> None:
+    rt = Runtime(tmp_path, webhook_allow_hosts=["hooks.internal"])
+
+    def rules(url: str) -> list[dict]:
+        return [{"rules": [{"metric": "output_toxicity", "operator": "gt", "target_value": 0.5}],
+                 "action": {"subscriptions": [{"url": url}]}}]
+
+    with pytest.raises(InvalidRequest, match=r"evil\.example"):
+        rt.create_stage("s", project="p", prioritized_rulesets=rules("https://evil.example/"))
+    assert rt.get_stage(stage_name="s") is None
+    rt.create_stage("s", project="p", prioritized_rulesets=rules("https://HOOKS.internal/a"))
+    rt.create_stage("l", project="p", type="local")
+    with pytest.raises(InvalidRequest, match="not allowed"):
+        rt.invoke({"output": "x"}, "l", rulesets=rules("https://evil.example/"))

@@ -1,0 +1,366 @@
+"""The remote twin of `stageguard.compiler.api`: the same function names and arguments, served
+by `stageguard serve` (the `client` extra: httpx).
+
+    from stageguard import client as sg
+    sg.configure(os.environ["STAGEGUARD_TARGET"], token=os.environ.get("STAGEGUARD_TOKEN"))
+    sg.invoke({"output": answer, "metrics": {...}}, stage_name="output_guard")
+
+`configure` (and `connect`) take a url, which talks to a server, or a registry directory,
+which embeds the runtime in-process; the application's code is the same either way.
+Responses carry the runtime's own types (`Status`, `TraceMetadata`, `ActionResult`, …).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from stageguard.runtime.engine import InvalidRequest, Payload, StageInfo, StageNotFound
+from stageguard.runtime.galileo import ruleset_to_galileo
+from stageguard.runtime.model import (
+    ActionType,
+    Artifact,
+    FailMode,
+    MetricSpec,
+    RulesetSpec,
+    StageType,
+    Status,
+)
+from stageguard.runtime.response import (
+    ActionResult,
+    MetricResult,
+    RuleResult,
+    RulesetResult,
+    StageMetadata,
+    TraceMetadata,
+)
+
+__all__ = ["AuthError", "Client", "RemoteError", "RemoteResponse", "ServiceUnavailable",
+           "configure", "connect", "create_stage", "get_stage", "invoke", "pause_stage",
+           "resume_stage", "update_stage"]
+
+
+class RemoteError(InvalidRequest):
+    """The server refused the request (4xx). `code`, `status_code`, `trace_id` and, for
+    policy source, `diagnostics` (JSON data with spans) come from its error body."""
+
+    def __init__(self, status_code: int, body: Mapping[str, Any]) -> None:
+        self.status_code = status_code
+        self.code = str(body.get("code", "error"))
+        self.trace_id = str(body.get("trace_id", ""))
+        self.diagnostics = list(body.get("diagnostics") or [])
+        self.detail = body.get("detail")
+        text = body.get("rendered") or (
+            self.detail if isinstance(self.detail, str) else
+            "; ".join(f"{d.get('path')}: {d.get('msg')}" for d in self.detail or []))
+        super().__init__(f"{text} (HTTP {status_code}, {self.code}, trace {self.trace_id})")
+
+
+class AuthError(RemoteError, PermissionError):
+    """401 (no or unknown token) or 403 (an invoke-only token on a management call)."""
+
+
+class RemoteStageNotFound(RemoteError, StageNotFound):
+    pass
+
+
+class ServiceUnavailable(ConnectionError):
+    """The server could not be reached, or answered 5xx."""
+
+
+class RemoteResponse:
+    """A decision read back from the wire, with the attributes of the runtime's Response."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+        self.text: str = data["text"]
+        self.status = Status(str(data["status"]).lower())
+        tm = data["trace_metadata"]
+        self.trace_metadata = TraceMetadata(tm["id"], tm["received_at"], tm["response_at"],
+                                            tm["execution_time"])
+        ar = data.get("action_result")
+        self.action_result = (ActionResult(ActionType(ar["type"]), ar["value"])
+                              if ar is not None else None)
+        sm = data["stage_metadata"]
+        self.stage_metadata = StageMetadata(sm["project"], sm["stage_name"], sm["stage_id"],
+                                            sm["stage_version"], sm["stage_type"])
+        self.metadata: dict[str, str] | None = data.get("metadata")
+        self.headers: dict[str, str] | None = data.get("headers")
+        self._ruleset_results: tuple[RulesetResult, ...] | None = None
+
+    def __repr__(self) -> str:
+        return (f"RemoteResponse(status={self.status.value!r}, text={self.text!r}, "
+                f"stage={self.stage_metadata.stage_name!r}@v{self.stage_metadata.stage_version})")
+
+    @property
+    def ruleset_statuses(self) -> tuple[Status, ...]:
+        return tuple(r.status for r in self.ruleset_results)
+
+    @property
+    def ruleset_results(self) -> tuple[RulesetResult, ...]:
+        if self._ruleset_results is None:
+            self._ruleset_results = tuple(
+                RulesetResult(r["name"], Status(r["status"].lower()),
+                              RulesetSpec.model_validate(r["ruleset"]),
+                              tuple(RuleResult(x["metric"], x["operator"],
+                                               _value(x["target_value"]), x["status"].lower(),
+                                               _value(x["value"]), x.get("error"))
+                                    for x in r["rule_results"]))
+                for r in self._data.get("ruleset_results") or [])
+        return self._ruleset_results
+
+    @property
+    def metric_results(self) -> dict[str, MetricResult]:
+        return {n: MetricResult(n, _value(m["value"]), m["status"], m["source"],
+                                m["execution_time"], m.get("error"))
+                for n, m in (self._data.get("metric_results") or {}).items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    model_dump = to_dict
+
+
+def _value(value: object) -> object:
+    # The runtime keeps label lists as tuples; JSON brings lists.
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _stage_info(data: Mapping[str, Any]) -> StageInfo:
+    return StageInfo(id=data["id"], name=data["name"], project=data["project"],
+                     type=StageType(data["type"]), description=data.get("description"),
+                     paused=data["paused"], version=data["version"],
+                     versions=tuple(data["versions"]), fail_mode=FailMode(data["fail_mode"]))
+
+
+def _rulesets(rulesets: str | Sequence[Any] | None) -> str | list[Any] | None:
+    if rulesets is None or isinstance(rulesets, str):
+        return rulesets
+    return [ruleset_to_galileo(r) if isinstance(r, RulesetSpec) else r for r in rulesets]
+
+
+def _payload(payload: Payload | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(payload, Payload):
+        return {"input": payload.input, "output": payload.output,
+                "metrics": dict(payload.metrics) or None}
+    out = {k: payload.get(k) for k in ("input", "output", "metrics") if payload.get(k)
+           is not None}
+    if "metrics" in out:
+        out["metrics"] = {k: list(v) if isinstance(v, tuple | frozenset | set) else v
+                          for k, v in out["metrics"].items()}
+    return out
+
+
+class Client:
+    """One server; thread-safe, with pooled keep-alive connections."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
+                 **httpx_kwargs: Any) -> None:
+        import httpx  # the `client` extra; imported here so the runtime never needs it
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._httpx = httpx
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers,
+                                  timeout=timeout, **httpx_kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, *, json: object = None,
+              params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
+        try:
+            kwargs: dict[str, Any] = {"json": json, "params": params}
+            if timeout is not None:
+                kwargs["timeout"] = timeout
+            resp = self._http.request(method, path, **kwargs)
+        except self._httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"{method} {path}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise ServiceUnavailable(f"{method} {path}: HTTP {resp.status_code} "
+                                     f"{resp.text[:200]}")
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"detail": resp.text[:200]}
+            cls = (AuthError if resp.status_code in (401, 403) else
+                   RemoteStageNotFound if resp.status_code == 404 else RemoteError)
+            raise cls(resp.status_code, body)
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.json()
+        return resp.content
+
+    # ---- the in-process API's functions ------------------------------------------------
+
+    def invoke(self, payload: Payload | Mapping[str, Any], stage_name: str | None = None, *,
+               project: str | None = None, stage_id: str | None = None,
+               version: int | None = None,
+               prioritized_rulesets: str | Sequence[Any] | None = None,
+               timeout: float = 300.0, metadata: Mapping[str, str] | None = None,
+               headers: Mapping[str, str] | None = None) -> RemoteResponse:
+        body: dict[str, Any] = {"payload": _payload(payload), "timeout": timeout}
+        for key, value in (("stage_name", stage_name), ("project_name", project),
+                           ("stage_id", stage_id), ("stage_version", version),
+                           ("prioritized_rulesets", _rulesets(prioritized_rulesets)),
+                           ("metadata", dict(metadata) if metadata is not None else None),
+                           ("headers", dict(headers) if headers is not None else None)):
+            if value is not None:
+                body[key] = value
+        # The HTTP call may outlast the guardrail timeout by the network's share.
+        return RemoteResponse(self._call("POST", "/protect/invoke", json=body,
+                                         timeout=timeout + 30.0))
+
+    def create_stage(self, name: str, *, project: str, type: StageType | str = "central",
+                     description: str | None = None, paused: bool = False,
+                     prioritized_rulesets: str | Sequence[Any] | None = None,
+                     fail_mode: FailMode | str = "open",
+                     metrics: Sequence[MetricSpec] = ()) -> StageInfo:
+        body: dict[str, Any] = {
+            "name": name, "type": StageType(type).value, "paused": paused,
+            "fail_mode": FailMode(fail_mode).value, "description": description,
+            "metrics": [m.model_dump(mode="json") for m in metrics]}
+        rulesets = _rulesets(prioritized_rulesets)
+        if rulesets is not None:
+            body["prioritized_rulesets"] = rulesets
+        return _stage_info(self._call("POST", f"/projects/{project}/stages", json=body))
+
+    def _locate(self, project: str | None, stage_name: str | None,
+                stage_id: str | None) -> tuple[str, str]:
+        if project is not None and (stage_name or stage_id):
+            return project, str(stage_name or stage_id)
+        if stage_name is None and stage_id is None:
+            raise InvalidRequest("name a stage (stage_name or stage_id)")
+        found = [s for s in self.stages()
+                 if (stage_id is not None and s.id == str(stage_id))
+                 or (stage_id is None and s.name == stage_name)]
+        if not found:
+            raise StageNotFound(f"no stage {stage_name or stage_id!r}")
+        if len(found) > 1:
+            raise InvalidRequest(f"stage name {stage_name!r} exists in projects "
+                                 f"{', '.join(s.project for s in found)}; say which project")
+        return found[0].project, found[0].name
+
+    def get_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                  stage_id: str | None = None) -> StageInfo | None:
+        try:
+            project, stage = self._locate(project, stage_name, stage_id)
+            return _stage_info(self._call("GET", f"/projects/{project}/stages/{stage}"))
+        except StageNotFound:
+            return None
+
+    def update_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                     stage_id: str | None = None,
+                     prioritized_rulesets: str | Sequence[Any]) -> StageInfo:
+        project, stage = self._locate(project, stage_name, stage_id)
+        return _stage_info(self._call("POST", f"/projects/{project}/stages/{stage}",
+                                      json={"prioritized_rulesets":
+                                            _rulesets(prioritized_rulesets)}))
+
+    def _pause(self, pause: bool, project: str | None, stage_name: str | None,
+               stage_id: str | None) -> StageInfo:
+        project, stage = self._locate(project, stage_name, stage_id)
+        return _stage_info(self._call("PUT", f"/projects/{project}/stages/{stage}",
+                                      params={"pause": "true" if pause else "false"}))
+
+    def pause_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                    stage_id: str | None = None) -> StageInfo:
+        return self._pause(True, project, stage_name, stage_id)
+
+    def resume_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                     stage_id: str | None = None) -> StageInfo:
+        return self._pause(False, project, stage_name, stage_id)
+
+    # ---- what only the service offers -------------------------------------------------
+
+    def stages(self) -> list[StageInfo]:
+        return [_stage_info(s) for s in self._call("GET", "/stages")]
+
+    def versions(self, *, project: str, stage_name: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/projects/{project}/stages/{stage_name}/versions"))
+
+    def artifact(self, *, project: str, stage_name: str, version: int) -> Artifact:
+        raw = self._call("GET", f"/projects/{project}/stages/{stage_name}/versions/{version}"
+                         "/artifact")
+        return Artifact.model_validate(raw) if not isinstance(raw, bytes) \
+            else Artifact.model_validate_json(raw)
+
+    def publish_source(self, name: str, files: Mapping[str, str] | None = None, *,
+                       source: str | None = None,
+                       project: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"files": dict(files)} if files is not None else {
+            "source": source}
+        if project is not None:
+            body["project"] = project
+        return dict(self._call("POST", f"/stages/{name}/source", json=body))
+
+
+class Protection(Protocol):
+    """What both `Client` and the embedded `stageguard.compiler.api.Protect` offer."""
+
+    def invoke(self, payload: Mapping[str, Any], **kwargs: Any) -> Any: ...
+    def create_stage(self, name: str, **kwargs: Any) -> StageInfo: ...
+    def get_stage(self, **kwargs: Any) -> StageInfo | None: ...
+    def update_stage(self, **kwargs: Any) -> StageInfo: ...
+    def pause_stage(self, **kwargs: Any) -> StageInfo: ...
+    def resume_stage(self, **kwargs: Any) -> StageInfo: ...
+
+
+def connect(target: str | os.PathLike[str], token: str | None = None,
+            **kwargs: Any) -> Protection:
+    """A url gives a `Client`; a registry directory gives the embedded runtime."""
+    text = os.fspath(target)
+    if text.startswith(("http://", "https://")):
+        return Client(text, token, **kwargs)
+    from stageguard.compiler.api import Protect  # embedded: the compiler reads source rulesets
+
+    return Protect(text, **kwargs)
+
+
+_default: Protection | None = None
+
+
+def configure(target: str | os.PathLike[str], token: str | None = None,
+              **kwargs: Any) -> Protection:
+    """Point the module-level functions at a server (url) or a registry (directory)."""
+    global _default
+    old, _default = _default, connect(target, token, **kwargs)
+    if old is not None:
+        (old.close if isinstance(old, Client) else old.runtime.close)()  # type: ignore[attr-defined]
+    return _default
+
+
+def _target() -> Protection:
+    if _default is None:
+        raise InvalidRequest("call stageguard.client.configure(url_or_registry) first")
+    return _default
+
+
+def invoke(payload: Mapping[str, Any], **kwargs: Any) -> Any:
+    return _target().invoke(payload, **kwargs)
+
+
+def create_stage(name: str, **kwargs: Any) -> StageInfo:
+    return _target().create_stage(name, **kwargs)
+
+
+def get_stage(**kwargs: Any) -> StageInfo | None:
+    return _target().get_stage(**kwargs)
+
+
+def update_stage(**kwargs: Any) -> StageInfo:
+    return _target().update_stage(**kwargs)
+
+
+def pause_stage(**kwargs: Any) -> StageInfo:
+    return _target().pause_stage(**kwargs)
+
+
+def resume_stage(**kwargs: Any) -> StageInfo:
+    return _target().resume_stage(**kwargs)

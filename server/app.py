@@ -1,0 +1,509 @@
+"""The ASGI application: Galileo-shaped protection and stage management over a registry.
+
+One `Runtime` serves every request (its stage table is swapped, never mutated, so a decision
+sees exactly one version while an update lands); management calls go through the same
+runtime, and its watcher picks up what other processes publish.
+"""
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+
+from stageguard.compiler.api import PolicyError, Protect
+from stageguard.compiler.diagnostics import as_data
+from stageguard.compiler.publish import SourceRejected, publish_source
+from stageguard.runtime import package_version
+from stageguard.runtime.engine import (
+    InvalidRequest,
+    Runtime,
+    StageInfo,
+    StageNotFound,
+    project_id,
+)
+from stageguard.runtime.model import IDENTIFIER, Status
+from stageguard.runtime.registry import RegistryError
+from stageguard.server.auth import Principal, Role, Tokens
+from stageguard.server.logs import ACCESS, DECISION
+from stageguard.server.metrics import ServerMetrics
+from stageguard.server.models import (
+    ErrorOut,
+    InvokeRequest,
+    InvokeResponse,
+    PublishOut,
+    RulesetIn,
+    SourcePublish,
+    StageCreate,
+    StageOut,
+    StageUpdate,
+    VersionOut,
+)
+
+log = logging.getLogger("stageguard.server")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    registry: Path
+    tokens: Tokens | None  # None only when authentication was explicitly turned off
+    max_body: int = 1 << 20
+    webhook_allow_hosts: tuple[str, ...] | None = None
+    poll_interval: float = 1.0
+    public_metrics: bool = False
+    flush_timeout: float = 10.0
+    deliver_webhooks: bool = True
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+          415: "unsupported_media_type", 422: "invalid_request", 500: "internal",
+          503: "unavailable"}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 422)}
+
+
+def _trace(request: Request) -> str:
+    return request.scope["state"]["trace_id"]
+
+
+def _error(request: Request, status: int, detail: object, code: str | None = None,
+           headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+    body = {"code": code or _CODES.get(status, "error"), "detail": detail,
+            "trace_id": _trace(request), **extra}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The offending input is not echoed: it may be large, or a secret.
+        detail = [{"loc": list(e["loc"]), "path": _field_path(e["loc"]), "msg": e["msg"],
+                   "type": e["type"]} for e in exc.errors()]
+        return _error(request, 422, detail, "validation_error")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(request, exc.status_code, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(PolicyError)
+    async def policy(request: Request, exc: PolicyError) -> JSONResponse:
+        return _error(request, 422, "the rulesets' source has errors", "policy_errors",
+                      diagnostics=as_data(exc.diagnostics), rendered=str(exc))
+
+    @app.exception_handler(SourceRejected)
+    async def rejected(request: Request, exc: SourceRejected) -> JSONResponse:
+        return _error(request, 422, "the source has errors; nothing was published",
+                      "policy_errors", diagnostics=as_data(exc.diagnostics), rendered=str(exc))
+
+    @app.exception_handler(StageNotFound)
+    async def not_found(request: Request, exc: StageNotFound) -> JSONResponse:
+        return _error(request, 404, str(exc).strip("'\""))
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error(request, 422, str(exc))
+
+    @app.exception_handler(RegistryError)
+    async def registry(request: Request, exc: RegistryError) -> JSONResponse:
+        log.error("registry error", extra={"trace_id": _trace(request), "error": str(exc)})
+        return _error(request, 503, "the registry could not be read or written; see the "
+                      "server log", "registry_error")
+
+
+# ---- the edge: trace id, body limit, access log, request metrics --------------------------
+
+class Edge:
+    """Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp, max_body: int, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        trace_id = str(uuid.uuid4())
+        state = scope.setdefault("state", {})
+        state["trace_id"] = trace_id
+        status = 500
+        started_response = False
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"],
+                                      (b"x-trace-id", state["trace_id"].encode())]
+            await send(message)
+
+        length = _content_length(scope)
+        try:
+            if length is not None and length > self.max_body:
+                await self._reply(send_wrapped, state, 413, "payload_too_large",
+                                  f"the request body is larger than {self.max_body} bytes")
+                return
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                # A streamed body: read it here, within the limit, then replay it. (With a
+                # Content-Length the server itself holds the body to the declared size.)
+                buffered, size = [], 0
+                while True:
+                    message = await receive()
+                    buffered.append(message)
+                    size += len(message.get("body", b""))
+                    if size > self.max_body:
+                        await self._reply(send_wrapped, state, 413, "payload_too_large",
+                                          f"the request body is larger than {self.max_body} "
+                                          "bytes")
+                        return
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        break
+
+                async def replay() -> Message:
+                    return buffered.pop(0) if buffered else await receive()
+
+                await self.app(scope, replay, send_wrapped)
+            else:
+                await self.app(scope, receive, send_wrapped)
+        except Exception:
+            # Whatever escaped the app's handlers: logged with the trace id, answered with
+            # that id only, never with the exception's text or a traceback.
+            log.exception("internal error", extra={"trace_id": state["trace_id"]})
+            if not started_response:
+                await self._reply(send_wrapped, state, 500, "internal",
+                                  "internal error; the server log has it under this trace id")
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            self.metrics.request_seconds.labels(template).observe(elapsed)
+            if not ACCESS.disabled and ACCESS.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                ACCESS.info("request", extra={
+                    "trace_id": state["trace_id"], "method": scope["method"],
+                    "path": scope["path"], "route": template, "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": client[0] if client else None,
+                    "principal": state.get("principal")})
+
+    async def _reply(self, send: Send, state: dict[str, Any], status: int, code: str,
+                     detail: str) -> None:
+        body = json.dumps({"code": code, "detail": detail,
+                           "trace_id": state["trace_id"]}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+# ---- the app ----------------------------------------------------------------------------
+
+def _stage_out(info: StageInfo) -> StageOut:
+    return StageOut(id=info.id, name=info.name, project=info.project,
+                    project_id=project_id(info.project), type=info.type.value,
+                    description=info.description, paused=info.paused, version=info.version,
+                    versions=list(info.versions), fail_mode=info.fail_mode.value)
+
+
+def _rulesets_arg(primary: list[RulesetIn] | str | None,
+                  legacy: list[RulesetIn] | str | None) -> list[dict[str, Any]] | str | None:
+    chosen = primary if primary is not None else legacy
+    if chosen is None or isinstance(chosen, str):
+        return chosen
+    return [r.model_dump(exclude_unset=True) for r in chosen]
+
+
+def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(config.registry, poll_interval=config.poll_interval,
+                                 webhook_allow_hosts=config.webhook_allow_hosts,
+                                 deliver_webhooks=config.deliver_webhooks)
+    protect = Protect(runtime=runtime)
+    metrics = ServerMetrics(runtime)
+    bearer = HTTPBearer(auto_error=False, description="A token with role `invoke` or `admin`")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        # Graceful shutdown: uvicorn has stopped taking requests and finished the running
+        # ones; deliver queued webhooks before the process goes.
+        pending = runtime._notifier._queue.unfinished_tasks if runtime._notifier else 0
+        log.info("shutting down", extra={"webhooks_pending": pending})
+        if runtime._notifier is not None:
+            runtime._notifier.close(config.flush_timeout)
+        runtime.close()
+
+    app = FastAPI(
+        title="stageguard", version=package_version(), lifespan=lifespan,
+        description="Runtime protection for LLM applications: Galileo Protect's invoke and "
+        "stage management, served from a stageguard registry.",
+        responses=_ERRORS)
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    _install_error_handlers(app)
+    app.add_middleware(Edge, max_body=config.max_body, metrics=metrics)
+
+    def principal(request: Request,
+                  credentials: HTTPAuthorizationCredentials | None) -> Principal:
+        if config.tokens is None:
+            return Principal("anonymous", Role.ADMIN)
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(401, "a bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        found = config.tokens.find(credentials.credentials)
+        if found is None:
+            raise HTTPException(401, "the token is not valid",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        request.scope["state"]["principal"] = found.name
+        return found
+
+    Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+    def invoker(request: Request, credentials: Credentials) -> Principal:
+        return principal(request, credentials)
+
+    def admin(request: Request, credentials: Credentials) -> Principal:
+        found = principal(request, credentials)
+        if found.role is not Role.ADMIN:
+            raise HTTPException(403, "this token may only invoke; managing stages needs an "
+                                "admin token")
+        return found
+
+    def project_name(ref: str) -> str:
+        """A project by name or by its id."""
+        for project, _ in runtime._table.stages:
+            if ref == project or ref == project_id(project):
+                return project
+        try:
+            uuid.UUID(ref)
+        except ValueError:
+            return ref
+        raise StageNotFound(f"no project with id {ref}")
+
+    def stage_key(project_ref: str, stage_ref: str) -> tuple[str, str]:
+        project = project_name(project_ref)
+        key = (project, stage_ref)
+        if key not in runtime._table.stages:
+            by_id = runtime._table.ids.get(stage_ref)
+            if by_id is None or by_id[0] != project:
+                raise StageNotFound(f"no stage {stage_ref!r} in project {project!r}")
+            key = by_id
+        return key
+
+    Admin = Annotated[Principal, Depends(admin)]
+    Invoker = Annotated[Principal, Depends(invoker)]
+    project_param = PathParam(description="Project name or id")
+    stage_param = PathParam(description="Stage name or id")
+
+    # ---- protection -------------------------------------------------------------------
+
+    @app.post("/protect/invoke", tags=["protect"], response_model=None,
+              responses={200: {"model": InvokeResponse}},
+              summary="Decide one payload with a stage")
+    def invoke(body: InvokeRequest, request: Request, who: Invoker) -> Response:
+        for name, value in (body.headers or {}).items():
+            if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+                raise InvalidRequest(f"headers.{name}: not a valid HTTP header")
+        project = body.project_name
+        if project is None and body.project_id is not None:
+            project = project_name(body.project_id)
+        if body.stage_id is None and body.stage_name is None:
+            raise InvalidRequest("name the stage: stage_id, or stage_name (with project_name "
+                                 "or project_id when the name is not unique)")
+        p = body.payload
+        result = protect.invoke(
+            {"input": p.input or "", "output": p.output or "", "metrics": p.metrics},
+            stage_name=body.stage_name, project=project, stage_id=body.stage_id,
+            version=body.stage_version,
+            prioritized_rulesets=_rulesets_arg(body.prioritized_rulesets, body.rulesets),
+            timeout=body.timeout, metadata=body.metadata, headers=body.headers)
+        tm, sm = result.trace_metadata, result.stage_metadata
+        request.scope["state"]["trace_id"] = tm.id
+        wire = result.to_dict()
+        metrics.decision(sm.project, sm.stage_name, result.status.value, tm.execution_time)
+        if DECISION.isEnabledFor(logging.INFO):
+            statuses = result.ruleset_statuses
+            winner = (wire["ruleset_results"][statuses.index(Status.TRIGGERED)]["name"]
+                      if Status.TRIGGERED in statuses else None)
+            DECISION.info("decision", extra={
+                "trace_id": tm.id, "project": sm.project, "stage": sm.stage_name,
+                "stage_version": sm.stage_version, "status": result.status.value,
+                "ruleset": winner,
+                "action": result.action_result.type.value if result.action_result else None,
+                "execution_time": tm.execution_time, "principal": who.name})
+        return Response(json.dumps(wire, ensure_ascii=False).encode(),
+                        media_type="application/json", headers=body.headers)
+
+    # ---- stage management -------------------------------------------------------------
+
+    @app.get("/stages", tags=["stages"], response_model=list[StageOut],
+             summary="Every stage served, in every project")
+    def list_all(_: Admin) -> list[StageOut]:
+        return [_stage_out(i) for i in runtime.stages()]
+
+    @app.post("/projects/{project}/stages", tags=["stages"], status_code=201,
+              response_model=StageOut, summary="Create a stage (version 1)",
+              responses={409: {"model": ErrorOut}})
+    def create(_: Admin, body: StageCreate, project: str = project_param) -> StageOut:
+        name = project_name(project)
+        if runtime.get_stage(project=name, stage_name=body.name) is not None:
+            raise HTTPException(409, f"stage {body.name!r} already exists in project {name!r}")
+        info = protect.create_stage(
+            body.name, project=name, type=body.type, description=body.description,
+            paused=body.paused, fail_mode=body.fail_mode, metrics=body.metrics,
+            prioritized_rulesets=_rulesets_arg(body.prioritized_rulesets, body.rulesets))
+        return _stage_out(info)
+
+    @app.get("/projects/{project}/stages", tags=["stages"], response_model=list[StageOut],
+             summary="A project's stages (one, by `stage_name`, as Galileo looks them up)")
+    def list_project(_: Admin, project: str = project_param,
+                     stage_name: str | None = Query(default=None, max_length=200),
+                     ) -> list[StageOut]:
+        name = project_name(project)
+        return [_stage_out(i) for i in runtime.stages()
+                if i.project == name and stage_name in (None, i.name)]
+
+    @app.get("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
+             summary="A stage by name or id")
+    def get(_: Admin, project: str = project_param, stage: str = stage_param) -> StageOut:
+        key = stage_key(project, stage)
+        info = runtime.get_stage(project=key[0], stage_name=key[1])
+        if info is None:
+            raise StageNotFound(f"no stage {stage!r} in project {key[0]!r}")
+        return _stage_out(info)
+
+    @app.post("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
+              summary="Update a central stage's rulesets (a new version unless identical)")
+    def update(_: Admin, body: StageUpdate, project: str = project_param,
+               stage: str = stage_param) -> StageOut:
+        key = stage_key(project, stage)
+        rulesets = _rulesets_arg(body.prioritized_rulesets, body.rulesets)
+        if rulesets is None:
+            raise InvalidRequest("prioritized_rulesets is required")
+        return _stage_out(protect.update_stage(project=key[0], stage_name=key[1],
+                                               prioritized_rulesets=rulesets))
+
+    @app.put("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
+             summary="Pause (`pause=true`) or resume (`pause=false`) a stage")
+    def pause(_: Admin, project: str = project_param, stage: str = stage_param,
+              pause: bool = Query(description="true pauses, false resumes")) -> StageOut:
+        key = stage_key(project, stage)
+        change = protect.pause_stage if pause else protect.resume_stage
+        return _stage_out(change(project=key[0], stage_name=key[1]))
+
+    @app.get("/projects/{project}/stages/{stage}/versions", tags=["stages"],
+             response_model=list[VersionOut], summary="Every published version")
+    def versions(_: Admin, project: str = project_param,
+                 stage: str = stage_param) -> list[VersionOut]:
+        key = stage_key(project, stage)
+        entry = runtime._need_registry().stage_entry(*key)
+        if entry is None:
+            raise StageNotFound(f"stage {key[1]!r} is not in the registry")
+        last = entry.latest.version if entry.latest else None
+        return [VersionOut(version=v.version, digest=v.digest, created_at=v.created_at,
+                           latest=v.version == last) for v in entry.versions]
+
+    @app.get("/projects/{project}/stages/{stage}/versions/{version}/artifact",
+             tags=["stages"], response_class=Response,
+             responses={200: {"content": {"application/json": {}},
+                              "description": "The artifact file, byte for byte"}},
+             summary="A version's artifact (the registry's canonical JSON)")
+    def artifact(_: Admin, project: str = project_param, stage: str = stage_param,
+                 version: int = PathParam(ge=1)) -> Response:
+        key = stage_key(project, stage)
+        registry = runtime._need_registry()
+        entry = registry.stage_entry(*key)
+        found = next((v for v in entry.versions if v.version == version), None) \
+            if entry is not None else None
+        if found is None:
+            raise StageNotFound(f"stage {key[1]!r} has no version {version}")
+        data = (registry.root / found.file).read_bytes()
+        return Response(data, media_type="application/json",
+                        headers={"ETag": f'"{found.digest}"'})
+
+    @app.post("/stages/{name}/source", tags=["stages"], response_model=PublishOut,
+              summary="Publish a stage from stageguard source (compiled and checked here)",
+              responses={201: {"model": PublishOut}})
+    def source(_: Admin, body: SourcePublish, response: Response,
+               name: str = PathParam(pattern=IDENTIFIER, max_length=200)) -> PublishOut:
+        if (body.files is None) == (body.source is None):
+            raise InvalidRequest("send exactly one of `files` and `source`")
+        files = body.files if body.files is not None else {"<request>.sg": body.source or ""}
+        if not files:
+            raise InvalidRequest("files: at least one file is required")
+        done = publish_source(runtime, name, files, body.project)
+        response.status_code = 201 if done.created else 200
+        return PublishOut(stage=_stage_out(done.stage), created=done.created,
+                          diagnostics=as_data(done.diagnostics))
+
+    # ---- operations -------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="The registry is loaded",
+             responses={503: {"description": "The registry index could not be read"}})
+    def readyz() -> JSONResponse:
+        index_error = runtime.load_errors.get("index")
+        body = {"ready": index_error is None, "stages": len(runtime._table.stages),
+                "load_errors": dict(runtime.load_errors)}
+        return JSONResponse(body, status_code=200 if index_error is None else 503)
+
+    def metrics_guard(request: Request, credentials: Credentials) -> None:
+        if not config.public_metrics:
+            principal(request, credentials)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}},
+             summary="Prometheus metrics")
+    def prometheus(_: Annotated[None, Depends(metrics_guard)]) -> Response:
+        return Response(metrics.render(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+

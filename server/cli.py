@@ -1,0 +1,125 @@
+"""`stageguard serve`: run the service with uvicorn (and `--openapi` to print its document)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from stageguard.server.auth import TokenError, load_tokens
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser("serve", help="serve invoke and stage management over HTTP "
+                           "(needs the `server` extra)")
+    serve.add_argument("--registry", required=True, metavar="DIR",
+                       help="the registry to serve (an existing directory)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--tokens", metavar="FILE",
+                       help="TOML file of [[token]] tables (name, role, token or sha256); "
+                       "STAGEGUARD_ADMIN_TOKENS / STAGEGUARD_INVOKE_TOKENS add more")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="serve without tokens (refused unless --host is a loopback "
+                       "address)")
+    serve.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
+                       help="largest request body accepted (default 1 MiB)")
+    serve.add_argument("--webhook-allow-host", action="append", metavar="HOST",
+                       help="accept only webhook urls on this host (repeat for more)")
+    serve.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
+                       help="how often to look for registry changes made elsewhere")
+    serve.add_argument("--public-metrics", action="store_true",
+                       help="serve /metrics without a token")
+    serve.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="how long shutdown waits for queued webhooks")
+    serve.add_argument("--no-webhooks", action="store_true",
+                       help="decide without delivering subscriptions")
+    serve.add_argument("--log-level", default="info",
+                       choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--no-access-log", action="store_true")
+    serve.add_argument("--openapi", action="store_true",
+                       help="print the OpenAPI document and exit")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from stageguard.server import logs
+        from stageguard.server.app import ServerConfig, create_app
+    except ImportError as exc:
+        print(f"error: `stageguard serve` needs the server extra ({exc.name} is missing): "
+              "pip install 'stageguard[server]'", file=sys.stderr)
+        return EXIT_USAGE
+    registry = Path(args.registry)
+    if not registry.is_dir():
+        print(f"error: registry {registry} is not a directory (create it, or build into it "
+              "with `stageguard build --registry`)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.max_body < 1024:
+        print("error: --max-body is at least 1024 bytes", file=sys.stderr)
+        return EXIT_USAGE
+    tokens = None
+    if not args.no_auth:
+        try:
+            tokens = load_tokens(args.tokens)
+        except TokenError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if not len(tokens) and not args.openapi:
+            print("error: no tokens: give --tokens FILE or set STAGEGUARD_ADMIN_TOKENS / "
+                  "STAGEGUARD_INVOKE_TOKENS (or --no-auth on a loopback address)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    elif not _loopback(args.host):
+        print(f"error: --no-auth serves anyone who can reach {args.host}; it is allowed on "
+              "loopback addresses only", file=sys.stderr)
+        return EXIT_USAGE
+    config = ServerConfig(
+        registry=registry, tokens=tokens, max_body=args.max_body,
+        webhook_allow_hosts=tuple(args.webhook_allow_host) if args.webhook_allow_host
+        else None, poll_interval=args.poll_interval, public_metrics=args.public_metrics,
+        flush_timeout=args.flush_timeout, deliver_webhooks=not args.no_webhooks)
+    if args.openapi:
+        app = create_app(config)
+        try:
+            json.dump(app.openapi(), sys.stdout, indent=2, sort_keys=True)
+            sys.stdout.write("\n")
+        finally:
+            app.state.runtime.close()
+        return EXIT_OK
+    logs.configure(args.log_level, access_log=not args.no_access_log)
+    try:  # fail with a sentence, not a traceback, when the port is taken
+        probe = socket.create_server((args.host, args.port), reuse_port=False)
+        probe.close()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_config=None, access_log=False,
+        lifespan="on", timeout_graceful_shutdown=max(1, int(args.flush_timeout)),
+        server_header=False))
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; answer that
+    # with a clean exit, since a requested, completed shutdown is a success.
+    signal.signal(signal.SIGTERM, _exit_ok)
+    server.run()
+    return EXIT_OK
+
+
+def _exit_ok(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)

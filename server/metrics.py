@@ -1,0 +1,85 @@
+"""Prometheus metrics of one server (its own registry, so several apps in one process, as in
+the tests, never share counters)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from stageguard.runtime import package_version
+from stageguard.runtime.engine import Runtime
+
+# Decisions with precomputed metrics take microseconds; scorers can take seconds.
+DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _RuntimeCollector(Collector):
+    """Read at scrape time from the runtime and its notifier (no bookkeeping per call)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        rt = self.runtime
+        notifier = rt._notifier
+        sent = CounterMetricFamily("stageguard_webhooks_sent", "Webhook POSTs delivered")
+        sent.add_metric([], notifier.sent if notifier is not None else 0)
+        yield sent
+        dropped = CounterMetricFamily("stageguard_webhooks_dropped", "Webhook notifications "
+                                      "given up (refused url, full queue, failed delivery)")
+        dropped.add_metric([], notifier.dropped if notifier is not None else 0)
+        yield dropped
+        stages = GaugeMetricFamily("stageguard_stages_loaded", "Stages being served")
+        stages.add_metric([], len(rt._table.stages))
+        yield stages
+        errors = GaugeMetricFamily("stageguard_registry_load_errors", "Registry entries that "
+                                   "could not be loaded (previous versions keep serving)")
+        errors.add_metric([], len(rt.load_errors))
+        yield errors
+        info = GaugeMetricFamily("stageguard_build_info", "stageguard version",
+                                 labels=["version"])
+        info.add_metric([package_version()], 1)
+        yield info
+
+
+class ServerMetrics:
+    def __init__(self, runtime: Runtime) -> None:
+        disable_created_metrics()  # `_created` series double the output and nobody graphs them
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter("stageguard_decisions", "Decisions by stage and status",
+                                 ["project", "stage", "status"], registry=self.registry)
+        self.decision_seconds = Histogram(
+            "stageguard_decision_seconds", "Time to decide (the runtime's execution_time)",
+            ["project", "stage"], buckets=DECISION_BUCKETS, registry=self.registry)
+        self.requests = Counter("stageguard_http_requests", "HTTP requests by route and code",
+                                ["method", "route", "code"], registry=self.registry)
+        self.request_seconds = Histogram(
+            "stageguard_http_request_seconds", "HTTP request latency in the server",
+            ["route"], buckets=REQUEST_BUCKETS, registry=self.registry)
+        self.registry.register(_RuntimeCollector(runtime))
+        self._decision_children: dict[tuple[str, str, str], tuple[object, object]] = {}
+
+    def decision(self, project: str, stage: str, status: str, seconds: float) -> None:
+        key = (project, stage, status)
+        children = self._decision_children.get(key)
+        if children is None:  # label lookups cost more than the increment: cache them
+            children = (self.decisions.labels(project, stage, status),
+                        self.decision_seconds.labels(project, stage))
+            self._decision_children[key] = children
+        children[0].inc()  # type: ignore[attr-defined]
+        children[1].observe(seconds)  # type: ignore[attr-defined]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,186 @@
+"""Wire shapes of the HTTP API (pydantic): Galileo's request and stage bodies, stageguard's
+additions (fail mode, custom metrics, versions, source publishing), and the error bodies.
+
+Request models forbid unknown fields, so a misspelt field is a 422 naming its path instead
+of a silently ignored setting. Rulesets are typed here for the OpenAPI document and for
+field paths; their meaning (metric types, labels, ranges) is then checked by the runtime,
+the one place that decides what a rule means.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stageguard.runtime.model import IDENTIFIER, MetricSpec
+
+Name = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=200)]
+Operator = Literal["gt", "lt", "gte", "lte", "eq", "neq", "contains", "all", "any", "empty",
+                   "not_empty"]
+SubscriptionStatus = Literal["triggered", "not_triggered", "failed", "error", "timeout",
+                             "paused", "skipped"]
+Target = float | str | list[str] | None
+MetricValue = float | str | list[str] | None
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubscriptionIn(_In):
+    url: str = Field(max_length=2048)
+    statuses: list[SubscriptionStatus] = Field(default_factory=lambda: ["triggered"])
+
+
+class ActionIn(_In):
+    type: Literal["OVERRIDE", "PASSTHROUGH"] = "PASSTHROUGH"
+    choices: list[str] | None = None
+    subscriptions: list[SubscriptionIn] = Field(default_factory=list)
+
+
+class RuleIn(_In):
+    metric: str = Field(min_length=1, max_length=200)
+    operator: Operator
+    target_value: Target = None
+
+
+class RulesetIn(_In):
+    name: Name | None = None
+    description: str | None = None
+    rules: list[RuleIn] = Field(min_length=1)
+    action: ActionIn | None = None
+
+
+Rulesets = Annotated[
+    list[RulesetIn] | str,
+    Field(description="Galileo ruleset objects in priority order, or stageguard source text "
+          "holding `ruleset NAME { … }` blocks"),
+]
+
+
+class PayloadIn(_In):
+    input: str | None = None
+    output: str | None = None
+    metrics: dict[str, MetricValue] | None = Field(
+        default=None, description="Precomputed metric values (no scorer runs for these)")
+
+
+class InvokeRequest(_In):
+    """Galileo's invoke request. The stage is named by `stage_id`, or by `stage_name` with
+    `project_name` or `project_id` (or alone, when the name is unique)."""
+
+    payload: PayloadIn
+    project_name: Name | None = None
+    project_id: str | None = None
+    stage_name: Name | None = None
+    stage_id: str | None = None
+    stage_version: int | None = Field(default=None, ge=1)
+    prioritized_rulesets: Rulesets | None = None
+    rulesets: Rulesets | None = Field(default=None, description="Read when "
+                                      "prioritized_rulesets is absent (Galileo's older key)")
+    timeout: float = Field(default=300.0, gt=0, le=3600)
+    metadata: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+
+
+class StageCreate(_In):
+    """Galileo's stage-create body, plus `fail_mode` and custom `metrics`."""
+
+    name: Name
+    description: str | None = Field(default=None, max_length=10_000)
+    type: Literal["central", "local"] = "central"
+    paused: bool = False
+    prioritized_rulesets: Rulesets | None = None
+    rulesets: Rulesets | None = None
+    fail_mode: Literal["open", "closed"] = "open"
+    metrics: list[MetricSpec] = Field(default_factory=list, description="Custom metrics the "
+                                      "rulesets use (built-in metrics need no declaration)")
+
+
+class StageUpdate(_In):
+    prioritized_rulesets: Rulesets | None = None
+    rulesets: Rulesets | None = None
+
+
+class SourcePublish(_In):
+    """Policy files to compile; the stage named in the path is published from them."""
+
+    files: dict[str, str] | None = Field(
+        default=None, description="File name to stageguard source (metric declarations may "
+        "sit in their own file)")
+    source: str | None = Field(default=None, description="One file's source (named "
+                               "`<request>.sg` in diagnostics)")
+    project: Name | None = Field(default=None, description="Needed only when the sources "
+                                 "hold the stage name in more than one project")
+
+
+class StageOut(BaseModel):
+    id: str
+    name: str
+    project: str
+    project_id: str
+    type: Literal["central", "local"]
+    description: str | None
+    paused: bool
+    version: int
+    versions: list[int]
+    fail_mode: Literal["open", "closed"]
+
+
+class VersionOut(BaseModel):
+    version: int
+    digest: str
+    created_at: str
+    latest: bool
+
+
+class PublishOut(BaseModel):
+    stage: StageOut
+    created: bool = Field(description="False when the sources compiled to the latest version")
+    diagnostics: list[dict[str, Any]] = Field(description="Warnings and notes (errors "
+                                              "refuse the publication with a 422)")
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(description="bad_request, not_found, invalid_request, validation_error, "
+                      "policy_errors, unauthorized, forbidden, payload_too_large, internal")
+    detail: str | list[dict[str, Any]]
+    trace_id: str
+    diagnostics: list[dict[str, Any]] | None = None
+
+
+class TraceMetadataOut(BaseModel):
+    id: str
+    received_at: int
+    response_at: int
+    execution_time: float
+
+
+class ActionResultOut(BaseModel):
+    type: Literal["OVERRIDE", "PASSTHROUGH"]
+    value: str
+
+
+class StageMetadataOut(BaseModel):
+    project: str
+    stage_name: str
+    stage_id: str
+    stage_version: int
+    stage_type: str
+
+
+class InvokeResponse(BaseModel):
+    """Galileo's Response in its rich form (documentation only: the server writes the
+    runtime's own `Response.to_dict()`, which a test validates against this model)."""
+
+    text: str
+    status: Literal["TRIGGERED", "NOT_TRIGGERED", "PAUSED", "SKIPPED", "TIMEOUT", "FAILED",
+                    "ERROR"]
+    trace_metadata: TraceMetadataOut
+    action_result: ActionResultOut | None
+    stage_metadata: StageMetadataOut
+    ruleset_results: list[dict[str, Any]]
+    metric_results: dict[str, dict[str, Any]]
+    metadata: dict[str, str] | None
+    headers: dict[str, str] | None

@@ -1,0 +1,102 @@
+"""`stageguard serve` as a process: its command line, JSON logs and graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.runtime_helpers import Sink
+from tests.server_helpers import ADMIN, INVOKER, serve_process
+
+
+def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stageguard.compiler.cli", "serve", *args],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+
+
+def test_refuses_to_start_without_what_it_needs(tmp_path: Path) -> None:
+    cases = [
+        (["--registry", str(tmp_path / "missing")], "is not a directory"),
+        (["--registry", str(tmp_path)], "no tokens"),
+        (["--registry", str(tmp_path), "--no-auth", "--host", "0.0.0.0"], "loopback"),
+        (["--registry", str(tmp_path), "--tokens", str(tmp_path / "none.toml")],
+         "cannot read"),
+    ]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[token]]\nrole = "root"\ntoken = "0123456789abcdef0"\n')
+    cases.append((["--registry", str(tmp_path), "--tokens", str(bad)], "role is"))
+    short = tmp_path / "short.toml"
+    short.write_text('[[token]]\nrole = "admin"\ntoken = "abc"\n')
+    cases.append((["--registry", str(tmp_path), "--tokens", str(short)], "at least 16"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases.append((["--registry", str(tmp_path), "--no-auth", "--port", port],
+                      "cannot listen"))
+        for args, message in cases:
+            done = serve(*args)
+            assert done.returncode == 2, (args, done.stderr)
+            assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_tokens_file_with_digests(tmp_path: Path) -> None:
+    import hashlib
+
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(
+        '[[token]]\nname = "ci"\nrole = "admin"\n'
+        f'sha256 = "{hashlib.sha256(b"file-admin-token-123").hexdigest()}"\n')
+    with serve_process(tmp_path, "--tokens", str(tokens),
+                       env={"STAGEGUARD_ADMIN_TOKENS": "", "STAGEGUARD_INVOKE_TOKENS": ""}
+                       ) as (url, _):
+        ok = httpx.get(f"{url}/stages", headers={"Authorization": "Bearer file-admin-token-123"})
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/stages",
+                         headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 401
+
+
+def test_graceful_shutdown_delivers_queued_webhooks_and_logs_json(tmp_path: Path) -> None:
+    sink = Sink(delay=0.3)  # slow receiver: deliveries are still queued at SIGTERM
+    try:
+        with serve_process(tmp_path, "--webhook-allow-host", "127.0.0.1") as (url, proc):
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            created = httpx.post(f"{url}/projects/p/stages", headers=admin, json={
+                "name": "s", "prioritized_rulesets": [{
+                    "rules": [{"metric": "output_toxicity", "operator": "gt",
+                               "target_value": 0.5}],
+                    "action": {"type": "PASSTHROUGH", "subscriptions": [{"url": sink.url}]}}]})
+            assert created.status_code == 201, created.text
+            traces = []
+            for _ in range(6):
+                r = httpx.post(f"{url}/protect/invoke",
+                               headers={"Authorization": f"Bearer {INVOKER}"},
+                               json={"payload": {"output": "secret answer text",
+                                                 "metrics": {"output_toxicity": 0.9}},
+                                     "stage_name": "s"})
+                assert r.status_code == 200
+                traces.append(r.json()["trace_metadata"]["id"])
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+        assert sorted(b["trace_metadata"]["id"] for b in sink.bodies) == sorted(traces)
+    finally:
+        sink.close()
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert len(lines) == len(err.splitlines())  # every line is JSON
+    decisions = [x for x in lines if x["logger"] == "stageguard.decision"]
+    access = [x for x in lines if x["logger"] == "stageguard.access"
+              and x["route"] == "/protect/invoke"]
+    assert [d["trace_id"] for d in decisions] == traces == [a["trace_id"] for a in access]
+    assert all(d["status"] == "triggered" and d["stage_version"] == 1 for d in decisions)
+    assert all(a["principal"] == "STAGEGUARD_INVOKE_TOKENS[1]" for a in access)
+    assert "secret answer text" not in err  # payload text is never logged
+    (bye,) = [x for x in lines if x["message"] == "shutting down"]
+    assert bye["webhooks_pending"] > 0
