@@ -67,6 +67,10 @@ class StageNotFound(LookupError):
     pass
 
 
+class NeedsScorer(Exception):
+    """Raised by `invoke(..., scorers=False)` when a metric would come from a scorer."""
+
+
 class InvalidRequest(ValueError):
     """The caller's request cannot be decided (e.g. an empty payload, a bad metric value)."""
 
@@ -496,10 +500,14 @@ class Runtime:
                project: str | None = None, stage_id: str | None = None,
                version: int | None = None, rulesets: Sequence[Any] | None = None,
                timeout: float = DEFAULT_TIMEOUT, metadata: Mapping[str, str] | None = None,
-               headers: Mapping[str, str] | None = None) -> Response:
+               headers: Mapping[str, str] | None = None, scorers: bool = True) -> Response:
         """Decide one payload (SEMANTICS.md, "One invocation"). Scorer failures and timeouts
         become statuses; only a request that cannot be decided raises (InvalidRequest,
-        StageNotFound)."""
+        StageNotFound).
+
+        `scorers=False` raises NeedsScorer, having done nothing, where the decision would
+        have to wait for a scorer: an event loop decides precomputed payloads in place and
+        sends only the others to a thread."""
         received = time.time_ns()
         started = time.perf_counter()
         if payload.__class__ is dict:
@@ -546,6 +554,8 @@ class Runtime:
             quick = loaded.decide_precomputed
             found = quick(values) if quick is not None else None
             if found is None:  # some metric must come from a scorer
+                if not scorers:
+                    raise NeedsScorer
                 resolution = _Resolution(self, text_in, text_out, metadata,
                                          started + timeout, timeout, values)
                 found = loaded.decide(values, resolution.resolve)

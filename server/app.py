@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +21,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from stageguard.compiler.api import PolicyError, Protect
@@ -29,6 +30,7 @@ from stageguard.compiler.publish import SourceRejected, publish_source
 from stageguard.runtime import package_version
 from stageguard.runtime.engine import (
     InvalidRequest,
+    NeedsScorer,
     Runtime,
     StageInfo,
     StageNotFound,
@@ -210,8 +212,7 @@ class Edge:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
-            self.metrics.request_seconds.labels(template).observe(elapsed)
+            self.metrics.request(scope["method"], template, status, elapsed)
             if not ACCESS.disabled and ACCESS.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 ACCESS.info("request", extra={
@@ -303,10 +304,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
-    def invoker(request: Request, credentials: Credentials) -> Principal:
+    async def invoker(request: Request, credentials: Credentials) -> Principal:
         return principal(request, credentials)
 
-    def admin(request: Request, credentials: Credentials) -> Principal:
+    async def admin(request: Request, credentials: Credentials) -> Principal:
         found = principal(request, credentials)
         if found.role is not Role.ADMIN:
             raise HTTPException(403, "this token may only invoke; managing stages needs an "
@@ -344,7 +345,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     @app.post("/protect/invoke", tags=["protect"], response_model=None,
               responses={200: {"model": InvokeResponse}},
               summary="Decide one payload with a stage")
-    def invoke(body: InvokeRequest, request: Request, who: Invoker) -> Response:
+    async def invoke(body: InvokeRequest, request: Request, who: Invoker) -> Response:
         for name, value in (body.headers or {}).items():
             if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
                 raise InvalidRequest(f"headers.{name}: not a valid HTTP header")
@@ -355,12 +356,21 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
             raise InvalidRequest("name the stage: stage_id, or stage_name (with project_name "
                                  "or project_id when the name is not unique)")
         p = body.payload
-        result = protect.invoke(
-            {"input": p.input or "", "output": p.output or "", "metrics": p.metrics},
-            stage_name=body.stage_name, project=project, stage_id=body.stage_id,
-            version=body.stage_version,
-            prioritized_rulesets=_rulesets_arg(body.prioritized_rulesets, body.rulesets),
-            timeout=body.timeout, metadata=body.metadata, headers=body.headers)
+        payload = {"input": p.input or "", "output": p.output or "", "metrics": p.metrics}
+        options = {"project": project, "stage_id": body.stage_id,
+                   "version": body.stage_version, "timeout": body.timeout,
+                   "metadata": body.metadata, "headers": body.headers}
+        rulesets = _rulesets_arg(body.prioritized_rulesets, body.rulesets)
+        result = None
+        if rulesets is None:
+            # Precomputed metrics decide in microseconds: here, without a thread hop. Only a
+            # decision that must wait for a scorer (or compile rulesets) goes to a thread.
+            with suppress(NeedsScorer):
+                result = runtime.invoke(payload, body.stage_name, scorers=False, **options)
+        if result is None:
+            result = await run_in_threadpool(protect.invoke, payload,
+                                             stage_name=body.stage_name,
+                                             prioritized_rulesets=rulesets, **options)
         tm, sm = result.trace_metadata, result.stage_metadata
         request.scope["state"]["trace_id"] = tm.id
         wire = result.to_dict()
@@ -483,18 +493,18 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     # ---- operations -------------------------------------------------------------------
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], summary="The registry is loaded",
              responses={503: {"description": "The registry index could not be read"}})
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         index_error = runtime.load_errors.get("index")
         body = {"ready": index_error is None, "stages": len(runtime._table.stages),
                 "load_errors": dict(runtime.load_errors)}
         return JSONResponse(body, status_code=200 if index_error is None else 503)
 
-    def metrics_guard(request: Request, credentials: Credentials) -> None:
+    async def metrics_guard(request: Request, credentials: Credentials) -> None:
         if not config.public_metrics:
             principal(request, credentials)
 

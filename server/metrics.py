@@ -70,6 +70,7 @@ class ServerMetrics:
             ["route"], buckets=REQUEST_BUCKETS, registry=self.registry)
         self.registry.register(_RuntimeCollector(runtime))
         self._decision_children: dict[tuple[str, str, str], tuple[object, object]] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[object, object]] = {}
 
     def decision(self, project: str, stage: str, status: str, seconds: float) -> None:
         key = (project, stage, status)
@@ -78,6 +79,16 @@ class ServerMetrics:
             children = (self.decisions.labels(project, stage, status),
                         self.decision_seconds.labels(project, stage))
             self._decision_children[key] = children
+        children[0].inc()  # type: ignore[attr-defined]
+        children[1].observe(seconds)  # type: ignore[attr-defined]
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)),
+                        self.request_seconds.labels(route))
+            self._request_children[key] = children
         children[0].inc()  # type: ignore[attr-defined]
         children[1].observe(seconds)  # type: ignore[attr-defined]
 
