@@ -300,3 +300,20 @@ def test_webhook_urls_are_checked_when_a_stage_is_accepted(tmp_path: Path) -> No
     rt.create_stage("l", project="p", type="local")
     with pytest.raises(InvalidRequest, match="not allowed"):
         rt.invoke({"output": "x"}, "l", rulesets=rules("https://evil.example/"))
+
+
+def test_scorers_false_refuses_before_doing_anything(tmp_path: Path) -> None:
+    from stageguard.runtime.engine import NeedsScorer
+
+    build(tmp_path, "project p\nstage s {\n  ruleset r {\n    when output_pii contains "
+                    "\"ssn\"\n  }\n}\n")
+    calls = []
+    scorers = Scorers()
+    scorers.register("output_pii", lambda req: calls.append(req) or ["ssn"])
+    rt = Runtime(tmp_path, scorers=scorers)
+    with pytest.raises(NeedsScorer):
+        rt.invoke({"output": "x"}, "s", scorers=False)
+    assert calls == []
+    decided = rt.invoke({"output": "x", "metrics": {"output_pii": ["ssn"]}}, "s", scorers=False)
+    assert decided.status is Status.TRIGGERED
+    assert rt.invoke({"output": "x"}, "s").status is Status.TRIGGERED and len(calls) == 1

@@ -477,3 +477,15 @@ def test_concurrent_invokes_while_updating_and_pausing(tmp_path: Path) -> None:
         else:
             assert text == "x"
     assert 1 in {v for v, _, _ in seen} and len({v for v, _, _ in seen}) >= 3
+
+
+def test_payloads_that_need_scorers_are_decided_off_the_event_loop(
+        invoker: httpx.Client) -> None:
+    # No precomputed metrics: the built-in PII scorer runs (in a thread), and metrics without
+    # a scorer end in `error`; the stage fails closed, so it reports the failure.
+    resp = invoker.post("/protect/invoke", json={
+        "payload": {"output": "my ssn is 123-45-6789"}, "stage_name": "output_guard"})
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    assert data["metric_results"]["output_pii"]["source"] == "scorer"
+    assert data["status"] == "TRIGGERED" and data["ruleset_results"][0]["status"] == "TRIGGERED"
