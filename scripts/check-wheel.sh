@@ -20,12 +20,25 @@ cp -r policies "$work/policies"
   venv/bin/python - <<'PY'
 import sys
 import stageguard.runtime.registry
-heavy = [m for m in ("lark", "jinja2", "hypothesis") if m in sys.modules]
+heavy = [m for m in ("lark", "jinja2", "hypothesis", "fastapi", "starlette", "uvicorn",
+                     "httpx", "prometheus_client") if m in sys.modules]
 assert not heavy, f"import stageguard.runtime pulled in {heavy}"
 from stageguard.runtime.schema import shipped_schema_text, schema_text
 assert shipped_schema_text() == schema_text(), "shipped schema differs from the models"
 import stageguard.compiler.parser as p
 assert "site-packages" in p.__file__, p.__file__
 PY
+  # Without the server extra, `serve` says what to install (exit 2, no traceback).
+  if venv/bin/stageguard serve --registry reg --no-auth >out 2>&1; then exit 1; fi
+  grep -q "pip install 'stageguard\[server\]'" out || { cat out; exit 1; }
 )
-echo "wheel: installed into a fresh venv, checked and built policies/"
+# With the extras: the installed server documents the same API as docs/openapi.json and
+# answers the installed client.
+quiet "$work/venv/bin/python" -m pip install "$(ls "$work"/dist/stageguard-*.whl)[server,client]"
+(
+  cd "$work"
+  venv/bin/stageguard serve --registry reg --no-auth --openapi >openapi.json
+  cmp -s openapi.json "$OLDPWD/docs/openapi.json" || { echo "docs/openapi.json is stale"; exit 1; }
+  venv/bin/python "$OLDPWD/scripts/serve_smoke.py" reg >/dev/null
+)
+echo "wheel: installed into a fresh venv, checked and built policies/, served and called"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: check, format-check and lint the example policies, build them into a
-# registry, show what was built.
+# registry, show what was built, then serve it and call it over HTTP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,3 +11,4 @@ REGISTRY=${REGISTRY:-registry}
 .venv/bin/stageguard test policies/ | tail -n 2
 .venv/bin/stageguard build policies/ --registry "$REGISTRY"
 .venv/bin/stageguard inspect "$REGISTRY"
+.venv/bin/python scripts/serve_smoke.py "$REGISTRY"
