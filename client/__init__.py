@@ -36,9 +36,9 @@ from stageguard.runtime.response import (
     TraceMetadata,
 )
 
-__all__ = ["AuthError", "Client", "RemoteError", "RemoteResponse", "ServiceUnavailable",
-           "configure", "connect", "create_stage", "get_stage", "invoke", "pause_stage",
-           "resume_stage", "update_stage"]
+__all__ = ["AuthError", "Client", "Payload", "RemoteError", "RemoteResponse",
+           "ServiceUnavailable", "Status", "configure", "connect", "create_stage", "get_stage",
+           "invoke", "pause_stage", "resume_stage", "update_stage"]
 
 
 class RemoteError(InvalidRequest):

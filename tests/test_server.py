@@ -489,3 +489,46 @@ def test_payloads_that_need_scorers_are_decided_off_the_event_loop(
     data = resp.json()
     assert data["metric_results"]["output_pii"]["source"] == "scorer"
     assert data["status"] == "TRIGGERED" and data["ruleset_results"][0]["status"] == "TRIGGERED"
+
+
+def _artifact(registry: Path, stage: str):
+    from stageguard.runtime.registry import Registry as _Registry
+
+    return _Registry(registry).load("support_bot", stage)
+
+
+@pytest.fixture(scope="module")
+def embedded(registry: Path):
+    rt = Runtime(registry, deliver_webhooks=False)
+    yield rt
+    rt.close()
+
+
+@pytest.mark.parametrize("name", ["output_guard", "input_guard"])
+def test_served_decisions_equal_embedded_ones(registry: Path, invoker: httpx.Client,
+                                              embedded: Runtime, name: str) -> None:
+    """Property: over HTTP, every payload the analysis can tell apart (each threshold as a
+    point, each side of it, named and unnamed labels, missing values) is decided exactly
+    as the embedded runtime decides it."""
+    from hypothesis import given, settings
+
+    from stageguard.testing import payloads
+
+    @settings(max_examples=150, deadline=None)
+    @given(payloads(_artifact(registry, name)))
+    def check(values: dict[str, object]) -> None:
+        metrics = {k: v for k, v in values.items() if v is not None}
+        body = {"payload": {"input": "q", "output": "a", "metrics": metrics},
+                "stage_name": name}
+        wire = invoker.post("/protect/invoke", json=body).json()
+        local = embedded.invoke({"input": "q", "output": "a", "metrics": metrics},
+                                name).to_dict()
+        assert wire["status"] == local["status"]
+        assert [r["status"] for r in wire["ruleset_results"]] == \
+            [r["status"] for r in local["ruleset_results"]]
+        assert wire["metric_results"].keys() == local["metric_results"].keys()
+        if local["action_result"] is not None and local["action_result"]["type"] == \
+                "PASSTHROUGH":
+            assert wire["action_result"] == local["action_result"]
+
+    check()
