@@ -133,6 +133,11 @@ class Notifier:
         self._drop(item.url, item.trace_id,
                    f"gave up after {attempt + 1} attempt{'s' if attempt else ''} ({last})")
 
+    @property
+    def pending(self) -> int:
+        """Notifications queued or being delivered."""
+        return self._queue.unfinished_tasks
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued notification was delivered or dropped; False on timeout."""
         if timeout is None:

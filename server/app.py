@@ -272,10 +272,11 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         yield
         # Graceful shutdown: uvicorn has stopped taking requests and finished the running
         # ones; deliver queued webhooks before the process goes.
-        pending = runtime._notifier._queue.unfinished_tasks if runtime._notifier else 0
-        log.info("shutting down", extra={"webhooks_pending": pending})
-        if runtime._notifier is not None:
-            runtime._notifier.close(config.flush_timeout)
+        notifier = runtime._notifier  # None when no webhook was ever sent
+        log.info("shutting down", extra={"webhooks_pending": notifier.pending if notifier
+                                         else 0})
+        if notifier is not None:
+            notifier.close(config.flush_timeout)
         runtime.close()
 
     app = FastAPI(
