@@ -170,6 +170,38 @@ class StageMetadataOut(BaseModel):
     stage_type: str
 
 
+class RuleResultOut(BaseModel):
+    metric: str
+    operator: Operator
+    target_value: Target
+    status: Literal["TRIGGERED", "NOT_TRIGGERED", "FAILED", "TIMEOUT", "ERROR", "SKIPPED"] = \
+        Field(description="SKIPPED: not evaluated, an earlier rule of the ruleset was false")
+    value: MetricValue
+    error: str | None
+
+
+class RulesetOut(BaseModel):
+    name: str
+    description: str | None
+    rules: list[RuleIn]
+    action: ActionIn
+
+
+class RulesetResultOut(BaseModel):
+    name: str
+    status: Literal["TRIGGERED", "NOT_TRIGGERED", "FAILED", "TIMEOUT", "ERROR"]
+    ruleset: RulesetOut
+    rule_results: list[RuleResultOut]
+
+
+class MetricResultOut(BaseModel):
+    value: MetricValue
+    status: Literal["success", "failed", "timeout", "error"]
+    source: Literal["payload", "scorer", "none"]
+    execution_time: float
+    error: str | None
+
+
 class InvokeResponse(BaseModel):
     """Galileo's Response in its rich form (documentation only: the server writes the
     runtime's own `Response.to_dict()`, which a test validates against this model)."""
@@ -180,7 +212,8 @@ class InvokeResponse(BaseModel):
     trace_metadata: TraceMetadataOut
     action_result: ActionResultOut | None
     stage_metadata: StageMetadataOut
-    ruleset_results: list[dict[str, Any]]
-    metric_results: dict[str, dict[str, Any]]
+    ruleset_results: list[RulesetResultOut] = Field(description="Every ruleset in priority "
+                                                    "order (empty when paused or skipped)")
+    metric_results: dict[str, MetricResultOut]
     metadata: dict[str, str] | None
     headers: dict[str, str] | None

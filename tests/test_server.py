@@ -521,6 +521,7 @@ def test_served_decisions_equal_embedded_ones(registry: Path, invoker: httpx.Cli
         body = {"payload": {"input": "q", "output": "a", "metrics": metrics},
                 "stage_name": name}
         wire = invoker.post("/protect/invoke", json=body).json()
+        InvokeResponse.model_validate(wire)  # the documented shape, failures included
         local = embedded.invoke({"input": "q", "output": "a", "metrics": metrics},
                                 name).to_dict()
         assert wire["status"] == local["status"]
