@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -28,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     serve.add_argument("--no-auth", action="store_true",
                        help="serve without tokens (refused unless --host is a loopback "
                        "address)")
+    serve.add_argument("--tls-cert", metavar="FILE",
+                       help="serve HTTPS with this PEM certificate (chain) and --tls-key")
+    serve.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
     serve.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
                        help="largest request body accepted (default 1 MiB)")
     serve.add_argument("--webhook-allow-host", action="append", metavar="HOST",
@@ -101,7 +106,21 @@ def run(args: argparse.Namespace) -> int:
         finally:
             app.state.runtime.close()
         return EXIT_OK
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return EXIT_USAGE
+    if args.tls_cert is not None:
+        try:  # a bad pair is a sentence now, not a traceback from inside uvicorn later
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot use the TLS certificate and key: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     logs.configure(args.log_level, access_log=not args.no_access_log)
+    if args.tls_cert is None and not _loopback(args.host) and tokens is not None:
+        logging.getLogger("stageguard.server").warning(
+            "serving plain HTTP on a non-loopback address: bearer tokens cross the network "
+            "in clear text; give --tls-cert/--tls-key or terminate TLS in a proxy in front")
     try:  # fail with a sentence, not a traceback, when the port is taken
         probe = socket.create_server((args.host, args.port), reuse_port=False)
         probe.close()
@@ -113,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_config=None, access_log=False,
         lifespan="on", timeout_graceful_shutdown=max(1, int(args.flush_timeout)),
-        server_header=False))
+        server_header=False, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key))
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; answer that
     # with a clean exit, since a requested, completed shutdown is a success.
     signal.signal(signal.SIGTERM, _exit_ok)

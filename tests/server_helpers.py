@@ -70,8 +70,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_process(registry: Path, *args: str,
-                  env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def serve_process(registry: Path, *args: str, env: dict[str, str] | None = None,
+                  scheme: str = "http", verify: Any = True,
+                  ) -> Iterator[tuple[str, subprocess.Popen]]:
     """`stageguard serve` as users run it, in its own process; stderr is the JSON log."""
     port = free_port()
     environment = {**os.environ, "STAGEGUARD_ADMIN_TOKENS": ADMIN,
@@ -80,11 +81,11 @@ def serve_process(registry: Path, *args: str,
         [sys.executable, "-m", "stageguard.compiler.cli", "serve", "--registry", str(registry),
          "--port", str(port), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200:
                 break
         except httpx.HTTPError:
             pass

@@ -100,3 +100,31 @@ def test_graceful_shutdown_delivers_queued_webhooks_and_logs_json(tmp_path: Path
     assert "secret answer text" not in err  # payload text is never logged
     (bye,) = [x for x in lines if x["message"] == "shutting down"]
     assert bye["webhooks_pending"] > 0
+
+
+def test_https_with_a_certificate(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    trust = ssl.create_default_context(cafile=str(cert))
+    with serve_process(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key),
+                       scheme="https", verify=trust) as (url, _):
+        assert url.startswith("https://")
+        resp = httpx.get(f"{url}/stages", headers={"Authorization": f"Bearer {ADMIN}"},
+                         verify=trust)
+        assert resp.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url.replace("https", "http") + "/healthz", timeout=2)
+    done = serve("--registry", str(tmp_path), "--no-auth", "--tls-cert", str(key),
+                 "--tls-key", str(key))
+    assert done.returncode == 2 and "cannot use the TLS certificate" in done.stderr
+    done = serve("--registry", str(tmp_path), "--no-auth", "--tls-cert", str(cert))
+    assert done.returncode == 2 and "go together" in done.stderr
