@@ -38,7 +38,7 @@ from stageguard.runtime.engine import (
 )
 from stageguard.runtime.model import IDENTIFIER, Status
 from stageguard.runtime.registry import RegistryError
-from stageguard.server.auth import Principal, Role, Tokens
+from stageguard.server.auth import Principal, Role, TokenFile, Tokens
 from stageguard.server.logs import ACCESS, DECISION
 from stageguard.server.metrics import ServerMetrics
 from stageguard.server.models import (
@@ -68,7 +68,7 @@ _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 @dataclass(frozen=True)
 class ServerConfig:
     registry: Path
-    tokens: Tokens | None  # None only when authentication was explicitly turned off
+    tokens: Tokens | TokenFile | None  # None only when authentication was turned off
     max_body: int = 1 << 20
     webhook_allow_hosts: tuple[str, ...] | None = None
     poll_interval: float = 1.0

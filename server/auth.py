@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
+import threading
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+log = logging.getLogger("stageguard.server")
 
 
 class Role(StrEnum):
@@ -73,6 +78,47 @@ class Tokens:
             if hmac.compare_digest(known, wanted):
                 found = principal
         return found
+
+
+class TokenFile:
+    """Tokens from a file plus the environment's; the file is read again when it changes
+    (looked at no more than once a second), so tokens rotate without a restart. A file that
+    no longer reads keeps the previous tokens serving, with an error in the log."""
+
+    def __init__(self, path: str | os.PathLike[str],
+                 environ: Mapping[str, str] | None = None, interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self._environ = environ
+        self._interval = interval
+        self._signature = self._stat()
+        self._tokens = load_tokens(self.path, environ)
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def find(self, token: str) -> Principal | None:
+        now = time.monotonic()
+        if now - self._checked >= self._interval:
+            with self._lock:
+                self._checked = now
+                signature = self._stat()
+                if signature != self._signature:
+                    self._signature = signature
+                    try:
+                        self._tokens = load_tokens(self.path, self._environ)
+                        log.info("tokens reloaded", extra={"tokens": len(self._tokens)})
+                    except TokenError as exc:
+                        log.error("tokens not reloaded, the previous ones stay valid: %s", exc)
+        return self._tokens.find(token)
 
 
 def load_tokens(path: str | os.PathLike[str] | None = None,

@@ -12,7 +12,7 @@ import ssl
 import sys
 from pathlib import Path
 
-from stageguard.server.auth import TokenError, load_tokens
+from stageguard.server.auth import TokenError, TokenFile, load_tokens
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     tokens = None
     if not args.no_auth:
         try:
-            tokens = load_tokens(args.tokens)
+            tokens = TokenFile(args.tokens) if args.tokens else load_tokens()
         except TokenError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -128,3 +128,31 @@ def test_https_with_a_certificate(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot use the TLS certificate" in done.stderr
     done = serve("--registry", str(tmp_path), "--no-auth", "--tls-cert", str(cert))
     assert done.returncode == 2 and "go together" in done.stderr
+
+
+def test_tokens_file_changes_apply_without_a_restart(tmp_path: Path) -> None:
+    import time
+
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text('[[token]]\nrole = "admin"\ntoken = "first-admin-token-0001"\n')
+    empty = {"STAGEGUARD_ADMIN_TOKENS": "", "STAGEGUARD_INVOKE_TOKENS": ""}
+
+    def status(url: str, token: str) -> int:
+        return httpx.get(f"{url}/stages", headers={"Authorization": f"Bearer {token}"}) \
+            .status_code
+
+    with serve_process(tmp_path, "--tokens", str(tokens), env=empty) as (url, proc):
+        assert status(url, "first-admin-token-0001") == 200
+        assert status(url, "second-admin-token-002") == 401
+        tokens.write_text('[[token]]\nrole = "admin"\ntoken = "second-admin-token-002"\n')
+        deadline = time.monotonic() + 10
+        while status(url, "second-admin-token-002") != 200:
+            assert time.monotonic() < deadline, "the tokens file was never re-read"
+            time.sleep(0.1)
+        assert status(url, "first-admin-token-0001") == 401  # rotated out
+        tokens.write_text("[[token]]\nrole = \"nobody\"\n")  # broken: the last good set stays
+        time.sleep(1.5)
+        assert status(url, "second-admin-token-002") == 200
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "tokens not reloaded" in err
