@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ def stage_id(project: str, name: str) -> str:
     return str(uuid.uuid5(_STAGE_NAMESPACE, f"{project}/{name}"))
 
 
+@cache  # asked per request by the service; one entry per project served
 def project_id(project: str) -> str:
     """Stable id of a project (Galileo addresses projects by id); never equal to a stage id,
     since project names hold no `/`."""
