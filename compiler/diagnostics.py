@@ -94,6 +94,15 @@ def _span_json(span: Span) -> dict[str, object]:
     }
 
 
+def span_at(file: str, text: str, start: int, end: int) -> Span:
+    """The span of offsets [start, end) of `text`, with its lines and columns."""
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    end_line = text.count("\n", 0, end) + 1
+    end_column = end - (text.rfind("\n", 0, end) + 1) + 1
+    return Span(file, start, end, line, column, end_line, end_column)
+
+
 def error(code: str, message: str, span: Span, label: str = "", help: str | None = None,
           related: Iterable[Related] = ()) -> Diagnostic:
     return Diagnostic(code, Severity.ERROR, message, span, label, help, tuple(related))

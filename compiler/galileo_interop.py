@@ -22,7 +22,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stageguard.compiler.diagnostics import Diagnostic, Span, error, has_errors, warning
+from stageguard.compiler.diagnostics import (
+    Diagnostic,
+    Span,
+    error,
+    has_errors,
+    span_at,
+    warning,
+)
 from stageguard.compiler.formatter import format_text
 from stageguard.compiler.pipeline import compile_text
 from stageguard.compiler.unparse import policy_source
@@ -173,11 +180,7 @@ class _Importer:
             shorter = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
             path = shorter if shorter != path else ""
         start, end = self.positions.get(path, (0, 0))
-        line = self.text.count("\n", 0, start) + 1
-        col = start - (self.text.rfind("\n", 0, start) + 1) + 1
-        end_line = self.text.count("\n", 0, end) + 1
-        end_col = end - (self.text.rfind("\n", 0, end) + 1) + 1
-        return Span(self.path, start, end, line, col, end_line, end_col)
+        return span_at(self.path, self.text, start, end)
 
     def err(self, code: str, message: str, help: str | None = None) -> None:
         self.diagnostics.append(error(code, message, self.span(message), help=help))

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stageguard.compiler.checker import CheckedStage
-from stageguard.compiler.diagnostics import Diagnostic, Span, error, has_errors, render_all
+from stageguard.compiler.diagnostics import (
+    Diagnostic,
+    Span,
+    error,
+    has_errors,
+    render_all,
+    span_at,
+)
 from stageguard.compiler.pipeline import compile_sources
 from stageguard.compiler.sources import Source
 from stageguard.runtime.engine import Runtime, StageInfo
@@ -35,16 +42,8 @@ class SourcePublished:
     sources: dict[str, str]
 
 
-def span_of(file: str, text: str, start: int, end: int) -> Span:
-    line = text.count("\n", 0, start) + 1
-    column = start - (text.rfind("\n", 0, start) + 1) + 1
-    end_line = text.count("\n", 0, end) + 1
-    end_column = end - (text.rfind("\n", 0, end) + 1) + 1
-    return Span(file, start, end, line, column, end_line, end_column)
-
-
 def _start_of(file: str, text: str) -> Span:
-    return span_of(file, text, 0, min(len(text), text.find("\n") if "\n" in text else len(text)))
+    return span_at(file, text, 0, min(len(text), text.find("\n") if "\n" in text else len(text)))
 
 
 def _url_span(stage: CheckedStage, ruleset_index: int, url: str,
@@ -55,7 +54,7 @@ def _url_span(stage: CheckedStage, ruleset_index: int, url: str,
     text = sources.get(where.file, "")
     literal = json.dumps(url, ensure_ascii=False)
     at = text.find(literal, where.start, where.end)
-    return span_of(where.file, text, at, at + len(literal)) if at >= 0 else where
+    return span_at(where.file, text, at, at + len(literal)) if at >= 0 else where
 
 
 def publish_source(runtime: Runtime, name: str, files: Mapping[str, str],
@@ -100,8 +99,6 @@ def publish_source(runtime: Runtime, name: str, files: Mapping[str, str],
         raise SourceRejected((*result.diagnostics, *problems), texts)
     doc, stage = matches[0]
     (published,) = registry.publish([doc])  # a RegistryError is the server's, not the policy's
-    runtime.refresh(force=True)
-    info = runtime.get_stage(project=stage.project, stage_name=stage.name)
-    assert info is not None
+    info = runtime._changed((stage.project, stage.name))
     warnings = tuple(d for d in result.diagnostics if not has_errors([d]))
     return SourcePublished(info, published.created, warnings, texts)

@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import random as _random
-import re
 import threading
 import time
 import uuid
@@ -40,7 +39,6 @@ from stageguard.runtime.galileo import rulesets_from_galileo
 from stageguard.runtime.model import (
     FORMAT,
     FORMAT_VERSION,
-    IDENTIFIER,
     ActionType,
     Artifact,
     FailMode,
@@ -50,6 +48,7 @@ from stageguard.runtime.model import (
     StageSpec,
     StageType,
     Status,
+    identifier_problem,
 )
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact_for_serving
 from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
@@ -61,7 +60,6 @@ log = logging.getLogger("stageguard.runtime")
 DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
 _STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
 _T = Status.TRIGGERED
-_IDENTIFIER = re.compile(IDENTIFIER)
 
 
 class StageNotFound(LookupError):
@@ -660,10 +658,9 @@ class Runtime:
                      metrics: Sequence[MetricSpec] = ()) -> StageInfo:
         registry = self._need_registry()
         for what, value in (("project", project), ("stage name", name)):
-            # Both become registry path parts: nothing but an identifier may pass.
-            if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
-                raise InvalidRequest(f"{what} {value!r} is not an identifier (letters, digits, "
-                                     "_ and -, not starting with a digit or -)")
+            problem = identifier_problem(what, value)
+            if problem:
+                raise InvalidRequest(problem)
         try:
             kind, mode = StageType(type), FailMode(fail_mode)
         except ValueError as exc:

@@ -7,6 +7,7 @@ The runtime owns this schema; `docs/artifact.schema.json` is generated from thes
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -16,6 +17,16 @@ FORMAT = "stageguard.artifact"
 FORMAT_VERSION = 1
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+_IDENTIFIER = re.compile(IDENTIFIER)
+
+
+def identifier_problem(what: str, value: object) -> str | None:
+    """Why `value` cannot name a project, stage or metric (None when it can). Such names
+    become registry path parts, so nothing else may pass."""
+    if isinstance(value, str) and _IDENTIFIER.fullmatch(value) and len(value) <= 200:
+        return None
+    return (f"{what} {value!r} is not an identifier (letters, digits, _ and -, not starting "
+            "with a digit or -)")
 
 
 class _StrEnum(StrEnum):

@@ -28,7 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stageguard.runtime.canonical import ArtifactDocument, content_digest, dumps
 from stageguard.runtime.fsutil import atomic_write
-from stageguard.runtime.model import FORMAT, FORMAT_VERSION, Artifact, StageType
+from stageguard.runtime.model import (
+    FORMAT,
+    FORMAT_VERSION,
+    Artifact,
+    StageType,
+    identifier_problem,
+)
 
 INDEX = "index.json"
 LOCK = ".lock"
@@ -123,6 +129,10 @@ class Registry:
         return holders[0]
 
     def artifact_path(self, project: str, stage: str, version: int) -> Path:
+        for what, part in (("project", project), ("stage", stage)):
+            problem = identifier_problem(what, part)  # a path part: never `..` or `a/b`
+            if problem:
+                raise RegistryError(problem)
         return self.root / project / stage / f"v{version}.json"
 
     def load(self, project: str, stage: str, version: int | None = None) -> Artifact:

@@ -155,3 +155,12 @@ def test_project_of_a_stage_name(tmp_path: Path) -> None:
         reg.project_of("shared")
     with pytest.raises(RegistryError, match="no project"):
         reg.project_of("missing")
+
+
+def test_names_that_are_not_identifiers_never_become_paths(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    for project, stage in (("..", "s"), ("p", "../../x"), ("p", "a/b"), ("", "s")):
+        with pytest.raises(RegistryError, match="not an identifier"):
+            registry.artifact_path(project, stage, 1)
+        with pytest.raises(RegistryError):
+            registry.load(project, stage, 1)
