@@ -157,7 +157,11 @@ class Client:
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
                  **httpx_kwargs: Any) -> None:
-        import httpx  # the `client` extra; imported here so the runtime never needs it
+        try:  # the `client` extra; imported here so the runtime never needs it
+            import httpx
+        except ImportError as exc:
+            raise ImportError("stageguard.client.Client needs httpx: pip install "
+                              "'stageguard[client]'") from exc
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._httpx = httpx
