@@ -46,7 +46,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_never_fails_and_keeps_its_word(case: schemathesis.Case, live) -> None:
     response = case.call(base_url=live.url, headers={"Authorization": f"Bearer {ADMIN}"})
     case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
