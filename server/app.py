@@ -75,6 +75,7 @@ class ServerConfig:
     public_metrics: bool = False
     flush_timeout: float = 10.0
     deliver_webhooks: bool = True
+    scorer_threads: int = 8
 
 
 # ---- errors -----------------------------------------------------------------------------
@@ -262,7 +263,8 @@ def _rulesets_arg(primary: list[RulesetIn] | str | None,
 def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(config.registry, poll_interval=config.poll_interval,
                                  webhook_allow_hosts=config.webhook_allow_hosts,
-                                 deliver_webhooks=config.deliver_webhooks)
+                                 deliver_webhooks=config.deliver_webhooks,
+                                 scorer_threads=config.scorer_threads)
     protect = Protect(runtime=runtime)
     metrics = ServerMetrics(runtime)
     bearer = HTTPBearer(auto_error=False, description="A token with role `invoke` or `admin`")

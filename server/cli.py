@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        help="serve /metrics without a token")
     serve.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="how long shutdown waits for queued webhooks")
+    serve.add_argument("--scorer-threads", type=int, default=8, metavar="N",
+                       help="threads that run scorers for metrics not sent with the payload")
     serve.add_argument("--no-webhooks", action="store_true",
                        help="decide without delivering subscriptions")
     serve.add_argument("--log-level", default="info",
@@ -77,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_body < 1024:
         print("error: --max-body is at least 1024 bytes", file=sys.stderr)
         return EXIT_USAGE
+    if args.scorer_threads < 1:
+        print("error: --scorer-threads is at least 1", file=sys.stderr)
+        return EXIT_USAGE
     tokens = None
     if not args.no_auth:
         try:
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         registry=registry, tokens=tokens, max_body=args.max_body,
         webhook_allow_hosts=tuple(args.webhook_allow_host) if args.webhook_allow_host
         else None, poll_interval=args.poll_interval, public_metrics=args.public_metrics,
-        flush_timeout=args.flush_timeout, deliver_webhooks=not args.no_webhooks)
+        flush_timeout=args.flush_timeout, deliver_webhooks=not args.no_webhooks,
+        scorer_threads=args.scorer_threads)
     if args.openapi:
         app = create_app(config)
         try:
