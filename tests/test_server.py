@@ -458,7 +458,9 @@ def test_concurrent_invokes_while_updating_and_pausing(tmp_path: Path) -> None:
         threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        while len(seen) < 20:
+        deadline = time.monotonic() + 10
+        while len(seen) < 20:  # updates start once invokes flow (version 1 is then seen)
+            assert time.monotonic() < deadline, failures[:3]
             time.sleep(0.01)
         for n in range(2, 12):
             c.post("/projects/c/stages/s", json={"prioritized_rulesets": rulesets(f"v{n}", 0.0)})
