@@ -17,7 +17,6 @@ from stageguard.compiler.diagnostics import (
     Diagnostic,
     Span,
     error,
-    has_errors,
     render_all,
     span_at,
 )
@@ -39,11 +38,11 @@ class SourcePublished:
     stage: StageInfo
     created: bool
     diagnostics: tuple[Diagnostic, ...]  # warnings and notes
-    sources: dict[str, str]
 
 
-def _start_of(file: str, text: str) -> Span:
-    return span_at(file, text, 0, min(len(text), text.find("\n") if "\n" in text else len(text)))
+def _first_line(file: str, text: str) -> Span:
+    end = text.find("\n")
+    return span_at(file, text, 0, end if end >= 0 else len(text))
 
 
 def _url_span(stage: CheckedStage, ruleset_index: int, url: str,
@@ -75,7 +74,7 @@ def publish_source(runtime: Runtime, name: str, files: Mapping[str, str],
         found = ", ".join(f"{s.project}/{s.name}" for s in result.stages) or "none"
         problems.append(error(
             "SG1001", f"no stage `{name}`{f' in project `{project}`' if project else ''} in "
-            "these sources", _start_of(first.path, first.text), "the request publishes this "
+            "these sources", _first_line(first.path, first.text), "the request publishes this "
             f"stage only; stages found: {found}",
             help="the name in the url must be a stage the sources define"))
     elif len(matches) > 1:
@@ -100,5 +99,5 @@ def publish_source(runtime: Runtime, name: str, files: Mapping[str, str],
     doc, stage = matches[0]
     (published,) = registry.publish([doc])  # a RegistryError is the server's, not the policy's
     info = runtime._changed((stage.project, stage.name))
-    warnings = tuple(d for d in result.diagnostics if not has_errors([d]))
-    return SourcePublished(info, published.created, warnings, texts)
+    warnings = tuple(d for d in result.diagnostics if not d.is_error)
+    return SourcePublished(info, published.created, warnings)

@@ -50,7 +50,12 @@ from stageguard.runtime.model import (
     Status,
     identifier_problem,
 )
-from stageguard.runtime.registry import Registry, RegistryError, load_artifact_for_serving
+from stageguard.runtime.registry import (
+    Registry,
+    RegistryError,
+    StageExists,
+    load_artifact_for_serving,
+)
 from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
 from stageguard.runtime.scorers import ScoreRequest, Scorers
 from stageguard.runtime.webhooks import Notifier, allow_list, url_allowed
@@ -72,6 +77,10 @@ class NeedsScorer(Exception):
 
 class InvalidRequest(ValueError):
     """The caller's request cannot be decided (e.g. an empty payload, a bad metric value)."""
+
+
+class StageConflict(InvalidRequest):
+    """`create_stage` for a stage that already exists."""
 
 
 def stage_id(project: str, name: str) -> str:
@@ -312,7 +321,7 @@ class Runtime:
         # Bounded: a service meets arbitrarily many pinned versions and local rulesets.
         self._pinned = _Cache(cache_size)
         self._local = _Cache(cache_size)
-        self._local_versions: dict[tuple[str, str, str], int] = {}  # without a registry
+        self._local_versions: dict[tuple[str, str], dict[str, int]] = {}  # without a registry
         self._files: dict[tuple[str, str], LoadedStage] = {}
         self.load_errors: dict[str, str] = {}
         self._signature: tuple[int, int, int] | None = None
@@ -605,11 +614,8 @@ class Runtime:
 
     def _record_local(self, doc: ArtifactDocument) -> int:
         if self.registry is None:
-            key = (doc.project, doc.stage, doc.digest)
-            if key not in self._local_versions:
-                self._local_versions[key] = 1 + sum(
-                    1 for k in self._local_versions if k[:2] == key[:2])
-            return self._local_versions[key]
+            seen = self._local_versions.setdefault((doc.project, doc.stage), {})
+            return seen.setdefault(doc.digest, len(seen) + 1)
         (published,) = self.registry.publish([doc], reuse_any_version=True)
         return published.version
 
@@ -674,6 +680,8 @@ class Runtime:
         doc = _new_document(project, spec, specs, _stage_metrics(specs, kind, metrics))
         try:
             registry.publish([doc], create_only=True, paused=paused)
+        except StageExists as exc:
+            raise StageConflict(str(exc)) from None
         except RegistryError as exc:
             raise InvalidRequest(str(exc)) from None
         return self._changed((project, name))

@@ -32,12 +32,13 @@ from stageguard.runtime.engine import (
     InvalidRequest,
     NeedsScorer,
     Runtime,
+    StageConflict,
     StageInfo,
     StageNotFound,
     project_id,
 )
 from stageguard.runtime.model import IDENTIFIER, Status
-from stageguard.runtime.registry import RegistryError
+from stageguard.runtime.registry import RegistryError, StageEntry
 from stageguard.server.auth import Principal, Role, TokenFile, Tokens
 from stageguard.server.logs import ACCESS, DECISION
 from stageguard.server.metrics import ServerMetrics
@@ -132,6 +133,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: StageNotFound) -> JSONResponse:
         return _error(request, 404, str(exc).strip("'\""))
 
+    @app.exception_handler(StageConflict)  # Starlette picks the most specific class
+    async def conflict(request: Request, exc: StageConflict) -> JSONResponse:
+        return _error(request, 409, str(exc))
+
     @app.exception_handler(InvalidRequest)
     async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
         return _error(request, 422, str(exc))
@@ -152,6 +157,7 @@ class Edge:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self.too_large = f"the request body is larger than {max_body} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -169,8 +175,7 @@ class Edge:
             if message["type"] == "http.response.start":
                 started_response = True
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
+                message["headers"] = [*message.get("headers", ()),
                                       (b"x-trace-id", state["trace_id"].encode())]
             await send(message)
 
@@ -178,7 +183,7 @@ class Edge:
         try:
             if length is not None and length > self.max_body:
                 await self._reply(send_wrapped, state, 413, "payload_too_large",
-                                  f"the request body is larger than {self.max_body} bytes")
+                                  self.too_large)
                 return
             if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 # A streamed body: read it here, within the limit, then replay it. (With a
@@ -190,8 +195,7 @@ class Edge:
                     size += len(message.get("body", b""))
                     if size > self.max_body:
                         await self._reply(send_wrapped, state, 413, "payload_too_large",
-                                          f"the request body is larger than {self.max_body} "
-                                          "bytes")
+                                          self.too_large)
                         return
                     if message["type"] != "http.request" or not message.get("more_body"):
                         break
@@ -338,6 +342,12 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
             key = by_id
         return key
 
+    def registry_entry(key: tuple[str, str]) -> StageEntry:
+        entry = runtime._need_registry().stage_entry(*key)
+        if entry is None:  # served from a file, not the registry
+            raise StageNotFound(f"stage {key[1]!r} is not in the registry")
+        return entry
+
     Admin = Annotated[Principal, Depends(admin)]
     Invoker = Annotated[Principal, Depends(invoker)]
     project_param = PathParam(description="Project name or id")
@@ -402,11 +412,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
               response_model=StageOut, summary="Create a stage (version 1)",
               responses={409: {"model": ErrorOut}})
     def create(_: Admin, body: StageCreate, project: str = project_param) -> StageOut:
-        name = project_name(project)
-        if runtime.get_stage(project=name, stage_name=body.name) is not None:
-            raise HTTPException(409, f"stage {body.name!r} already exists in project {name!r}")
         info = protect.create_stage(
-            body.name, project=name, type=body.type, description=body.description,
+            body.name, project=project_name(project), type=body.type, description=body.description,
             paused=body.paused, fail_mode=body.fail_mode, metrics=body.metrics,
             prioritized_rulesets=_rulesets_arg(body.prioritized_rulesets, body.rulesets))
         return _stage_out(info)
@@ -452,10 +459,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
              response_model=list[VersionOut], summary="Every published version")
     def versions(_: Admin, project: str = project_param,
                  stage: str = stage_param) -> list[VersionOut]:
-        key = stage_key(project, stage)
-        entry = runtime._need_registry().stage_entry(*key)
-        if entry is None:
-            raise StageNotFound(f"stage {key[1]!r} is not in the registry")
+        entry = registry_entry(stage_key(project, stage))
         last = entry.latest.version if entry.latest else None
         return [VersionOut(version=v.version, digest=v.digest, created_at=v.created_at,
                            latest=v.version == last) for v in entry.versions]
@@ -468,13 +472,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     def artifact(_: Admin, project: str = project_param, stage: str = stage_param,
                  version: int = PathParam(ge=1)) -> Response:
         key = stage_key(project, stage)
-        registry = runtime._need_registry()
-        entry = registry.stage_entry(*key)
-        found = next((v for v in entry.versions if v.version == version), None) \
-            if entry is not None else None
+        found = next((v for v in registry_entry(key).versions if v.version == version), None)
         if found is None:
             raise StageNotFound(f"stage {key[1]!r} has no version {version}")
-        data = (registry.root / found.file).read_bytes()
+        data = (runtime._need_registry().root / found.file).read_bytes()
         return Response(data, media_type="application/json",
                         headers={"ETag": f'"{found.digest}"'})
 

@@ -4,6 +4,7 @@ the tests, never share counters)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -69,28 +70,26 @@ class ServerMetrics:
             "stageguard_http_request_seconds", "HTTP request latency in the server",
             ["route"], buckets=REQUEST_BUCKETS, registry=self.registry)
         self.registry.register(_RuntimeCollector(runtime))
-        self._decision_children: dict[tuple[str, str, str], tuple[object, object]] = {}
-        self._request_children: dict[tuple[str, str, int], tuple[object, object]] = {}
+        # Label lookups cost more than the increment: each label set's children are kept.
+        self._children: dict[tuple[object, ...], tuple[Any, Any]] = {}
+
+    def _count(self, counter: Counter, histogram: Histogram, labels: tuple[str, ...],
+               histogram_labels: tuple[str, ...], seconds: float) -> None:
+        key = (counter, *labels)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (counter.labels(*labels),
+                                              histogram.labels(*histogram_labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def decision(self, project: str, stage: str, status: str, seconds: float) -> None:
-        key = (project, stage, status)
-        children = self._decision_children.get(key)
-        if children is None:  # label lookups cost more than the increment: cache them
-            children = (self.decisions.labels(project, stage, status),
-                        self.decision_seconds.labels(project, stage))
-            self._decision_children[key] = children
-        children[0].inc()  # type: ignore[attr-defined]
-        children[1].observe(seconds)  # type: ignore[attr-defined]
+        self._count(self.decisions, self.decision_seconds, (project, stage, status),
+                    (project, stage), seconds)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (self.requests.labels(method, route, str(status)),
-                        self.request_seconds.labels(route))
-            self._request_children[key] = children
-        children[0].inc()  # type: ignore[attr-defined]
-        children[1].observe(seconds)  # type: ignore[attr-defined]
+        self._count(self.requests, self.request_seconds, (method, route, str(status)),
+                    (route,), seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
