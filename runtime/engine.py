@@ -23,9 +23,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from stageguard.runtime import package_version
+from stageguard.runtime import arguments, package_version
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
+from stageguard.runtime.errors import InvalidRequest, NeedsScorer, StageConflict, StageNotFound
 from stageguard.runtime.evaluate import (
     Decider,
     Failure,
@@ -50,6 +51,7 @@ from stageguard.runtime.model import (
     Status,
     identifier_problem,
 )
+from stageguard.runtime.pii import DeadlinePassed, TextTooLong
 from stageguard.runtime.registry import (
     Registry,
     RegistryError,
@@ -65,22 +67,6 @@ log = logging.getLogger("stageguard.runtime")
 DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
 _STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
 _T = Status.TRIGGERED
-
-
-class StageNotFound(LookupError):
-    pass
-
-
-class NeedsScorer(Exception):
-    """Raised by `invoke(..., scorers=False)` when a metric would come from a scorer."""
-
-
-class InvalidRequest(ValueError):
-    """The caller's request cannot be decided (e.g. an empty payload, a bad metric value)."""
-
-
-class StageConflict(InvalidRequest):
-    """`create_stage` for a stage that already exists."""
 
 
 def stage_id(project: str, name: str) -> str:
@@ -283,15 +269,17 @@ class _Resolution:
         if remaining <= 0:
             return Failure(Status.TIMEOUT, f"no time left for metric `{name}` within the "
                            f"{self.timeout:g}s timeout")
-        request = ScoreRequest(name, self.input, self.output, self.metadata)
+        request = ScoreRequest(name, self.input, self.output, self.metadata, self.deadline)
         future = self.runtime._pool().submit(scorer, request)
         try:
             raw = future.result(timeout=remaining)
-        except TimeoutError:
+        except (TimeoutError, DeadlinePassed):
             future.cancel()
             return Failure(Status.TIMEOUT, f"scorer for `{name}` did not finish within the "
                            f"{self.timeout:g}s timeout")
-        except Exception as exc:
+        except TextTooLong as exc:
+            return Failure(Status.FAILED, f"scorer for `{name}`: {exc}")
+        except BaseException as exc:  # SystemExit too: the scorer's, not the caller's
             return Failure(Status.FAILED, f"scorer for `{name}` raised {type(exc).__name__}: "
                            f"{exc}")
         try:
@@ -462,6 +450,9 @@ class Runtime:
     def _key(self, project: str | None, stage: str | None, stage_id_: str | None,
              table: _Table | None = None) -> tuple[str, str]:
         table = table or self._table
+        project = arguments.optional_name("project", project)
+        stage = arguments.optional_name("stage name", stage)
+        stage_id_ = arguments.optional_name("stage id", stage_id_)
         if stage_id_ is not None:
             key = table.ids.get(str(stage_id_))
             if key is None:
@@ -519,19 +510,24 @@ class Runtime:
         sends only the others to a thread."""
         received = time.time_ns()
         started = time.perf_counter()
-        if payload.__class__ is dict:
-            text_in = payload.get("input") or ""  # type: ignore[union-attr]
-            text_out = payload.get("output") or ""  # type: ignore[union-attr]
-            raw_metrics = payload.get("metrics")  # type: ignore[union-attr]
-        elif isinstance(payload, Payload):
+        if isinstance(payload, Payload):
             text_in, text_out, raw_metrics = payload.input, payload.output, payload.metrics
         elif isinstance(payload, Mapping):
-            text_in, text_out = payload.get("input") or "", payload.get("output") or ""
+            text_in, text_out = payload.get("input"), payload.get("output")
             raw_metrics = payload.get("metrics")
         else:
             raise InvalidRequest("payload is a Payload or a mapping with input/output")
-        if text_in.__class__ is not str or text_out.__class__ is not str:
-            raise InvalidRequest("payload input and output are strings")
+        text_in = arguments.text("payload input", text_in)
+        text_out = arguments.text("payload output", text_out)
+        if raw_metrics is not None:
+            raw_metrics = arguments.metrics(raw_metrics)
+        if timeout != DEFAULT_TIMEOUT:
+            timeout = arguments.timeout(timeout)
+        if metadata is not None:
+            metadata = arguments.string_map("metadata", metadata)
+        if headers is not None:
+            headers = arguments.string_map("headers", headers)
+        version = arguments.version(version)
         text = text_out or text_in
         if not text:
             raise InvalidRequest("payload needs a non-empty input or output")
@@ -626,6 +622,9 @@ class Runtime:
         if isinstance(rulesets, str):
             raise InvalidRequest("rulesets as source text need the compiler: use "
                                  "stageguard.compiler.api")
+        if isinstance(rulesets, Mapping) or not isinstance(rulesets, Sequence):
+            raise InvalidRequest("rulesets are a list of rulesets, not a "
+                                 f"{type(rulesets).__name__}")
         try:
             specs = rulesets_from_galileo(rulesets, catalog)
         except ValueError as exc:

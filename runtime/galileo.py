@@ -167,13 +167,19 @@ def rulesets_from_galileo(items: object, catalog: Mapping[str, MetricSpec],
             if not isinstance(rules, list | tuple) or not rules:
                 raise RulesetError(f"{here}.rules: at least one rule is required")
             description = item.get("description")
-            base = (item.get("name") or _slug(description or "") or f"ruleset_{i + 1}")
+            if description is not None and not isinstance(description, str):
+                raise RulesetError(f"{here}.description: a string, not "
+                                   f"{type(description).__name__}")
+            given = item.get("name")
+            if given is not None and not isinstance(given, str):
+                raise RulesetError(f"{here}.name: a string, not {type(given).__name__}")
+            base = (given or _slug(description or "") or f"ruleset_{i + 1}")
             name, n = str(base), 2
             while name in used:
                 name, n = f"{base}_{n}", n + 1
             try:
                 spec = RulesetSpec(
-                    name=name, description=description if isinstance(description, str) else None,
+                    name=name, description=description,
                     rules=tuple(rule_from_galileo(r, catalog, f"{here}.rules[{j}]")
                                 for j, r in enumerate(rules)),
                     action=action_from_galileo(item.get("action"), f"{here}.action"))
@@ -186,9 +192,18 @@ def rulesets_from_galileo(items: object, catalog: Mapping[str, MetricSpec],
     return tuple(out)
 
 
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
 def wire_value(value: object) -> object:
-    """A metric value or target as JSON data: label tuples become lists."""
-    return list(value) if isinstance(value, tuple) else value
+    """A metric value or target as strict JSON data: label tuples become lists; NaN and
+    the infinities, which JSON has no numbers for, become the strings "NaN", "Infinity"
+    and "-Infinity" (docs/semantics.md, "Wire values")."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else _NON_FINITE[value]
+    return value
 
 
 def ruleset_to_galileo(spec: RulesetSpec) -> dict[str, Any]:

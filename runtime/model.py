@@ -11,7 +11,9 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, model_validator
+
+from stageguard.runtime import limits
 
 FORMAT = "stageguard.artifact"
 FORMAT_VERSION = 1
@@ -23,7 +25,9 @@ _IDENTIFIER = re.compile(IDENTIFIER)
 def identifier_problem(what: str, value: object) -> str | None:
     """Why `value` cannot name a project, stage or metric (None when it can). Such names
     become registry path parts, so nothing else may pass."""
-    if isinstance(value, str) and _IDENTIFIER.fullmatch(value) and len(value) <= 200:
+    if isinstance(value, str) and len(value) > limits.NAME:
+        return f"{what} `{value[:40]}…`: {limits.over('name', len(value))}"
+    if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
         return None
     return (f"{what} {value!r} is not an identifier (letters, digits, _ and -, not starting "
             "with a digit or -)")
@@ -99,7 +103,10 @@ class ActionType(_StrEnum):
 
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Identifier = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=200)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=limits.NAME)]
+Description = Annotated[str, StringConstraints(max_length=limits.DESCRIPTION)]
+Label = Annotated[StrictStr, StringConstraints(max_length=limits.LABEL)]
+Choice = Annotated[StrictStr, StringConstraints(max_length=limits.CHOICE)]
 
 
 class _Model(BaseModel):
@@ -111,10 +118,10 @@ class MetricSpec(_Model):
 
     name: Identifier
     type: MetricType
-    description: str | None = None
+    description: Description | None = None
     minimum: FiniteFloat | None = None
     maximum: FiniteFloat | None = None
-    labels: tuple[StrictStr, ...] | None = None
+    labels: Annotated[tuple[Label, ...], Field(max_length=limits.LABELS)] | None = None
     builtin: bool = False
 
     @model_validator(mode="after")
@@ -132,7 +139,8 @@ class MetricSpec(_Model):
 class RuleSpec(_Model):
     metric: Identifier
     operator: Operator
-    target_value: FiniteFloat | StrictStr | tuple[StrictStr, ...] | None = None
+    target_value: (FiniteFloat | Label
+                   | Annotated[tuple[Label, ...], Field(max_length=limits.LABELS)] | None) = None
 
     @model_validator(mode="after")
     def _target_fits_operator(self) -> RuleSpec:
@@ -153,14 +161,15 @@ class RuleSpec(_Model):
 
 
 class Subscription(_Model):
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2048)]
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=limits.URL)]
     statuses: tuple[Status, ...] = (Status.TRIGGERED,)
 
 
 class Action(_Model):
     type: ActionType
-    choices: tuple[StrictStr, ...] | None = None
-    subscriptions: tuple[Subscription, ...] = ()
+    choices: Annotated[tuple[Choice, ...], Field(max_length=limits.CHOICES)] | None = None
+    subscriptions: Annotated[tuple[Subscription, ...],
+                             Field(max_length=limits.SUBSCRIPTIONS)] = ()
 
     @model_validator(mode="after")
     def _choices_fit_type(self) -> Action:
@@ -173,15 +182,15 @@ class Action(_Model):
 
 class RulesetSpec(_Model):
     name: Identifier
-    description: str | None = None
-    rules: Annotated[tuple[RuleSpec, ...], Field(min_length=1)]
+    description: Description | None = None
+    rules: Annotated[tuple[RuleSpec, ...], Field(min_length=1, max_length=limits.RULES)]
     action: Action
 
 
 class StageSpec(_Model):
     name: Identifier
     type: StageType
-    description: str | None = None
+    description: Description | None = None
     fail_mode: FailMode = FailMode.OPEN
 
 
@@ -227,8 +236,8 @@ class Artifact(_Model):
     version: Annotated[int, Field(ge=1)]
     digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
     compiler: CompilerInfo
-    metrics: tuple[MetricSpec, ...]
-    rulesets: tuple[RulesetSpec, ...]
+    metrics: Annotated[tuple[MetricSpec, ...], Field(max_length=limits.METRICS)]
+    rulesets: Annotated[tuple[RulesetSpec, ...], Field(max_length=limits.RULESETS)]
     # Absent for stages created through the API from rulesets rather than compiled source.
     source_map: SourceMap | None = None
 

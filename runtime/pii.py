@@ -1,9 +1,20 @@
-"""Regex-based PII detection for the built-in `input_pii` / `output_pii` scorers.
+"""PII detection for the built-in `input_pii` / `output_pii` scorers, in time linear in the
+text.
+
+Every pattern runs on RE2 (google-re2): no backtracking, so no input can make a pattern
+slow, and RE2 releases the GIL while it matches, so a long text does not stall the service's
+event loop. RE2 has no look-around or back-references; where the patterns need them, a
+pattern finds candidates and a few lines of Python check each one's neighbours (each
+candidate is looked at once, so the checks are linear too). Texts longer than
+`limits.SCORED_TEXT` characters are refused (`TextTooLong`), and a `deadline` stops the
+detectors between patterns.
 
 Precision over recall: each detector looks for a shape and then checks what it can (Luhn for
 card numbers, valid octets for IPv4, `ipaddress` for IPv6, mod-97 for IBANs, SSA rules for
 SSNs, a birth keyword next to a date). Known limits, documented in docs/runtime.md:
 - `name` is never reported: a regex cannot tell names from words.
+- Word characters, digits and word boundaries are ASCII (RE2's): "é" is not a letter to
+  these patterns, and digits of other scripts are not digits.
 - SSNs are found only written with separators (123-45-6789 / 123 45 6789); nine bare digits
   are too often something else.
 - Phone numbers: North American forms and international numbers written with a leading `+`.
@@ -17,39 +28,63 @@ SSNs, a birth keyword next to a date). Known limits, documented in docs/runtime.
 from __future__ import annotations
 
 import ipaddress
-import re
+import time
+from collections.abc import Callable
 
+import re2
+
+from stageguard.runtime import limits
 from stageguard.runtime.catalog import PII_LABELS
 
-_SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}\b")
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w-])"
-    r"|(?<![\w+])\+(?:[1-9]\d{0,2})(?:[\s.-]?\d){7,12}(?!\w)"
-)
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
-_IPV4 = re.compile(r"(?<![\d.])(?<![vV])(?<![vV]ersion )"
-                   r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])")
-_IPV6_CANDIDATE = re.compile(r"(?<![\w:])[0-9A-Fa-f:]{2,39}(?![\w:])")
-_MAC = re.compile(r"\b[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}\b")
+
+class TextTooLong(ValueError):
+    """The text is longer than a built-in scorer reads."""
+
+
+class DeadlinePassed(TimeoutError):
+    """The invocation's deadline passed while detecting."""
+
+
+# Python's `\s` (its ASCII part, and Unicode's spaces), which RE2's narrower `\s` is not.
+_SPACES = r"\t-\r\x1c-\x1f \x{85}\pZ"
+
+
+def _re(pattern: str) -> re2._Regexp:
+    pattern = (pattern.replace(r"[\s", "[" + _SPACES).replace(r"\s", f"[{_SPACES}]")
+               .replace(r"\S", f"[^{_SPACES}]"))
+    return re2.compile(pattern)
+
+
+_SSN = _re(r"\b([0-9]{3})([- ])([0-9]{2})([- ])([0-9]{4})\b")
+_EMAIL = _re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_PHONE = _re(
+    r"(?:^|[^\w+])(?:(?:\+?1[\s.-]?)?(?:\([0-9]{3}\)\s?|[0-9]{3}[\s.-])[0-9]{3}[\s.-][0-9]{4}"
+    r"(?:$|[^\w-])"
+    r"|\+[1-9][0-9]{0,2}(?:[\s.-]?[0-9]){7,12}(?:$|\W))")
+# Digit groups joined by single spaces or dashes; card numbers are windows of them.
+_DIGIT_RUN = _re(r"[0-9]+(?:[ -][0-9]+)*")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = _re(rf"(?:^|[^0-9.vV])({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})")
+# A whole run of word characters and colons holding two colons or more (greedy on both
+# sides, leftmost: the match is the maximal run).
+_IPV6_RUN = _re(r"[\w:]*:[\w:]*:[\w:]*")
+_IPV6_SHAPE = _re(r"^[0-9A-Fa-f:]{2,39}$")
+_MAC = _re(r"\b[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}\b")
 _MONTHS = ("jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
            "sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?")
-_DATE = (r"(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|"
-         rf"(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}|"
-         rf"\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})\.?,?\s+\d{{4}})")
-_DOB = re.compile(
-    rf"\b(?:born|birthday|birth\s*date|date\s+of\s+birth|d\.?o\.?b\.?)\b\W{{0,3}}"
-    rf"(?:\w+\W+){{0,3}}?{_DATE}", re.IGNORECASE)
-_PASSWORD = re.compile(r"\b(?:password|passwd|pwd|passcode|pin)\b\s*(?:is|[:=])\s*\S+",
-                       re.IGNORECASE)
-_USERNAME = re.compile(r"\b(?:username|user\s*name|user\s*id|login)\b\s*(?:is|[:=])\s*\S+",
-                       re.IGNORECASE)
-_ACCOUNT = re.compile(r"\b(?:account|acct|routing)\s*(?:number|no\.?|#)?\s*(?:is|[:=#])?\s*"
-                      r"\d[\d -]{5,}\d\b", re.IGNORECASE)
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
-_ADDRESS = re.compile(
-    r"\b\d{1,5}\s+(?:[A-Z][a-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|"
+_DATE = (r"(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}|[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}|"
+         rf"(?:{_MONTHS})\.?\s+[0-9]{{1,2}}(?:st|nd|rd|th)?,?\s+[0-9]{{4}}|"
+         rf"[0-9]{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})\.?,?\s+[0-9]{{4}})")
+_DOB = _re(
+    rf"(?i)\b(?:born|birthday|birth\s*date|date\s+of\s+birth|d\.?o\.?b\.?)\b\W{{0,3}}"
+    rf"(?:\w+\W+){{0,3}}?{_DATE}")
+_PASSWORD = _re(r"(?i)\b(?:password|passwd|pwd|passcode|pin)\b\s*(?:is|[:=])\s*\S+")
+_USERNAME = _re(r"(?i)\b(?:username|user\s*name|user\s*id|login)\b\s*(?:is|[:=])\s*\S+")
+_ACCOUNT = _re(r"(?i)\b(?:account|acct|routing)\s*(?:number|no\.?|#)?\s*(?:is|[:=#])?\s*"
+               r"[0-9][0-9 -]{5,}[0-9]\b")
+_IBAN = _re(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+_ADDRESS = _re(
+    r"\b[0-9]{1,5}\s+(?:[A-Z][a-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|"
     r"Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Square|Sq)\b\.?")
 
 
@@ -78,18 +113,78 @@ def _card_prefix_ok(digits: str) -> bool:
     )
 
 
-def _has_card(text: str) -> bool:
-    for m in _CARD.finditer(text):
-        digits = re.sub(r"[ -]", "", m.group())
-        if 13 <= len(digits) <= 19 and _card_prefix_ok(digits) and luhn_valid(digits):
+def _is_card(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and _card_prefix_ok(digits) and luhn_valid(digits)
+
+
+def _has_ssn(text: str) -> bool:
+    for m in _SSN.finditer(text):
+        area, sep, group, sep2, serial = m.groups()
+        if (sep == sep2 and area not in ("000", "666") and area[0] != "9" and group != "00"
+                and serial != "0000"):
             return True
     return False
 
 
+def _has_card(text: str) -> bool:
+    """A card number is 13-19 digits, grouped by single spaces or dashes, with a dash or a
+    digit on neither side. Within a run of groups (`4111 1111 1111 1111 123`: a card and its
+    code) every window that starts and ends at a space or the run's edge is tried; a window
+    spans at most 19 groups, so the work stays linear in the run."""
+    n = len(text)
+    for m in _DIGIT_RUN.finditer(text):
+        start, end = m.span()
+        pieces = _split_groups(m.group())
+        groups, seps = pieces[::2], pieces[1::2]
+        # A dash just outside the run joins it to a neighbour: no window may start or end
+        # there (the run's own edges), only at spaces inside it.
+        first_ok = not (start and text[start - 1] == "-")
+        last_ok = not (end < n and text[end] == "-")
+        for i in range(len(groups)):
+            if i and seps[i - 1] != " ":
+                continue  # a window starts at the run's edge or after a space
+            if i == 0 and not first_ok:
+                continue
+            digits = ""
+            for j in range(i, len(groups)):
+                digits += groups[j]
+                if len(digits) > 19:
+                    break
+                ends_ok = (j == len(groups) - 1 and last_ok) or (
+                    j < len(groups) - 1 and seps[j] == " ")
+                if ends_ok and _is_card(digits):
+                    return True
+    return False
+
+
+def _split_groups(run: str) -> list[str]:
+    """`4111-1111 22` -> `4111`, `-`, `1111`, ` `, `22`: groups at even places."""
+    pieces: list[str] = []
+    piece_start = 0
+    for k, ch in enumerate(run):
+        if ch in " -":
+            pieces += (run[piece_start:k], ch)
+            piece_start = k + 1
+    pieces.append(run[piece_start:])
+    return pieces
+
+
+def _has_ipv4(text: str) -> bool:
+    n = len(text)
+    for m in _IPV4.finditer(text):
+        start, end = m.span(1)
+        if end < n and (text[end] == "." or "0" <= text[end] <= "9"):
+            continue
+        if text[max(0, start - 8):start] in ("version ", "Version "):
+            continue
+        return True
+    return False
+
+
 def _has_ipv6(text: str) -> bool:
-    for m in _IPV6_CANDIDATE.finditer(text):
+    for m in _IPV6_RUN.finditer(text):
         candidate = m.group()
-        if candidate.count(":") >= 2:
+        if _IPV6_SHAPE.search(candidate):
             try:
                 ipaddress.IPv6Address(candidate)
                 return True
@@ -107,29 +202,48 @@ def _iban_valid(raw: str) -> bool:
     return int(number) % 97 == 1
 
 
-def detect(text: str) -> tuple[str, ...]:
-    """The PII labels found in `text`, in the catalog's order."""
+def _has_account(text: str) -> bool:
+    return bool(_ACCOUNT.search(text)) or any(_iban_valid(m.group())
+                                              for m in _IBAN.finditer(text))
+
+
+_DETECTORS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("ssn", _has_ssn),
+    ("email", lambda t: bool(_EMAIL.search(t))),
+    ("credit_card_info", _has_card),
+    ("phone_number", lambda t: bool(_PHONE.search(t))),
+    ("network_info", lambda t: _has_ipv4(t) or bool(_MAC.search(t)) or _has_ipv6(t)),
+    ("date_of_birth", lambda t: bool(_DOB.search(t))),
+    ("password", lambda t: bool(_PASSWORD.search(t))),
+    ("username", lambda t: bool(_USERNAME.search(t))),
+    ("account_info", _has_account),
+    ("address", lambda t: bool(_ADDRESS.search(t))),
+)
+
+
+def _encodable(text: str) -> str:
+    """RE2 reads UTF-8: a lone surrogate (valid in a Python str, not in UTF-8) becomes
+    U+FFFD, one character for one, so nothing else moves."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def detect(text: str, deadline: float | None = None) -> tuple[str, ...]:
+    """The PII labels found in `text`, in the catalog's order. `deadline` is a
+    `time.perf_counter()` instant: past it, `DeadlinePassed` is raised between detectors."""
     if not text:
         return ()
+    problem = limits.over("scored_text", len(text))
+    if problem:
+        raise TextTooLong(problem)
+    text = _encodable(text)
     found: set[str] = set()
-    if _SSN.search(text):
-        found.add("ssn")
-    if _EMAIL.search(text):
-        found.add("email")
-    if _has_card(text):
-        found.add("credit_card_info")
-    if _PHONE.search(text):
-        found.add("phone_number")
-    if _IPV4.search(text) or _MAC.search(text) or _has_ipv6(text):
-        found.add("network_info")
-    if _DOB.search(text):
-        found.add("date_of_birth")
-    if _PASSWORD.search(text):
-        found.add("password")
-    if _USERNAME.search(text):
-        found.add("username")
-    if _ACCOUNT.search(text) or any(_iban_valid(m.group()) for m in _IBAN.finditer(text)):
-        found.add("account_info")
-    if _ADDRESS.search(text):
-        found.add("address")
+    for label, detector in _DETECTORS:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise DeadlinePassed("the invocation's deadline passed during PII detection")
+        if detector(text):
+            found.add(label)
     return tuple(label for label in PII_LABELS if label in found)

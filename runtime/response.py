@@ -205,4 +205,4 @@ class Response:
     model_dump = to_dict
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, **kwargs)

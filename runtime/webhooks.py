@@ -107,7 +107,7 @@ class Notifier:
 
     def _deliver(self, item: Delivery) -> None:
         try:
-            data = json.dumps(item.body(), ensure_ascii=False).encode("utf-8")
+            data = json.dumps(item.body(), ensure_ascii=False, allow_nan=False).encode("utf-8")
         except Exception as exc:
             self._drop(item.url, item.trace_id, f"body could not be serialised: {exc}")
             return

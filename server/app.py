@@ -398,7 +398,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 "ruleset": winner,
                 "action": result.action_result.type.value if result.action_result else None,
                 "execution_time": tm.execution_time, "principal": who.name})
-        return Response(json.dumps(wire, ensure_ascii=False).encode(),
+        return Response(json.dumps(wire, ensure_ascii=False, allow_nan=False).encode(),
                         media_type="application/json", headers=body.headers)
 
     # ---- stage management -------------------------------------------------------------
