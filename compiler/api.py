@@ -16,9 +16,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stageguard.compiler import ast
 from stageguard.compiler.checker import check
-from stageguard.compiler.diagnostics import Diagnostic, render_all
-from stageguard.compiler.parser import parse
+from stageguard.compiler.diagnostics import Diagnostic, Span, render_all
+from stageguard.compiler.parser import ParseResult, parse_rulesets
 from stageguard.runtime.catalog import BUILTIN_METRICS
 from stageguard.runtime.engine import InvalidRequest, Runtime, StageInfo
 from stageguard.runtime.model import MetricSpec, RulesetSpec
@@ -36,26 +37,33 @@ class PolicyError(InvalidRequest):
 
 
 def rulesets_from_source(text: str, metrics: Sequence[MetricSpec] = ()) -> tuple[RulesetSpec, ...]:
-    """Compile `ruleset` blocks. Diagnostics point into `text` itself (line 1 is its first
-    line), as if it were a file named `<rulesets>`."""
-    prefix = "project api\nstage rulesets {\n"
-    wrapped = prefix + text + "\n}\n"
-    shift_lines, shift_chars = prefix.count("\n"), len(prefix)
+    """Compile `ruleset` blocks. Diagnostics point into `text` itself, as if it were a file
+    named `<rulesets>`. The text is parsed as rulesets only (never spliced into a stage), so
+    nothing in it can open or close another block."""
+    if not isinstance(text, str):
+        raise InvalidRequest(f"rulesets source is a string, not {type(text).__name__}")
+    parsed = parse_rulesets(text, SOURCE_NAME)
     custom = [m for m in metrics if m.name not in BUILTIN_METRICS]
-    result = check([parse(wrapped, SOURCE_NAME)], extra_metrics=custom)
+    result = check([_as_stage_file(parsed, len(text))], extra_metrics=custom)
     problems = [d for d in result.diagnostics if d.is_error]
     if problems:
-        def move(d: Diagnostic) -> Diagnostic:
-            s = d.span
-            line = max(1, s.line - shift_lines)
-            span = s._replace(start=max(0, s.start - shift_chars), end=max(0, s.end - shift_chars),
-                              line=line, end_line=max(line, s.end_line - shift_lines))
-            return d.__class__(d.code, d.severity, d.message, span, d.label, d.help, ())
-        raise PolicyError([move(d) for d in problems], text)
+        raise PolicyError(problems, text)
     (stage,) = result.stages
     from stageguard.compiler.artifacts import document
 
     return tuple(RulesetSpec.model_validate(r) for r in document(stage)["rulesets"])
+
+
+def _as_stage_file(parsed: ParseResult, size: int) -> ParseResult:
+    """The parsed rulesets as the one stage of a file, built as AST (no text is joined)."""
+    if parsed.file is None:
+        return parsed
+    here = Span(SOURCE_NAME, 0, 0, 1, 1, 1, 1)
+    whole = Span(SOURCE_NAME, 0, size, 1, 1, 1, 1)  # holds every ruleset, as a stage would
+    stage = ast.Stage(ast.Name("rulesets", here), parsed.file.items, whole)
+    file = ast.PolicyFile(SOURCE_NAME, (ast.ProjectDecl(ast.Name("api", here), here), stage),
+                          parsed.file.comments)
+    return ParseResult(file, parsed.diagnostics, parsed.error_offsets)
 
 
 class Protect:

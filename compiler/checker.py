@@ -23,6 +23,7 @@ from stageguard.compiler.diagnostics import (
     has_errors,
     warning,
 )
+from stageguard.compiler.limit_check import check_limits
 from stageguard.compiler.parser import ParseResult
 from stageguard.compiler.unparse import SPELLING
 from stageguard.runtime.catalog import ALIASES, BUILTIN_METRICS, canonical_name
@@ -107,12 +108,19 @@ class _Project:
 
 class _Checker:
     def __init__(self, error_offsets: dict[str, Sequence[int]],
-                 extra_metrics: Sequence[MetricSpec] = ()) -> None:
+                 extra_metrics: Sequence[MetricSpec] = (),
+                 over_limit: dict[str, list[int]] | None = None) -> None:
         self.extra_metrics = {m.name: m for m in extra_metrics}
         self.diagnostics: list[Diagnostic] = []
         self.error_offsets = error_offsets
+        # Where the limits pass reported: nothing containing such a place is built, so no
+        # artifact can hold what the runtime would refuse.
+        self.over_limit_offsets = over_limit or {}
         # Declared metrics whose declaration is wrong: rules using them are not also reported.
         self.poisoned: set[str] = set()
+
+    def over_limit(self, span: Span) -> bool:
+        return any(span.contains(o) for o in self.over_limit_offsets.get(span.file, ()))
 
     def damaged(self, span: Span) -> bool:
         """A syntax error fell inside this node: what looks missing may just be unparsed."""
@@ -150,6 +158,8 @@ class _Checker:
         return stages
 
     def project(self, project: _Project) -> list[CheckedStage]:
+        if any(self.over_limit(d.name.span) for f in project.files for d in f.projects):
+            return []  # the name is reported; every stage would carry it
         catalog = self.metric_catalog(project)
         seen: dict[str, ast.Stage] = {}
         out = []
@@ -264,7 +274,7 @@ class _Checker:
             labels = self.vocabulary(labels_prop.labels)
             if labels is None:
                 ok = False
-        if not ok:
+        if not ok or self.over_limit(decl.span):
             return None
         if kind is MetricType.SCORE:
             minimum, maximum = 0.0, 1.0
@@ -348,7 +358,7 @@ class _Checker:
             else:
                 checked.append(result)
                 used.update(r.metric for r in result.rules)
-        if not ok or not stage.name.value:
+        if not ok or not stage.name.value or self.over_limit(stage.span):
             return None
         if kind is StageType.LOCAL:
             # Invocations may use any metric the project declares; ship those with the stage.
@@ -615,7 +625,12 @@ def check(results: Sequence[ParseResult],
             offsets[r.diagnostics[0].span.file] = r.error_offsets
         if r.file is not None:
             files.append(r.file)
-    checker = _Checker(offsets, extra_metrics)
+    over_limit: dict[str, list[int]] = {}
+    for file in files:
+        found = check_limits(file)
+        diagnostics.extend(found)
+        over_limit[file.path] = [d.span.start for d in found]
+    checker = _Checker(offsets, extra_metrics, over_limit)
     stages = checker.run(files)
     diagnostics.extend(checker.diagnostics)
     return CheckResult(tuple(stages), tuple(diagnostics))

@@ -18,10 +18,13 @@ from typing import Any
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.parsers.lalr_analysis import Shift
 from lark.parsers.lalr_parser_state import ParserState
 
 from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Diagnostic, Span, did_you_mean, error
+from stageguard.runtime import limits
+from stageguard.runtime.arguments import unicode_problem
 from stageguard.runtime.model import Operator
 
 MAX_SYNTAX_ERRORS = 50
@@ -110,6 +113,7 @@ def _tok_span(path: str, tok: Token) -> Span:
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
 _ESCAPE_RE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Builder(Transformer[Token, Any]):
@@ -127,6 +131,9 @@ class _Builder(Transformer[Token, Any]):
     def _str(self, tok: Token) -> ast.Str:
         raw = str(tok)
         span = _tok_span(self.path, tok)
+        too_long = limits.over("string", len(raw) - 2)
+        if too_long:
+            self._problem("SG0008", "this string is too long", span, too_long)
         if raw.startswith('"""'):
             return ast.Str(self._multiline(raw[3:-3], span), span, multiline=True)
         body = raw[1:-1]
@@ -145,7 +152,18 @@ class _Builder(Transformer[Token, Any]):
             )
             return esc
 
-        return _ESCAPE_RE.sub(replace, body)
+        text = _ESCAPE_RE.sub(replace, body)
+        if _SURROGATE.search(text) is None:
+            return text
+        # `\uD83D\uDE00` is one character written as its UTF-16 pair (as in JSON); a half
+        # of a pair alone is no character at all.
+        try:
+            return text.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError:
+            self._problem("SG0005", "a `\\uD800`-`\\uDFFF` escape must be half of a "
+                          "surrogate pair", span, "write the character itself, or both "
+                          "halves of its pair (`\\uD83D\\uDE00`)")
+            return _SURROGATE.sub("\ufffd", text)
 
     def _multiline(self, body: str, span: Span) -> str:
         # Swift-style: text starts on the line after the opening quotes; the closing quotes'
@@ -198,6 +216,9 @@ class _Builder(Transformer[Token, Any]):
     # Reductions, one per grammar rule (or alias).
 
     def start(self, items: list[Any]) -> list[Any]:
+        return items
+
+    def rulesets(self, items: list[Any]) -> list[Any]:
         return items
 
     def project_decl(self, c: list[Any]) -> ast.ProjectDecl:
@@ -283,8 +304,9 @@ def grammar_text() -> str:
 
 
 class _Parser:
-    """One Lark instance shared by all parses; the builder holds per-parse state, so parses
-    are serialised by a lock (they are CPU-bound under the GIL anyway)."""
+    """A Lark instance with its AST builder. The builder holds per-parse state, so each
+    thread has its own parser: parses in different threads never wait for each other (the
+    service compiles requests in a thread pool)."""
 
     def __init__(self) -> None:
         self.builder = _Builder()
@@ -296,61 +318,130 @@ class _Parser:
             transformer=self.builder,
             maybe_placeholders=True,
             lexer_callbacks={"COMMENT": self.comments.append},
+            start=["start", "rulesets"],
         )
         self.terminal_words = dict(_TERMINAL_WORDS)
         for term in self.lark.terminals:
             if term.pattern.type == "str":
                 self.terminal_words.setdefault(term.name, f"`{term.pattern.value}`")
-        self.lock = threading.Lock()
 
 
-@cache
+_LOCAL = threading.local()
+
+
 def _parser() -> _Parser:
-    return _Parser()
+    parser: _Parser | None = getattr(_LOCAL, "parser", None)
+    if parser is None:
+        parser = _LOCAL.parser = _Parser()
+    return parser
 
 
 def parse(text: str, path: str = "<input>") -> ParseResult:
     """Parse one policy file. Never raises for bad input: problems come back as diagnostics."""
+    return _parse(text, path, "start")
+
+
+def parse_rulesets(text: str, path: str = "<rulesets>") -> ParseResult:
+    """Parse `ruleset NAME { … }` blocks and nothing else (rulesets sent as source with an
+    API call): the result's file holds `ast.Ruleset` items only, so no text can close a
+    block it did not open."""
+    return _parse(text, path, "rulesets")
+
+
+def _parse(text: str, path: str, start: str) -> ParseResult:
+    too_big = limits.over("source", len(text.encode("utf-8", "surrogatepass")))
+    if too_big:
+        span = Span(path, 0, 0, 1, 1, 1, 1)
+        return ParseResult(None, (error("SG0008", "this file is too large to read", span,
+                                        "not read", help=too_big),), (0,))
+    encoding = unicode_problem(text)
+    surrogate_at = None
+    if encoding:
+        # Only a str handed over by an API can hold one (files are decoded as UTF-8): say
+        # where, then read on with U+FFFD in its place (one character for one).
+        surrogate_at = _SURROGATE.search(text)
+        text = _SURROGATE.sub("\ufffd", text)
     p = _parser()
-    with p.lock:
-        p.builder.path = path
-        p.builder.problems = {}
-        p.comments.clear()
-        recovery = _Recovery(p, text, path)
-        try:
-            items = p.lark.parse(text, on_error=recovery.on_error)
-        except UnexpectedInput as exc:
-            # Recovery gave up (too many errors, or an end of file it cannot close).
-            recovery.report_final(exc)
-            items = None
-        comments = tuple(
-            ast.Comment(str(t), _tok_span(path, t)) for t in p.comments
-        )
-        diagnostics = recovery.diagnostics + list(p.builder.problems.values())
+    p.builder.path = path
+    p.builder.problems = {}
+    p.comments.clear()
+    recovery = _Recovery(p, text, path)
+    try:
+        items = p.lark.parse(text, start=start, on_error=recovery.on_error)
+    except UnexpectedInput as exc:
+        # Recovery gave up (too many errors, or an end of file it cannot close).
+        recovery.report_final(exc)
+        items = None
+    comments = tuple(ast.Comment(str(t), _tok_span(path, t)) for t in p.comments)
+    problems = list(p.builder.problems.values())
+    if surrogate_at is not None:
+        at = surrogate_at.start()
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        problems.insert(0, error("SG0002", "this text is not valid Unicode",
+                                 Span(path, at, at + 1, line, column, line, column + 1),
+                                 "a lone surrogate", help=f"the text {encoding}"))
+    diagnostics = recovery.diagnostics + problems
     file = ast.PolicyFile(path, tuple(items), comments) if items is not None else None
-    offsets = tuple(recovery.offsets) + tuple(d.span.start for d in p.builder.problems.values())
+    offsets = tuple(recovery.offsets) + tuple(d.span.start for d in problems)
     return ParseResult(file, tuple(diagnostics), offsets)
 
 
 # ---- recovery -----------------------------------------------------------------------------
 
 
-def _accepts(state: ParserState[Any], terminal: str) -> bool:
-    # Values must be deep-copied: Lark's LALR child filter extends child lists in place, so a
-    # trial reduction on a shallow copy would corrupt the real parse.
-    trial = state.copy()
-    try:
-        trial.feed_token(Token(terminal, _PLACEHOLDER.get(terminal, "")), terminal == "$END")
-    except UnexpectedInput:
-        return False
-    except Exception:  # a reduction over a placeholder value; treat as not accepted
-        return False
-    return True
+def _advance(state: ParserState[Any], stack: list[Any], terminal: str,
+             is_end: bool = False) -> list[Any] | None:
+    """The state stack after feeding `terminal` to `stack` (None: not accepted). LALR on
+    states alone: no values are copied and no reduction callback runs, so a trial costs the
+    depth of the stack (a few blocks), not the size of what was parsed so far. Copying the
+    value stack per trial made recovery cost grow with every ruleset already parsed."""
+    states = state.parse_conf.states
+    end_state = state.parse_conf.end_state
+    stack = list(stack)
+    while True:
+        entry = states[stack[-1]].get(terminal)
+        if entry is None:
+            return None
+        action, arg = entry
+        if action is Shift:
+            if is_end:
+                return None
+            stack.append(arg)
+            return stack
+        size = len(arg.expansion)
+        if size:
+            del stack[-size:]
+        goto = states[stack[-1]].get(arg.origin.name)
+        if goto is None:
+            return None
+        stack.append(goto[1])
+        if is_end and stack[-1] == end_state:
+            return stack
+
+
+def _accepts(state: ParserState[Any], terminal: str, stack: list[Any] | None = None) -> bool:
+    return _advance(state, state.state_stack if stack is None else stack, terminal,
+                    terminal == "$END") is not None
 
 
 def _expected(state: ParserState[Any]) -> list[str]:
     table = state.parse_conf.states[state.position]
     return [t for t in table if t.isupper() and _accepts(state, t)]
+
+
+def _feed(state: ParserState[Any], *tokens: Token) -> bool:
+    """Feed tokens the simulation accepted. Reductions run the AST builder, which may still
+    refuse a placeholder value; then the stacks go back as they were (False)."""
+    states, values = list(state.state_stack), list(state.value_stack)
+    try:
+        for tok in tokens:
+            state.feed_token(tok)
+    except Exception:
+        state.state_stack[:] = states
+        state.value_stack[:] = values
+        return False
+    return True
 
 
 def _placeholder(terminal: str, at: Token) -> Token:
@@ -368,6 +459,8 @@ class _Recovery:
         self.diagnostics: list[Diagnostic] = []
         self.offsets: list[int] = []
         self.last_error_end = -1
+        self.errors = 0
+        self.stopped = False
 
     def _consecutive(self, start: int) -> bool:
         """True when nothing but white space and comments lies between the previous error and
@@ -379,13 +472,24 @@ class _Recovery:
         return _IGNORABLE.fullmatch(self.text, self.last_error_end, start) is not None
 
     def _report(self, diagnostic: Diagnostic, end: int) -> bool:
-        """Record a diagnostic unless it continues the previous error. False stops parsing."""
+        """Record a diagnostic unless it continues the previous error. False stops parsing:
+        after MAX_SYNTAX_ERRORS reported, or `limits.SYNTAX_ERRORS` errors in all (quiet
+        ones count too: each costs a recovery, and a file of stray bytes is all errors)."""
         start = diagnostic.span.start
         self.offsets.append(start)
+        self.errors += 1
         quiet = self._consecutive(start)
         self.last_error_end = max(end, start)
         if not quiet:
             self.diagnostics.append(diagnostic)
+        if self.errors >= limits.SYNTAX_ERRORS and len(self.diagnostics) < MAX_SYNTAX_ERRORS:
+            self.diagnostics.append(error(
+                "SG0008", "too many syntax errors; the rest of the file was not read",
+                diagnostic.span, "parsing stopped here",
+                help=f"{limits.over('syntax_errors', self.errors + 1)}: is this a policy "
+                "file?"))
+            self.stopped = True
+            return False
         return len(self.diagnostics) < MAX_SYNTAX_ERRORS
 
     def _describe(self, terminal: str) -> str:
@@ -475,10 +579,8 @@ class _Recovery:
             return False
         if at_end:
             return self._close_at_end(state, tok)
-        if repair is not None:
-            if repair != "POP":  # "POP": _repair already popped and fed the token
-                state.feed_token(_placeholder(repair, tok))
-                state.feed_token(tok)
+        if repair is not None and (repair == "POP"  # _repair already popped and fed it
+                                   or _feed(state, _placeholder(repair, tok), tok)):
             # The parser is back in step: what goes wrong next is a new error, not a cascade.
             self.last_error_end = -1
         return True
@@ -487,26 +589,16 @@ class _Recovery:
         """Make `tok` acceptable: insert one token, or pop to an enclosing construct that
         accepts it (panic mode). Returns what was done; None means drop the token."""
         for candidate in _INSERTABLE:
-            if not _accepts(state, candidate):
-                continue
-            trial = state.copy()
-            try:
-                trial.feed_token(_placeholder(candidate, tok))
-            except Exception:
-                continue
-            if _accepts(trial, tok.type):
+            after = _advance(state, state.state_stack, candidate)
+            if after is not None and _accepts(state, tok.type, after):
                 return candidate
         if tok.type not in _SYNC:
             return None
         for depth in range(len(state.state_stack) - 1, 0, -1):
-            trial = state.copy()
-            del trial.state_stack[depth:]
-            del trial.value_stack[depth - 1:]
-            if _accepts(trial, tok.type):
+            if _accepts(state, tok.type, state.state_stack[:depth]):
                 del state.state_stack[depth:]
                 del state.value_stack[depth - 1:]
-                state.feed_token(tok)
-                return "POP"
+                return "POP" if _feed(state, tok) else None
         return None
 
     def _close_at_end(self, state: ParserState[Any], tok: Token) -> bool:
@@ -514,15 +606,14 @@ class _Recovery:
             if _accepts(state, "$END"):
                 return True
             for candidate in _INSERTABLE:
-                if _accepts(state, candidate):
-                    state.feed_token(_placeholder(candidate, tok))
+                if _accepts(state, candidate) and _feed(state, _placeholder(candidate, tok)):
                     break
             else:
                 return False
         return False
 
     def report_final(self, exc: UnexpectedInput) -> None:
-        if len(self.diagnostics) >= MAX_SYNTAX_ERRORS or self.diagnostics:
+        if self.stopped or self.diagnostics:
             return
         pos = getattr(exc, "pos_in_stream", None) or 0
         line = getattr(exc, "line", 1) or 1

@@ -17,30 +17,31 @@ from dataclasses import dataclass
 class Limit:
     key: str
     value: int
-    what: str  # "a NAME is at most VALUE UNIT"
+    what: str  # "WHAT: at most VALUE UNIT"
     unit: str
 
 
 _TABLE = (
-    Limit("name", 200, "a project, stage, ruleset or metric name", "characters"),
-    Limit("url", 2048, "a webhook url", "characters"),
-    Limit("description", 10_000, "a description", "characters"),
-    Limit("choice", 100_000, "an override choice", "characters"),
-    Limit("label", 1_000, "a label", "characters"),
-    Limit("string", 100_000, "a string literal in source", "characters"),
-    Limit("choices", 1_000, "an override's choices", "choices"),
-    Limit("labels", 10_000, "a label list", "labels"),
-    Limit("rules", 1_000, "a ruleset's rules", "rules"),
-    Limit("subscriptions", 100, "a ruleset's subscriptions", "subscriptions"),
-    Limit("rulesets", 100_000, "a stage's rulesets", "rulesets"),
-    Limit("metrics", 10_000, "a metric catalog", "metrics"),
-    Limit("source", 16 << 20, "a source file", "bytes"),
-    Limit("syntax_errors", 200, "the syntax errors one file may cost", "errors"),
-    Limit("scored_text", 1 << 20, "a text a built-in scorer reads", "characters"),
-    Limit("metadata", 100, "invocation metadata or headers", "entries"),
-    Limit("metadata_key", 256, "a metadata or header name", "characters"),
-    Limit("metadata_value", 8192, "a metadata or header value", "characters"),
-    Limit("timeout", 3600, "an invocation timeout", "seconds"),
+    Limit("name", 200, "project, stage, ruleset and metric names", "characters"),
+    Limit("url", 2048, "webhook urls", "characters"),
+    Limit("description", 10_000, "descriptions", "characters"),
+    Limit("choice", 100_000, "override choices", "characters"),
+    Limit("label", 1_000, "labels", "characters"),
+    # Above every text limit: a token this long is no policy text at all.
+    Limit("string", 200_000, "string literals in source", "characters"),
+    Limit("choices", 1_000, "choices per override", "choices"),
+    Limit("labels", 10_000, "labels per list", "labels"),
+    Limit("rules", 1_000, "rules per ruleset", "rules"),
+    Limit("subscriptions", 100, "subscriptions per ruleset", "subscriptions"),
+    Limit("rulesets", 100_000, "rulesets per stage", "rulesets"),
+    Limit("metrics", 10_000, "metrics per catalog", "metrics"),
+    Limit("source", 16 << 20, "source files", "bytes"),
+    Limit("syntax_errors", 200, "syntax errors read per file", "errors"),
+    Limit("scored_text", 1 << 20, "texts a built-in scorer reads", "characters"),
+    Limit("metadata", 100, "metadata and headers", "entries"),
+    Limit("metadata_key", 256, "metadata and header names", "characters"),
+    Limit("metadata_value", 8192, "metadata and header values", "characters"),
+    Limit("timeout", 3600, "invocation timeouts", "seconds"),
 )
 
 LIMITS: dict[str, Limit] = {limit.key: limit for limit in _TABLE}
@@ -71,11 +72,11 @@ def over(key: str, size: int) -> str | None:
     limit = LIMITS[key]
     if size <= limit.value:
         return None
-    return f"{limit.what} is at most {limit.value:,} {limit.unit} (this one has {size:,})"
+    return f"{limit.what}: at most {limit.value:,} {limit.unit}, this one has {size:,}"
 
 
 def table_markdown() -> str:
     """The table as docs/semantics.md shows it (a test keeps the page in step)."""
-    rows = ["| limit | at most |", "|---|---|"]
+    rows = ["| what | at most |", "|---|---|"]
     rows += [f"| {limit.what} | {limit.value:,} {limit.unit} |" for limit in _TABLE]
     return "\n".join(rows)

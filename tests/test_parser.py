@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import gc
+import threading
+import time
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from stageguard.compiler import ast
-from stageguard.compiler.parser import parse
+from stageguard.compiler.parser import parse, parse_rulesets
+from stageguard.runtime import limits
 from stageguard.runtime.model import Operator
 from tests.conftest import src
 
@@ -174,3 +181,125 @@ def test_unterminated_multiline_string_stops_at_end() -> None:
 def test_garbage_is_bounded() -> None:
     r = parse("@" * 5000)
     assert 1 <= len(r.diagnostics) <= 50
+
+
+# ---- hostile input: linear time, bounded errors, threads that do not wait ------------------
+
+def _valid_file(rulesets: int) -> str:
+    body = "".join(f"  ruleset r{i} {{\n    when output_toxicity > 0.5\n  }}\n"
+                   for i in range(rulesets))
+    return "project p\nstage s {\n" + body + "}\n"
+
+
+def _seconds(text: str) -> float:
+    """The best of three parses, with the cyclic collector off: a collection's pause grows
+    with the whole test process's heap, not with this input."""
+    best = float("inf")
+    gc.disable()
+    try:
+        for _ in range(3):
+            started = time.perf_counter()
+            parse(text, "h.sg")
+            best = min(best, time.perf_counter() - started)
+    finally:
+        gc.enable()
+    return best
+
+
+_BASELINE: list[float] = []
+
+
+def _per_byte_baseline() -> float:
+    """Seconds per byte to parse a valid file, measured in this run (a ratio against it is
+    what the tests assert, never a time: machines here drift by ±40%)."""
+    if not _BASELINE:
+        text = _valid_file(400)
+        _BASELINE.append(_seconds(text) / len(text))
+    return _BASELINE[0]
+
+
+_HOSTILE_PIECES = st.sampled_from([
+    "ruleset", "stage", "project", "when", "x", ">", "0.5", "{", "}", "[", "]", ",", '"s"',
+    '"', '"""', "override", "choice", "notify", "on", "\x00", "=", ";", "'", "  ", "\n",
+    "#c\n", "1e999", "\\", "é", "\ud800",
+])
+
+
+@given(prefix_rulesets=st.integers(0, 300), junk=st.lists(_HOSTILE_PIECES, min_size=1,
+                                                          max_size=400))
+@example(prefix_rulesets=300, junk=[" w"] * 40)  # the report's 13 KB / 10.7 s input
+@example(prefix_rulesets=0, junk=["\x00"] * 400)
+def test_parse_time_is_linear_in_the_input_whatever_it_holds(prefix_rulesets: int,
+                                                             junk: list[str]) -> None:
+    text = _valid_file(prefix_rulesets)[:-2] + " ".join(junk) + "\n}\n"
+    bound = 20 * _per_byte_baseline() * len(text) + 0.02
+    assert _seconds(text) <= bound
+
+
+def test_every_error_counts_toward_the_cap() -> None:
+    # Consecutive stray words report one diagnostic but each costs a recovery: the cap
+    # counts them all, and says why it stopped.
+    r = parse("project p\n" + "stray " * 10_000, "f.sg")
+    assert r.diagnostics[-1].code == "SG0008"
+    assert "too many syntax errors" in r.diagnostics[-1].message
+    assert len(r.diagnostics) <= 50
+    r = parse("\x00" * 400_000, "nul.sg")
+    assert [d.code for d in r.diagnostics] == ["SG0002", "SG0008"]
+
+
+def test_files_and_strings_over_the_limits_are_diagnosed() -> None:
+    huge = parse(" " * (limits.SOURCE + 1), "big.sg")
+    assert (huge.file, [d.code for d in huge.diagnostics]) == (None, ["SG0008"])
+    assert "16,777,216 bytes" in (huge.diagnostics[0].help or "")
+    long = '"' + "x" * (limits.STRING + 1) + '"'
+    r = parse(f"project p\nstage s {{\n  description {long}\n}}\n", "f.sg")
+    assert [d.code for d in r.diagnostics] == ["SG0008"]
+
+
+def test_escaped_surrogate_pairs_join_and_lone_halves_are_errors() -> None:
+    r = parse('project p\nstage s {\n  description "\\ud83d\\ude00"\n}\n', "f.sg")
+    assert r.diagnostics == () and r.file is not None
+    assert r.file.stages[0].items[0].text.value == "\U0001f600"  # type: ignore[union-attr]
+    r = parse('project p\nstage s {\n  description "a\\udc00"\n}\n', "f.sg")
+    assert [d.code for d in r.diagnostics] == ["SG0005"]
+    assert r.file is not None
+    assert r.file.stages[0].items[0].text.value == "a\ufffd"  # type: ignore[union-attr]
+
+
+def test_a_lone_surrogate_in_the_text_itself_is_reported_where_it_is() -> None:
+    r = parse('project p\nstage s {\n  description "a\ud800"\n}\n', "f.sg")
+    (d,) = r.diagnostics
+    assert (d.code, d.span.line, d.span.column) == ("SG0002", 3, 17)
+    assert "U+D800" in (d.help or "")
+
+
+def test_parse_rulesets_reads_rulesets_only() -> None:
+    r = parse_rulesets('ruleset a {\n  when x > 1\n}\n}\nstage z {\n', "<rulesets>")
+    assert r.diagnostics[0].code == "SG0001" and r.diagnostics[0].span.line == 4
+    ok = parse_rulesets("ruleset a {\n  when x > 1\n}\nruleset b {\n  when y > 1\n}\n")
+    assert ok.diagnostics == () and ok.file is not None
+    assert [type(i) for i in ok.file.items] == [ast.Ruleset, ast.Ruleset]
+
+
+def test_parses_in_threads_do_not_wait_for_each_other() -> None:
+    # Each thread has its own parser: while one thread parses a large file, a small parse
+    # in another finishes long before it (with one shared parser behind a lock it had to
+    # wait for the whole large parse).
+    large = _valid_file(6_000)
+    small = _valid_file(2)
+    done: dict[str, float] = {}
+    started = threading.Event()
+
+    def parse_large() -> None:
+        started.set()
+        parse(large, "large.sg")
+        done["large"] = time.perf_counter()
+
+    worker = threading.Thread(target=parse_large)
+    worker.start()
+    started.wait()
+    time.sleep(0.01)
+    parse(small, "small.sg")
+    done["small"] = time.perf_counter()
+    worker.join()
+    assert done["small"] < done["large"]
