@@ -23,7 +23,6 @@ from stageguard.compiler.diagnostics import (
 from stageguard.compiler.pipeline import compile_sources
 from stageguard.compiler.sources import Source
 from stageguard.runtime.engine import Runtime, StageInfo
-from stageguard.runtime.webhooks import url_allowed
 
 
 class SourceRejected(Exception):
@@ -84,16 +83,18 @@ def publish_source(runtime: Runtime, name: str, files: Mapping[str, str],
             "say which one", help="send `project` with the sources"))
     else:
         _, stage = matches[0]
-        allow = runtime.webhook_allow_hosts
+        policy = runtime.webhook_policy
+        allow = policy.allow_hosts
         for i, ruleset in enumerate(stage.rulesets):
             for sub in ruleset.subscriptions:
-                if not url_allowed(sub.url, allow):
+                problem = policy.url_problem(sub.url)
+                if problem:
                     hosts = ", ".join(sorted(allow)) if allow is not None else ""
                     problems.append(error(
                         "SG1003", f"webhook url not allowed: {sub.url}",
-                        _url_span(stage, i, sub.url, texts), "not in this server's allowlist",
+                        _url_span(stage, i, sub.url, texts), problem,
                         help=(f"allowed hosts: {hosts}" if hosts else
-                              "a webhook url is http(s) with a host")))
+                              "a webhook url is http(s) with a host at a public address")))
     if problems:
         raise SourceRejected((*result.diagnostics, *problems), texts)
     doc, stage = matches[0]

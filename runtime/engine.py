@@ -26,7 +26,13 @@ from typing import Any
 from stageguard.runtime import arguments, package_version
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
-from stageguard.runtime.errors import InvalidRequest, NeedsScorer, StageConflict, StageNotFound
+from stageguard.runtime.errors import (
+    InvalidRequest,
+    NeedsScorer,
+    StageConflict,
+    StageNotFound,
+    SubscriptionsNotAllowed,
+)
 from stageguard.runtime.evaluate import (
     Decider,
     Failure,
@@ -37,6 +43,7 @@ from stageguard.runtime.evaluate import (
     stage_status,
 )
 from stageguard.runtime.galileo import rulesets_from_galileo
+from stageguard.runtime.local_versions import LocalRecorder
 from stageguard.runtime.model import (
     FORMAT,
     FORMAT_VERSION,
@@ -60,7 +67,7 @@ from stageguard.runtime.registry import (
 )
 from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
 from stageguard.runtime.scorers import ScoreRequest, Scorers
-from stageguard.runtime.webhooks import Notifier, allow_list, url_allowed
+from stageguard.runtime.webhooks import Notifier, WebhookPolicy
 
 log = logging.getLogger("stageguard.runtime")
 
@@ -110,10 +117,11 @@ class StageInfo:
 class _Table:
     """An immutable snapshot of what a runtime serves, with its lookups."""
 
-    __slots__ = ("ids", "names", "stages", "versions")
+    __slots__ = ("ids", "local_digests", "names", "stages", "versions")
 
     def __init__(self, stages: dict[tuple[str, str], LoadedStage],
-                 versions: dict[tuple[str, str], tuple[int, ...]] | None = None) -> None:
+                 versions: dict[tuple[str, str], tuple[int, ...]] | None = None,
+                 local_digests: dict[tuple[str, str], dict[str, int]] | None = None) -> None:
         names: dict[str, list[tuple[str, str]]] = {}
         for key in stages:
             names.setdefault(key[1], []).append(key)
@@ -122,6 +130,9 @@ class _Table:
         self.ids = {stage_id(*k): k for k in stages}
         # Every version the registry lists per stage, as read with the stages themselves.
         self.versions = versions or {}
+        # A local stage's recorded versions by content digest: an invocation's rulesets
+        # find theirs without reading the registry.
+        self.local_digests = local_digests or {}
 
 
 class _Cache:
@@ -295,13 +306,18 @@ class Runtime:
                  poll_interval: float | None = None, scorers: Scorers | None = None,
                  rng: _random.Random | None = None, notifier: Notifier | None = None,
                  webhook_allow_hosts: Iterable[str] | None = None,
+                 webhook_allow_networks: Iterable[str] | None = None,
                  deliver_webhooks: bool = True, scorer_threads: int = 8,
-                 cache_size: int = 256) -> None:
+                 cache_size: int = 256, record_local_versions: int = 0) -> None:
         self.registry = Registry(registry) if registry is not None else None
         self.scorers = scorers or Scorers()
         self.random = rng or _random.Random()
         self._notifier = notifier
-        self._allow_hosts = allow_list(webhook_allow_hosts)
+        try:
+            self._webhook_policy = WebhookPolicy.of(webhook_allow_hosts, webhook_allow_networks)
+        except ValueError as exc:
+            raise InvalidRequest(f"webhook_allow_networks: {exc}") from None
+        self._allow_hosts = self._webhook_policy.allow_hosts
         self.deliver_webhooks = deliver_webhooks
         self._scorer_threads = scorer_threads
         self._executor: ThreadPoolExecutor | None = None
@@ -309,7 +325,9 @@ class Runtime:
         # Bounded: a service meets arbitrarily many pinned versions and local rulesets.
         self._pinned = _Cache(cache_size)
         self._local = _Cache(cache_size)
-        self._local_versions: dict[tuple[str, str], dict[str, int]] = {}  # without a registry
+        # Local rulesets recorded as versions: at most this many per stage, written by a
+        # background thread, never on the decision path (0: none are recorded).
+        self._recorder = LocalRecorder(self.registry, record_local_versions)
         self._files: dict[tuple[str, str], LoadedStage] = {}
         self.load_errors: dict[str, str] = {}
         self._signature: tuple[int, int, int] | None = None
@@ -338,9 +356,13 @@ class Runtime:
         return stage
 
     def _publish_table(self, stages: dict[tuple[str, str], LoadedStage],
-                       versions: dict[tuple[str, str], tuple[int, ...]]) -> None:
+                       versions: dict[tuple[str, str], tuple[int, ...]],
+                       local_digests: dict[tuple[str, str], dict[str, int]] | None = None,
+                       ) -> None:
         # One assignment: a reader that took the previous snapshot keeps a coherent view.
-        self._table = _Table(stages, versions)
+        self._table = _Table(stages, versions,
+                             self._table.local_digests if local_digests is None
+                             else local_digests)
 
     def _index_signature(self) -> tuple[int, int, int] | None:
         assert self.registry is not None
@@ -369,6 +391,7 @@ class Runtime:
             self.load_errors.pop("index", None)
             table = dict(self._files)
             versions: dict[tuple[str, str], tuple[int, ...]] = {}
+            local_digests: dict[tuple[str, str], dict[str, int]] = {}
             for project, stages in index.projects.items():
                 for name, entry in stages.items():
                     latest = entry.latest
@@ -376,6 +399,8 @@ class Runtime:
                         continue
                     key = (project, name)
                     versions[key] = tuple(v.version for v in entry.versions)
+                    if entry.type is StageType.LOCAL:
+                        local_digests[key] = {v.digest: v.version for v in entry.versions}
                     current = self._table.stages.get(key)
                     if current is not None and current.artifact.version == latest.version \
                             and current.artifact.digest == latest.digest:
@@ -395,7 +420,7 @@ class Runtime:
                                   "%s", project, name, exc)
                         if current is not None:
                             table[key] = current.with_paused(entry.paused)
-            self._publish_table(table, versions)
+            self._publish_table(table, versions, local_digests)
             self._signature = signature
             return True
 
@@ -421,11 +446,15 @@ class Runtime:
             self._watcher.join(timeout=5)
         if self._notifier is not None:
             self._notifier.close()
+        self._recorder.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     def flush(self, timeout: float | None = None) -> bool:
-        return self._notifier.flush(timeout) if self._notifier is not None else True
+        """Wait for queued webhooks and local versions being recorded; False on timeout."""
+        recorded = self._recorder.flush(timeout)
+        return (self._notifier.flush(timeout) if self._notifier is not None else True) \
+            and recorded
 
     def __enter__(self) -> Runtime:
         return self
@@ -442,7 +471,7 @@ class Runtime:
     @property
     def notifier(self) -> Notifier:
         if self._notifier is None:
-            self._notifier = Notifier(allow_hosts=self._allow_hosts)
+            self._notifier = Notifier(policy=self._webhook_policy)
         return self._notifier
 
     # ---- finding stages --------------------------------------------------------------------
@@ -500,14 +529,16 @@ class Runtime:
                project: str | None = None, stage_id: str | None = None,
                version: int | None = None, rulesets: Sequence[Any] | None = None,
                timeout: float = DEFAULT_TIMEOUT, metadata: Mapping[str, str] | None = None,
-               headers: Mapping[str, str] | None = None, scorers: bool = True) -> Response:
+               headers: Mapping[str, str] | None = None, scorers: bool = True,
+               allow_subscriptions: bool = True) -> Response:
         """Decide one payload (SEMANTICS.md, "One invocation"). Scorer failures and timeouts
         become statuses; only a request that cannot be decided raises (InvalidRequest,
         StageNotFound).
 
         `scorers=False` raises NeedsScorer, having done nothing, where the decision would
         have to wait for a scorer: an event loop decides precomputed payloads in place and
-        sends only the others to a thread."""
+        sends only the others to a thread. `allow_subscriptions=False` refuses local
+        rulesets that subscribe webhooks (SubscriptionsNotAllowed)."""
         received = time.time_ns()
         started = time.perf_counter()
         if isinstance(payload, Payload):
@@ -534,7 +565,7 @@ class Runtime:
         table = self._table  # one snapshot for the whole decision
         loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
         if rulesets is not None:
-            loaded = self._local_stage(loaded, rulesets)
+            loaded = self._local_stage(loaded, rulesets, allow_subscriptions, table)
         statuses: tuple[Status, ...] = ()
         values: dict[str, object] | None = None
         resolution = None
@@ -594,26 +625,30 @@ class Runtime:
 
     # ---- local stages ----------------------------------------------------------------------
 
-    def _local_stage(self, base: LoadedStage, rulesets: Sequence[Any]) -> LoadedStage:
+    def _local_stage(self, base: LoadedStage, rulesets: Sequence[Any],
+                     allow_subscriptions: bool, table: _Table) -> LoadedStage:
+        """The stage deciding with an invocation's rulesets. Its version is the one these
+        rulesets were recorded as, else the local stage's own (docs/runtime.md)."""
         if base.artifact.stage.type is not StageType.LOCAL:
             raise InvalidRequest(f"stage {base.key[1]!r} is central: its rulesets are part of "
                                  "its definition (update_stage makes a new version)")
         specs = self.ruleset_specs(rulesets, base.catalog)
+        if not allow_subscriptions and any(rs.action.subscriptions for rs in specs):
+            raise SubscriptionsNotAllowed(
+                "an invocation's rulesets may not subscribe webhooks here: that takes an "
+                "admin token, or a server started with --invoke-subscriptions")
         doc = _document(base.artifact, specs)
-        cache_key = (*base.key, doc.digest)
+        version = (table.local_digests.get(base.key, {}).get(doc.digest)
+                   or self._recorder.version(base.key, doc.digest))
+        if version is None:
+            version = table.stages[base.key].artifact.version if base.key in table.stages \
+                else base.artifact.version
+            self._recorder.offer(doc, base.key)
+        cache_key = (*base.key, doc.digest, version)
         cached = self._local.get(cache_key)
         if cached is None:
-            version = self._record_local(doc)
-            artifact = doc.to_artifact(version)
-            cached = self._local.put(cache_key, _loaded(artifact))
-        return cached.with_paused(self._table.stages.get(base.key, base).paused)
-
-    def _record_local(self, doc: ArtifactDocument) -> int:
-        if self.registry is None:
-            seen = self._local_versions.setdefault((doc.project, doc.stage), {})
-            return seen.setdefault(doc.digest, len(seen) + 1)
-        (published,) = self.registry.publish([doc], reuse_any_version=True)
-        return published.version
+            cached = self._local.put(cache_key, _loaded(doc.to_artifact(version)))
+        return cached.with_paused(table.stages.get(base.key, base).paused)
 
     def ruleset_specs(self, rulesets: Sequence[Any],
                       catalog: Mapping[str, MetricSpec]) -> tuple[RulesetSpec, ...]:
@@ -633,16 +668,20 @@ class Runtime:
         return specs
 
     def check_webhooks(self, rulesets: Sequence[RulesetSpec]) -> None:
-        """Refuse subscriptions the notifier would drop: not http(s), or a host outside the
-        allowlist. Checked when a stage or an invocation's rulesets are accepted, so a
-        governance change cannot silently point alerts nowhere."""
-        bad = sorted({s.url for rs in rulesets for s in rs.action.subscriptions
-                      if not url_allowed(s.url, self._allow_hosts)})
-        if bad:
-            allowed = (f"allowed hosts: {', '.join(sorted(self._allow_hosts))}"
-                       if self._allow_hosts is not None else "urls must be http(s) with a host")
-            raise InvalidRequest(f"webhook url{'s' if len(bad) > 1 else ''} not allowed: "
-                                 f"{', '.join(bad)} ({allowed})")
+        """Refuse subscriptions the notifier would drop: not http(s), a host outside the
+        allowlist, an address that is not public. Checked when a stage or an invocation's
+        rulesets are accepted, so a governance change cannot silently point alerts nowhere
+        (a host name is resolved only at delivery, and checked again there)."""
+        problems = sorted({f"{s.url} ({problem})" for rs in rulesets
+                           for s in rs.action.subscriptions
+                           if (problem := self._webhook_policy.url_problem(s.url))})
+        if problems:
+            raise InvalidRequest(f"webhook url{'s' if len(problems) > 1 else ''} not allowed: "
+                                 f"{', '.join(problems)}")
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        return self._webhook_policy
 
     @property
     def webhook_allow_hosts(self) -> frozenset[str] | None:

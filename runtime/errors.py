@@ -17,3 +17,7 @@ class InvalidRequest(ValueError):
 
 class StageConflict(InvalidRequest):
     """`create_stage` for a stage that already exists."""
+
+
+class SubscriptionsNotAllowed(InvalidRequest):
+    """An invocation's local rulesets subscribe webhooks, which this caller may not do."""

@@ -21,13 +21,14 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from stageguard.compiler.api import PolicyError, Protect
 from stageguard.compiler.diagnostics import as_data
 from stageguard.compiler.publish import SourceRejected, publish_source
-from stageguard.runtime import package_version
+from stageguard.runtime import limits, package_version
 from stageguard.runtime.engine import (
     InvalidRequest,
     NeedsScorer,
@@ -35,17 +36,20 @@ from stageguard.runtime.engine import (
     StageConflict,
     StageInfo,
     StageNotFound,
+    SubscriptionsNotAllowed,
     project_id,
 )
-from stageguard.runtime.model import IDENTIFIER, Status
+from stageguard.runtime.model import IDENTIFIER, MetricSpec, Status
 from stageguard.runtime.registry import RegistryError, StageEntry
 from stageguard.server.auth import Principal, Role, TokenFile, Tokens
 from stageguard.server.logs import ACCESS, DECISION
 from stageguard.server.metrics import ServerMetrics
 from stageguard.server.models import (
+    REF,
     ErrorOut,
     InvokeRequest,
     InvokeResponse,
+    MetricIn,
     PublishOut,
     RulesetIn,
     SourcePublish,
@@ -64,6 +68,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+# Galileo's `headers` are echoed as HTTP headers too, except these: they frame or route the
+# response (a caller's Content-Length could empty a 200 or hang the connection), or are the
+# server's own.
+_NOT_ECHOED = frozenset({
+    "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+    "upgrade", "proxy-connection", "content-encoding", "content-type", "host", "date",
+    "server", "x-trace-id", "set-cookie", "www-authenticate", "location",
+})
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,9 @@ class ServerConfig:
     tokens: Tokens | TokenFile | None  # None only when authentication was turned off
     max_body: int = 1 << 20
     webhook_allow_hosts: tuple[str, ...] | None = None
+    webhook_allow_networks: tuple[str, ...] = ()
+    invoke_subscriptions: bool = False  # invoke-only tokens may send subscribing rulesets
+    record_local_versions: int = 0
     poll_interval: float = 1.0
     public_metrics: bool = False
     flush_timeout: float = 10.0
@@ -133,6 +148,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: StageNotFound) -> JSONResponse:
         return _error(request, 404, str(exc).strip("'\""))
 
+    @app.exception_handler(SubscriptionsNotAllowed)
+    async def not_allowed(request: Request, exc: SubscriptionsNotAllowed) -> JSONResponse:
+        return _error(request, 403, str(exc))
+
     @app.exception_handler(StageConflict)  # Starlette picks the most specific class
     async def conflict(request: Request, exc: StageConflict) -> JSONResponse:
         return _error(request, 409, str(exc))
@@ -153,10 +172,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 class Edge:
     """Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
 
-    def __init__(self, app: ASGIApp, max_body: int, metrics: ServerMetrics) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, metrics: ServerMetrics,
+                 methods: Callable[[str], list[str]]) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self.methods = methods  # every method some route serves at a path (for 405's Allow)
         self.too_large = f"the request body is larger than {max_body} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -175,8 +196,13 @@ class Edge:
             if message["type"] == "http.response.start":
                 started_response = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()),
-                                      (b"x-trace-id", state["trace_id"].encode())]
+                headers = [*message.get("headers", ()),
+                           (b"x-trace-id", state["trace_id"].encode())]
+                if status == 405:  # Starlette lists the first matching route's methods only
+                    allow = ", ".join(self.methods(scope["path"])).encode()
+                    headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
+                    headers.append((b"allow", allow))
+                message["headers"] = headers
             await send(message)
 
         length = _content_length(scope)
@@ -264,11 +290,39 @@ def _rulesets_arg(primary: list[RulesetIn] | str | None,
     return [r.model_dump(exclude_unset=True) for r in chosen]
 
 
+def metric_specs(metrics: list[MetricIn]) -> list[MetricSpec]:
+    try:
+        return [m.spec() for m in metrics]
+    except ValidationError as exc:  # e.g. minimum above maximum: the artifact model judges
+        raise InvalidRequest(f"metrics: {exc.errors()[0]['msg']}") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"metrics: {exc}") from None
+
+
+async def _known_query(request: Request) -> None:
+    """Unknown query parameters are refused like unknown body fields: a misspelt `?pause=`
+    must not be a silently ignored setting."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known = {p.alias for p in dependant.query_params}
+    for dep in dependant.dependencies:
+        known |= {p.alias for p in dep.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError([{
+            "loc": ("query", name), "msg": "unknown query parameter",
+            "type": "extra_forbidden"} for name in unknown])
+
+
 def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(config.registry, poll_interval=config.poll_interval,
                                  webhook_allow_hosts=config.webhook_allow_hosts,
+                                 webhook_allow_networks=config.webhook_allow_networks,
                                  deliver_webhooks=config.deliver_webhooks,
-                                 scorer_threads=config.scorer_threads)
+                                 scorer_threads=config.scorer_threads,
+                                 record_local_versions=config.record_local_versions)
     protect = Protect(runtime=runtime)
     metrics = ServerMetrics(runtime)
     bearer = HTTPBearer(auto_error=False, description="A token with role `invoke` or `admin`")
@@ -289,11 +343,19 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         title="stageguard", version=package_version(), lifespan=lifespan,
         description="Runtime protection for LLM applications: Galileo Protect's invoke and "
         "stage management, served from a stageguard registry.",
-        responses=_ERRORS)
+        responses=_ERRORS, dependencies=[Depends(_known_query)])
     app.state.runtime = runtime
     app.state.metrics = metrics
     _install_error_handlers(app)
-    app.add_middleware(Edge, max_body=config.max_body, metrics=metrics)
+    def methods(path: str) -> list[str]:
+        found: set[str] = set()
+        for route in app.routes:
+            regex, served = getattr(route, "path_regex", None), getattr(route, "methods", None)
+            if regex is not None and served and regex.match(path):
+                found |= served
+        return sorted(found)
+
+    app.add_middleware(Edge, max_body=config.max_body, metrics=metrics, methods=methods)
 
     def principal(request: Request,
                   credentials: HTTPAuthorizationCredentials | None) -> Principal:
@@ -350,8 +412,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     Admin = Annotated[Principal, Depends(admin)]
     Invoker = Annotated[Principal, Depends(invoker)]
-    project_param = PathParam(description="Project name or id")
-    stage_param = PathParam(description="Stage name or id")
+    project_param = PathParam(description="Project name or id", pattern=REF)
+    stage_param = PathParam(description="Stage name or id", pattern=REF)
 
     # ---- protection -------------------------------------------------------------------
 
@@ -372,7 +434,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         payload = {"input": p.input or "", "output": p.output or "", "metrics": p.metrics}
         options = {"project": project, "stage_id": body.stage_id,
                    "version": body.stage_version, "timeout": body.timeout,
-                   "metadata": body.metadata, "headers": body.headers}
+                   "metadata": body.metadata, "headers": body.headers,
+                   "allow_subscriptions": who.role is Role.ADMIN or config.invoke_subscriptions}
         rulesets = _rulesets_arg(body.prioritized_rulesets, body.rulesets)
         result = None
         if rulesets is None:
@@ -398,8 +461,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 "ruleset": winner,
                 "action": result.action_result.type.value if result.action_result else None,
                 "execution_time": tm.execution_time, "principal": who.name})
+        echoed = {k: v for k, v in (body.headers or {}).items()
+                  if k.lower() not in _NOT_ECHOED}
         return Response(json.dumps(wire, ensure_ascii=False, allow_nan=False).encode(),
-                        media_type="application/json", headers=body.headers)
+                        media_type="application/json", headers=echoed)
 
     # ---- stage management -------------------------------------------------------------
 
@@ -414,14 +479,15 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     def create(_: Admin, body: StageCreate, project: str = project_param) -> StageOut:
         info = protect.create_stage(
             body.name, project=project_name(project), type=body.type, description=body.description,
-            paused=body.paused, fail_mode=body.fail_mode, metrics=body.metrics,
+            paused=body.paused, fail_mode=body.fail_mode, metrics=metric_specs(body.metrics),
             prioritized_rulesets=_rulesets_arg(body.prioritized_rulesets, body.rulesets))
         return _stage_out(info)
 
     @app.get("/projects/{project}/stages", tags=["stages"], response_model=list[StageOut],
              summary="A project's stages (one, by `stage_name`, as Galileo looks them up)")
     def list_project(_: Admin, project: str = project_param,
-                     stage_name: str | None = Query(default=None, max_length=200),
+                     stage_name: str | None = Query(default=None, pattern=IDENTIFIER,
+                                                    max_length=limits.NAME),
                      ) -> list[StageOut]:
         name = project_name(project)
         return [_stage_out(i) for i in runtime.stages()
@@ -503,9 +569,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     @app.get("/readyz", tags=["operations"], summary="The registry is loaded",
              responses={503: {"description": "The registry index could not be read"}})
     async def readyz() -> JSONResponse:
+        # What failed, not why: the reasons name files and paths (they are in the log).
         index_error = runtime.load_errors.get("index")
         body = {"ready": index_error is None, "stages": len(runtime._table.stages),
-                "load_errors": dict(runtime.load_errors)}
+                "load_errors": sorted(runtime.load_errors)}
         return JSONResponse(body, status_code=200 if index_error is None else 503)
 
     async def metrics_guard(request: Request, credentials: Credentials) -> None:

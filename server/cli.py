@@ -12,6 +12,7 @@ import ssl
 import sys
 from pathlib import Path
 
+from stageguard.runtime.webhooks import networks
 from stageguard.server.auth import TokenError, TokenFile, load_tokens
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -36,7 +37,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     serve.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
                        help="largest request body accepted (default 1 MiB)")
     serve.add_argument("--webhook-allow-host", action="append", metavar="HOST",
-                       help="accept only webhook urls on this host (repeat for more)")
+                       help="accept only webhook urls on this host (repeat for more); a "
+                       "listed host is posted to whatever address it has")
+    serve.add_argument("--webhook-allow-network", action="append", metavar="CIDR",
+                       help="also post to addresses in this network (e.g. 10.0.0.0/8); "
+                       "loopback, private, link-local and reserved addresses are refused "
+                       "otherwise (repeat for more)")
+    serve.add_argument("--invoke-subscriptions", action="store_true",
+                       help="let invoke-only tokens send local rulesets that subscribe "
+                       "webhooks (by default that takes an admin token)")
+    serve.add_argument("--record-local-versions", type=int, default=0, metavar="N",
+                       help="record up to N distinct invocation ruleset sets per local "
+                       "stage as versions, in the background (default 0: none)")
     serve.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
                        help="how often to look for registry changes made elsewhere")
     serve.add_argument("--public-metrics", action="store_true",
@@ -98,10 +110,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --no-auth serves anyone who can reach {args.host}; it is allowed on "
               "loopback addresses only", file=sys.stderr)
         return EXIT_USAGE
+    if args.record_local_versions < 0:
+        print("error: --record-local-versions is 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        networks(args.webhook_allow_network)
+    except ValueError as exc:
+        print(f"error: --webhook-allow-network: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = ServerConfig(
         registry=registry, tokens=tokens, max_body=args.max_body,
         webhook_allow_hosts=tuple(args.webhook_allow_host) if args.webhook_allow_host
-        else None, poll_interval=args.poll_interval, public_metrics=args.public_metrics,
+        else None, webhook_allow_networks=tuple(args.webhook_allow_network or ()),
+        invoke_subscriptions=args.invoke_subscriptions,
+        record_local_versions=args.record_local_versions,
+        poll_interval=args.poll_interval, public_metrics=args.public_metrics,
         flush_timeout=args.flush_timeout, deliver_webhooks=not args.no_webhooks,
         scorer_threads=args.scorer_threads)
     if args.openapi:

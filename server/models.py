@@ -11,11 +11,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from stageguard.runtime import limits
 from stageguard.runtime.model import IDENTIFIER, MetricSpec
 
-Name = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=200)]
+Name = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=limits.NAME)]
+# A project or stage in a url path: its name, or its id.
+REF = rf"^(?:[A-Za-z_][A-Za-z0-9_\-]{{0,{limits.NAME - 1}}}|[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-" \
+      r"[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+# A version, read as JSON Schema's integer: 3 and 3.0 alike (strict pydantic would refuse 3.0).
+Version = Annotated[int, Field(ge=1), BeforeValidator(
+    lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
+StringMap = Annotated[dict[Annotated[str, Field(max_length=limits.METADATA_KEY)],
+                           Annotated[str, Field(max_length=limits.METADATA_VALUE)]],
+                      Field(max_length=limits.METADATA)]
 Operator = Literal["gt", "lt", "gte", "lte", "eq", "neq", "contains", "all", "any", "empty",
                    "not_empty"]
 SubscriptionStatus = Literal["triggered", "not_triggered", "failed", "error", "timeout",
@@ -25,11 +35,11 @@ MetricValue = float | str | list[str] | None
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SubscriptionIn(_In):
-    url: str = Field(max_length=2048)
+    url: str = Field(max_length=limits.URL)
     statuses: list[SubscriptionStatus] = Field(default_factory=lambda: ["triggered"])
 
 
@@ -40,7 +50,7 @@ class ActionIn(_In):
 
 
 class RuleIn(_In):
-    metric: str = Field(min_length=1, max_length=200)
+    metric: str = Field(min_length=1, max_length=limits.NAME)
     operator: Operator
     target_value: Target = None
 
@@ -60,6 +70,12 @@ Rulesets = Annotated[
 
 
 class PayloadIn(_In):
+    # At least one of the texts is non-empty (said in the schema, so clients know).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": ["input"], "properties": {"input": {"type": "string", "minLength": 1}}},
+        {"required": ["output"], "properties": {"output": {"type": "string",
+                                                           "minLength": 1}}}]})
+
     input: str | None = None
     output: str | None = None
     metrics: dict[str, MetricValue] | None = Field(
@@ -75,30 +91,54 @@ class InvokeRequest(_In):
     project_id: str | None = None
     stage_name: Name | None = None
     stage_id: str | None = None
-    stage_version: int | None = Field(default=None, ge=1)
+    stage_version: Version | None = None
     prioritized_rulesets: Rulesets | None = None
     rulesets: Rulesets | None = Field(default=None, description="Read when "
                                       "prioritized_rulesets is absent (Galileo's older key)")
-    timeout: float = Field(default=300.0, gt=0, le=3600)
-    metadata: dict[str, str] | None = None
-    headers: dict[str, str] | None = None
+    timeout: float = Field(default=300.0, gt=0, le=limits.TIMEOUT)
+    metadata: StringMap | None = None
+    headers: StringMap | None = Field(default=None, description="Echoed in the body, and as "
+                                      "HTTP headers except those that frame the response "
+                                      "(Content-Length, Transfer-Encoding, Connection, …)")
+
+
+class MetricIn(_In):
+    """A custom metric's declaration (the artifact's `MetricSpec`, on the wire)."""
+
+    name: Name
+    type: Literal["score", "number", "label", "labels"]
+    description: str | None = Field(default=None, max_length=limits.DESCRIPTION)
+    minimum: float | None = None
+    maximum: float | None = None
+    labels: list[Annotated[str, Field(max_length=limits.LABEL)]] | None = Field(
+        default=None, max_length=limits.LABELS)
+    builtin: bool = Field(default=False, description="Always false: a declared metric is "
+                          "not a built-in one")
+
+    def spec(self) -> MetricSpec:
+        if self.builtin:
+            raise ValueError("a declared metric is not built in (`builtin` is false)")
+        return MetricSpec.model_validate(self.model_dump())
 
 
 class StageCreate(_In):
     """Galileo's stage-create body, plus `fail_mode` and custom `metrics`."""
 
     name: Name
-    description: str | None = Field(default=None, max_length=10_000)
+    description: str | None = Field(default=None, max_length=limits.DESCRIPTION)
     type: Literal["central", "local"] = "central"
     paused: bool = False
     prioritized_rulesets: Rulesets | None = None
     rulesets: Rulesets | None = None
     fail_mode: Literal["open", "closed"] = "open"
-    metrics: list[MetricSpec] = Field(default_factory=list, description="Custom metrics the "
+    metrics: list[MetricIn] = Field(default_factory=list, description="Custom metrics the "
                                       "rulesets use (built-in metrics need no declaration)")
 
 
 class StageUpdate(_In):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": ["prioritized_rulesets"]}, {"required": ["rulesets"]}]})
+
     prioritized_rulesets: Rulesets | None = None
     rulesets: Rulesets | None = None
 

@@ -69,4 +69,5 @@ def test_local_stage_with_source_rulesets(tmp_path: Path) -> None:
         protect.create_stage("tools", project="shop", type="local")
         r = protect.invoke({"input": "x", "metrics": {"input_toxicity": 0.99}},
                            stage_name="tools", prioritized_rulesets=RULES)
-        assert r.status is Status.TRIGGERED and r.stage_metadata.stage_version == 2
+        # The local stage's own version: invocation rulesets are not recorded by default.
+        assert r.status is Status.TRIGGERED and r.stage_metadata.stage_version == 1

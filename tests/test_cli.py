@@ -181,7 +181,8 @@ def test_invoke_local_stage_with_source_rulesets(policies: Path) -> None:
     p = run("invoke", "agent_tools", "--registry", "reg", "--input", "refund please",
             "--metric", "answer_words=150", "--rulesets", "rules.sg", cwd=policies)
     assert p.returncode == 0, p.stderr
-    assert "TRIGGERED  support_bot/agent_tools v2" in p.stdout
+    # The local stage's own version: an invocation's rulesets are not recorded by default.
+    assert "TRIGGERED  support_bot/agent_tools v1" in p.stdout
     (policies / "bad.sg").write_text("ruleset bad {\n  when answer_wrds > 100\n}\n")
     p = run("invoke", "agent_tools", "--registry", "reg", "--input", "x", "--rulesets", "bad.sg",
             cwd=policies)

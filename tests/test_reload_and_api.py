@@ -125,15 +125,20 @@ LOCAL_RULES = [{"description": "Block toxic input", "rules": [
 def test_local_stage_records_versions_and_reuses_identical_rulesets(tmp_path: Path) -> None:
     reg = tmp_path / "reg"
     build(reg, central(0.5))
-    with Runtime(reg) as rt:
+    with Runtime(reg, record_local_versions=10) as rt:
         r1 = rt.invoke(PAYLOAD, "loc", rulesets=LOCAL_RULES)
+        # Recording happens off the decision path: until it lands, the local stage's own
+        # version is reported.
         assert (r1.status, r1.text, r1.stage_metadata.stage_version) == (
-            Status.TRIGGERED, "no", 2)
+            Status.TRIGGERED, "no", 1)
         assert r1.ruleset_results[0].name == "block_toxic_input"
+        assert rt.flush(5)
         r2 = rt.invoke(PAYLOAD, "loc", rulesets=json.loads(json.dumps(LOCAL_RULES)))
-        assert r2.stage_metadata.stage_version == 2  # identical rulesets: same version
+        assert r2.stage_metadata.stage_version == 2  # identical rulesets: their version
         other = [{**LOCAL_RULES[0], "rules": [{"metric": "input_toxicity", "operator": "gt",
                                                 "target_value": 0.9}]}]
+        rt.invoke(PAYLOAD, "loc", rulesets=other)
+        assert rt.flush(5)
         assert rt.invoke(PAYLOAD, "loc", rulesets=other).stage_metadata.stage_version == 3
     # A fresh runtime over the same registry still knows the earlier rulesets' version.
     with Runtime(reg) as rt:
@@ -143,6 +148,40 @@ def test_local_stage_records_versions_and_reuses_identical_rulesets(tmp_path: Pa
         # ...while pinning a version replays the rulesets it recorded.
         assert rt.invoke(PAYLOAD, "loc", version=2).text == "no"
     assert [v.version for v in Registry(reg).stage_entry("p", "loc").versions] == [1, 2, 3]
+
+
+def _threshold_rules(t: float) -> list[dict[str, object]]:
+    return [{**LOCAL_RULES[0], "rules": [{"metric": "input_toxicity", "operator": "gt",
+                                          "target_value": t}]}]
+
+
+def test_local_rulesets_are_not_recorded_unless_the_operator_asks(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    build(reg, central(0.5))
+    index = reg / "index.json"
+    before = (index.read_bytes(), index.stat().st_mtime_ns)
+    with Runtime(reg) as rt:
+        for i in range(50):
+            r = rt.invoke(PAYLOAD, "loc", rulesets=_threshold_rules(i / 100))
+            assert r.stage_metadata.stage_version == 1
+        assert rt.flush(5)
+    assert (index.read_bytes(), index.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in (reg / "p" / "loc").iterdir()) == ["v1.json"]
+
+
+def test_recorded_local_versions_stop_at_the_cap(tmp_path: Path) -> None:
+    reg = tmp_path / "reg"
+    build(reg, central(0.5))
+    with Runtime(reg, record_local_versions=3) as rt:
+        for i in range(10):
+            rt.invoke(PAYLOAD, "loc", rulesets=_threshold_rules(i / 100))
+            assert rt.flush(5)
+        # Recorded ones keep their versions; the rest decide as the stage's own version.
+        assert rt.invoke(PAYLOAD, "loc",
+                         rulesets=_threshold_rules(0.01)).stage_metadata.stage_version == 3
+        assert rt.invoke(PAYLOAD, "loc",
+                         rulesets=_threshold_rules(0.09)).stage_metadata.stage_version == 1
+    assert [v.version for v in Registry(reg).stage_entry("p", "loc").versions] == [1, 2, 3, 4]
 
 
 def test_local_rulesets_are_validated_like_source(tmp_path: Path) -> None:
@@ -210,7 +249,10 @@ def test_identical_local_rulesets_reuse_their_version_whatever_came_between(
     build(tmp_path / "reg", central(0.5))
     b_rules = [{"rules": [{"metric": "output_pii", "operator": "contains",
                            "target_value": "ssn"}]}]
-    with Runtime(tmp_path / "reg") as rt:
+    with Runtime(tmp_path / "reg", record_local_versions=10) as rt:
+        for rules in (LOCAL_RULES, b_rules):
+            rt.invoke(PAYLOAD, "loc", rulesets=rules)
+            assert rt.flush(5)
         a = rt.invoke(PAYLOAD, "loc", rulesets=LOCAL_RULES).stage_metadata.stage_version
         b = rt.invoke(PAYLOAD, "loc", rulesets=b_rules).stage_metadata.stage_version
     with Runtime(tmp_path / "reg") as rt:  # fresh cache: only the registry remembers
