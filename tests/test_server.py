@@ -428,7 +428,9 @@ def test_readyz_reports_an_unreadable_registry(tmp_path: Path) -> None:
         while c.get("/readyz").status_code != 503:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert "index" in c.get("/readyz").json()["load_errors"]
+        body = c.get("/readyz").json()
+        assert body["load_errors"] == ["index"]
+        assert str(tmp_path) not in json.dumps(body)  # what failed, never where it lives
 
 
 # ---- concurrency --------------------------------------------------------------------------
@@ -537,3 +539,92 @@ def test_served_decisions_equal_embedded_ones(registry: Path, invoker: httpx.Cli
             assert wire["action_result"] == local["action_result"]
 
     check()
+
+
+# ---- hardening: what a hostile caller may not do ------------------------------------------
+
+LOCAL_SOURCE = {"name": "tools", "type": "local"}
+
+
+def _local_rules(url: str | None) -> list[dict[str, Any]]:
+    action: dict[str, Any] = {"type": "PASSTHROUGH"}
+    if url:
+        action["subscriptions"] = [{"url": url, "statuses": ["not_triggered"]}]
+    return [{"rules": [{"metric": "output_toxicity", "operator": "gt", "target_value": 0.5}],
+             "action": action}]
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_invoke_tokens_add_subscriptions_only_when_the_operator_allows(
+        tmp_path: Path, allowed: bool) -> None:
+    sink = Sink()
+    try:
+        with serving(tmp_path, webhook_allow_hosts=("127.0.0.1",),
+                     invoke_subscriptions=allowed) as s, s.client(ADMIN) as admin, \
+                s.client(INVOKER) as invoker:
+            assert admin.post("/projects/loc/stages", json=LOCAL_SOURCE).status_code == 201
+            body = {"payload": {"output": "x", "metrics": {"output_toxicity": 0.1}},
+                    "stage_name": "tools", "prioritized_rulesets": _local_rules(sink.url)}
+            plain = {**body, "prioritized_rulesets": _local_rules(None)}
+            assert invoker.post("/protect/invoke", json=plain).status_code == 200
+            resp = invoker.post("/protect/invoke", json=body)
+            assert resp.status_code == (200 if allowed else 403), resp.text
+            if not allowed:
+                assert "admin token" in resp.json()["detail"]
+            assert admin.post("/protect/invoke", json=body).status_code == 200
+            s.app.state.runtime.flush(5)
+        assert len(sink.bodies) == (2 if allowed else 1)
+    finally:
+        sink.close()
+
+
+def test_echoed_headers_cannot_touch_framing(invoker: httpx.Client) -> None:
+    headers = {"Content-Length": "0", "Transfer-Encoding": "chunked", "Connection": "close",
+               "x-guard": "on"}
+    resp = invoker.post("/protect/invoke", json=invoke_body(CLEAN, headers=headers))
+    assert resp.status_code == 200 and resp.json()["headers"] == headers  # echoed in full
+    assert resp.headers["x-guard"] == "on"
+    assert int(resp.headers["content-length"]) == len(resp.content) > 0
+    assert "transfer-encoding" not in resp.headers
+    again = invoker.post("/protect/invoke", json=invoke_body(CLEAN, headers={
+        "Content-Length": "999999"}))
+    assert again.status_code == 200 and again.json()["status"] == "NOT_TRIGGERED"
+
+
+def test_rulesets_source_cannot_break_out_of_its_block(tmp_path: Path) -> None:
+    with serving(tmp_path) as s, s.client(ADMIN) as c:
+        assert c.post("/projects/loc/stages", json=LOCAL_SOURCE).status_code == 201
+        source = 'ruleset a {\n  when output_toxicity > 0.5\n}\n}\nstage z {\n'
+        resp = c.post("/protect/invoke", json={
+            "payload": {"output": "x"}, "stage_name": "tools", "prioritized_rulesets": source})
+        assert resp.status_code == 422 and resp.json()["code"] == "policy_errors"
+        assert resp.json()["diagnostics"][0]["span"]["line"] == 4
+
+
+def test_non_finite_and_surrogate_values_answer_strict_json_or_422(
+        invoker: httpx.Client) -> None:
+    resp = invoker.post("/protect/invoke", content=b'{"payload": {"output": "a", "metrics": '
+                        b'{"output_toxicity": NaN, "answer_words": Infinity}}, '
+                        b'"stage_name": "output_guard"}',
+                        headers={"Content-Type": "application/json"})
+    if resp.status_code == 200:  # read leniently, written strictly
+        data = json.loads(resp.content, parse_constant=lambda c: pytest.fail(c))
+        assert data["metric_results"]["output_toxicity"]["value"] == "NaN"
+    else:
+        assert resp.status_code == 422
+    bad = invoker.post("/protect/invoke", content=b'{"payload": {"output": "a\\ud800"}, '
+                       b'"stage_name": "output_guard"}',
+                       headers={"Content-Type": "application/json"})
+    assert bad.status_code == 422 and "surrogate" in bad.text
+
+
+def test_405_lists_every_method_of_the_path(admin: httpx.Client) -> None:
+    resp = admin.request("DELETE", "/projects/support_bot/stages/input_guard")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "GET, POST, PUT"
+
+
+def test_unknown_query_parameters_are_refused(admin: httpx.Client) -> None:
+    resp = admin.put("/projects/support_bot/stages/input_guard", params={"paused": "true"})
+    assert resp.status_code == 422
+    assert ["query", "paused"] in [d["loc"] for d in resp.json()["detail"]]

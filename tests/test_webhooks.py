@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from stageguard.runtime.engine import Runtime
+from stageguard.runtime.engine import InvalidRequest, Runtime
 from stageguard.runtime.model import Status
 from stageguard.runtime.webhooks import Notifier
 from tests.runtime_helpers import Sink, build
@@ -127,3 +131,132 @@ def test_allowlist_and_scheme(caplog: pytest.LogCaptureFixture) -> None:
         assert notifier.dropped == 2 and "not allowed" in caplog.text
     finally:
         notifier.close()
+
+
+# ---- where a POST may go, and how long it may take ---------------------------------------
+
+class _Scripted:
+    """A raw TCP receiver on 127.0.0.1 whose answer a test scripts byte by byte."""
+
+    def __init__(self, answer: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.answer = answer
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.recv(65536)
+            self.answer(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _drip(conn: socket.socket) -> None:
+    for _ in range(100):  # one byte every 0.1 s: each read is quick, the answer never ends
+        conn.sendall(b"H")
+        time.sleep(0.1)
+
+
+def _endless_body(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 400000000\r\n\r\n")
+    chunk = b"x" * 65536
+    for _ in range(100):
+        conn.sendall(chunk)
+        time.sleep(0.01)
+
+
+def test_redirects_are_not_followed(caplog: pytest.LogCaptureFixture) -> None:
+    target = Sink()
+    redirect = _Scripted(lambda c: c.sendall(
+        f"HTTP/1.1 302 Found\r\nLocation: {target.url}\r\nContent-Length: 0\r\n\r\n".encode()))
+    notifier = fast_notifier()
+    try:
+        with caplog.at_level(logging.WARNING, "stageguard.webhooks"):
+            assert notifier.send(redirect.url, lambda: {"a": 1})
+            assert notifier.flush(5)
+        assert (notifier.sent, notifier.dropped, target.attempts) == (0, 1, 0)
+        assert "HTTP 302 (redirects are not followed)" in caplog.text
+    finally:
+        notifier.close()
+        redirect.close()
+        target.close()
+
+
+def test_without_an_allowlist_only_public_addresses_are_posted_to(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink()
+    open_notifier = Notifier(timeout=1.0, retries=0)
+    try:
+        with caplog.at_level(logging.WARNING, "stageguard.webhooks"):
+            for url in (sink.url, "http://169.254.169.254/latest/meta-data",
+                        "http://10.0.0.7/x", "http://[::1]:8080/x", "http://localhost/x",
+                        "http://[::ffff:127.0.0.1]/x"):
+                assert not open_notifier.send(url, dict), url
+            # A name is checked where it resolves, at delivery: this machine's own name
+            # resolves to one of its private or loopback addresses.
+            name = socket.gethostname()
+            address = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)[0][4][0]
+            if ipaddress.ip_address(address).is_global:
+                pytest.skip(f"{name} resolves to a public address here")
+            port = sink.url.split(":")[2].split("/")[0]
+            assert open_notifier.send(f"http://{name}:{port}/hook", dict)
+            assert open_notifier.flush(5)
+        assert open_notifier.dropped == 7 and sink.attempts == 0
+        assert f"{name} resolves to {address}" in caplog.text
+    finally:
+        open_notifier.close()
+    allowed = Notifier(timeout=1.0, retries=0, allow_networks=["127.0.0.0/8"])
+    try:
+        assert allowed.send(sink.url, lambda: {"ok": True})
+        assert allowed.flush(5) and allowed.sent == 1 and sink.bodies == [{"ok": True}]
+    finally:
+        allowed.close()
+        sink.close()
+
+
+def test_a_slow_or_endless_receiver_costs_one_deadline_per_attempt() -> None:
+    drippers = [_Scripted(_drip), _Scripted(_drip)]
+    endless = _Scripted(_endless_body)
+    good = Sink()
+    notifier = Notifier(timeout=0.5, retries=0, workers=1, allow_hosts=["127.0.0.1"])
+    try:
+        for d in drippers:
+            notifier.send(d.url, dict)
+        notifier.send(endless.url, dict)
+        notifier.send(good.url, lambda: {"after": "the slow ones"})
+        # Two drippers at 0.5 s each; the endless body is never read; then the good one.
+        assert notifier.flush(5)
+        assert good.bodies == [{"after": "the slow ones"}]
+        assert notifier.dropped == 2 and notifier.sent == 2  # the endless one answered 200
+    finally:
+        notifier.close()
+        for r in (*drippers, endless):
+            r.close()
+        good.close()
+
+
+def test_runtime_refuses_non_public_webhook_urls_when_rulesets_are_accepted(
+        tmp_path: Path) -> None:
+    build(tmp_path / "r", stage("https://hooks.example.com/x"))
+    with Runtime(tmp_path / "r") as rt:
+        rules = [{"rules": [{"metric": "input_toxicity", "operator": "gt", "target_value": 0.5}],
+                  "action": {"type": "PASSTHROUGH", "subscriptions": [
+                      {"url": "http://169.254.169.254/latest", "statuses": ["triggered"]}]}}]
+        with pytest.raises(InvalidRequest, match=r"169\.254\.169\.254.*not public"):
+            rt.update_stage(project="p", stage_name="s", prioritized_rulesets=rules)
