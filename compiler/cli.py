@@ -186,6 +186,13 @@ def _inspect(target: str) -> int:
     if path.is_dir():
         registry = Registry(path)
         index = registry.read_index()
+        problems = registry.verify()
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if problems:
+            print(f"{len(problems)} version file{'s' if len(problems) > 1 else ''} of "
+                  f"{path} cannot be trusted", file=sys.stderr)
+            return EXIT_POLICY
         if not index.projects:
             print(f"{path}: empty registry")
             return EXIT_OK

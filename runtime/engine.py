@@ -63,6 +63,7 @@ from stageguard.runtime.registry import (
     Registry,
     RegistryError,
     StageExists,
+    VersionNotFound,
     load_artifact_for_serving,
 )
 from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
@@ -409,7 +410,8 @@ class Runtime:
                     try:
                         fresh = _load(self.registry.root / latest.file, entry.paused)
                         art = fresh.artifact
-                        if art.digest != latest.digest or art.version != latest.version:
+                        if (art.project, art.stage.name, art.digest, art.version) != (
+                                project, name, latest.digest, latest.version):
                             raise RegistryError(f"{latest.file} does not match the index entry "
                                                 f"(v{latest.version}, {latest.digest})")
                         table[key] = fresh
@@ -513,8 +515,8 @@ class Runtime:
                                     f"{current.artifact.version} loaded")
             try:
                 pinned = _loaded(self.registry.load(key[0], key[1], version))
-            except RegistryError as exc:
-                raise StageNotFound(str(exc)) from None
+            except VersionNotFound as exc:
+                raise StageNotFound(str(exc)) from None  # a damaged file stays an error
             self._pinned.put((*key, version), pinned)
         return pinned.with_paused(current.paused)
 

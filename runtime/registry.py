@@ -49,6 +49,10 @@ class StageExists(RegistryError):
     pass
 
 
+class VersionNotFound(RegistryError):
+    """No such stage, or no such version of it (as opposed to a file that is damaged)."""
+
+
 class VersionEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -116,6 +120,9 @@ class Registry:
         if index.format != REGISTRY_FORMAT or index.format_version != 1:
             raise RegistryError(f"{path} has registry format {index.format!r} version "
                                 f"{index.format_version}; this stageguard reads version 1")
+        problem = _index_problem(index)
+        if problem:
+            raise RegistryError(f"{path} is not a valid registry index: {problem}")
         return index
 
     def project_of(self, stage: str, index: Index | None = None) -> str:
@@ -139,13 +146,40 @@ class Registry:
         """The artifact of a stage at `version` (latest when None)."""
         entry = self.read_index().projects.get(project, {}).get(stage)
         if entry is None or not entry.versions:
-            raise RegistryError(f"no stage {stage!r} in project {project!r} at {self.root}")
+            raise VersionNotFound(f"no stage {stage!r} in project {project!r} at {self.root}")
         chosen = entry.latest if version is None else next(
             (v for v in entry.versions if v.version == version), None)
         if chosen is None:
-            raise RegistryError(f"stage {stage!r} has no version {version}; it has "
+            raise VersionNotFound(f"stage {stage!r} has no version {version}; it has "
                                 f"{', '.join(str(v.version) for v in entry.versions)}")
-        return load_artifact(self.root / chosen.file)
+        return self.load_entry(project, stage, chosen)
+
+    def load_entry(self, project: str, stage: str, entry: VersionEntry) -> Artifact:
+        """The artifact an index entry names, refused unless it is exactly what the index
+        recorded: a file swapped for another version's (digest and version edited to
+        match each other) must not decide in its place."""
+        path = self.root / entry.file
+        artifact = load_artifact(path)
+        found = (artifact.project, artifact.stage.name, artifact.version, artifact.digest)
+        if found != (project, stage, entry.version, entry.digest):
+            raise RegistryError(
+                f"{path} does not match the index entry (index: {project}/{stage} "
+                f"v{entry.version} {entry.digest}; file: {found[0]}/{found[1]} v{found[2]} "
+                f"{found[3]})")
+        return artifact
+
+    def verify(self) -> list[str]:
+        """Every problem of the registry: the index (read_index raises for it) and each
+        version file against its entry. Empty when every version is what the index says."""
+        problems = []
+        for project, stages in sorted(self.read_index().projects.items()):
+            for name, entry in sorted(stages.items()):
+                for version in entry.versions:
+                    try:
+                        self.load_entry(project, name, version)
+                    except RegistryError as exc:
+                        problems.append(str(exc))
+        return problems
 
     # -- writing
 
@@ -237,19 +271,53 @@ class Registry:
                 if written or (create_only and results):
                     self.write_index(index)
             except BaseException as exc:
-                for path in written:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
+                # Roll back only what this publish wrote, and only when its index did not
+                # land: an interrupt just after the rename (during the directory fsync)
+                # has already committed, and the new index points at these files.
+                if not self._committed(written):
+                    for path in written:
+                        with contextlib.suppress(OSError):
+                            path.unlink()
                 if isinstance(exc, OSError):
                     raise RegistryError(f"cannot write to {self.root}: "
                                         f"{exc.strerror or exc}; nothing was published") from exc
                 raise
             return results
 
+    def _committed(self, written: list[Path]) -> bool:
+        try:
+            index = self.read_index()
+        except Exception:
+            return False
+        listed = {self.root / v.file for stages in index.projects.values()
+                  for entry in stages.values() for v in entry.versions}
+        return bool(written) and all(path in listed for path in written)
+
     def write_index(self, index: Index) -> None:
         data = json.dumps(index.model_dump(mode="json"), indent=2, sort_keys=True,
                           ensure_ascii=False) + "\n"
         atomic_write(self.index_path, data.encode("utf-8"))
+
+
+def _index_problem(index: Index) -> str | None:
+    """What makes an index unsafe to act on: versions out of order or repeated (the next
+    publish would overwrite a listed file), or a file that is not the version's own."""
+    for project, stages in index.projects.items():
+        for name, entry in stages.items():
+            where = f"{project}/{name}"
+            for part, what in ((project, "project"), (name, "stage")):
+                problem = identifier_problem(what, part)
+                if problem:
+                    return f"{where}: {problem}"
+            numbers = [v.version for v in entry.versions]
+            if numbers != sorted(set(numbers)):
+                return (f"{where} lists versions {numbers}: they must be unique and in "
+                        "increasing order")
+            for v in entry.versions:
+                expected = f"{project}/{name}/v{v.version}.json"
+                if v.file != expected:
+                    return f"{where} v{v.version} names file {v.file!r}, not {expected!r}"
+    return None
 
 
 def load_artifact(path: str | os.PathLike[str]) -> Artifact:

@@ -164,3 +164,85 @@ def test_names_that_are_not_identifiers_never_become_paths(tmp_path: Path) -> No
             registry.artifact_path(project, stage, 1)
         with pytest.raises(RegistryError):
             registry.load(project, stage, 1)
+
+
+# ---- a registry is believed only as far as its index vouches -------------------------------
+
+def _two_versions(root: Path) -> Registry:
+    reg = Registry(root)
+    reg.publish(arts(stage_text("0.5")))
+    reg.publish(arts(stage_text("0.9")))
+    return reg
+
+
+def _swap_in_v2_as_v1(root: Path) -> None:
+    """What an attacker with write access to one file would do: v2's content, with the
+    version field edited to 1, so the file is self-consistent."""
+    v2 = json.loads((root / "p" / "s" / "v2.json").read_bytes())
+    v2["version"] = 1
+    (root / "p" / "s" / "v1.json").write_text(json.dumps(v2))
+
+
+def test_a_pinned_version_is_checked_against_the_index(tmp_path: Path) -> None:
+    from stageguard.runtime.engine import Runtime
+
+    reg = _two_versions(tmp_path)
+    _swap_in_v2_as_v1(tmp_path)
+    with pytest.raises(RegistryError, match="does not match the index entry"):
+        reg.load("p", "s", 1)
+    with Runtime(tmp_path, deliver_webhooks=False) as rt, \
+            pytest.raises(RegistryError, match="does not match the index entry"):
+        rt.invoke({"input": "x", "metrics": {"input_toxicity": 0.7}}, "s", version=1)
+    assert [p.split(":")[0] for p in reg.verify()] == [str(tmp_path / "p/s/v1.json")
+                                                       + " does not match the index entry (index"]
+
+
+def test_an_index_out_of_order_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    reg = _two_versions(tmp_path)
+    index = json.loads((tmp_path / "index.json").read_text())
+    entry = index["projects"]["p"]["s"]
+    third = {**entry["versions"][1], "version": 3, "file": "p/s/v3.json"}
+    entry["versions"] = [entry["versions"][0], third, entry["versions"][1]]
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    before = snapshot(tmp_path)
+    with pytest.raises(RegistryError, match=r"versions \[1, 3, 2\]"):
+        reg.publish(arts(stage_text("0.3")))
+    assert snapshot(tmp_path) == before
+    entry["versions"] = [entry["versions"][0], {**third, "version": 2}]
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(RegistryError, match="names file 'p/s/v3.json'"):
+        reg.read_index()
+
+
+def test_an_interrupt_after_the_index_landed_rolls_nothing_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stageguard.runtime import fsutil
+
+    reg = Registry(tmp_path)
+    reg.publish(arts(stage_text("0.5")))
+    real = fsutil.fsync_dir
+
+    def interrupted(path: Path) -> None:
+        real(path)
+        if path == tmp_path:  # the index was renamed into place: the publish has committed
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsutil, "fsync_dir", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reg.publish(arts(stage_text("0.9")))
+    monkeypatch.undo()
+    assert [v.version for v in reg.stage_entry("p", "s").versions] == [1, 2]
+    assert reg.verify() == []  # v2.json is there, as the index says
+
+
+def test_inspect_verifies_every_version_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _two_versions(tmp_path / "reg")
+    cli = [sys.executable, "-m", "stageguard.compiler.cli", "inspect", str(tmp_path / "reg")]
+    assert subprocess.run(cli, capture_output=True, text=True).returncode == 0
+    _swap_in_v2_as_v1(tmp_path / "reg")
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 1 and "v1.json does not match the index entry" in done.stderr
+    assert "Traceback" not in done.stderr
