@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -93,8 +94,12 @@ def _fmt(args: argparse.Namespace) -> int:
             sys.stdout.write(new)  # nothing to rewrite: standard input goes to the output
         elif args.write:
             if new != src.text:
-                path = Path(src.path)
-                atomic_write(path, new.encode("utf-8"), stat.S_IMODE(path.stat().st_mode))
+                problem = _rewrite(Path(src.path), new)
+                if problem:
+                    print(f"error: {src.path}: {problem}; the file was left as it was",
+                          file=sys.stderr)
+                    status = max(status, EXIT_FAIL)
+                    continue
                 unformatted.append(src.path)
         else:
             sys.stdout.write(new)
@@ -114,6 +119,21 @@ def _fmt(args: argparse.Namespace) -> int:
         print(f"formatted {n} file{'s' if n != 1 else ''}, {len(sources) - n} unchanged",
               file=sys.stderr)
     return status
+
+
+def _rewrite(path: Path, text: str) -> str | None:
+    """Replace a file's text, crash-safe; why not, when it cannot be. A link is followed,
+    so its target is formatted and the link stays a link; a read-only file is not touched
+    (root could write it, but its owner said no)."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+        if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            return "the file is read-only"
+        atomic_write(target, text.encode("utf-8"), mode)
+    except OSError as exc:
+        return f"cannot write it ({exc.strerror or exc})"
+    return None
 
 
 # ---- lint -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -129,6 +130,44 @@ def test_fmt_write_rewrites_in_place_keeping_permissions(tmp_path: Path) -> None
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["p.sg"]  # no temp file left behind
     assert main(["fmt", "--check", str(path)]) == 0
+
+
+def test_fmt_write_leaves_read_only_files_alone(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = _messy(tmp_path)
+    before = path.read_bytes()
+    path.chmod(0o444)
+    assert main(["fmt", "--write", str(path)]) == 1
+    assert path.read_bytes() == before and stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert "read-only" in capsys.readouterr().err
+
+
+def test_fmt_write_formats_a_links_target_and_keeps_the_link(tmp_path: Path) -> None:
+    target = _messy(tmp_path)
+    link = tmp_path / "link.sg"
+    link.symlink_to(target.name)
+    assert main(["fmt", "--write", str(link)]) == 0
+    assert link.is_symlink() and os.readlink(link) == target.name
+    assert main(["fmt", "--check", str(target)]) == 0
+
+
+def test_fmt_write_reports_a_disk_error_and_keeps_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from stageguard.runtime import fsutil
+
+    path = _messy(tmp_path)
+    before = path.read_bytes()
+
+    def full(fd: int) -> None:  # the write reached the page cache; the disk refuses it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fsutil.os, "fsync", full)
+    assert main(["fmt", "--write", str(path)]) == 1
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert "No space left on device" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["p.sg"]
 
 
 def test_fmt_diff_prints_a_unified_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]
