@@ -59,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        help="threads that run scorers for metrics not sent with the payload")
     serve.add_argument("--no-webhooks", action="store_true",
                        help="decide without delivering subscriptions")
+    serve.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection whose request line and headers take longer")
+    serve.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="close a connection whose request body takes longer after its "
+                       "headers")
     serve.add_argument("--log-level", default="info",
                        choices=("debug", "info", "warning", "error"))
     serve.add_argument("--no-access-log", action="store_true")
@@ -157,9 +162,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.header_timeout <= 0 or args.body_timeout <= 0:
+        print("error: --header-timeout and --body-timeout are more than 0", file=sys.stderr)
+        return EXIT_USAGE
+    from stageguard.server.protocol import protocol
+
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_config=None, access_log=False,
+        http=protocol(args.header_timeout, args.body_timeout),  # type: ignore[arg-type]
         lifespan="on", timeout_graceful_shutdown=max(1, int(args.flush_timeout)),
         server_header=False, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key))
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; answer that

@@ -19,6 +19,7 @@ import uvicorn
 
 from stageguard.server.app import ServerConfig, create_app
 from stageguard.server.auth import Principal, Role, Tokens, digest
+from stageguard.server.protocol import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "admin-token-for-tests-0001"
@@ -42,12 +43,14 @@ class Served:
 
 
 @contextmanager
-def serving(registry: Path, **config: Any) -> Iterator[Served]:
+def serving(registry: Path, header_timeout: float = 10.0, body_timeout: float = 30.0,
+            **config: Any) -> Iterator[Served]:
     settings: dict[str, Any] = {"tokens": tokens(), "poll_interval": 0.2}
     settings.update(config)
     app = create_app(ServerConfig(registry=registry, **settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                           access_log=False, lifespan="on"))
+                                           access_log=False, lifespan="on",
+                                           http=protocol(header_timeout, body_timeout)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

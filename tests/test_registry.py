@@ -210,7 +210,7 @@ def test_an_index_out_of_order_is_refused_before_anything_is_written(tmp_path: P
     assert snapshot(tmp_path) == before
     entry["versions"] = [entry["versions"][0], {**third, "version": 2}]
     (tmp_path / "index.json").write_text(json.dumps(index))
-    with pytest.raises(RegistryError, match="names file 'p/s/v3.json'"):
+    with pytest.raises(RegistryError, match=r"names file 'p/s/v3\.json'"):
         reg.read_index()
 
 

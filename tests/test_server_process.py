@@ -156,3 +156,68 @@ def test_tokens_file_changes_apply_without_a_restart(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "tokens not reloaded" in err
+
+
+def test_hostile_traffic_neither_freezes_the_service_nor_outlives_its_deadlines(
+        tmp_path: Path) -> None:
+    """The hardening issue's bar: under backtracking-bait PII text, a hostile rulesets
+    source and slowloris connections, /healthz answers within 100 ms, every invoke within
+    its timeout + 100 ms, and SIGTERM still ends the process promptly."""
+    import threading
+    import time
+
+    from stageguard.compiler.pipeline import compile_paths
+    from stageguard.runtime.registry import Registry
+    from tests.server_helpers import ROOT
+
+    Registry(tmp_path).publish(compile_paths([str(ROOT / "policies")]).artifacts)
+    bait = "account" + " " * 1400 + "x"  # about cubic for the old account pattern
+    rules_source = "".join(f"ruleset r{i} {{\n  when answer_words > {i}\n}}\n"
+                           for i in range(300)) + " ".join(f"w{i}" for i in range(40))
+    with serve_process(tmp_path, "--header-timeout", "1", "--no-webhooks") as (url, proc):
+        host, port = url.removeprefix("http://").split(":")
+        slow = []
+        for _ in range(30):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            slow.append(sock)
+        invoke_times: list[float] = []
+        errors: list[str] = []
+
+        def invoke(body: dict) -> None:
+            with httpx.Client(base_url=url, timeout=10,
+                              headers={"Authorization": f"Bearer {INVOKER}"}) as c:
+                for _ in range(4):
+                    started = time.perf_counter()
+                    resp = c.post("/protect/invoke", json=body)
+                    invoke_times.append(time.perf_counter() - started)
+                    if resp.status_code not in (200, 422):
+                        errors.append(resp.text)
+
+        bodies = [{"payload": {"output": bait}, "stage_name": "output_guard", "timeout": 2},
+                  {"payload": {"input": "a." * 700}, "stage_name": "input_guard",
+                   "timeout": 2},
+                  {"payload": {"input": "x", "metrics": {"answer_words": 5}},
+                   "stage_name": "agent_tools", "timeout": 2,
+                   "prioritized_rulesets": rules_source}]
+        workers = [threading.Thread(target=invoke, args=(b,)) for b in bodies * 2]
+        for w in workers:
+            w.start()
+        health: list[float] = []
+        with httpx.Client(base_url=url, timeout=5) as c:
+            while any(w.is_alive() for w in workers):
+                started = time.perf_counter()
+                assert c.get("/healthz").status_code == 200
+                health.append(time.perf_counter() - started)
+                time.sleep(0.02)
+        for w in workers:
+            w.join()
+        assert not errors, errors[:2]
+        assert len(invoke_times) == 24 and max(invoke_times) <= 2.1, sorted(invoke_times)[-3:]
+        assert health and max(health) < 0.1, sorted(health)[-3:]
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.perf_counter() - started < 5
+        for sock in slow:
+            sock.close()
