@@ -107,3 +107,9 @@ def test_non_finite_metric_values_are_written_as_strings(rt: Runtime) -> None:
     assert '"value": "NaN"' in text and "NaN," not in text
     r = rt.invoke({"input": "x", "metrics": {"input_toxicity": math.inf}}, "s")
     assert '"value": "Infinity"' in r.to_json()
+
+
+def test_a_long_stage_name_is_said_to_be_long(tmp_path: Path) -> None:
+    with Runtime(tmp_path / "reg") as rt, pytest.raises(InvalidRequest,
+                                                         match="at most 200 characters"):
+        rt.create_stage("s" * 201, project="p")

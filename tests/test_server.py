@@ -628,3 +628,14 @@ def test_unknown_query_parameters_are_refused(admin: httpx.Client) -> None:
     resp = admin.put("/projects/support_bot/stages/input_guard", params={"paused": "true"})
     assert resp.status_code == 422
     assert ["query", "paused"] in [d["loc"] for d in resp.json()["detail"]]
+
+
+def test_lone_surrogates_in_metadata_or_published_source_are_422(admin: httpx.Client) -> None:
+    json_headers = {"Content-Type": "application/json"}
+    meta = admin.post("/protect/invoke", headers=json_headers, content=(
+        b'{"payload": {"output": "a", "metrics": {}}, "stage_name": "output_guard", '
+        b'"metadata": {"k": "\\udfff"}}'))
+    assert meta.status_code == 422 and "unicode" in meta.text
+    source = admin.post("/stages/s/source", headers=json_headers, content=(
+        b'{"source": "project p\\nstage s {\\n  description \\"\\ud800\\"\\n}\\n"}'))
+    assert source.status_code == 422 and source.json()["code"] == "policy_errors"

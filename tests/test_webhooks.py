@@ -260,3 +260,24 @@ def test_runtime_refuses_non_public_webhook_urls_when_rulesets_are_accepted(
                       {"url": "http://169.254.169.254/latest", "statuses": ["triggered"]}]}}]
         with pytest.raises(InvalidRequest, match=r"169\.254\.169\.254.*not public"):
             rt.update_stage(project="p", stage_name="s", prioritized_rulesets=rules)
+
+
+def test_a_scorers_infinite_value_reaches_the_webhook_as_strict_json(tmp_path: Path,
+                                                                    sink: Sink) -> None:
+    import json
+
+    from stageguard.runtime.scorers import Scorers
+
+    build(tmp_path / "r", stage(sink.url))
+    scorers = Scorers(entry_point_group=None)
+    scorers.register("input_toxicity", lambda _: float("inf"))
+    scorers.register("input_sexist", lambda _: float("nan"))
+    with Runtime(tmp_path / "r", notifier=fast_notifier(), scorers=scorers) as rt:
+        rt.invoke({"input": "x"}, "s")
+        assert rt.flush(5)
+    assert sink.bodies, "the webhook was not delivered"
+    raw = json.dumps(sink.bodies[0])
+    json.loads(raw, parse_constant=lambda c: pytest.fail(f"bare {c} in the body"))
+    values = sink.bodies[0]["metric_results"]
+    assert values["input_toxicity"]["value"] == "Infinity"
+    assert values["input_sexist"]["value"] == "NaN"
