@@ -1,4 +1,4 @@
-"""The built-in metric catalog of SEMANTICS.md and its legacy aliases."""
+"""The built-in metric catalog of docs/semantics.md and its legacy aliases."""
 
 from __future__ import annotations
 

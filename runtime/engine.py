@@ -533,7 +533,7 @@ class Runtime:
                timeout: float = DEFAULT_TIMEOUT, metadata: Mapping[str, str] | None = None,
                headers: Mapping[str, str] | None = None, scorers: bool = True,
                allow_subscriptions: bool = True) -> Response:
-        """Decide one payload (SEMANTICS.md, "One invocation"). Scorer failures and timeouts
+        """Decide one payload (docs/semantics.md, "One invocation"). Scorer failures and timeouts
         become statuses; only a request that cannot be decided raises (InvalidRequest,
         StageNotFound).
 

@@ -2,7 +2,7 @@
 
 Both take the stage's rulesets (validated artifact values) and a way to get metric values,
 and return one status per ruleset, in priority order. The reference interpreter is written
-to be read against SEMANTICS.md and galileo-core's `Rule.evaluate`; the fast path generates
+to be read against docs/semantics.md and galileo-core's `Rule.evaluate`; the fast path generates
 one Python function per stage from the same values. A property test proves they agree.
 
 Metric values reach both already normalised (see `normalise_value`): numbers (bool counts,
@@ -33,7 +33,7 @@ class InvalidValue(ValueError):
 
 
 def normalise_value(value: object) -> Value:
-    """Accept what a metric may be (SEMANTICS.md): a number, a label, a list of labels, or
+    """Accept what a metric may be (docs/semantics.md): a number, a label, a list of labels, or
     missing. Lists become tuples. Anything else is refused, so evaluation stays total."""
     kind = value.__class__
     if value is None or kind is str or kind is float or kind is int or kind is bool:
@@ -60,7 +60,7 @@ def normalise_value(value: object) -> Value:
 
 
 def rule_holds(operator: Operator, target: object, value: Value) -> bool:
-    """SEMANTICS.md's truth table; anything not listed is false, never an exception."""
+    """docs/semantics.md's truth table; anything not listed is false, never an exception."""
     if value is None:
         return False
     if isinstance(value, int | float):
@@ -150,7 +150,7 @@ _PRECEDENCE = (Status.TIMEOUT, Status.FAILED, Status.ERROR)
 
 
 def stage_status(statuses: Sequence[Status]) -> Status:
-    """SEMANTICS.md rule 6 (ours): triggered if any ruleset triggered; else timeout, failed or
+    """docs/semantics.md rule 6 (ours): triggered if any ruleset triggered; else timeout, failed or
     error if any ruleset ended so, in that order; else not_triggered."""
     if Status.TRIGGERED in statuses:
         return Status.TRIGGERED

@@ -39,7 +39,7 @@ class RulesetError(ValueError):
 
 def rulesets_of(body: Mapping[str, Any]) -> Any:
     """The ruleset list of a Galileo body: `prioritized_rulesets` if present, else
-    `rulesets` (SEMANTICS.md: the first wins if both)."""
+    `rulesets` (docs/semantics.md: the first wins if both)."""
     if "prioritized_rulesets" in body:
         return body["prioritized_rulesets"]
     return body.get("rulesets")

@@ -76,7 +76,7 @@ class MetricType(_StrEnum):
     LABELS = "labels"
 
 
-# Which operators make sense for which metric type (SEMANTICS.md's truth table). The checker
+# Which operators make sense for which metric type (docs/semantics.md's truth table). The checker
 # and the runtime's intake of Galileo-shaped rulesets both judge rules by this table.
 VALID_OPERATORS: dict[MetricType, frozenset[Operator]] = {
     MetricType.SCORE: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
@@ -243,8 +243,8 @@ class Artifact(_Model):
 
     @model_validator(mode="after")
     def _coherent(self) -> Artifact:
-        # A local stage's first version has no rulesets; later versions record the rulesets
-        # an invocation brought (SEMANTICS.md: unseen rulesets make a new version).
+        # A local stage's first version has no rulesets; later versions, when the operator
+        # records them, hold the rulesets an invocation brought (docs/semantics.md).
         names = [r.name for r in self.rulesets]
         if len(set(names)) != len(names):
             raise ValueError("ruleset names must be unique within a stage")

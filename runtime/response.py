@@ -1,4 +1,4 @@
-"""The Response of SEMANTICS.md and its Galileo wire shape.
+"""The Response of docs/semantics.md and its Galileo wire shape.
 
 The decision path fills the cheap fields (text, status, trace metadata, action result, stage
 metadata) and keeps the ruleset statuses and the metric values it resolved. Per-rule results

@@ -18,7 +18,7 @@ def one_stage(body: str, extra: str = ""):
     return stage
 
 
-# Every cell of SEMANTICS.md's truth table that can be true must be writable and compile.
+# Every cell of docs/semantics.md's truth table that can be true must be writable and compile.
 @pytest.mark.parametrize(("rule", "op", "target"), [
     ("output_toxicity > 0.5", Operator.GT, 0.5),
     ("output_toxicity < 0.5", Operator.LT, 0.5),

@@ -1,4 +1,4 @@
-"""The conformance corpus (tests/conformance/*.json): SEMANTICS.md as data.
+"""The conformance corpus (tests/conformance/*.json): docs/semantics.md as data.
 
 Every truth-table case is checked against the reference interpreter and the compiled fast
 path (and galileo-core's Rule.evaluate when installed); every invocation case is decided by

@@ -1,4 +1,4 @@
-"""The evaluator: SEMANTICS.md's truth table, and fast path == reference interpreter."""
+"""The evaluator: docs/semantics.md's truth table, and fast path == reference interpreter."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ Op = Operator
 NAN = float("nan")
 
 
-# One test per row of SEMANTICS.md's truth table; each asserts the true cases and a false one.
+# One test per row of docs/semantics.md's truth table; each asserts the true cases and a false one.
 def test_truth_number_vs_number() -> None:
     assert rule_holds(Op.GT, 0.5, 0.6) and not rule_holds(Op.GT, 0.5, 0.5)
     assert rule_holds(Op.LT, 0.5, 0.4) and not rule_holds(Op.LT, 0.5, 0.5)

@@ -1,4 +1,4 @@
-"""SEMANTICS.md, "One invocation", rule by rule, through Runtime.invoke."""
+"""docs/semantics.md, "One invocation", rule by rule, through Runtime.invoke."""
 
 from __future__ import annotations
 
