@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 
 import re2
 
@@ -61,8 +63,10 @@ _PHONE = _re(
     r"(?:^|[^\w+])(?:(?:\+?1[\s.-]?)?(?:\([0-9]{3}\)\s?|[0-9]{3}[\s.-])[0-9]{3}[\s.-][0-9]{4}"
     r"(?:$|[^\w-])"
     r"|\+[1-9][0-9]{0,2}(?:[\s.-]?[0-9]){7,12}(?:$|\W))")
-# Digit groups joined by single spaces or dashes; card numbers are windows of them.
-_DIGIT_RUN = _re(r"[0-9]+(?:[ -][0-9]+)*")
+# Digit groups joined by single spaces or dashes, 13 digits or more: card numbers are
+# windows of such runs. (Leftmost and greedy, a match is a whole maximal run; shorter runs
+# never reach Python.)
+_DIGIT_RUN = _re(r"[0-9](?:[ -]?[0-9]){12,}")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = _re(rf"(?:^|[^0-9.vV])({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})")
 # A whole run of word characters and colons holding two colons or more (greedy on both
@@ -113,10 +117,6 @@ def _card_prefix_ok(digits: str) -> bool:
     )
 
 
-def _is_card(digits: str) -> bool:
-    return 13 <= len(digits) <= 19 and _card_prefix_ok(digits) and luhn_valid(digits)
-
-
 def _has_ssn(text: str) -> bool:
     for m in _SSN.finditer(text):
         area, sep, group, sep2, serial = m.groups()
@@ -126,47 +126,53 @@ def _has_ssn(text: str) -> bool:
     return False
 
 
-def _has_card(text: str) -> bool:
+def _has_card(text: str, deadline: float | None = None) -> bool:
     """A card number is 13-19 digits, grouped by single spaces or dashes, with a dash or a
     digit on neither side. Within a run of groups (`4111 1111 1111 1111 123`: a card and its
-    code) every window that starts and ends at a space or the run's edge is tried; a window
-    spans at most 19 groups, so the work stays linear in the run."""
+    code) every window that starts and ends at a space or the run's edge is tried, each in
+    constant time (Luhn sums come from prefix sums), so the work stays linear in the run."""
     n = len(text)
     for m in _DIGIT_RUN.finditer(text):
         start, end = m.span()
-        pieces = _split_groups(m.group())
-        groups, seps = pieces[::2], pieces[1::2]
         # A dash just outside the run joins it to a neighbour: no window may start or end
         # there (the run's own edges), only at spaces inside it.
         first_ok = not (start and text[start - 1] == "-")
         last_ok = not (end < n and text[end] == "-")
-        for i in range(len(groups)):
-            if i and seps[i - 1] != " ":
-                continue  # a window starts at the run's edge or after a space
-            if i == 0 and not first_ok:
-                continue
-            digits = ""
-            for j in range(i, len(groups)):
-                digits += groups[j]
-                if len(digits) > 19:
-                    break
-                ends_ok = (j == len(groups) - 1 and last_ok) or (
-                    j < len(groups) - 1 and seps[j] == " ")
-                if ends_ok and _is_card(digits):
-                    return True
+        if _run_has_card(m.group(), first_ok, last_ok, deadline):
+            return True
     return False
 
 
-def _split_groups(run: str) -> list[str]:
-    """`4111-1111 22` -> `4111`, `-`, `1111`, ` `, `22`: groups at even places."""
-    pieces: list[str] = []
-    piece_start = 0
-    for k, ch in enumerate(run):
-        if ch in " -":
-            pieces += (run[piece_start:k], ch)
-            piece_start = k + 1
-    pieces.append(run[piece_start:])
-    return pieces
+_DOUBLED = str.maketrans("0123456789", "0246813579")  # d -> the digit sum of 2d
+
+
+def _run_has_card(run: str, first_ok: bool, last_ok: bool, deadline: float | None) -> bool:
+    digits = run.replace(" ", "").replace("-", "")
+    bounds = [0]  # where windows may start and end: the run's edges and its spaces
+    for part in run.split(" "):
+        bounds.append(bounds[-1] + len(part) - part.count("-"))
+    # Luhn: from a window's last digit leftwards every second digit is doubled. s_even
+    # doubles odd positions, s_odd even ones; a window ending at an even position b - 1
+    # takes its sum from s_even, else from s_odd. Characters carry ord("0") = 48 each.
+    raw, doubled = digits.encode(), digits.translate(_DOUBLED).encode()
+    even, odd = bytearray(raw), bytearray(raw)
+    even[1::2], odd[0::2] = doubled[1::2], doubled[0::2]
+    s_even, s_odd = [0, *accumulate(even)], [0, *accumulate(odd)]
+    last = len(bounds) - 1
+    for i in range(0 if first_ok else 1, last):
+        if deadline is not None and not i % 4096 and time.perf_counter() > deadline:
+            raise DeadlinePassed("the invocation's deadline passed during PII detection")
+        a = bounds[i]
+        if digits[a] not in "23456":  # no issuer's numbers start otherwise
+            continue
+        for j in range(bisect_left(bounds, a + 13, i + 1), bisect_right(bounds, a + 19, i + 1)):
+            if j == last and not last_ok:
+                break
+            b = bounds[j]
+            sums = s_even if (b - 1) % 2 == 0 else s_odd
+            if (sums[b] - sums[a] - 48 * (b - a)) % 10 == 0 and _card_prefix_ok(digits[a:b]):
+                return True
+    return False
 
 
 def _has_ipv4(text: str) -> bool:
@@ -207,17 +213,19 @@ def _has_account(text: str) -> bool:
                                               for m in _IBAN.finditer(text))
 
 
-_DETECTORS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("ssn", _has_ssn),
-    ("email", lambda t: bool(_EMAIL.search(t))),
+# Each detector takes the text and the deadline (which only the card windows, the one
+# detector doing per-candidate work in Python, need to watch between candidates).
+_DETECTORS: tuple[tuple[str, Callable[[str, float | None], bool]], ...] = (
+    ("ssn", lambda t, _: _has_ssn(t)),
+    ("email", lambda t, _: bool(_EMAIL.search(t))),
     ("credit_card_info", _has_card),
-    ("phone_number", lambda t: bool(_PHONE.search(t))),
-    ("network_info", lambda t: _has_ipv4(t) or bool(_MAC.search(t)) or _has_ipv6(t)),
-    ("date_of_birth", lambda t: bool(_DOB.search(t))),
-    ("password", lambda t: bool(_PASSWORD.search(t))),
-    ("username", lambda t: bool(_USERNAME.search(t))),
-    ("account_info", _has_account),
-    ("address", lambda t: bool(_ADDRESS.search(t))),
+    ("phone_number", lambda t, _: bool(_PHONE.search(t))),
+    ("network_info", lambda t, _: _has_ipv4(t) or bool(_MAC.search(t)) or _has_ipv6(t)),
+    ("date_of_birth", lambda t, _: bool(_DOB.search(t))),
+    ("password", lambda t, _: bool(_PASSWORD.search(t))),
+    ("username", lambda t, _: bool(_USERNAME.search(t))),
+    ("account_info", lambda t, _: _has_account(t)),
+    ("address", lambda t, _: bool(_ADDRESS.search(t))),
 )
 
 
@@ -244,6 +252,6 @@ def detect(text: str, deadline: float | None = None) -> tuple[str, ...]:
     for label, detector in _DETECTORS:
         if deadline is not None and time.perf_counter() > deadline:
             raise DeadlinePassed("the invocation's deadline passed during PII detection")
-        if detector(text):
+        if detector(text, deadline):
             found.add(label)
     return tuple(label for label in PII_LABELS if label in found)

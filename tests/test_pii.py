@@ -150,3 +150,54 @@ def test_matching_releases_the_gil() -> None:
     alone = _spin_rate(lambda: time.sleep(0.2))
     scanning = _spin_rate(lambda: [pii.detect(text) for _ in range(4)])
     assert scanning > 0.2 * alone
+
+
+def _cards_by_brute_force(text: str) -> bool:
+    """Every window of every run of digit groups, joined plainly and checked with the
+    textbook Luhn: what `_has_card` computes with prefix sums."""
+    import re
+
+    for m in re.finditer(r"[0-9]+(?:[ -][0-9]+)*", text):
+        start, end = m.span()
+        first_ok = not (start and text[start - 1] == "-")
+        last_ok = not (end < len(text) and text[end] == "-")
+        parts = m.group().split(" ")
+        for i in range(len(parts)):
+            for j in range(i + 1, len(parts) + 1):
+                if (i == 0 and not first_ok) or (j == len(parts) and not last_ok):
+                    continue
+                digits = "".join(parts[i:j]).replace("-", "")
+                if 13 <= len(digits) <= 19 and pii._card_prefix_ok(digits) \
+                        and pii.luhn_valid(digits):
+                    return True
+    return False
+
+
+_GROUP = st.text(alphabet="0123456789", min_size=1, max_size=6)
+_SEP = st.sampled_from([" ", "-", " ", "x", "--"])
+noise = st.lists(st.tuples(_GROUP, _SEP), max_size=4).map(
+    lambda gs: "".join(g + sep for g, sep in gs))
+_CARDS = ["4111111111111111", "378282246310005", "5555555555554444", "6011000990139424",
+          "4012888888881881", "3530111333300000", "30569309025904", "4222222222222"]
+
+
+@st.composite
+def card_texts(draw: st.DrawFn) -> str:
+    """Real test card numbers cut into groups at random places, among random groups, with
+    spaces, dashes and other characters between them: windows that are cards, windows that
+    miss by a digit, runs a dash joins to a neighbour."""
+    number = draw(st.sampled_from(_CARDS))
+    cuts = sorted(draw(st.sets(st.integers(1, len(number) - 1), max_size=5)))
+    pieces = [number[a:b] for a, b in zip([0, *cuts], [*cuts, len(number)], strict=True)]
+    if draw(st.booleans()):  # off by one digit
+        pieces[-1] = pieces[-1][:-1] + str((int(pieces[-1][-1]) + 1) % 10)
+    body = "".join(p + draw(_SEP) for p in pieces[:-1]) + pieces[-1]
+    return draw(noise) + body + draw(_SEP) + draw(noise)
+
+
+@given(st.one_of(card_texts(), noise))
+@example("4111 1111 1111 1111 123")
+@example("-4111 1111 1111 1111")
+@example("4111-1111-1111-1111-")
+def test_card_windows_agree_with_brute_force(text: str) -> None:
+    assert pii._has_card(text) == _cards_by_brute_force(text)
