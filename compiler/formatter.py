@@ -22,6 +22,7 @@ from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Diagnostic, Span, error, has_errors
 from stageguard.compiler.parser import parse
 from stageguard.compiler.unparse import SPELLING, string_literal
+from stageguard.runtime import collector
 
 WIDTH = 100
 INDENT = "  "
@@ -39,6 +40,11 @@ class Formatted:
 
 
 def format_text(text: str, path: str = "<input>") -> Formatted:
+    with collector.paused():
+        return _format_text(text, path)
+
+
+def _format_text(text: str, path: str) -> Formatted:
     parsed = parse(text, path)
     if parsed.file is None or has_errors(parsed.diagnostics):
         return Formatted(None, parsed.diagnostics)

@@ -7,7 +7,6 @@ while a reload swaps the table (copy-on-write: the table is replaced, never muta
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import random as _random
@@ -15,15 +14,14 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from stageguard.runtime import arguments, package_version
+from stageguard.runtime import arguments, collector, package_version
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
 from stageguard.runtime.errors import (
@@ -218,29 +216,15 @@ class LoadedStage:
         return clone
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Loading a 10k-ruleset stage builds ~100k small acyclic objects; the cyclic
-    collector's allocation-triggered passes over them cost more than the work itself
-    (benchmarks/RESULTS.md), and reference counting frees them anyway."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _load(path: Path, paused: bool = False) -> LoadedStage:
     """Load, check and compile one artifact file for serving."""
-    with _collector_paused():
+    with collector.paused():
         artifact, source_map = load_artifact_for_serving(path)
         return LoadedStage(artifact, paused, source_map)
 
 
 def _loaded(artifact: Artifact, paused: bool = False) -> LoadedStage:
-    with _collector_paused():
+    with collector.paused():
         return LoadedStage(artifact, paused)
 
 
