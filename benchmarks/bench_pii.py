@@ -9,14 +9,15 @@ Target (issue 12): per-KB cost flat from 1 KB to 1 MB on adversarial inputs.
 from __future__ import annotations
 
 import argparse
-import gc
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_compile import timed
 
 from stageguard.runtime import pii
 from tests import pii_reference
@@ -40,13 +41,7 @@ SIZES = (1 << 10, 10 << 10, 100 << 10, 1 << 20)
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:
-    out = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return min(out)
+    return min(timed(fn, repeat))
 
 
 def main() -> int:

@@ -9,17 +9,15 @@ registry write: until its rulesets are recorded it reports the local stage's own
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.registry import Registry, RegistryError
+from stageguard.runtime.workers import WorkQueue
 
 log = logging.getLogger("stageguard.runtime")
 
 Key = tuple[str, str]
-_STOP = object()
 
 
 class LocalRecorder:
@@ -29,8 +27,8 @@ class LocalRecorder:
         self._known: dict[Key, dict[str, int]] = {}
         self._pending: set[tuple[Key, str]] = set()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
-        self._thread: threading.Thread | None = None
+        self._work: WorkQueue[tuple[Key, ArtifactDocument]] = WorkQueue(
+            self._record, name="stageguard-local-versions", max_queue=max_queue)
         self.recorded = 0
         self.skipped = 0  # over the cap, the queue full, or the registry refused
 
@@ -44,34 +42,21 @@ class LocalRecorder:
         with self._lock:
             if (key, doc.digest) in self._pending:
                 return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, daemon=True,
-                                                name="stageguard-local-versions")
-                self._thread.start()
-            try:
-                self._queue.put_nowait((key, doc))
-            except queue.Full:
-                self.skipped += 1
-                return
             self._pending.add((key, doc.digest))
+        if not self._work.offer((key, doc)):
+            with self._lock:
+                self._pending.discard((key, doc.digest))
+                self.skipped += 1
 
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                key, doc = item  # type: ignore[misc]
-                self._record(key, doc)
-            except Exception:  # one bad write must not stop recording
-                log.exception("local version not recorded")
-            finally:
-                if item is not _STOP:
-                    with self._lock:
-                        self._pending.discard((item[0], item[1].digest))  # type: ignore[index]
-                self._queue.task_done()
+    def _record(self, item: tuple[Key, ArtifactDocument]) -> None:
+        key, doc = item
+        try:
+            self._write(key, doc)
+        finally:
+            with self._lock:
+                self._pending.discard((key, doc.digest))
 
-    def _record(self, key: Key, doc: ArtifactDocument) -> None:
+    def _write(self, key: Key, doc: ArtifactDocument) -> None:
         assert self.registry is not None
         entry = self.registry.stage_entry(*key)
         recorded = len(entry.versions) - 1 if entry is not None else 0  # v1 is the definition
@@ -95,19 +80,7 @@ class LocalRecorder:
             self.recorded += published.created
 
     def flush(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self._work.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        self.flush(timeout)
-        try:
-            self._queue.put(_STOP, timeout=1.0)
-        except queue.Full:
-            return
-        self._thread.join(timeout=1.0)
+        self._work.close(timeout)

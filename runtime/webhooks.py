@@ -24,7 +24,6 @@ import http.client
 import ipaddress
 import json
 import logging
-import queue
 import socket
 import ssl
 import threading
@@ -35,10 +34,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stageguard.runtime import limits
+from stageguard.runtime.workers import WorkQueue
 
 log = logging.getLogger("stageguard.webhooks")
 
-_STOP = object()
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -169,31 +168,25 @@ class Notifier:
         self.policy = policy or WebhookPolicy.of(allow_hosts, allow_networks)
         self.allow_hosts = self.policy.allow_hosts
         self.user_agent = user_agent
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self._work: WorkQueue[Delivery] = WorkQueue(self._deliver, name="stageguard-webhook",
+                                                    workers=workers, max_queue=max_queue)
         self._lock = threading.Lock()
         self.sent = 0
         self.dropped = 0
-        self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"stageguard-webhook-{i}",
-                                          daemon=True) for i in range(workers)]
-        for t in self._threads:
-            t.start()
 
     def allowed(self, url: str) -> bool:
         return self.policy.url_problem(url) is None
 
     def send(self, url: str, body: Callable[[], dict[str, Any]], trace_id: str = "") -> bool:
         """Queue one POST; False (and a log line) when it is refused or the queue is full."""
-        if self._closed:
+        if self._work.closed:
             self._drop(url, trace_id, "the notifier is closed")
             return False
         problem = self.policy.url_problem(url)
         if problem:
             self._drop(url, trace_id, f"url not allowed: {problem}")
             return False
-        try:
-            self._queue.put_nowait(Delivery(url, body, trace_id))
-        except queue.Full:
+        if not self._work.offer(Delivery(url, body, trace_id)):
             self._drop(url, trace_id, "the delivery queue is full")
             return False
         return True
@@ -202,19 +195,6 @@ class Notifier:
         with self._lock:
             self.dropped += 1
         log.warning("webhook dropped: url=%s trace_id=%s reason=%s", url, trace_id or "-", why)
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                assert isinstance(item, Delivery)
-                self._deliver(item)
-            except Exception as exc:  # a bug in one body must not kill the worker
-                log.exception("webhook worker error: %s", exc)
-            finally:
-                self._queue.task_done()
 
     def _deliver(self, item: Delivery) -> None:
         try:
@@ -279,30 +259,12 @@ class Notifier:
     @property
     def pending(self) -> int:
         """Notifications queued or being delivered."""
-        return self._queue.unfinished_tasks
+        return self._work.pending
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued notification was delivered or dropped; False on timeout."""
-        if timeout is None:
-            self._queue.join()
-            return True
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-        return True
+        return self._work.flush(timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Deliver what is queued (up to `timeout`), then stop the workers."""
-        if self._closed:
-            return
-        self.flush(timeout)
-        self._closed = True
-        for _ in self._threads:
-            try:
-                self._queue.put(_STOP, timeout=1.0)
-            except queue.Full:
-                break
-        for t in self._threads:
-            t.join(timeout=1.0)
+        self._work.close(timeout)
