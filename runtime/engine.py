@@ -627,8 +627,7 @@ class Runtime:
         version = (table.local_digests.get(base.key, {}).get(doc.digest)
                    or self._recorder.version(base.key, doc.digest))
         if version is None:
-            version = table.stages[base.key].artifact.version if base.key in table.stages \
-                else base.artifact.version
+            version = table.stages.get(base.key, base).artifact.version
             self._recorder.offer(doc, base.key)
         cache_key = (*base.key, doc.digest, version)
         cached = self._local.get(cache_key)
