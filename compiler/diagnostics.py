@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
+
+from stageguard.runtime.unicode import without_surrogates
 
 
 class Severity(StrEnum):
@@ -189,14 +190,11 @@ def _excerpt(span: Span, label: str, text: str, gutter: int, caret: str = "^") -
     return out
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) -> str:
     blocks = [render(d, sources) for d in sorted(diagnostics, key=sort_key)]
     # A source handed over by an API may hold lone surrogates (reported as SG0002); shown
     # as U+FFFD, one for one, so the rendering can be written and the carets still line up.
-    blocks = [_SURROGATE.sub("\ufffd", b) for b in blocks]
+    blocks = [without_surrogates(b) for b in blocks]
     if blocks:
         summary = []
         for severity in Severity:

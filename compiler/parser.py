@@ -24,8 +24,8 @@ from lark.parsers.lalr_parser_state import ParserState
 from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Diagnostic, Span, did_you_mean, error
 from stageguard.runtime import limits
-from stageguard.runtime.arguments import unicode_problem
 from stageguard.runtime.model import Operator
+from stageguard.runtime.unicode import first_surrogate, unicode_problem, without_surrogates
 
 MAX_SYNTAX_ERRORS = 50
 
@@ -113,7 +113,6 @@ def _tok_span(path: str, tok: Token) -> Span:
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
 _ESCAPE_RE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Builder(Transformer[Token, Any]):
@@ -153,7 +152,7 @@ class _Builder(Transformer[Token, Any]):
             return esc
 
         text = _ESCAPE_RE.sub(replace, body)
-        if _SURROGATE.search(text) is None:
+        if first_surrogate(text) is None:
             return text
         # `\uD83D\uDE00` is one character written as its UTF-16 pair (as in JSON); a half
         # of a pair alone is no character at all.
@@ -163,7 +162,7 @@ class _Builder(Transformer[Token, Any]):
             self._problem("SG0005", "a `\\uD800`-`\\uDFFF` escape must be half of a "
                           "surrogate pair", span, "write the character itself, or both "
                           "halves of its pair (`\\uD83D\\uDE00`)")
-            return _SURROGATE.sub("\ufffd", text)
+            return without_surrogates(text)
 
     def _multiline(self, body: str, span: Span) -> str:
         # Swift-style: text starts on the line after the opening quotes; the closing quotes'
@@ -359,8 +358,8 @@ def _parse(text: str, path: str, start: str) -> ParseResult:
     if encoding:
         # Only a str handed over by an API can hold one (files are decoded as UTF-8): say
         # where, then read on with U+FFFD in its place (one character for one).
-        surrogate_at = _SURROGATE.search(text)
-        text = _SURROGATE.sub("\ufffd", text)
+        surrogate_at = first_surrogate(text)
+        text = without_surrogates(text)
     p = _parser()
     p.builder.path = path
     p.builder.problems = {}
@@ -375,7 +374,7 @@ def _parse(text: str, path: str, start: str) -> ParseResult:
     comments = tuple(ast.Comment(str(t), _tok_span(path, t)) for t in p.comments)
     problems = list(p.builder.problems.values())
     if surrogate_at is not None:
-        at = surrogate_at.start()
+        at = surrogate_at
         line = text.count("\n", 0, at) + 1
         column = at - (text.rfind("\n", 0, at) + 1) + 1
         problems.insert(0, error("SG0002", "this text is not valid Unicode",

@@ -5,25 +5,12 @@ come from the limits table; the service's wire models enforce the same ones."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from stageguard.runtime import limits
 from stageguard.runtime.errors import InvalidRequest
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def unicode_problem(text: str) -> str | None:
-    """Why `text` cannot be written as UTF-8 (a lone surrogate), or None."""
-    if text.isascii():
-        return None
-    found = _SURROGATE.search(text)
-    if found is None:
-        return None
-    return (f"holds a lone surrogate (U+{ord(found.group()):04X} at character "
-            f"{found.start()}), which is not Unicode text")
+from stageguard.runtime.unicode import unicode_problem
 
 
 def text(name: str, value: object) -> str:

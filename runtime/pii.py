@@ -37,6 +37,7 @@ import re2
 
 from stageguard.runtime import limits
 from stageguard.runtime.catalog import PII_LABELS
+from stageguard.runtime.unicode import without_surrogates
 
 
 class TextTooLong(ValueError):
@@ -229,16 +230,6 @@ _DETECTORS: tuple[tuple[str, Callable[[str, float | None], bool]], ...] = (
 )
 
 
-def _encodable(text: str) -> str:
-    """RE2 reads UTF-8: a lone surrogate (valid in a Python str, not in UTF-8) becomes
-    U+FFFD, one character for one, so nothing else moves."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
 def detect(text: str, deadline: float | None = None) -> tuple[str, ...]:
     """The PII labels found in `text`, in the catalog's order. `deadline` is a
     `time.perf_counter()` instant: past it, `DeadlinePassed` is raised between detectors."""
@@ -247,7 +238,7 @@ def detect(text: str, deadline: float | None = None) -> tuple[str, ...]:
     problem = limits.over("scored_text", len(text))
     if problem:
         raise TextTooLong(problem)
-    text = _encodable(text)
+    text = without_surrogates(text)  # RE2 reads UTF-8, which holds no lone surrogate
     found: set[str] = set()
     for label, detector in _DETECTORS:
         if deadline is not None and time.perf_counter() > deadline:
