@@ -229,6 +229,7 @@ _HOSTILE_PIECES = st.sampled_from([
                                                           max_size=400))
 @example(prefix_rulesets=300, junk=[" w"] * 40)  # the report's 13 KB / 10.7 s input
 @example(prefix_rulesets=0, junk=["\x00"] * 400)
+@example(prefix_rulesets=300, junk=["ruleset", "{", "when", "x", ">", "}", "]", "'"] * 3_000)
 def test_parse_time_is_linear_in_the_input_whatever_it_holds(prefix_rulesets: int,
                                                              junk: list[str]) -> None:
     text = _valid_file(prefix_rulesets)[:-2] + " ".join(junk) + "\n}\n"
