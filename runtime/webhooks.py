@@ -29,6 +29,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,6 +120,21 @@ def url_allowed(url: str, allow_hosts: frozenset[str] | None,
     """An http(s) url with a host that `WebhookPolicy(allow_hosts, allow_networks)`
     accepts."""
     return WebhookPolicy(allow_hosts, allow_networks).url_problem(url) is None
+
+
+# A lookup cannot be cancelled, so it runs here and the delivery waits at most its deadline:
+# a resolver that hangs costs a few of these threads, never the delivery workers.
+_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stageguard-resolve")
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[str]:
+    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = future.result(timeout=timeout)
+    except FutureTimeout:
+        future.cancel()
+        raise TimeoutError(f"looking up {host} took longer than {timeout:g}s") from None
+    return [str(info[4][0]) for info in infos]
 
 
 class _Refused(Exception):
@@ -232,8 +249,7 @@ class Notifier:
         host = parts.hostname or ""
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
-        addresses = [info[4][0] for info in socket.getaddrinfo(host, port,
-                                                                type=socket.SOCK_STREAM)]
+        addresses = _resolve(host, port, self.timeout)
         if not self.policy.host_trusted(host):
             for text in addresses:
                 address = _ip(str(text))

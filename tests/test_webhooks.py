@@ -281,3 +281,27 @@ def test_a_scorers_infinite_value_reaches_the_webhook_as_strict_json(tmp_path: P
     values = sink.bodies[0]["metric_results"]
     assert values["input_toxicity"]["value"] == "Infinity"
     assert values["input_sexist"]["value"] == "NaN"
+
+
+def test_a_hanging_name_lookup_costs_one_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The resolver is the system's; a hanging one is made here by a lookup that sleeps.
+    real = socket.getaddrinfo
+
+    def hanging(host: str, *args: object, **kwargs: object) -> object:
+        if host == "slow.example":
+            time.sleep(5)
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    good = Sink()
+    notifier = Notifier(timeout=0.3, retries=0, workers=1,
+                        allow_hosts=["slow.example", "127.0.0.1"])
+    try:
+        started = time.monotonic()
+        notifier.send("http://slow.example/hook", dict)
+        notifier.send(good.url, lambda: {"after": "the lookup"})
+        assert notifier.flush(3) and time.monotonic() - started < 2
+        assert good.bodies == [{"after": "the lookup"}] and notifier.dropped == 1
+    finally:
+        notifier.close()
+        good.close()
