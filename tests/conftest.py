@@ -9,11 +9,16 @@ from hypothesis import settings
 
 from stageguard.compiler.pipeline import Compilation, compile_text
 
-# CI replays a fixed sequence of examples so a run cannot fail on a new random draw that the
-# submitter never saw; local runs keep exploring (and store failures in .hypothesis/).
-settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+# Example counts come from these profiles only (tests/profiles.py). CI replays a fixed
+# sequence of examples so a run cannot fail on a new random draw that the submitter never
+# saw; local runs keep exploring (and store failures in .hypothesis/); `nightly` runs ten
+# times the examples and is not run in CI.
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
+                          database=None, print_blob=True)
+settings.register_profile("nightly", max_examples=1_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("ci" if os.environ.get("CI") else "dev"))
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"

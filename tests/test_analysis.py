@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import (
@@ -15,9 +15,10 @@ from stageguard.compiler.analysis import (
     subtract,
 )
 from stageguard.runtime.model import MetricSpec, MetricType, Operator, RulesetSpec
+from tests.profiles import examples
 from tests.strategies import payloads, stage_models
 
-SETTINGS = settings(max_examples=300, deadline=None,
+SETTINGS = examples(3,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel, decide
@@ -28,6 +28,7 @@ from stageguard.runtime.evaluate import (
 )
 from stageguard.runtime.model import Action, ActionType, Operator, RulesetSpec, RuleSpec, Status
 from stageguard.runtime.scorers import Scorers
+from tests.profiles import examples
 from tests.runtime_helpers import build
 from tests.strategies import payloads, source_of, stage_models
 
@@ -126,7 +127,7 @@ def test_invocation_rules(case: dict[str, Any], registry: Path) -> None:
         assert calls[metric] == n, metric
 
 
-@settings(max_examples=300, deadline=None,
+@examples(3,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(stage=stage_models(), data=st.data())

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel, decide
@@ -17,12 +16,13 @@ from stageguard.compiler.cli import main
 from stageguard.compiler.diff import TIGHTENED, behaviour, webhooks
 from stageguard.runtime.evaluate import ruleset_outcome
 from tests.conftest import POLICIES
+from tests.profiles import examples
 from tests.strategies import payloads, stage_models, stage_pairs
 
 REVIEW = Path(__file__).parent / "review"
 
 
-@settings(max_examples=int(os.environ.get("STAGEGUARD_DIFF_EXAMPLES", "300")), deadline=None,
+@examples(3,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_pairs(), st.data())
 def test_diff_regions_are_exactly_where_decisions_differ(
@@ -51,7 +51,7 @@ def _posts(stage: StageModel, values: dict[str, object]) -> set[tuple[str, str]]
     return out
 
 
-@settings(max_examples=int(os.environ.get("STAGEGUARD_DIFF_EXAMPLES", "300")), deadline=None,
+@examples(3,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_pairs(), st.data())
 def test_webhook_regions_are_exactly_where_posts_change(
@@ -71,7 +71,7 @@ def test_webhook_regions_are_exactly_where_posts_change(
         assert changed == reported, p
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(1, suppress_health_check=[HealthCheck.too_slow])
 @given(stage_models())
 def test_a_stage_never_differs_from_itself(stage: StageModel) -> None:
     space, regions = behaviour(stage, stage)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.runtime.evaluate import (
@@ -25,6 +25,7 @@ from stageguard.runtime.model import (
     RuleSpec,
     Status,
 )
+from tests.profiles import examples
 
 Op = Operator
 NAN = float("nan")
@@ -173,7 +174,7 @@ metric_values = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(30, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.lists(st.fixed_dictionaries({m: metric_values for m in METRICS}),
                                  min_size=5, max_size=5), st.booleans())
 def test_fast_path_equals_reference(rulesets: list[RulesetSpec],

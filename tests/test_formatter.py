@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 
 from stageguard.compiler import formatter
 from stageguard.compiler.cli import main
@@ -16,6 +16,7 @@ from stageguard.compiler.formatter import INTERNAL, format_text, shape
 from stageguard.compiler.parser import parse
 from stageguard.compiler.pipeline import compile_text
 from tests.conftest import POLICIES
+from tests.profiles import examples
 from tests.strategies import awkward_sources
 
 CORPUS = Path(__file__).parent / "fmt"
@@ -72,7 +73,7 @@ def test_example_policies_are_formatted() -> None:
         assert format_text(text, str(path)).text == text, path
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(3, suppress_health_check=[HealthCheck.too_slow])
 @given(awkward_sources())
 def test_generated_policies_format_safely_and_keep_their_digest(text: str) -> None:
     out = assert_formats_safely(text)

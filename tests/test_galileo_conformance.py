@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 protect = pytest.importorskip(
@@ -28,6 +28,7 @@ from stageguard.runtime.engine import Runtime  # noqa: E402
 from stageguard.runtime.evaluate import normalise_value, rule_holds  # noqa: E402
 from stageguard.runtime.model import Artifact, Operator, StageType  # noqa: E402
 from tests.conftest import POLICIES  # noqa: E402
+from tests.profiles import examples  # noqa: E402
 from tests.strategies import source_of, stage_models  # noqa: E402
 
 EXAMPLES = Path(__file__).parent / "galileo"
@@ -69,7 +70,7 @@ def test_imported_examples_export_to_valid_galileo() -> None:
         _validate(compiled.artifacts[0].to_artifact())
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(2, suppress_health_check=[HealthCheck.too_slow])
 @given(stage_models())
 def test_exports_of_generated_stages_validate(stage: object) -> None:
     compiled = compile_text(source_of(stage), "g.sg")  # type: ignore[arg-type]
@@ -87,7 +88,7 @@ VALUES = st.one_of(
     st.lists(LABELS, max_size=4))
 
 
-@settings(max_examples=20000, deadline=None,
+@examples(200,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.sampled_from(list(Operator)), TARGETS, VALUES)
 def test_single_rule_evaluation_equals_galileo(op: Operator, target: object,
@@ -152,7 +153,7 @@ def _galileo_decision(body: object, values: dict[str, object]) -> tuple[str, str
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.json")))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(3, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_imported_stages_decide_as_galileo_does(example: str, data: st.DataObject,
                                                tmp_path_factory: pytest.TempPathFactory

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 
 from stageguard.compiler.analysis import StageModel
 from stageguard.compiler.cli import main
@@ -23,6 +23,7 @@ from stageguard.compiler.galileo_interop import (
 )
 from stageguard.compiler.pipeline import compile_text
 from stageguard.runtime.model import ActionType, MetricType, Operator, Status
+from tests.profiles import examples
 from tests.strategies import source_of, stage_models
 
 EXAMPLES = Path(__file__).parent / "galileo"
@@ -133,7 +134,7 @@ def test_bad_json_points_at_the_error() -> None:
     assert not import_galileo('"text"', "in.json").ok
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(1.5, suppress_health_check=[HealthCheck.too_slow])
 @given(stage_models())
 def test_export_then_import_keeps_behaviour(stage: StageModel) -> None:
     compiled = compile_text(source_of(stage), "g.sg")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel, decide
@@ -26,6 +26,7 @@ from stageguard.compiler.pipeline import compile_paths
 from stageguard.runtime.evaluate import rule_holds
 from stageguard.runtime.model import Status
 from tests.conftest import POLICIES
+from tests.profiles import examples
 from tests.strategies import payloads, stage_models
 
 FIXTURE = Path(__file__).parent / "lint" / "findings.sg"
@@ -60,7 +61,7 @@ def _triggers(stage: StageModel, i: int, payload: dict[str, object],
                for k, r in enumerate(stage.rulesets[i].rules) if k != skip)
 
 
-@settings(max_examples=300, deadline=None,
+@examples(3,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_models(), st.data())
 def test_every_finding_holds_under_evaluation(stage: StageModel, data: st.DataObject) -> None:

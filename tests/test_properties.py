@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 
 from stageguard.compiler.pipeline import Compilation, compile_text
@@ -12,6 +12,7 @@ from stageguard.runtime.catalog import BUILTIN_METRICS
 from stageguard.runtime.model import MetricType
 from stageguard.runtime.registry import parse_artifact
 from tests.conftest import POLICIES
+from tests.profiles import examples
 
 EXAMPLES = [p.read_text(encoding="utf-8") for p in sorted(POLICIES.glob("*.sg"))]
 TOKENS = ["project", "stage", "ruleset", "metric", "when", "override", "choice", "notify",
@@ -38,13 +39,13 @@ def assert_well_formed(text: str, result: Compilation) -> None:
         assert result.artifacts == ()
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(20, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=400))
 def test_arbitrary_text_compiles_or_gets_our_diagnostics(text: str) -> None:
     assert_well_formed(text, compile_text(text, "f.sg"))
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(20, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from([*TOKENS, " ", " ", "\n", "x"]), max_size=80))
 def test_token_soup_compiles_or_gets_our_diagnostics(tokens: list[str]) -> None:
     text = " ".join(tokens)
@@ -69,7 +70,7 @@ def mutated_policy(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(5, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_policy())
 # Found by this test: recovery inserted an empty metric name, which reached MetricSpec.
 @example("project p\nmetric answer_words metric{\n  type number\n}\n")
@@ -138,7 +139,7 @@ def policy(draw: st.DrawFn) -> tuple[str, int]:
     return "\n".join(lines) + "\n", n
 
 
-@settings(max_examples=200, deadline=None)
+@examples(2)
 @given(policy())
 def test_generated_policies_compile(generated: tuple[str, int]) -> None:
     text, n = generated
@@ -149,7 +150,7 @@ def test_generated_policies_compile(generated: tuple[str, int]) -> None:
     assert_well_formed(text, result)
 
 
-@settings(max_examples=150, deadline=None)
+@examples(1.5)
 @given(policy(), st.sampled_from(["\n", "  ", "\n# note\n", "\t"]))
 def test_layout_never_changes_the_digest(generated: tuple[str, int], filler: str) -> None:
     text, _ = generated

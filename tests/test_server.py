@@ -14,6 +14,7 @@ import pytest
 from stageguard.runtime.engine import Runtime, project_id, stage_id
 from stageguard.runtime.registry import Registry
 from stageguard.server.models import InvokeResponse
+from tests.profiles import examples
 from tests.runtime_helpers import Sink, build
 from tests.server_helpers import ADMIN, INVOKER, ROOT, serving
 
@@ -516,11 +517,11 @@ def test_served_decisions_equal_embedded_ones(registry: Path, invoker: httpx.Cli
     """Property: over HTTP, every payload the analysis can tell apart (each threshold as a
     point, each side of it, named and unnamed labels, missing values) is decided exactly
     as the embedded runtime decides it."""
-    from hypothesis import given, settings
+    from hypothesis import given
 
     from stageguard.testing import payloads
 
-    @settings(max_examples=150, deadline=None)
+    @examples(1.5)
     @given(payloads(_artifact(registry, name)))
     def check(values: dict[str, object]) -> None:
         metrics = {k: v for k, v in values.items() if v is not None}

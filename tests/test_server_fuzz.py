@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 
 from stageguard.compiler.pipeline import compile_paths
 from stageguard.runtime.registry import Registry
 from stageguard.server.app import ServerConfig, create_app
+from tests.profiles import examples
 from tests.server_helpers import ADMIN, ROOT, serving, tokens
 
 DOCUMENT = ROOT / "docs" / "openapi.json"
@@ -59,7 +60,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
 
 
 @schema.parametrize()
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@examples(1, suppress_health_check=list(HealthCheck))
 def test_api_never_fails_and_keeps_its_word(case: schemathesis.Case, live) -> None:
     response = case.call(base_url=live.url, headers={"Authorization": f"Bearer {ADMIN}"})
     case.validate_response(response)  # every check schemathesis has

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, find, given, settings
+from hypothesis import HealthCheck, find, given
 from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel, decide
@@ -14,8 +14,9 @@ from stageguard.runtime.evaluate import Failure, normalise_value, ruleset_outcom
 from stageguard.runtime.model import Status
 from stageguard.testing import payloads, policies, stages
 from tests.conftest import POLICIES
+from tests.profiles import examples
 
-SETTINGS = settings(max_examples=100, deadline=None,
+SETTINGS = examples(1,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
