@@ -59,7 +59,7 @@ def publish_source(runtime: Runtime, name: str, files: Mapping[str, str],
                    project: str | None = None) -> SourcePublished:
     """Compile `files`, then publish the stage called `name` as its next version (nothing
     when it equals the latest). Raises SourceRejected with diagnostics on any error."""
-    registry = runtime._need_registry()
+    runtime.require_registry()  # before compiling: a runtime over files cannot publish
     sources = [Source(path, text) for path, text in files.items()]
     result = compile_sources(sources)
     texts = result.sources
@@ -97,8 +97,7 @@ def publish_source(runtime: Runtime, name: str, files: Mapping[str, str],
                               "a webhook url is http(s) with a host at a public address")))
     if problems:
         raise SourceRejected((*result.diagnostics, *problems), texts)
-    doc, stage = matches[0]
-    (published,) = registry.publish([doc])  # a RegistryError is the server's, not the policy's
-    info = runtime._changed((stage.project, stage.name))
+    doc, _ = matches[0]
+    created, info = runtime.publish(doc)  # a RegistryError is the server's, not the policy's
     warnings = tuple(d for d in result.diagnostics if not d.is_error)
-    return SourcePublished(info, published.created, warnings)
+    return SourcePublished(info, created, warnings)

@@ -60,6 +60,7 @@ from stageguard.runtime.pii import DeadlinePassed, TextTooLong
 from stageguard.runtime.registry import (
     Registry,
     RegistryError,
+    StageEntry,
     StageExists,
     VersionNotFound,
     load_artifact_for_serving,
@@ -111,6 +112,15 @@ class StageInfo:
     version: int
     versions: tuple[int, ...]
     fail_mode: FailMode
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierStats:
+    """Webhook delivery so far: POSTs delivered, notifications given up, and in flight."""
+
+    sent: int = 0
+    dropped: int = 0
+    pending: int = 0
 
 
 class _Table:
@@ -266,7 +276,7 @@ class _Resolution:
             return Failure(Status.TIMEOUT, f"no time left for metric `{name}` within the "
                            f"{self.timeout:g}s timeout")
         request = ScoreRequest(name, self.input, self.output, self.metadata, self.deadline)
-        future = self.runtime._pool().submit(scorer, request)
+        future = self.runtime.scorer_pool.submit(scorer, request)
         try:
             raw = future.result(timeout=remaining)
         except (TimeoutError, DeadlinePassed):
@@ -425,13 +435,14 @@ class Runtime:
         self._watcher = threading.Thread(target=loop, name="stageguard-watch", daemon=True)
         self._watcher.start()
 
-    def close(self) -> None:
-        """Stop watching, deliver queued webhooks, stop scorer threads."""
+    def close(self, flush_timeout: float | None = 10.0) -> None:
+        """Stop watching, deliver queued webhooks (waiting up to `flush_timeout`), stop
+        scorer threads."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         if self._notifier is not None:
-            self._notifier.close()
+            self._notifier.close(flush_timeout)
         self._recorder.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -448,7 +459,9 @@ class Runtime:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _pool(self) -> ThreadPoolExecutor:
+    @property
+    def scorer_pool(self) -> ThreadPoolExecutor:
+        """The threads scorers run on (made on first use)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._scorer_threads,
                                                 thread_name_prefix="stageguard-scorer")
@@ -668,13 +681,73 @@ class Runtime:
     def webhook_policy(self) -> WebhookPolicy:
         return self._webhook_policy
 
+    # ---- what the service and the publish path read ----------------------------------------
+
+    def notifier_stats(self) -> NotifierStats:
+        notifier = self._notifier  # None until a webhook is first sent
+        if notifier is None:
+            return NotifierStats()
+        return NotifierStats(notifier.sent, notifier.dropped, notifier.pending)
+
+    @property
+    def stage_count(self) -> int:
+        """How many stages are being served."""
+        return len(self._table.stages)
+
+    def resolve_project(self, ref: str) -> str:
+        """A project by name or by id (a name nothing serves yet is returned as it is; an
+        id must be one served)."""
+        for project, _ in self._table.stages:
+            if ref == project or ref == project_id(project):
+                return project
+        try:
+            uuid.UUID(ref)
+        except ValueError:
+            return ref
+        raise StageNotFound(f"no project with id {ref}")
+
+    def resolve_stage(self, project_ref: str, stage_ref: str) -> tuple[str, str]:
+        """A served stage by project (name or id) and stage (name or id)."""
+        table = self._table
+        project = self.resolve_project(project_ref)
+        key = (project, stage_ref)
+        if key not in table.stages:
+            by_id = table.ids.get(stage_ref)
+            if by_id is None or by_id[0] != project:
+                raise StageNotFound(f"no stage {stage_ref!r} in project {project!r}")
+            key = by_id
+        return key
+
+    def registry_entry(self, key: tuple[str, str]) -> StageEntry:
+        """A stage's registry entry (its versions); StageNotFound for a stage served from a
+        file."""
+        entry = self.require_registry().stage_entry(*key)
+        if entry is None:
+            raise StageNotFound(f"stage {key[1]!r} is not in the registry")
+        return entry
+
+    def artifact_bytes(self, key: tuple[str, str], version: int) -> tuple[bytes, str]:
+        """A version's artifact file, byte for byte, with its digest (as the index has it)."""
+        found = next((v for v in self.registry_entry(key).versions if v.version == version),
+                     None)
+        if found is None:
+            raise StageNotFound(f"stage {key[1]!r} has no version {version}")
+        registry = self.require_registry()
+        return registry.read_bytes(found), found.digest
+
+    def publish(self, doc: ArtifactDocument) -> tuple[bool, StageInfo]:
+        """Record `doc` as its stage's next version (nothing when it equals the latest) and
+        serve it at once: (whether a version was made, how the stage now stands)."""
+        (published,) = self.require_registry().publish([doc])
+        return published.created, self._changed((doc.project, doc.stage))
+
     @property
     def webhook_allow_hosts(self) -> frozenset[str] | None:
         return self._allow_hosts
 
     # ---- management API (names as in Galileo Protect) --------------------------------------
 
-    def _need_registry(self) -> Registry:
+    def require_registry(self) -> Registry:
         if self.registry is None:
             raise InvalidRequest("this runtime serves artifact files; stage management needs "
                                  "a registry")
@@ -685,7 +758,7 @@ class Runtime:
                      prioritized_rulesets: Sequence[Any] | None = None,
                      fail_mode: FailMode | str = FailMode.OPEN,
                      metrics: Sequence[MetricSpec] = ()) -> StageInfo:
-        registry = self._need_registry()
+        registry = self.require_registry()
         for what, value in (("project", project), ("stage name", name)):
             problem = identifier_problem(what, value)
             if problem:
@@ -739,7 +812,7 @@ class Runtime:
                      stage_id: str | None = None,
                      prioritized_rulesets: Sequence[Any]) -> StageInfo:
         """A central stage's new rulesets become its next version (unless identical)."""
-        registry = self._need_registry()
+        registry = self.require_registry()
         key = self._key(project, stage_name, stage_id)
         current = self._stage(key, None)
         if current.artifact.stage.type is not StageType.CENTRAL:
@@ -751,7 +824,7 @@ class Runtime:
 
     def _set_paused(self, paused: bool, project: str | None, stage_name: str | None,
                     stage_id: str | None) -> StageInfo:
-        registry = self._need_registry()
+        registry = self.require_registry()
         key = self._key(project, stage_name, stage_id)
         try:
             registry.set_paused(*key, paused)

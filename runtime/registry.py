@@ -168,6 +168,10 @@ class Registry:
                 f"{found[3]})")
         return artifact
 
+    def read_bytes(self, entry: VersionEntry) -> bytes:
+        """A version's file as stored (RegistryError when it cannot be read)."""
+        return _read(self.root / entry.file)
+
     def verify(self) -> list[str]:
         """Every problem of the registry: the index (read_index raises for it) and each
         version file against its entry. Empty when every version is what the index says."""

@@ -40,7 +40,7 @@ from stageguard.runtime.engine import (
     project_id,
 )
 from stageguard.runtime.model import IDENTIFIER, MetricSpec, Status
-from stageguard.runtime.registry import RegistryError, StageEntry
+from stageguard.runtime.registry import RegistryError
 from stageguard.server.auth import Principal, Role, TokenFile, Tokens
 from stageguard.server.logs import ACCESS, DECISION
 from stageguard.server.metrics import ServerMetrics
@@ -332,12 +332,9 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         yield
         # Graceful shutdown: uvicorn has stopped taking requests and finished the running
         # ones; deliver queued webhooks before the process goes.
-        notifier = runtime._notifier  # None when no webhook was ever sent
-        log.info("shutting down", extra={"webhooks_pending": notifier.pending if notifier
-                                         else 0})
-        if notifier is not None:
-            notifier.close(config.flush_timeout)
-        runtime.close()
+        log.info("shutting down",
+                 extra={"webhooks_pending": runtime.notifier_stats().pending})
+        runtime.close(config.flush_timeout)
 
     app = FastAPI(
         title="stageguard", version=package_version(), lifespan=lifespan,
@@ -383,32 +380,9 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                 "admin token")
         return found
 
-    def project_name(ref: str) -> str:
-        """A project by name or by its id."""
-        for project, _ in runtime._table.stages:
-            if ref == project or ref == project_id(project):
-                return project
-        try:
-            uuid.UUID(ref)
-        except ValueError:
-            return ref
-        raise StageNotFound(f"no project with id {ref}")
-
-    def stage_key(project_ref: str, stage_ref: str) -> tuple[str, str]:
-        project = project_name(project_ref)
-        key = (project, stage_ref)
-        if key not in runtime._table.stages:
-            by_id = runtime._table.ids.get(stage_ref)
-            if by_id is None or by_id[0] != project:
-                raise StageNotFound(f"no stage {stage_ref!r} in project {project!r}")
-            key = by_id
-        return key
-
-    def registry_entry(key: tuple[str, str]) -> StageEntry:
-        entry = runtime._need_registry().stage_entry(*key)
-        if entry is None:  # served from a file, not the registry
-            raise StageNotFound(f"stage {key[1]!r} is not in the registry")
-        return entry
+    project_name = runtime.resolve_project
+    stage_key = runtime.resolve_stage
+    registry_entry = runtime.registry_entry
 
     Admin = Annotated[Principal, Depends(admin)]
     Invoker = Annotated[Principal, Depends(invoker)]
@@ -537,13 +511,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
              summary="A version's artifact (the registry's canonical JSON)")
     def artifact(_: Admin, project: str = project_param, stage: str = stage_param,
                  version: int = PathParam(ge=1)) -> Response:
-        key = stage_key(project, stage)
-        found = next((v for v in registry_entry(key).versions if v.version == version), None)
-        if found is None:
-            raise StageNotFound(f"stage {key[1]!r} has no version {version}")
-        data = (runtime._need_registry().root / found.file).read_bytes()
-        return Response(data, media_type="application/json",
-                        headers={"ETag": f'"{found.digest}"'})
+        data, digest = runtime.artifact_bytes(stage_key(project, stage), version)
+        return Response(data, media_type="application/json", headers={"ETag": f'"{digest}"'})
 
     @app.post("/stages/{name}/source", tags=["stages"], response_model=PublishOut,
               summary="Publish a stage from stageguard source (compiled and checked here)",
@@ -571,7 +540,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     async def readyz() -> JSONResponse:
         # What failed, not why: the reasons name files and paths (they are in the log).
         index_error = runtime.load_errors.get("index")
-        body = {"ready": index_error is None, "stages": len(runtime._table.stages),
+        body = {"ready": index_error is None, "stages": runtime.stage_count,
                 "load_errors": sorted(runtime.load_errors)}
         return JSONResponse(body, status_code=200 if index_error is None else 503)
 

@@ -34,16 +34,16 @@ class _RuntimeCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         rt = self.runtime
-        notifier = rt._notifier
+        webhooks = rt.notifier_stats()
         sent = CounterMetricFamily("stageguard_webhooks_sent", "Webhook POSTs delivered")
-        sent.add_metric([], notifier.sent if notifier is not None else 0)
+        sent.add_metric([], webhooks.sent)
         yield sent
         dropped = CounterMetricFamily("stageguard_webhooks_dropped", "Webhook notifications "
                                       "given up (refused url, full queue, failed delivery)")
-        dropped.add_metric([], notifier.dropped if notifier is not None else 0)
+        dropped.add_metric([], webhooks.dropped)
         yield dropped
         stages = GaugeMetricFamily("stageguard_stages_loaded", "Stages being served")
-        stages.add_metric([], len(rt._table.stages))
+        stages.add_metric([], rt.stage_count)
         yield stages
         errors = GaugeMetricFamily("stageguard_registry_load_errors", "Registry entries that "
                                    "could not be loaded (previous versions keep serving)")
