@@ -64,9 +64,11 @@ from stageguard.runtime.registry import (
     StageExists,
     VersionNotFound,
     load_artifact_for_serving,
+    parse_artifact_for_serving,
 )
 from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
 from stageguard.runtime.scorers import ScoreRequest, Scorers
+from stageguard.runtime.store import RegistryStore
 from stageguard.runtime.webhooks import Notifier, WebhookPolicy
 
 log = logging.getLogger("stageguard.runtime")
@@ -233,6 +235,13 @@ def _load(path: Path, paused: bool = False) -> LoadedStage:
         return LoadedStage(artifact, paused, source_map)
 
 
+def _served(raw: bytes, name: str, paused: bool) -> LoadedStage:
+    """Check and compile one artifact a store handed over, for serving."""
+    with collector.paused():
+        artifact, source_map = parse_artifact_for_serving(raw, name)
+        return LoadedStage(artifact, paused, source_map)
+
+
 def _loaded(artifact: Artifact, paused: bool = False) -> LoadedStage:
     with collector.paused():
         return LoadedStage(artifact, paused)
@@ -297,14 +306,17 @@ class _Resolution:
 class Runtime:
     """Serves stages from a registry (hot-reloaded) and/or artifact files."""
 
-    def __init__(self, registry: str | os.PathLike[str] | None = None, *,
+    def __init__(self, registry: str | os.PathLike[str] | RegistryStore | None = None, *,
                  poll_interval: float | None = None, scorers: Scorers | None = None,
                  rng: _random.Random | None = None, notifier: Notifier | None = None,
                  webhook_allow_hosts: Iterable[str] | None = None,
                  webhook_allow_networks: Iterable[str] | None = None,
                  deliver_webhooks: bool = True, scorer_threads: int = 8,
                  cache_size: int = 256, record_local_versions: int = 0) -> None:
-        self.registry = Registry(registry) if registry is not None else None
+        # A directory names the directory store; any other store (runtime/store.py) is used
+        # as it is.
+        self.registry: RegistryStore | None = (
+            Registry(registry) if isinstance(registry, str | os.PathLike) else registry)
         self.scorers = scorers or Scorers()
         self.random = rng or _random.Random()
         self._notifier = notifier
@@ -325,7 +337,7 @@ class Runtime:
         self._recorder = LocalRecorder(self.registry, record_local_versions)
         self._files: dict[tuple[str, str], LoadedStage] = {}
         self.load_errors: dict[str, str] = {}
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: object = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -359,13 +371,6 @@ class Runtime:
                              self._table.local_digests if local_digests is None
                              else local_digests)
 
-    def _index_signature(self) -> tuple[int, int, int] | None:
-        assert self.registry is not None
-        try:
-            st = os.stat(self.registry.index_path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def refresh(self, force: bool = False) -> bool:
         """Reload what changed in the registry; True when the stage table changed. A stage
@@ -374,7 +379,7 @@ class Runtime:
         if self.registry is None:
             return False
         with self._reload_lock:
-            signature = self._index_signature()
+            signature = self.registry.signature()
             if signature == self._signature and not force:
                 return False
             try:
@@ -402,7 +407,8 @@ class Runtime:
                         table[key] = current.with_paused(entry.paused)
                         continue
                     try:
-                        fresh = _load(self.registry.root / latest.file, entry.paused)
+                        fresh = _served(self.registry.read_bytes(latest),
+                                        self.registry.describe(latest), entry.paused)
                         art = fresh.artifact
                         if (art.project, art.stage.name, art.digest, art.version) != (
                                 project, name, latest.digest, latest.version):
@@ -747,7 +753,7 @@ class Runtime:
 
     # ---- management API (names as in Galileo Protect) --------------------------------------
 
-    def require_registry(self) -> Registry:
+    def require_registry(self) -> RegistryStore:
         if self.registry is None:
             raise InvalidRequest("this runtime serves artifact files; stage management needs "
                                  "a registry")

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +39,9 @@ from stageguard.runtime.model import (
 INDEX = "index.json"
 LOCK = ".lock"
 REGISTRY_FORMAT = "stageguard.registry"
+# 2 adds the revision and the latest events; version 1 indexes are read as revision 0.
+INDEX_VERSION = 2
+EVENTS_KEPT = 1_000
 
 
 class RegistryError(Exception):
@@ -47,6 +50,11 @@ class RegistryError(Exception):
 
 class StageExists(RegistryError):
     pass
+
+
+class RevisionConflict(RegistryError):
+    """A conditional write found the store at another revision than the writer read: someone
+    else changed it in between, and nothing was written."""
 
 
 class VersionNotFound(RegistryError):
@@ -74,11 +82,29 @@ class StageEntry(BaseModel):
         return self.versions[-1] if self.versions else None
 
 
+class Event(BaseModel):
+    """One change, as the store's revision counter numbers them: a version published, a
+    stage paused or resumed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: Annotated[int, Field(ge=1)]
+    kind: Literal["published", "paused", "resumed"]
+    project: str
+    stage: str
+    version: int | None = None
+    at: str
+
+
 class Index(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: str = REGISTRY_FORMAT
-    format_version: int = 1
+    format_version: int = INDEX_VERSION
+    # Counts the commits: every publish or pause that changed something is one revision.
+    revision: Annotated[int, Field(ge=0)] = 0
+    # The changes of the latest EVENTS_KEPT revisions, oldest first.
+    events: list[Event] = Field(default_factory=list)
     projects: dict[str, dict[str, StageEntry]] = Field(default_factory=dict)
 
 
@@ -117,13 +143,42 @@ class Registry:
         except ValidationError as exc:
             raise RegistryError(f"{path} is not a valid registry index: "
                                 f"{exc.errors()[0]['msg']}") from exc
-        if index.format != REGISTRY_FORMAT or index.format_version != 1:
+        if index.format != REGISTRY_FORMAT or index.format_version not in (1, INDEX_VERSION):
             raise RegistryError(f"{path} has registry format {index.format!r} version "
-                                f"{index.format_version}; this stageguard reads version 1")
+                                f"{index.format_version}; this stageguard reads versions 1 "
+                                f"and {INDEX_VERSION} (upgrade stageguard to read it)")
         problem = _index_problem(index)
         if problem:
             raise RegistryError(f"{path} is not a valid registry index: {problem}")
         return index
+
+    def signature(self) -> object:
+        """A token that changes whenever the store may have: here the index file's stat
+        (one system call; the index is replaced by rename on every commit)."""
+        try:
+            st = os.stat(self.index_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def describe(self, entry: VersionEntry) -> str:
+        """Where a version lives, for messages."""
+        return str(self.root / entry.file)
+
+    def revision(self) -> int:
+        """The store's revision: it grows by one with every commit that changed something."""
+        return self.read_index().revision
+
+    def events_since(self, revision: int) -> list[Event] | None:
+        """The changes after `revision`, oldest first; None when they are no longer all
+        kept (the reader should reload everything instead)."""
+        index = self.read_index()
+        if revision >= index.revision:
+            return []
+        newer = [e for e in index.events if e.revision > revision]
+        if not newer or newer[0].revision != revision + 1:
+            return None
+        return newer
 
     def project_of(self, stage: str, index: Index | None = None) -> str:
         """The one project holding a stage of this name (for commands given no project)."""
@@ -219,30 +274,38 @@ class Registry:
     def stage_entry(self, project: str, stage: str) -> StageEntry | None:
         return self.read_index().projects.get(project, {}).get(stage)
 
-    def set_paused(self, project: str, stage: str, paused: bool) -> StageEntry:
-        """Pause or resume a stage (a registry fact, seen by every runtime that watches)."""
+    def set_paused(self, project: str, stage: str, paused: bool, *,
+                   expected_revision: int | None = None) -> StageEntry:
+        """Pause or resume a stage (a registry fact, seen by every runtime that watches).
+        With `expected_revision`, only if the store is still at that revision."""
         with self.lock():
             index = self.read_index()
+            _expect(index, expected_revision, self.root)
             entry = index.projects.get(project, {}).get(stage)
             if entry is None:
-                raise RegistryError(f"no stage {stage!r} in project {project!r} at {self.root}")
+                raise VersionNotFound(f"no stage {stage!r} in project {project!r} at "
+                                      f"{self.root}")
             if entry.paused != paused:
                 entry.paused = paused
+                _record(index, [("paused" if paused else "resumed", project, stage, None)])
                 self.write_index(index)
             return entry
 
     def publish(self, artifacts: Sequence[ArtifactDocument | Artifact], *,
                 reuse_any_version: bool = False, create_only: bool = False,
-                paused: bool | None = None) -> list[Published]:
+                paused: bool | None = None,
+                expected_revision: int | None = None) -> list[Published]:
         """Record each artifact as the next version of its stage unless its digest equals the
         latest version's. All or nothing: on failure the registry is left as it was.
 
         `reuse_any_version`: an artifact identical to *any* earlier version reuses it (local
         stages: identical invocation rulesets keep their version). `create_only`: refuse
         stages that already exist (the management API's create). `paused`: the state of a
-        newly created stage."""
+        newly created stage. `expected_revision`: publish only if the store is still at the
+        revision the writer read (RevisionConflict otherwise, nothing written)."""
         with self.lock():
             index = self.read_index()
+            _expect(index, expected_revision, self.root)
             results: list[Published] = []
             written: list[Path] = []
             try:
@@ -273,6 +336,8 @@ class Registry:
                         file=path.relative_to(self.root).as_posix(), created_at=_now()))
                     results.append(Published(doc.project, doc.stage, number, True))
                 if written or (create_only and results):
+                    _record(index, [("published", r.project, r.stage, r.version)
+                                    for r in results if r.created])
                     self.write_index(index)
             except BaseException as exc:
                 # Roll back only what this publish wrote, and only when its index did not
@@ -298,9 +363,27 @@ class Registry:
         return bool(written) and all(path in listed for path in written)
 
     def write_index(self, index: Index) -> None:
+        index.format_version = INDEX_VERSION
         data = json.dumps(index.model_dump(mode="json"), indent=2, sort_keys=True,
                           ensure_ascii=False) + "\n"
         atomic_write(self.index_path, data.encode("utf-8"))
+
+
+def _expect(index: Index, revision: int | None, root: Path) -> None:
+    if revision is not None and index.revision != revision:
+        raise RevisionConflict(f"{root} is at revision {index.revision}, not {revision}: it "
+                               "changed since it was read; nothing was written")
+
+
+def _record(index: Index, changes: list[tuple[str, str, str, int | None]]) -> None:
+    """One commit: the next revision, its events, and no more than EVENTS_KEPT of them."""
+    index.revision += 1
+    at = _now()
+    index.events.extend(Event(revision=index.revision, kind=kind, project=project,  # type: ignore[arg-type]
+                              stage=stage, version=version, at=at)
+                        for kind, project, stage, version in changes)
+    oldest = index.revision - EVENTS_KEPT  # whole revisions go, never half of one
+    index.events[:] = [e for e in index.events if e.revision > oldest]
 
 
 def _index_problem(index: Index) -> str | None:
@@ -334,9 +417,13 @@ def load_artifact_for_serving(path: str | os.PathLike[str]) -> tuple[Artifact, o
     """As `load_artifact`, but the source map comes back unvalidated beside an artifact
     without one: deciding never needs it, and for large stages it is a third of the objects
     validation would build. `SourceMap.model_validate` it when an explanation needs it."""
-    raw = _read(path)
+    return parse_artifact_for_serving(_read(path), str(path))
+
+
+def parse_artifact_for_serving(raw: bytes, name: str) -> tuple[Artifact, object]:
+    """`load_artifact_for_serving` of bytes already read (from any store)."""
     holder: list[object] = []
-    return parse_artifact(raw, str(path), source_map_out=holder), holder[0] if holder else None
+    return parse_artifact(raw, name, source_map_out=holder), holder[0] if holder else None
 
 
 def _read(path: str | os.PathLike[str]) -> bytes:

@@ -1,0 +1,160 @@
+"""One conformance suite over every registry store (runtime/store.py). Today the directory
+registry; the fleet's PostgreSQL store joins BACKENDS and must pass the same tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from stageguard.compiler.pipeline import compile_text
+from stageguard.runtime import registry as registry_module
+from stageguard.runtime.canonical import ArtifactDocument
+from stageguard.runtime.registry import (
+    Registry,
+    RevisionConflict,
+    StageExists,
+    VersionNotFound,
+)
+from stageguard.runtime.store import RegistryStore
+
+BACKENDS: dict[str, Callable[[Path], RegistryStore]] = {
+    "directory": lambda root: Registry(root),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> RegistryStore:
+    return BACKENDS[request.param](tmp_path / "store")
+
+
+def doc(threshold: str, stage: str = "s") -> ArtifactDocument:
+    result = compile_text(f"project p\nstage {stage} {{\n  ruleset r {{\n"
+                          f"    when output_toxicity > {threshold}\n  }}\n}}\n", "p.sg")
+    assert result.ok
+    (artifact,) = result.artifacts
+    return artifact
+
+
+def test_an_empty_store_is_at_revision_zero(store: RegistryStore) -> None:
+    assert store.revision() == 0 and store.read_index().projects == {}
+    assert store.events_since(0) == []
+
+
+def test_each_commit_is_one_revision_with_its_events(store: RegistryStore) -> None:
+    (first,) = store.publish([doc("0.5")])
+    assert (first.version, first.created, store.revision()) == (1, True, 1)
+    (same,) = store.publish([doc("0.5")])
+    assert (same.version, same.created, store.revision()) == (1, False, 1)  # no change
+    store.publish([doc("0.6"), doc("0.1", stage="t")])
+    assert store.revision() == 2
+    events = store.events_since(0)
+    assert events is not None
+    assert [(e.revision, e.kind, e.stage, e.version) for e in events] == [
+        (1, "published", "s", 1), (2, "published", "s", 2), (2, "published", "t", 1)]
+    assert [e.revision for e in store.events_since(1) or []] == [2, 2]
+    assert store.events_since(2) == []
+
+
+def test_versions_load_as_published_and_stay(store: RegistryStore) -> None:
+    store.publish([doc("0.5")])
+    entry = store.stage_entry("p", "s")
+    assert entry is not None
+    v1 = store.read_bytes(entry.versions[0])
+    store.publish([doc("0.9")])
+    entry = store.stage_entry("p", "s")
+    assert entry is not None and [v.version for v in entry.versions] == [1, 2]
+    assert store.read_bytes(entry.versions[0]) == v1  # never rewritten
+    assert store.load("p", "s").version == 2
+    assert store.load("p", "s", 1).rulesets[0].rules[0].target_value == 0.5
+    with pytest.raises(VersionNotFound):
+        store.load("p", "s", 3)
+    with pytest.raises(VersionNotFound):
+        store.load("p", "ghost")
+    assert store.verify() == []
+
+
+def test_a_stale_conditional_write_changes_nothing(store: RegistryStore) -> None:
+    store.publish([doc("0.5")])
+    read = store.revision()
+    store.publish([doc("0.6")])  # someone else, meanwhile
+    before = store.read_index()
+    with pytest.raises(RevisionConflict, match=f"not {read}"):
+        store.publish([doc("0.7")], expected_revision=read)
+    with pytest.raises(RevisionConflict):
+        store.set_paused("p", "s", True, expected_revision=read)
+    assert store.read_index() == before
+    (ok,) = store.publish([doc("0.7")], expected_revision=store.revision())
+    assert ok.version == 3
+
+
+def test_racing_conditional_writers_one_wins(store: RegistryStore) -> None:
+    store.publish([doc("0.5")])
+    read = store.revision()
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def writer(threshold: str) -> None:
+        barrier.wait()
+        try:
+            store.publish([doc(threshold)], expected_revision=read)
+            outcomes.append("published")
+        except RevisionConflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in ("0.1", "0.2", "0.3", "0.4")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 3 + ["published"]
+    assert store.revision() == read + 1
+
+
+def test_pause_and_resume_are_revisions_too(store: RegistryStore) -> None:
+    store.publish([doc("0.5")])
+    assert store.set_paused("p", "s", True).paused
+    store.set_paused("p", "s", True)  # already paused: nothing to commit
+    assert not store.set_paused("p", "s", False).paused
+    assert store.revision() == 3
+    assert [e.kind for e in store.events_since(1) or []] == ["paused", "resumed"]
+    with pytest.raises(VersionNotFound):
+        store.set_paused("p", "ghost", True)
+
+
+def test_create_only_and_reuse_any_version(store: RegistryStore) -> None:
+    store.publish([doc("0.5")], create_only=True, paused=True)
+    entry = store.stage_entry("p", "s")
+    assert entry is not None and entry.paused
+    with pytest.raises(StageExists):
+        store.publish([doc("0.6")], create_only=True)
+    store.publish([doc("0.6")])
+    (again,) = store.publish([doc("0.5")], reuse_any_version=True)
+    assert (again.version, again.created) == (1, False)
+
+
+def test_events_too_old_to_be_kept_say_so(store: RegistryStore,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "EVENTS_KEPT", 2)
+    for i in range(5):
+        store.publish([doc(f"0.{i + 1}")])
+    assert store.events_since(0) is None  # revisions 1-3 are gone: reload everything
+    assert [e.revision for e in store.events_since(3) or []] == [4, 5]
+
+
+def test_a_version_1_directory_index_reads_as_revision_zero(tmp_path: Path) -> None:
+    import json
+
+    reg = Registry(tmp_path)
+    reg.publish([doc("0.5")])
+    index = json.loads((tmp_path / "index.json").read_text())
+    for key in ("revision", "events"):
+        del index[key]
+    index["format_version"] = 1
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert reg.revision() == 0 and reg.load("p", "s").version == 1
+    reg.publish([doc("0.6")])
+    written = json.loads((tmp_path / "index.json").read_text())
+    assert (written["format_version"], written["revision"]) == (2, 1)
