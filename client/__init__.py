@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from stageguard.compiler.api import Protect
 
 from stageguard.runtime.engine import InvalidRequest, Payload, StageInfo, StageNotFound
 from stageguard.runtime.galileo import ruleset_to_galileo
@@ -104,7 +107,7 @@ class RemoteResponse:
                 RulesetResult(r["name"], Status(r["status"].lower()),
                               RulesetSpec.model_validate(r["ruleset"]),
                               tuple(RuleResult(x["metric"], x["operator"],
-                                               _value(x["target_value"]), x["status"].lower(),
+                                               _rule_target(x["target_value"]), x["status"].lower(),
                                                _value(x["value"]), x.get("error"))
                                     for x in r["rule_results"]))
                 for r in self._data.get("ruleset_results") or [])
@@ -120,6 +123,16 @@ class RemoteResponse:
         return dict(self._data)
 
     model_dump = to_dict
+
+
+def _rule_target(raw: object) -> float | str | tuple[str, ...] | None:
+    """A rule's target as the runtime holds it (label lists as tuples)."""
+    value = _value(raw)
+    if value is None or isinstance(value, float | str | tuple):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    raise ValueError(f"not a rule target: {raw!r}")
 
 
 def _value(value: object) -> object:
@@ -146,9 +159,10 @@ def _payload(payload: Payload | Mapping[str, Any]) -> dict[str, Any]:
                 "metrics": dict(payload.metrics) or None}
     out = {k: payload.get(k) for k in ("input", "output", "metrics") if payload.get(k)
            is not None}
-    if "metrics" in out:
+    metrics = out.get("metrics")
+    if isinstance(metrics, Mapping):
         out["metrics"] = {k: list(v) if isinstance(v, tuple | frozenset | set) else v
-                          for k, v in out["metrics"].items()}
+                          for k, v in metrics.items()}
     return out
 
 
@@ -317,7 +331,7 @@ class Protection(Protocol):
 
 
 def connect(target: str | os.PathLike[str], token: str | None = None,
-            **kwargs: Any) -> Protection:
+            **kwargs: Any) -> Client | Protect:
     """A url gives a `Client`; a registry directory gives the embedded runtime."""
     text = os.fspath(target)
     if text.startswith(("http://", "https://")):
@@ -327,20 +341,20 @@ def connect(target: str | os.PathLike[str], token: str | None = None,
     return Protect(text, **kwargs)
 
 
-_default: Protection | None = None
+_default: Client | Protect | None = None
 
 
 def configure(target: str | os.PathLike[str], token: str | None = None,
-              **kwargs: Any) -> Protection:
+              **kwargs: Any) -> Client | Protect:
     """Point the module-level functions at a server (url) or a registry (directory)."""
     global _default
     old, _default = _default, connect(target, token, **kwargs)
     if old is not None:
-        (old.close if isinstance(old, Client) else old.runtime.close)()  # type: ignore[attr-defined]
+        (old.close if isinstance(old, Client) else old.runtime.close)()
     return _default
 
 
-def _target() -> Protection:
+def _target() -> Client | Protect:
     if _default is None:
         raise InvalidRequest("call stageguard.client.configure(url_or_registry) first")
     return _default

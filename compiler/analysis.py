@@ -302,7 +302,7 @@ def _dimension(metric: str, spec: MetricSpec | None, rules: Sequence[RuleSpec],
         tail += [Atom(Failure(s, f"{metric} {s.value}")) for s in _FAILURES]
     vocabulary = spec.labels if spec is not None else None
     if kind in (MetricType.SCORE, MetricType.NUMBER):
-        targets = [float(r.target_value) for r in rules  # type: ignore[arg-type]
+        targets = [float(r.target_value) for r in rules
                    if isinstance(r.target_value, float | int)]
         return Dimension(metric, spec, [*_numeric_atoms(spec, targets), *tail], kind)
     named: list[str] = []
@@ -780,7 +780,7 @@ def _compare(space: Space, old: StageModel, new: StageModel, pieces: list[Box],
     out = []
     for box, was, now in after:
         assert isinstance(was, Decision)
-        if now.ruleset in rename:
+        if now.ruleset is not None and now.ruleset in rename:
             now = Decision(now.status, rename[now.ruleset], now.action, now.choices)
         if keep_same or was != now:
             out.append((box, was, now))

@@ -60,7 +60,11 @@ def _as_stage_file(parsed: ParseResult, size: int) -> ParseResult:
         return parsed
     here = Span(SOURCE_NAME, 0, 0, 1, 1, 1, 1)
     whole = Span(SOURCE_NAME, 0, size, 1, 1, 1, 1)  # holds every ruleset, as a stage would
-    stage = ast.Stage(ast.Name("rulesets", here), parsed.file.items, whole)
+    rulesets: list[ast.StageItem] = []
+    for item in parsed.file.items:  # parse_rulesets yields rulesets only
+        if isinstance(item, ast.Ruleset):
+            rulesets.append(item)
+    stage = ast.Stage(ast.Name("rulesets", here), tuple(rulesets), whole)
     file = ast.PolicyFile(SOURCE_NAME, (ast.ProjectDecl(ast.Name("api", here), here), stage),
                           parsed.file.comments)
     return ParseResult(file, parsed.diagnostics, parsed.error_offsets)

@@ -263,12 +263,13 @@ class _Checker:
                      help="only label and labels metrics have a vocabulary")
         minimum = min_prop.value.value if isinstance(min_prop, ast.MinProp) else None
         maximum = max_prop.value.value if isinstance(max_prop, ast.MaxProp) else None
-        if kind is MetricType.NUMBER and minimum is not None and maximum is not None and (
-                minimum > maximum):
+        if (kind is MetricType.NUMBER and isinstance(min_prop, ast.MinProp)
+                and isinstance(max_prop, ast.MaxProp)
+                and min_prop.value.value > max_prop.value.value):
             ok = False
-            self.err("SG0503", f"`min` {min_prop.value.text} is greater than `max` "  # type: ignore[union-attr]
-                     f"{max_prop.value.text}", min_prop.span, "empty range",  # type: ignore[union-attr]
-                     related=[Related(max_prop.span, "`max` is here")])  # type: ignore[union-attr]
+            self.err("SG0503", f"`min` {min_prop.value.text} is greater than `max` "
+                     f"{max_prop.value.text}", min_prop.span, "empty range",
+                     related=[Related(max_prop.span, "`max` is here")])
         labels: tuple[str, ...] | None = None
         if isinstance(labels_prop, ast.LabelsProp) and not numeric:
             labels = self.vocabulary(labels_prop.labels)

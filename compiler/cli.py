@@ -13,13 +13,14 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stageguard.compiler import cli_galileo, cli_review, cli_test
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
 from stageguard.compiler.pipeline import Compilation, compile_paths
 from stageguard.compiler.unparse import rule_source, string_literal
-from stageguard.runtime.engine import InvalidRequest
+from stageguard.runtime.engine import InvalidRequest, StageInfo
 from stageguard.runtime.galileo import rulesets_of, wire_value
 from stageguard.runtime.model import ActionType, Artifact, Operator
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
@@ -132,8 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("STAGEGUARD_DEBUG"):
             traceback.print_exc()
         else:
-            exc_type, exc, _ = sys.exc_info()
-            print(f"  {exc_type.__name__ if exc_type else 'Exception'}: {exc}"
+            exc_type, error_value, _ = sys.exc_info()
+            print(f"  {exc_type.__name__ if exc_type else 'Exception'}: {error_value}"
                   " (set STAGEGUARD_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
@@ -262,7 +263,7 @@ def _metric_arg(text: str) -> tuple[str, object]:
     return name.strip(), value
 
 
-def _read_rulesets(path: str) -> object:
+def _read_rulesets(path: str) -> str | list[Any]:
     text = Path(path).read_text(encoding="utf-8")
     if Path(path).suffix == ".json":
         try:
@@ -271,6 +272,8 @@ def _read_rulesets(path: str) -> object:
             raise InvalidRequest(f"{path} is not JSON: {exc}") from None
         if isinstance(data, dict):
             data = rulesets_of(data)
+        if not isinstance(data, list):
+            raise InvalidRequest(f"{path} holds no list of rulesets")
         return data
     return text  # stageguard source: `ruleset` blocks
 
@@ -326,6 +329,7 @@ def _stage(args: argparse.Namespace) -> int:
 
     project, name = _split_stage(args.stage)
     with Runtime(args.registry, deliver_webhooks=False) as rt:
+        info: StageInfo | None
         if args.action == "pause":
             info = rt.pause_stage(project=project, stage_name=name)
         elif args.action == "resume":

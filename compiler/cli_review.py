@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _fmt(args: argparse.Namespace) -> int:
     if args.paths == ["-"]:
-        sources, problems = [Source("<stdin>", sys.stdin.read())], []
+        sources: list[Source] = [Source("<stdin>", sys.stdin.read())]
+        problems: list[diag.Diagnostic] = []
     else:
         sources, problems = load_sources(args.paths)
     if problems:

@@ -231,6 +231,7 @@ def webhooks(space: Space, old: StageModel, new: StageModel,
         if a is not None:
             alone = StageModel(name, (a,), old.catalog, old.fail_closed)
             pieces = [(box, d.status) for box, _, d in refine(space, alone, pieces)]
+        outcomes: list[tuple[Box, object, object]]
         if b is not None:
             alone = StageModel(name, (b,), new.catalog, new.fail_closed)
             outcomes = [(box, was, d.status) for box, was, d in refine(space, alone, pieces)]

@@ -102,7 +102,7 @@ def metric_name(written: str) -> str:
 
 def _infer(name: str, rules: Sequence[tuple[str, Operator, object]]) -> MetricType | None:
     """A custom metric's type from how Galileo's rules use it; None when they disagree."""
-    kinds = set()
+    kinds: set[MetricType | str | None] = set()
     for _, op, target in rules:
         if op in (Operator.CONTAINS, Operator.ALL, Operator.EMPTY, Operator.NOT_EMPTY):
             kinds.add(MetricType.LABELS)
@@ -121,7 +121,8 @@ def _infer(name: str, rules: Sequence[tuple[str, Operator, object]]) -> MetricTy
     if "any" in kinds:  # `any` fits one label or a list; the other rules decide
         kinds.discard("any")
         kinds = kinds or {MetricType.LABELS}
-    return kinds.pop() if len(kinds) == 1 else None
+    kind = kinds.pop() if len(kinds) == 1 else None
+    return kind if isinstance(kind, MetricType) else None
 
 
 def json_positions(text: str) -> dict[str, tuple[int, int]]:
@@ -267,7 +268,7 @@ class _Importer:
         if any(r is None for r in rules):
             return None
         try:
-            return RulesetSpec(name=name, description=description, rules=tuple(rules),  # type: ignore[arg-type]
+            return RulesetSpec(name=name, description=description, rules=tuple(rules),
                                action=action)
         except ValidationError as exc:
             self.err(BAD_INPUT, f"{here}: {exc.errors()[0]['msg']}")
@@ -307,9 +308,8 @@ class _Importer:
 
 
 def _rules(item: object) -> list[object]:
-    if isinstance(item, Mapping) and isinstance(item.get("rules"), list):
-        return item["rules"]
-    return []
+    rules = item.get("rules") if isinstance(item, Mapping) else None
+    return list(rules) if isinstance(rules, list) else []
 
 
 def import_galileo(text: str, path: str, *, stage: str | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from stageguard.compiler.analysis import (
     AnalysisLimit,
@@ -104,8 +105,8 @@ def findings(stage: StageModel) -> list[Finding]:
     return out
 
 
-def _same_action(a: object, b: object) -> bool:
-    return a.action.type == b.action.type and a.action.choices == b.action.choices  # type: ignore[attr-defined]
+def _same_action(a: Any, b: Any) -> bool:  # checked rulesets or artifact rulesets
+    return bool(a.action.type == b.action.type and a.action.choices == b.action.choices)
 
 
 def _rule_findings(space: Space, stage: StageModel, i: int) -> list[Finding]:

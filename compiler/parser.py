@@ -366,7 +366,8 @@ def _parse(text: str, path: str, start: str) -> ParseResult:
     p.comments.clear()
     recovery = _Recovery(p, text, path)
     try:
-        items = p.lark.parse(text, start=start, on_error=recovery.on_error)
+        items: list[Any] | None = p.lark.parse(  # the builder's `start`: a list of items
+            text, start=start, on_error=recovery.on_error)  # type: ignore[assignment]
     except UnexpectedInput as exc:
         # Recovery gave up (too many errors, or an end of file it cannot close).
         recovery.report_final(exc)
@@ -523,6 +524,8 @@ class _Recovery:
         pos = exc.pos_in_stream
         text = self.text
         state = exc.interactive_parser.lexer_thread.state
+        assert pos is not None and state is not None  # lark sets both for a lexing error
+        line, column = exc.line, exc.column
         line_end = text.find("\n", pos)
         line_end = len(text) if line_end < 0 else line_end
         if text.startswith('"""', pos):
@@ -538,7 +541,7 @@ class _Recovery:
             message, label = f"unexpected character `{char}`", "not part of the language"
             help_text = _CHAR_HINTS.get(char)
             skip_to = pos + 1
-        span = Span(self.path, pos, pos + 1, exc.line, exc.column, exc.line, exc.column + 1)
+        span = Span(self.path, pos, pos + 1, line, column, line, column + 1)
         keep_going = self._report(error("SG0002" if skip_to == pos + 1 else "SG0003",
                                         message, span, label, help_text), skip_to)
         state.line_ctr.feed(text[pos:skip_to] or text[pos:pos + 1])

@@ -467,15 +467,17 @@ def _with_catalog(stage: StageModel, rules: Sequence[Any]) -> StageModel:
     return StageModel(stage.name, stage.rulesets, {**stage.catalog, **extra}, stage.fail_closed)
 
 
-def _holds(then: str, d: object) -> bool:
-    action = d.action.value.lower() if d.action else None  # type: ignore[attr-defined]
-    status = d.status.value  # type: ignore[attr-defined]
+def _holds(then: str | None, d: Any) -> bool:
+    then = then or ""
+    action = d.action.value.lower() if d.action else None
+    status = d.status.value
     if then.startswith("ruleset "):
-        return d.ruleset == then.split(" ", 1)[1].strip()  # type: ignore[attr-defined]
-    return {"override": action == "override", "passthrough": action == "passthrough",
-            "triggered": status == "triggered", "not_triggered": status != "triggered",
-            "not passthrough": action != "passthrough",
-            "not override": action != "override"}[then]
+        return bool(d.ruleset == then.split(" ", 1)[1].strip())
+    facts: dict[str, bool] = {
+        "override": action == "override", "passthrough": action == "passthrough",
+        "triggered": status == "triggered", "not_triggered": status != "triggered",
+        "not passthrough": action != "passthrough", "not override": action != "override"}
+    return facts[then]
 
 
 # ---- suggestions for missing boundary cases -------------------------------------------------

@@ -44,14 +44,21 @@ def _suites() -> Any:
 
 class PolicyTestFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
-        from stageguard.compiler.policytest import TestFileError, policies_for, read
+        from stageguard.compiler.policytest import (
+            Case,
+            Property,
+            TestFileError,
+            policies_for,
+            read,
+        )
 
         try:
             data, cases, props = read(self.path)
         except TestFileError as exc:
             raise self.CollectError(str(exc)) from None
         policies = policies_for(self.path, data)
-        for item in (*cases, *props):
+        items: list[Case | Property] = [*cases, *props]
+        for item in items:
             yield PolicyTestItem.from_parent(self, name=item.name, spec=item,
                                              policies=policies, registry="registry" in data)
 
@@ -91,7 +98,7 @@ class PolicyTestItem(pytest.Item):
                      style: str | None = None) -> str:
         if isinstance(excinfo.value, PolicyTestFailure):
             return f"{self.spec.id}\n{excinfo.value}"
-        return super().repr_failure(excinfo)  # type: ignore[no-any-return]
+        return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"policy test: {self.name}"

@@ -24,12 +24,22 @@ from typing import Any
 from stageguard.runtime import arguments, collector, package_version
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
+
+# Re-exported: callers have always imported the API's exceptions from here.
 from stageguard.runtime.errors import (
-    InvalidRequest,
-    NeedsScorer,
-    StageConflict,
-    StageNotFound,
-    SubscriptionsNotAllowed,
+    InvalidRequest as InvalidRequest,
+)
+from stageguard.runtime.errors import (
+    NeedsScorer as NeedsScorer,
+)
+from stageguard.runtime.errors import (
+    StageConflict as StageConflict,
+)
+from stageguard.runtime.errors import (
+    StageNotFound as StageNotFound,
+)
+from stageguard.runtime.errors import (
+    SubscriptionsNotAllowed as SubscriptionsNotAllowed,
 )
 from stageguard.runtime.evaluate import (
     Decider,
@@ -546,17 +556,19 @@ class Runtime:
         rulesets that subscribe webhooks (SubscriptionsNotAllowed)."""
         received = time.time_ns()
         started = time.perf_counter()
+        given_in: object
+        given_out: object
+        given_metrics: object
         if isinstance(payload, Payload):
-            text_in, text_out, raw_metrics = payload.input, payload.output, payload.metrics
+            given_in, given_out, given_metrics = payload.input, payload.output, payload.metrics
         elif isinstance(payload, Mapping):
-            text_in, text_out = payload.get("input"), payload.get("output")
-            raw_metrics = payload.get("metrics")
+            given_in, given_out = payload.get("input"), payload.get("output")
+            given_metrics = payload.get("metrics")
         else:
             raise InvalidRequest("payload is a Payload or a mapping with input/output")
-        text_in = arguments.text("payload input", text_in)
-        text_out = arguments.text("payload output", text_out)
-        if raw_metrics is not None:
-            raw_metrics = arguments.metrics(raw_metrics)
+        text_in = arguments.text("payload input", given_in)
+        text_out = arguments.text("payload output", given_out)
+        raw_metrics = arguments.metrics(given_metrics)
         if timeout != DEFAULT_TIMEOUT:
             timeout = arguments.timeout(timeout)
         if metadata is not None:

@@ -286,7 +286,7 @@ def _predicate(rule: RuleSpec) -> Callable[[object], bool]:
         compare = _COMPARE.get(op)
         if compare is None:
             return lambda v: False
-        return lambda v: v.__class__ in num and compare(v, t)
+        return lambda v: v.__class__ in num and compare(v, t)  # type: ignore[arg-type]
     if isinstance(t, str):
         if op is Operator.EQ:
             return lambda v: v.__class__ is str and v == t
@@ -326,7 +326,7 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Deci
     T, NT = Status.TRIGGERED, Status.NOT_TRIGGERED
 
     def decide(values: dict[str, object], resolve: Callable[[str], object]) -> tuple[Status, ...]:
-        out = []
+        out: list[Status] = []
         append = out.append
         for rules in plan:
             status = T
@@ -335,7 +335,7 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Deci
                 if v.__class__ is Failure:
                     if fail_closed:
                         continue
-                    status = v.status  # type: ignore[attr-defined]
+                    status = v.status
                     break
                 if not holds(v):
                     status = NT

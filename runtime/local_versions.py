@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from stageguard.runtime.canonical import ArtifactDocument
-from stageguard.runtime.registry import Registry, RegistryError
+from stageguard.runtime.registry import RegistryError
 from stageguard.runtime.workers import WorkQueue
+
+if TYPE_CHECKING:
+    from stageguard.runtime.store import RegistryStore
 
 log = logging.getLogger("stageguard.runtime")
 
@@ -21,7 +25,8 @@ Key = tuple[str, str]
 
 
 class LocalRecorder:
-    def __init__(self, registry: Registry | None, cap: int, max_queue: int = 1_000) -> None:
+    def __init__(self, registry: RegistryStore | None, cap: int,
+                 max_queue: int = 1_000) -> None:
         self.registry = registry
         self.cap = cap if registry is not None else 0  # nowhere to record without one
         self._known: dict[Key, dict[str, int]] = {}

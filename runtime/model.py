@@ -229,8 +229,8 @@ class CompilerInfo(_Model):
 class Artifact(_Model):
     """One compiled stage at one version."""
 
-    format: Literal["stageguard.artifact"] = FORMAT
-    format_version: Literal[1] = FORMAT_VERSION
+    format: Literal["stageguard.artifact"] = "stageguard.artifact"  # FORMAT
+    format_version: Literal[1] = 1  # FORMAT_VERSION
     project: Identifier
     stage: StageSpec
     version: Annotated[int, Field(ge=1)]

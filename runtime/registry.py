@@ -379,9 +379,9 @@ def _record(index: Index, changes: list[tuple[str, str, str, int | None]]) -> No
     """One commit: the next revision, its events, and no more than EVENTS_KEPT of them."""
     index.revision += 1
     at = _now()
-    index.events.extend(Event(revision=index.revision, kind=kind, project=project,  # type: ignore[arg-type]
-                              stage=stage, version=version, at=at)
-                        for kind, project, stage, version in changes)
+    index.events.extend(Event.model_validate({
+        "revision": index.revision, "kind": kind, "project": project, "stage": stage,
+        "version": version, "at": at}) for kind, project, stage, version in changes)
     oldest = index.revision - EVENTS_KEPT  # whole revisions go, never half of one
     index.events[:] = [e for e in index.events if e.revision > oldest]
 

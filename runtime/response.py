@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stageguard.runtime.evaluate import NOT_REACHED, Failure, RuleOutcome, ruleset_outcome
+from stageguard.runtime.evaluate import (
+    NOT_REACHED,
+    Failure,
+    RuleOutcome,
+    ruleset_outcome,
+    values_getter,
+)
 from stageguard.runtime.galileo import ruleset_to_galileo, wire_value
 from stageguard.runtime.model import ActionType, RulesetSpec, Status
 
@@ -67,7 +73,7 @@ class MetricResult:
 class RuleResult:
     metric: str
     operator: str
-    target_value: object
+    target_value: float | str | tuple[str, ...] | None
     status: str  # triggered | not_triggered | failed | timeout | error | skipped (not reached)
     value: object
     error: str | None = None
@@ -154,7 +160,7 @@ class Response:
             return ()
         out = []
         for spec, status in zip(stage.rulesets, self._statuses, strict=True):
-            _, outcomes = ruleset_outcome(spec.rules, lambda m: values[m], stage.fail_closed)
+            _, outcomes = ruleset_outcome(spec.rules, values_getter(values), stage.fail_closed)
             rules = tuple(
                 RuleResult(rule.metric, rule.operator.value, rule.target_value,
                            _rule_status(o), values.get(rule.metric) if o is not NOT_REACHED

@@ -105,7 +105,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _trace(request: Request) -> str:
-    return request.scope["state"]["trace_id"]
+    return str(request.scope["state"]["trace_id"])
 
 
 def _error(request: Request, status: int, detail: object, code: str | None = None,
@@ -132,7 +132,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(request, exc.status_code, exc.detail, headers=exc.headers)
+        return _error(request, exc.status_code, exc.detail,
+                      headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(PolicyError)
     async def policy(request: Request, exc: PolicyError) -> JSONResponse:
@@ -406,7 +407,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                  "or project_id when the name is not unique)")
         p = body.payload
         payload = {"input": p.input or "", "output": p.output or "", "metrics": p.metrics}
-        options = {"project": project, "stage_id": body.stage_id,
+        options: dict[str, Any] = {"project": project, "stage_id": body.stage_id,
                    "version": body.stage_version, "timeout": body.timeout,
                    "metadata": body.metadata, "headers": body.headers,
                    "allow_subscriptions": who.role is Role.ADMIN or config.invoke_subscriptions}

@@ -165,7 +165,7 @@ def _load_file(path: Path, tokens: Tokens) -> None:
                              f"{', '.join(extra)}")
         name = entry.get("name", f"token {i}")
         try:
-            role = Role(entry.get("role"))
+            role = Role(str(entry.get("role")))
         except ValueError:
             raise TokenError(f"{where}: role is `invoke` or `admin`") from None
         if ("token" in entry) == ("sha256" in entry):

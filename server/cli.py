@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_config=None, access_log=False,
-        http=protocol(args.header_timeout, args.body_timeout),  # type: ignore[arg-type]
+        http=protocol(args.header_timeout, args.body_timeout),
         lifespan="on", timeout_graceful_shutdown=max(1, int(args.flush_timeout)),
         server_header=False, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key))
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; answer that

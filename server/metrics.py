@@ -57,7 +57,8 @@ class _RuntimeCollector(Collector):
 
 class ServerMetrics:
     def __init__(self, runtime: Runtime) -> None:
-        disable_created_metrics()  # `_created` series double the output and nobody graphs them
+        # `_created` series double the output and nobody graphs them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.decisions = Counter("stageguard_decisions", "Decisions by stage and status",
                                  ["project", "stage", "status"], registry=self.registry)

@@ -40,7 +40,7 @@ class _In(BaseModel):
 
 class SubscriptionIn(_In):
     url: str = Field(max_length=limits.URL)
-    statuses: list[SubscriptionStatus] = Field(default_factory=lambda: ["triggered"])
+    statuses: list[SubscriptionStatus] = Field(default_factory=lambda: ["triggered"])  # type: ignore[arg-type]
 
 
 class ActionIn(_In):

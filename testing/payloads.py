@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 
 from hypothesis import strategies as st
 
@@ -80,11 +81,10 @@ def _region(space: Space, model: StageModel, triggering: str | None,
 
 
 def _in_box(space: Space, box: Box) -> st.SearchStrategy[dict[str, object]]:
-    parts = {}
+    parts: dict[str, st.SearchStrategy[object]] = {}
     for dim, mask in zip(space.dims, box, strict=True):
         atoms = [a for i, a in enumerate(dim.atoms) if mask >> i & 1]
-        parts[dim.metric] = st.sampled_from(atoms).flatmap(
-            lambda atom, dim=dim: _in_atom(dim, atom))
+        parts[dim.metric] = st.sampled_from(atoms).flatmap(partial(_in_atom, dim))
     return st.fixed_dictionaries(parts)
 
 
