@@ -94,7 +94,7 @@ def in_process(registry: Path, seconds: float) -> float:
 
 def serve(registry: Path, port: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "STAGEGUARD_INVOKE_TOKENS": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "stageguard.compiler.cli", "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "stageguard.cli", "serve",
                              "--registry", str(registry), "--port", str(port), *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import urllib.request
@@ -118,7 +118,7 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     work = Path(tempfile.mkdtemp(prefix="sg-bench-server-"))
     registry = work / "registry"
-    subprocess.run([sys.executable, "-m", "stageguard.compiler.cli", "build",
+    subprocess.run([sys.executable, "-m", "stageguard.cli", "build",
                     str(ROOT / "policies"), "--registry", str(registry)], check=True,
                    stdout=subprocess.DEVNULL)
     script = work / "invoke.lua"

@@ -1,4 +1,4 @@
-"""The remote twin of `stageguard.compiler.api`: the same function names and arguments, served
+"""The remote twin of `stageguard.api`: the same function names and arguments, served
 by `stageguard serve` (the `client` extra: httpx).
 
     from stageguard import client as sg
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from stageguard.compiler.api import Protect
+    from stageguard.api import Protect
 
 from stageguard.runtime.engine import InvalidRequest, Payload, StageInfo, StageNotFound
 from stageguard.runtime.galileo import ruleset_to_galileo
@@ -320,7 +320,7 @@ class Client:
 
 
 class Protection(Protocol):
-    """What both `Client` and the embedded `stageguard.compiler.api.Protect` offer."""
+    """What both `Client` and the embedded `stageguard.api.Protect` offer."""
 
     def invoke(self, payload: Mapping[str, Any], **kwargs: Any) -> Any: ...
     def create_stage(self, name: str, **kwargs: Any) -> StageInfo: ...
@@ -336,7 +336,7 @@ def connect(target: str | os.PathLike[str], token: str | None = None,
     text = os.fspath(target)
     if text.startswith(("http://", "https://")):
         return Client(text, token, **kwargs)
-    from stageguard.compiler.api import Protect  # embedded: the compiler reads source rulesets
+    from stageguard.api import Protect  # embedded: the compiler reads source rulesets
 
     return Protect(text, **kwargs)
 

@@ -29,10 +29,10 @@ from stageguard.compiler.analysis import (
     partition,
     subtract,
 )
-from stageguard.compiler.api import PolicyError, rulesets_from_source
 from stageguard.compiler.diagnostics import render_all
 from stageguard.compiler.diff import joint_space
 from stageguard.compiler.pipeline import compile_paths
+from stageguard.compiler.rulesets import PolicyError, rulesets_from_source
 from stageguard.compiler.unparse import number_literal, rule_source
 from stageguard.runtime.catalog import BUILTIN_METRICS
 from stageguard.runtime.engine import InvalidRequest, Runtime

@@ -669,10 +669,10 @@ class Runtime:
     def ruleset_specs(self, rulesets: Sequence[Any],
                       catalog: Mapping[str, MetricSpec]) -> tuple[RulesetSpec, ...]:
         """Rulesets given as RulesetSpec models or Galileo-shaped dicts. (Source text is the
-        compiler's business: `stageguard.compiler.api` accepts it.)"""
+        compiler's business: `stageguard.api` accepts it.)"""
         if isinstance(rulesets, str):
             raise InvalidRequest("rulesets as source text need the compiler: use "
-                                 "stageguard.compiler.api")
+                                 "stageguard.api")
         if isinstance(rulesets, Mapping) or not isinstance(rulesets, Sequence):
             raise InvalidRequest("rulesets are a list of rulesets, not a "
                                  f"{type(rulesets).__name__}")

@@ -19,7 +19,7 @@ def main(registry: str) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "stageguard.compiler.cli", "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "stageguard.cli", "serve",
                              "--registry", registry, "--no-auth", "--no-webhooks",
                              "--port", str(port)], stderr=subprocess.DEVNULL)
     try:

@@ -25,9 +25,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from stageguard.compiler.api import PolicyError, Protect
+from stageguard.api import PolicyError, Protect
+from stageguard.api.publish import SourceRejected, publish_source
 from stageguard.compiler.diagnostics import as_data
-from stageguard.compiler.publish import SourceRejected, publish_source
 from stageguard.runtime import limits, package_version
 from stageguard.runtime.engine import (
     InvalidRequest,

@@ -81,7 +81,7 @@ def serve_process(registry: Path, *args: str, env: dict[str, str] | None = None,
     environment = {**os.environ, "STAGEGUARD_ADMIN_TOKENS": ADMIN,
                    "STAGEGUARD_INVOKE_TOKENS": INVOKER, **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stageguard.compiler.cli", "serve", "--registry", str(registry),
+        [sys.executable, "-m", "stageguard.cli", "serve", "--registry", str(registry),
          "--port", str(port), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     url = f"{scheme}://127.0.0.1:{port}"

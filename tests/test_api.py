@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stageguard.compiler import api
-from stageguard.compiler.api import PolicyError, Protect, rulesets_from_source
+from stageguard import api
+from stageguard.api import PolicyError, Protect, rulesets_from_source
 from stageguard.runtime.model import MetricSpec, MetricType, Status
 
 RULES = '''

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
+from stageguard.cli import main
 from stageguard.compiler.analysis import StageModel, decide
-from stageguard.compiler.cli import main
 from stageguard.compiler.diff import TIGHTENED, behaviour, webhooks
 from stageguard.runtime.evaluate import ruleset_outcome
 from tests.conftest import POLICIES

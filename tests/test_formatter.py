@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given
 
+from stageguard.cli import main
 from stageguard.compiler import formatter
-from stageguard.compiler.cli import main
 from stageguard.compiler.formatter import INTERNAL, format_text, shape
 from stageguard.compiler.parser import parse
 from stageguard.compiler.pipeline import compile_text

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given
 
+from stageguard.cli import main
 from stageguard.compiler.analysis import StageModel
-from stageguard.compiler.cli import main
 from stageguard.compiler.diff import behaviour
 from stageguard.compiler.galileo_interop import (
     AMBIGUOUS_METRIC,

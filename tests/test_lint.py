@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
+from stageguard.cli import main
 from stageguard.compiler.analysis import StageModel, decide
-from stageguard.compiler.cli import main
 from stageguard.compiler.lint import (
     ALWAYS_TRUE,
     NEVER_TRUE,

@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from stageguard.compiler.cli import main
+from stageguard.cli import main
 from stageguard.compiler.policytest import run_files
 from tests.conftest import POLICIES
 

@@ -240,7 +240,7 @@ def test_inspect_verifies_every_version_file(tmp_path: Path) -> None:
     import sys
 
     _two_versions(tmp_path / "reg")
-    cli = [sys.executable, "-m", "stageguard.compiler.cli", "inspect", str(tmp_path / "reg")]
+    cli = [sys.executable, "-m", "stageguard.cli", "inspect", str(tmp_path / "reg")]
     assert subprocess.run(cli, capture_output=True, text=True).returncode == 0
     _swap_in_v2_as_v1(tmp_path / "reg")
     done = subprocess.run(cli, capture_output=True, text=True)

@@ -16,7 +16,7 @@ from tests.server_helpers import ADMIN, INVOKER, serve_process
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stageguard.compiler.cli", "serve", *args],
+    return subprocess.run([sys.executable, "-m", "stageguard.cli", "serve", *args],
                           capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", **(env or {})})
 

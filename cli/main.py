@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stageguard.compiler import cli_galileo, cli_review, cli_test
+from stageguard.cli import galileo as cli_galileo
+from stageguard.cli import policy_tests as cli_test
+from stageguard.cli import review as cli_review
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
 from stageguard.compiler.pipeline import Compilation, compile_paths
@@ -281,7 +283,7 @@ def _read_rulesets(path: str) -> str | list[Any]:
 def _invoke(args: argparse.Namespace) -> int:
     import random
 
-    from stageguard.compiler.api import PolicyError, Protect
+    from stageguard.api import PolicyError, Protect
 
     project, name = _split_stage(args.stage)
     protect = Protect(args.registry, rng=random.Random(args.seed),

@@ -1,10 +1,10 @@
-"""The Galileo-style management API with stageguard source accepted for rulesets.
+"""The Galileo-style management API, with stageguard source accepted for rulesets.
 
 `stageguard.runtime.engine.Runtime` takes rulesets as Galileo-shaped dicts or models; this
 layer (which may import the compiler) also takes them as stageguard source text: one or more
 `ruleset NAME { … }` blocks. Function names follow Galileo Protect's::
 
-    from stageguard.compiler import api as sg
+    from stageguard import api as sg
     sg.configure(registry="registry")
     sg.create_stage("tools", project="shop", type="local")
     sg.invoke({"input": "…"}, stage_name="tools", prioritized_rulesets='''ruleset r { … }''')
@@ -16,58 +16,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stageguard.compiler import ast
-from stageguard.compiler.checker import check
-from stageguard.compiler.diagnostics import Diagnostic, Span, render_all
-from stageguard.compiler.parser import ParseResult, parse_rulesets
-from stageguard.runtime.catalog import BUILTIN_METRICS
-from stageguard.runtime.engine import InvalidRequest, Runtime, StageInfo
-from stageguard.runtime.model import MetricSpec, RulesetSpec
+from stageguard.compiler.rulesets import PolicyError, rulesets_from_source
+from stageguard.runtime.engine import Runtime, StageInfo
+from stageguard.runtime.errors import InvalidRequest
+from stageguard.runtime.model import MetricSpec
 from stageguard.runtime.response import Response
 
-SOURCE_NAME = "<rulesets>"
-
-
-class PolicyError(InvalidRequest):
-    """Ruleset source with errors; `diagnostics` holds them, `str()` renders them."""
-
-    def __init__(self, diagnostics: Sequence[Diagnostic], text: str) -> None:
-        self.diagnostics = tuple(diagnostics)
-        super().__init__(render_all(self.diagnostics, {SOURCE_NAME: text}))
-
-
-def rulesets_from_source(text: str, metrics: Sequence[MetricSpec] = ()) -> tuple[RulesetSpec, ...]:
-    """Compile `ruleset` blocks. Diagnostics point into `text` itself, as if it were a file
-    named `<rulesets>`. The text is parsed as rulesets only (never spliced into a stage), so
-    nothing in it can open or close another block."""
-    if not isinstance(text, str):
-        raise InvalidRequest(f"rulesets source is a string, not {type(text).__name__}")
-    parsed = parse_rulesets(text, SOURCE_NAME)
-    custom = [m for m in metrics if m.name not in BUILTIN_METRICS]
-    result = check([_as_stage_file(parsed, len(text))], extra_metrics=custom)
-    problems = [d for d in result.diagnostics if d.is_error]
-    if problems:
-        raise PolicyError(problems, text)
-    (stage,) = result.stages
-    from stageguard.compiler.artifacts import document
-
-    return tuple(RulesetSpec.model_validate(r) for r in document(stage)["rulesets"])
-
-
-def _as_stage_file(parsed: ParseResult, size: int) -> ParseResult:
-    """The parsed rulesets as the one stage of a file, built as AST (no text is joined)."""
-    if parsed.file is None:
-        return parsed
-    here = Span(SOURCE_NAME, 0, 0, 1, 1, 1, 1)
-    whole = Span(SOURCE_NAME, 0, size, 1, 1, 1, 1)  # holds every ruleset, as a stage would
-    rulesets: list[ast.StageItem] = []
-    for item in parsed.file.items:  # parse_rulesets yields rulesets only
-        if isinstance(item, ast.Ruleset):
-            rulesets.append(item)
-    stage = ast.Stage(ast.Name("rulesets", here), tuple(rulesets), whole)
-    file = ast.PolicyFile(SOURCE_NAME, (ast.ProjectDecl(ast.Name("api", here), here), stage),
-                          parsed.file.comments)
-    return ParseResult(file, parsed.diagnostics, parsed.error_offsets)
+__all__ = ["PolicyError", "Protect", "configure", "create_stage", "get_stage", "invoke",
+           "pause_stage", "resume_stage", "rulesets_from_source", "update_stage"]
 
 
 class Protect:
@@ -138,7 +94,7 @@ def configure(registry: str | os.PathLike[str], **runtime_kwargs: Any) -> Protec
 
 def _protect() -> Protect:
     if _default is None:
-        raise InvalidRequest("call stageguard.compiler.api.configure(registry=...) first")
+        raise InvalidRequest("call stageguard.api.configure(registry=...) first")
     return _default
 
 
