@@ -13,19 +13,18 @@ import random as _random
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from stageguard.runtime import arguments, collector, package_version
+from stageguard.runtime import arguments, identity
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
+from stageguard.runtime.documents import document, new_document, stage_metrics
 
-# Re-exported: callers have always imported the API's exceptions from here.
+# Re-exported: callers have always imported these from here.
 from stageguard.runtime.errors import (
     InvalidRequest as InvalidRequest,
 )
@@ -41,63 +40,41 @@ from stageguard.runtime.errors import (
 from stageguard.runtime.errors import (
     SubscriptionsNotAllowed as SubscriptionsNotAllowed,
 )
-from stageguard.runtime.evaluate import (
-    Decider,
-    Failure,
-    InvalidValue,
-    compile_decider,
-    compile_precomputed,
-    normalise_value,
-    stage_status,
-)
+from stageguard.runtime.evaluate import InvalidValue, normalise_value, stage_status
 from stageguard.runtime.galileo import rulesets_from_galileo
+from stageguard.runtime.identity import project_id as project_id
+from stageguard.runtime.identity import stage_id as stage_id
 from stageguard.runtime.local_versions import LocalRecorder
 from stageguard.runtime.model import (
-    FORMAT,
-    FORMAT_VERSION,
     ActionType,
     Artifact,
     FailMode,
     MetricSpec,
     RulesetSpec,
-    SourceMap,
     StageSpec,
     StageType,
     Status,
     identifier_problem,
 )
-from stageguard.runtime.pii import DeadlinePassed, TextTooLong
 from stageguard.runtime.registry import (
     Registry,
     RegistryError,
     StageEntry,
     StageExists,
     VersionNotFound,
-    load_artifact_for_serving,
-    parse_artifact_for_serving,
 )
-from stageguard.runtime.response import ActionResult, Response, StageMetadata, TraceMetadata
-from stageguard.runtime.scorers import ScoreRequest, Scorers
+from stageguard.runtime.resolution import Resolution
+from stageguard.runtime.response import ActionResult, Response, TraceMetadata
+from stageguard.runtime.scorers import Scorers
+from stageguard.runtime.served import LRU, Snapshot, load_bytes, load_model, load_path
+from stageguard.runtime.served import LoadedStage as LoadedStage
 from stageguard.runtime.store import RegistryStore
 from stageguard.runtime.webhooks import Notifier, WebhookPolicy
 
 log = logging.getLogger("stageguard.runtime")
 
 DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
-_STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
 _T = Status.TRIGGERED
-
-
-def stage_id(project: str, name: str) -> str:
-    """Stable id of a stage: the same project and name give the same id everywhere."""
-    return str(uuid.uuid5(_STAGE_NAMESPACE, f"{project}/{name}"))
-
-
-@cache  # asked per request by the service; one entry per project served
-def project_id(project: str) -> str:
-    """Stable id of a project (Galileo addresses projects by id); never equal to a stage id,
-    since project names hold no `/`."""
-    return str(uuid.uuid5(_STAGE_NAMESPACE, project))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,184 +112,6 @@ class NotifierStats:
     pending: int = 0
 
 
-class _Table:
-    """An immutable snapshot of what a runtime serves, with its lookups."""
-
-    __slots__ = ("ids", "local_digests", "names", "stages", "versions")
-
-    def __init__(self, stages: dict[tuple[str, str], LoadedStage],
-                 versions: dict[tuple[str, str], tuple[int, ...]] | None = None,
-                 local_digests: dict[tuple[str, str], dict[str, int]] | None = None) -> None:
-        names: dict[str, list[tuple[str, str]]] = {}
-        for key in stages:
-            names.setdefault(key[1], []).append(key)
-        self.stages = stages
-        self.names = {n: tuple(v) for n, v in names.items()}
-        self.ids = {stage_id(*k): k for k in stages}
-        # Every version the registry lists per stage, as read with the stages themselves.
-        self.versions = versions or {}
-        # A local stage's recorded versions by content digest: an invocation's rulesets
-        # find theirs without reading the registry.
-        self.local_digests = local_digests or {}
-
-
-class _Cache:
-    """A small thread-safe LRU map: pinned versions and local rulesets come from callers, so a
-    long-running service must not keep every one it has ever seen."""
-
-    __slots__ = ("_items", "_lock", "maxsize")
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[object, LoadedStage] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: object) -> LoadedStage | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
-
-    def put(self, key: object, item: LoadedStage) -> LoadedStage:
-        with self._lock:
-            self._items[key] = item
-            self._items.move_to_end(key)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return item
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class LoadedStage:
-    """A stage version ready to decide: validated values, a compiled decider, and what the
-    decision path needs precomputed (subscriptions per ruleset, metadata)."""
-
-    __slots__ = ("_source_map", "any_subscriptions", "artifact", "catalog", "decide",
-                 "decide_precomputed", "fail_closed", "key", "metadata", "paused", "rulesets",
-                 "subscriptions")
-
-    def __init__(self, artifact: Artifact, paused: bool = False,
-                 source_map: object = None) -> None:
-        self.artifact = artifact
-        # Validated on first use (explanations); deciding never needs it.
-        self._source_map: object = artifact.source_map if source_map is None else source_map
-        self.key = (artifact.project, artifact.stage.name)
-        self.paused = paused
-        self.rulesets = artifact.rulesets
-        self.fail_closed = artifact.stage.fail_mode is FailMode.CLOSED
-        self.decide: Decider = compile_decider(artifact.rulesets, self.fail_closed)
-        self.decide_precomputed = compile_precomputed(artifact.rulesets)
-        self.subscriptions = tuple(
-            tuple((s.url, frozenset(s.statuses)) for s in rs.action.subscriptions)
-            for rs in artifact.rulesets)
-        self.any_subscriptions = any(self.subscriptions)
-        self.catalog: dict[str, MetricSpec] = {**BUILTIN_METRICS,
-                                               **{m.name: m for m in artifact.metrics}}
-        self.metadata = StageMetadata(artifact.project, artifact.stage.name,
-                                      stage_id(*self.key), artifact.version,
-                                      artifact.stage.type.value)
-
-    @property
-    def source_map(self) -> SourceMap | None:
-        raw = self._source_map
-        if raw is None or isinstance(raw, SourceMap):
-            return raw
-        smap = SourceMap.model_validate(raw)
-        if not smap.fits(self.rulesets):
-            raise RegistryError(f"the source map of {self.key[0]}/{self.key[1]} "
-                                f"v{self.artifact.version} does not match its rulesets")
-        self._source_map = smap
-        return smap
-
-    def with_paused(self, paused: bool) -> LoadedStage:
-        """This stage in the given paused state (itself when that is already its state)."""
-        if paused == self.paused:
-            return self
-        clone = object.__new__(LoadedStage)
-        for name in LoadedStage.__slots__:
-            object.__setattr__(clone, name, getattr(self, name))
-        clone.paused = paused
-        return clone
-
-
-def _load(path: Path, paused: bool = False) -> LoadedStage:
-    """Load, check and compile one artifact file for serving."""
-    with collector.paused():
-        artifact, source_map = load_artifact_for_serving(path)
-        return LoadedStage(artifact, paused, source_map)
-
-
-def _served(raw: bytes, name: str, paused: bool) -> LoadedStage:
-    """Check and compile one artifact a store handed over, for serving."""
-    with collector.paused():
-        artifact, source_map = parse_artifact_for_serving(raw, name)
-        return LoadedStage(artifact, paused, source_map)
-
-
-def _loaded(artifact: Artifact, paused: bool = False) -> LoadedStage:
-    with collector.paused():
-        return LoadedStage(artifact, paused)
-
-
-class _Resolution:
-    """Metric values of one invocation: what the caller passed, then scorers on demand."""
-
-    __slots__ = ("deadline", "input", "metadata", "output", "runtime", "timeout", "timings",
-                 "values")
-
-    def __init__(self, runtime: Runtime, payload_in: str, payload_out: str,
-                 metadata: Mapping[str, str] | None, deadline: float, timeout: float,
-                 values: dict[str, object]) -> None:
-        self.runtime = runtime
-        self.input = payload_in
-        self.output = payload_out
-        self.metadata = metadata or {}
-        self.deadline = deadline
-        self.timeout = timeout
-        self.values = values
-        self.timings: dict[str, tuple[float, str]] = {}
-
-    def resolve(self, name: str) -> object:
-        started = time.perf_counter()
-        scorer = self.runtime.scorers.find(name)
-        if scorer is None:
-            value: object = Failure(Status.ERROR, f"no source for metric `{name}`: pass it with "
-                                    "the payload's metrics or register a scorer")
-            source = "none"
-        else:
-            source = "scorer"
-            value = self._score(name, scorer, started)
-        self.timings[name] = (time.perf_counter() - started, source)
-        self.values[name] = value
-        return value
-
-    def _score(self, name: str, scorer: Any, started: float) -> object:
-        remaining = self.deadline - started
-        if remaining <= 0:
-            return Failure(Status.TIMEOUT, f"no time left for metric `{name}` within the "
-                           f"{self.timeout:g}s timeout")
-        request = ScoreRequest(name, self.input, self.output, self.metadata, self.deadline)
-        future = self.runtime.scorer_pool.submit(scorer, request)
-        try:
-            raw = future.result(timeout=remaining)
-        except (TimeoutError, DeadlinePassed):
-            future.cancel()
-            return Failure(Status.TIMEOUT, f"scorer for `{name}` did not finish within the "
-                           f"{self.timeout:g}s timeout")
-        except TextTooLong as exc:
-            return Failure(Status.FAILED, f"scorer for `{name}`: {exc}")
-        except BaseException as exc:  # SystemExit too: the scorer's, not the caller's
-            return Failure(Status.FAILED, f"scorer for `{name}` raised {type(exc).__name__}: "
-                           f"{exc}")
-        try:
-            return normalise_value(raw)
-        except InvalidValue as exc:
-            return Failure(Status.FAILED, f"scorer for `{name}` returned a bad value: {exc}")
-
-
 class Runtime:
     """Serves stages from a registry (hot-reloaded) and/or artifact files."""
 
@@ -338,10 +137,10 @@ class Runtime:
         self.deliver_webhooks = deliver_webhooks
         self._scorer_threads = scorer_threads
         self._executor: ThreadPoolExecutor | None = None
-        self._table = _Table({})
+        self._table = Snapshot({})
         # Bounded: a service meets arbitrarily many pinned versions and local rulesets.
-        self._pinned = _Cache(cache_size)
-        self._local = _Cache(cache_size)
+        self._pinned = LRU(cache_size)
+        self._local = LRU(cache_size)
         # Local rulesets recorded as versions: at most this many per stage, written by a
         # background thread, never on the decision path (0: none are recorded).
         self._recorder = LocalRecorder(self.registry, record_local_versions)
@@ -367,7 +166,7 @@ class Runtime:
 
     def load_file(self, path: str | os.PathLike[str]) -> LoadedStage:
         """Serve one artifact file (raises RegistryError for a bad file)."""
-        stage = _load(Path(path))
+        stage = load_path(Path(path))
         self._files[stage.key] = stage
         self._publish_table({**self._table.stages, stage.key: stage}, self._table.versions)
         return stage
@@ -377,7 +176,7 @@ class Runtime:
                        local_digests: dict[tuple[str, str], dict[str, int]] | None = None,
                        ) -> None:
         # One assignment: a reader that took the previous snapshot keeps a coherent view.
-        self._table = _Table(stages, versions,
+        self._table = Snapshot(stages, versions,
                              self._table.local_digests if local_digests is None
                              else local_digests)
 
@@ -417,7 +216,7 @@ class Runtime:
                         table[key] = current.with_paused(entry.paused)
                         continue
                     try:
-                        fresh = _served(self.registry.read_bytes(latest),
+                        fresh = load_bytes(self.registry.read_bytes(latest),
                                         self.registry.describe(latest), entry.paused)
                         art = fresh.artifact
                         if (art.project, art.stage.name, art.digest, art.version) != (
@@ -492,30 +291,15 @@ class Runtime:
     # ---- finding stages --------------------------------------------------------------------
 
     def _key(self, project: str | None, stage: str | None, stage_id_: str | None,
-             table: _Table | None = None) -> tuple[str, str]:
+             table: Snapshot | None = None) -> tuple[str, str]:
         table = table or self._table
         project = arguments.optional_name("project", project)
         stage = arguments.optional_name("stage name", stage)
         stage_id_ = arguments.optional_name("stage id", stage_id_)
-        if stage_id_ is not None:
-            key = table.ids.get(str(stage_id_))
-            if key is None:
-                raise StageNotFound(f"no stage with id {stage_id_}")
-            return key
-        if stage is None:
-            raise InvalidRequest("name a stage (stage_name or stage_id)")
-        if project is not None:
-            return (project, stage)
-        keys = table.names.get(stage, ())
-        if len(keys) == 1:
-            return keys[0]
-        if not keys:
-            raise StageNotFound(f"no stage named {stage!r}")
-        raise InvalidRequest(f"stage name {stage!r} exists in projects "
-                             f"{', '.join(k[0] for k in keys)}; say which project")
+        return identity.find_stage(table, project, stage, stage_id_)
 
     def _stage(self, key: tuple[str, str], version: int | None,
-               table: _Table | None = None) -> LoadedStage:
+               table: Snapshot | None = None) -> LoadedStage:
         current = (table or self._table).stages.get(key)
         if current is None:
             raise StageNotFound(f"no stage {key[1]!r} in project {key[0]!r}")
@@ -527,7 +311,7 @@ class Runtime:
                 raise StageNotFound(f"stage {key[1]!r} has only version "
                                     f"{current.artifact.version} loaded")
             try:
-                pinned = _loaded(self.registry.load(key[0], key[1], version))
+                pinned = load_model(self.registry.load(key[0], key[1], version))
             except VersionNotFound as exc:
                 raise StageNotFound(str(exc)) from None  # a damaged file stays an error
             self._pinned.put((*key, version), pinned)
@@ -609,8 +393,9 @@ class Runtime:
             if found is None:  # some metric must come from a scorer
                 if not scorers:
                     raise NeedsScorer
-                resolution = _Resolution(self, text_in, text_out, metadata,
-                                         started + timeout, timeout, values)
+                resolution = Resolution(self.scorers.find, self.scorer_pool, text_in,
+                                        text_out, metadata, started + timeout, timeout,
+                                        values)
                 found = loaded.decide(values, resolution.resolve)
             statuses = found
             if _T in statuses:
@@ -643,7 +428,7 @@ class Runtime:
     # ---- local stages ----------------------------------------------------------------------
 
     def _local_stage(self, base: LoadedStage, rulesets: Sequence[Any],
-                     allow_subscriptions: bool, table: _Table) -> LoadedStage:
+                     allow_subscriptions: bool, table: Snapshot) -> LoadedStage:
         """The stage deciding with an invocation's rulesets. Its version is the one these
         rulesets were recorded as, else the local stage's own (docs/runtime.md)."""
         if base.artifact.stage.type is not StageType.LOCAL:
@@ -654,7 +439,7 @@ class Runtime:
             raise SubscriptionsNotAllowed(
                 "an invocation's rulesets may not subscribe webhooks here: that takes an "
                 "admin token, or a server started with --invoke-subscriptions")
-        doc = _document(base.artifact, specs)
+        doc = document(base.artifact, specs)
         version = (table.local_digests.get(base.key, {}).get(doc.digest)
                    or self._recorder.version(base.key, doc.digest))
         if version is None:
@@ -663,7 +448,7 @@ class Runtime:
         cache_key = (*base.key, doc.digest, version)
         cached = self._local.get(cache_key)
         if cached is None:
-            cached = self._local.put(cache_key, _loaded(doc.to_artifact(version)))
+            cached = self._local.put(cache_key, load_model(doc.to_artifact(version)))
         return cached.with_paused(table.stages.get(base.key, base).paused)
 
     def ruleset_specs(self, rulesets: Sequence[Any],
@@ -713,28 +498,12 @@ class Runtime:
         return len(self._table.stages)
 
     def resolve_project(self, ref: str) -> str:
-        """A project by name or by id (a name nothing serves yet is returned as it is; an
-        id must be one served)."""
-        for project, _ in self._table.stages:
-            if ref == project or ref == project_id(project):
-                return project
-        try:
-            uuid.UUID(ref)
-        except ValueError:
-            return ref
-        raise StageNotFound(f"no project with id {ref}")
+        """A project by name or by id (identity.resolve_project)."""
+        return identity.resolve_project(self._table, ref)
 
     def resolve_stage(self, project_ref: str, stage_ref: str) -> tuple[str, str]:
         """A served stage by project (name or id) and stage (name or id)."""
-        table = self._table
-        project = self.resolve_project(project_ref)
-        key = (project, stage_ref)
-        if key not in table.stages:
-            by_id = table.ids.get(stage_ref)
-            if by_id is None or by_id[0] != project:
-                raise StageNotFound(f"no stage {stage_ref!r} in project {project!r}")
-            key = by_id
-        return key
+        return identity.resolve_stage(self._table, project_ref, stage_ref)
 
     def registry_entry(self, key: tuple[str, str]) -> StageEntry:
         """A stage's registry entry (its versions); StageNotFound for a stage served from a
@@ -791,7 +560,7 @@ class Runtime:
             raise InvalidRequest("a local stage is created without rulesets; each invocation "
                                  "brings its own")
         spec = StageSpec(name=name, type=kind, description=description, fail_mode=mode)
-        doc = _new_document(project, spec, specs, _stage_metrics(specs, kind, metrics))
+        doc = new_document(project, spec, specs, stage_metrics(specs, kind, metrics))
         try:
             registry.publish([doc], create_only=True, paused=paused)
         except StageExists as exc:
@@ -837,7 +606,7 @@ class Runtime:
             raise InvalidRequest(f"stage {key[1]!r} is local: its rulesets arrive with each "
                                  "invocation")
         specs = self.ruleset_specs(prioritized_rulesets, current.catalog)
-        registry.publish([_document(current.artifact, specs)])
+        registry.publish([document(current.artifact, specs)])
         return self._changed(key)
 
     def _set_paused(self, paused: bool, project: str | None, stage_name: str | None,
@@ -865,35 +634,3 @@ class Runtime:
             if info is not None:
                 out.append(info)
         return out
-
-
-def _stage_metrics(rulesets: Sequence[RulesetSpec], kind: StageType,
-                   declared: Sequence[MetricSpec]) -> list[MetricSpec]:
-    """The catalog entries an artifact carries: the metrics its rules use, and for a local
-    stage every declared one (its invocations may use any)."""
-    catalog = {**BUILTIN_METRICS, **{m.name: m for m in declared}}
-    names = {r.metric for rs in rulesets for r in rs.rules}
-    if kind is StageType.LOCAL:
-        names |= {m.name for m in declared if not m.builtin}
-    return [catalog[n] for n in sorted(names)]
-
-
-def _new_document(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec],
-                  metrics: Sequence[MetricSpec]) -> ArtifactDocument:
-    return ArtifactDocument.from_document({
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "project": project,
-        "stage": stage.model_dump(mode="json"),
-        "compiler": {"name": "stageguard", "version": package_version()},
-        "metrics": [m.model_dump(mode="json") for m in sorted(metrics, key=lambda m: m.name)],
-        "rulesets": [r.model_dump(mode="json") for r in rulesets],
-        "source_map": None,
-    })
-
-
-def _document(base: Artifact, rulesets: Sequence[RulesetSpec]) -> ArtifactDocument:
-    """`base`'s stage with other rulesets (a central update, or a local invocation's); such
-    rulesets come from the API, so there is no source map to carry over."""
-    return _new_document(base.project, base.stage, rulesets,
-                         _stage_metrics(rulesets, base.stage.type, base.metrics))

@@ -1,0 +1,78 @@
+"""Stage and project identity: stable ids, and finding a served stage by name or by id.
+
+Ids are uuid5 values of the names, so every runtime and server over the same registry gives
+the same ones. One lookup serves the runtime's API and the service's paths alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import cache
+from typing import TYPE_CHECKING
+
+from stageguard.runtime.errors import InvalidRequest, StageNotFound
+
+if TYPE_CHECKING:
+    from stageguard.runtime.served import Snapshot
+
+_STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
+Key = tuple[str, str]
+
+
+def stage_id(project: str, name: str) -> str:
+    """Stable id of a stage: the same project and name give the same id everywhere."""
+    return str(uuid.uuid5(_STAGE_NAMESPACE, f"{project}/{name}"))
+
+
+@cache  # asked per request by the service; one entry per project served
+def project_id(project: str) -> str:
+    """Stable id of a project (Galileo addresses projects by id); never equal to a stage id,
+    since project names hold no `/`."""
+    return str(uuid.uuid5(_STAGE_NAMESPACE, project))
+
+
+def find_stage(snapshot: Snapshot, project: str | None, stage: str | None,
+               stage_ref: str | None) -> Key:
+    """The served stage an API call names: by id, or by name (with its project when the
+    name is in more than one)."""
+    if stage_ref is not None:
+        key = snapshot.ids.get(str(stage_ref))
+        if key is None:
+            raise StageNotFound(f"no stage with id {stage_ref}")
+        return key
+    if stage is None:
+        raise InvalidRequest("name a stage (stage_name or stage_id)")
+    if project is not None:
+        return (project, stage)
+    keys = snapshot.names.get(stage, ())
+    if len(keys) == 1:
+        return keys[0]
+    if not keys:
+        raise StageNotFound(f"no stage named {stage!r}")
+    raise InvalidRequest(f"stage name {stage!r} exists in projects "
+                         f"{', '.join(k[0] for k in keys)}; say which project")
+
+
+def resolve_project(snapshot: Snapshot, ref: str) -> str:
+    """A project by name or by id (a name nothing serves yet is returned as it is; an id
+    must be one served)."""
+    for project, _ in snapshot.stages:
+        if ref == project or ref == project_id(project):
+            return project
+    try:
+        uuid.UUID(ref)
+    except ValueError:
+        return ref
+    raise StageNotFound(f"no project with id {ref}")
+
+
+def resolve_stage(snapshot: Snapshot, project_ref: str, stage_ref: str) -> Key:
+    """A served stage by project (name or id) and stage (name or id), as a url names it."""
+    project = resolve_project(snapshot, project_ref)
+    key = (project, stage_ref)
+    if key not in snapshot.stages:
+        by_id = snapshot.ids.get(stage_ref)
+        if by_id is None or by_id[0] != project:
+            raise StageNotFound(f"no stage {stage_ref!r} in project {project!r}")
+        key = by_id
+    return key

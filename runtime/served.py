@@ -1,0 +1,143 @@
+"""What a runtime serves: stages loaded and compiled for deciding, the snapshot that holds
+them (replaced, never mutated, so a decision sees exactly one version), and the bounded
+caches of pinned versions and local rulesets."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from stageguard.runtime import collector
+from stageguard.runtime.catalog import BUILTIN_METRICS
+from stageguard.runtime.evaluate import Decider, compile_decider, compile_precomputed
+from stageguard.runtime.identity import stage_id
+from stageguard.runtime.model import Artifact, FailMode, MetricSpec, SourceMap
+from stageguard.runtime.registry import (
+    RegistryError,
+    load_artifact_for_serving,
+    parse_artifact_for_serving,
+)
+from stageguard.runtime.response import StageMetadata
+
+
+class Snapshot:
+    """An immutable snapshot of what a runtime serves, with its lookups."""
+
+    __slots__ = ("ids", "local_digests", "names", "stages", "versions")
+
+    def __init__(self, stages: dict[tuple[str, str], LoadedStage],
+                 versions: dict[tuple[str, str], tuple[int, ...]] | None = None,
+                 local_digests: dict[tuple[str, str], dict[str, int]] | None = None) -> None:
+        names: dict[str, list[tuple[str, str]]] = {}
+        for key in stages:
+            names.setdefault(key[1], []).append(key)
+        self.stages = stages
+        self.names = {n: tuple(v) for n, v in names.items()}
+        self.ids = {stage_id(*k): k for k in stages}
+        # Every version the registry lists per stage, as read with the stages themselves.
+        self.versions = versions or {}
+        # A local stage's recorded versions by content digest: an invocation's rulesets
+        # find theirs without reading the registry.
+        self.local_digests = local_digests or {}
+
+
+class LRU:
+    """A small thread-safe LRU map: pinned versions and local rulesets come from callers, so a
+    long-running service must not keep every one it has ever seen."""
+
+    __slots__ = ("_items", "_lock", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[object, LoadedStage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> LoadedStage | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: object, item: LoadedStage) -> LoadedStage:
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LoadedStage:
+    """A stage version ready to decide: validated values, a compiled decider, and what the
+    decision path needs precomputed (subscriptions per ruleset, metadata)."""
+
+    __slots__ = ("_source_map", "any_subscriptions", "artifact", "catalog", "decide",
+                 "decide_precomputed", "fail_closed", "key", "metadata", "paused", "rulesets",
+                 "subscriptions")
+
+    def __init__(self, artifact: Artifact, paused: bool = False,
+                 source_map: object = None) -> None:
+        self.artifact = artifact
+        # Validated on first use (explanations); deciding never needs it.
+        self._source_map: object = artifact.source_map if source_map is None else source_map
+        self.key = (artifact.project, artifact.stage.name)
+        self.paused = paused
+        self.rulesets = artifact.rulesets
+        self.fail_closed = artifact.stage.fail_mode is FailMode.CLOSED
+        self.decide: Decider = compile_decider(artifact.rulesets, self.fail_closed)
+        self.decide_precomputed = compile_precomputed(artifact.rulesets)
+        self.subscriptions = tuple(
+            tuple((s.url, frozenset(s.statuses)) for s in rs.action.subscriptions)
+            for rs in artifact.rulesets)
+        self.any_subscriptions = any(self.subscriptions)
+        self.catalog: dict[str, MetricSpec] = {**BUILTIN_METRICS,
+                                               **{m.name: m for m in artifact.metrics}}
+        self.metadata = StageMetadata(artifact.project, artifact.stage.name,
+                                      stage_id(*self.key), artifact.version,
+                                      artifact.stage.type.value)
+
+    @property
+    def source_map(self) -> SourceMap | None:
+        raw = self._source_map
+        if raw is None or isinstance(raw, SourceMap):
+            return raw
+        smap = SourceMap.model_validate(raw)
+        if not smap.fits(self.rulesets):
+            raise RegistryError(f"the source map of {self.key[0]}/{self.key[1]} "
+                                f"v{self.artifact.version} does not match its rulesets")
+        self._source_map = smap
+        return smap
+
+    def with_paused(self, paused: bool) -> LoadedStage:
+        """This stage in the given paused state (itself when that is already its state)."""
+        if paused == self.paused:
+            return self
+        clone = object.__new__(LoadedStage)
+        for name in LoadedStage.__slots__:
+            object.__setattr__(clone, name, getattr(self, name))
+        clone.paused = paused
+        return clone
+
+
+def load_path(path: Path, paused: bool = False) -> LoadedStage:
+    """Load, check and compile one artifact file for serving."""
+    with collector.paused():
+        artifact, source_map = load_artifact_for_serving(path)
+        return LoadedStage(artifact, paused, source_map)
+
+
+def load_bytes(raw: bytes, name: str, paused: bool) -> LoadedStage:
+    """Check and compile one artifact a store handed over, for serving."""
+    with collector.paused():
+        artifact, source_map = parse_artifact_for_serving(raw, name)
+        return LoadedStage(artifact, paused, source_map)
+
+
+def load_model(artifact: Artifact, paused: bool = False) -> LoadedStage:
+    with collector.paused():
+        return LoadedStage(artifact, paused)
