@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from stageguard.runtime import arguments, identity
-from stageguard.runtime.canonical import ArtifactDocument
-from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
-from stageguard.runtime.documents import document, new_document, stage_metrics
+from stageguard.runtime.catalog import canonical_name
+from stageguard.runtime.documents import document
 
 # Re-exported: callers have always imported these from here.
 from stageguard.runtime.errors import (
@@ -45,22 +44,19 @@ from stageguard.runtime.galileo import rulesets_from_galileo
 from stageguard.runtime.identity import project_id as project_id
 from stageguard.runtime.identity import stage_id as stage_id
 from stageguard.runtime.local_versions import LocalRecorder
+from stageguard.runtime.management import StageInfo as StageInfo
+from stageguard.runtime.management import StageManagement
 from stageguard.runtime.model import (
     ActionType,
     Artifact,
-    FailMode,
     MetricSpec,
     RulesetSpec,
-    StageSpec,
     StageType,
     Status,
-    identifier_problem,
 )
 from stageguard.runtime.registry import (
     Registry,
     RegistryError,
-    StageEntry,
-    StageExists,
     VersionNotFound,
 )
 from stageguard.runtime.resolution import Resolution
@@ -89,21 +85,6 @@ class Payload:
 
 
 @dataclass(frozen=True, slots=True)
-class StageInfo:
-    """What `get_stage` tells: Galileo's stage fields plus stageguard's versions."""
-
-    id: str
-    name: str
-    project: str
-    type: StageType
-    description: str | None
-    paused: bool
-    version: int
-    versions: tuple[int, ...]
-    fail_mode: FailMode
-
-
-@dataclass(frozen=True, slots=True)
 class NotifierStats:
     """Webhook delivery so far: POSTs delivered, notifications given up, and in flight."""
 
@@ -112,7 +93,7 @@ class NotifierStats:
     pending: int = 0
 
 
-class Runtime:
+class Runtime(StageManagement):
     """Serves stages from a registry (hot-reloaded) and/or artifact files."""
 
     def __init__(self, registry: str | os.PathLike[str] | RegistryStore | None = None, *,
@@ -505,132 +486,6 @@ class Runtime:
         """A served stage by project (name or id) and stage (name or id)."""
         return identity.resolve_stage(self._table, project_ref, stage_ref)
 
-    def registry_entry(self, key: tuple[str, str]) -> StageEntry:
-        """A stage's registry entry (its versions); StageNotFound for a stage served from a
-        file."""
-        entry = self.require_registry().stage_entry(*key)
-        if entry is None:
-            raise StageNotFound(f"stage {key[1]!r} is not in the registry")
-        return entry
-
-    def artifact_bytes(self, key: tuple[str, str], version: int) -> tuple[bytes, str]:
-        """A version's artifact file, byte for byte, with its digest (as the index has it)."""
-        found = next((v for v in self.registry_entry(key).versions if v.version == version),
-                     None)
-        if found is None:
-            raise StageNotFound(f"stage {key[1]!r} has no version {version}")
-        registry = self.require_registry()
-        return registry.read_bytes(found), found.digest
-
-    def publish(self, doc: ArtifactDocument) -> tuple[bool, StageInfo]:
-        """Record `doc` as its stage's next version (nothing when it equals the latest) and
-        serve it at once: (whether a version was made, how the stage now stands)."""
-        (published,) = self.require_registry().publish([doc])
-        return published.created, self._changed((doc.project, doc.stage))
-
     @property
     def webhook_allow_hosts(self) -> frozenset[str] | None:
         return self._allow_hosts
-
-    # ---- management API (names as in Galileo Protect) --------------------------------------
-
-    def require_registry(self) -> RegistryStore:
-        if self.registry is None:
-            raise InvalidRequest("this runtime serves artifact files; stage management needs "
-                                 "a registry")
-        return self.registry
-
-    def create_stage(self, name: str, *, project: str, type: StageType | str = StageType.CENTRAL,
-                     description: str | None = None, paused: bool = False,
-                     prioritized_rulesets: Sequence[Any] | None = None,
-                     fail_mode: FailMode | str = FailMode.OPEN,
-                     metrics: Sequence[MetricSpec] = ()) -> StageInfo:
-        registry = self.require_registry()
-        for what, value in (("project", project), ("stage name", name)):
-            problem = identifier_problem(what, value)
-            if problem:
-                raise InvalidRequest(problem)
-        try:
-            kind, mode = StageType(type), FailMode(fail_mode)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        catalog = {**BUILTIN_METRICS, **{m.name: m for m in metrics}}
-        specs = self.ruleset_specs(prioritized_rulesets or [], catalog)
-        if kind is StageType.LOCAL and specs:
-            raise InvalidRequest("a local stage is created without rulesets; each invocation "
-                                 "brings its own")
-        spec = StageSpec(name=name, type=kind, description=description, fail_mode=mode)
-        doc = new_document(project, spec, specs, stage_metrics(specs, kind, metrics))
-        try:
-            registry.publish([doc], create_only=True, paused=paused)
-        except StageExists as exc:
-            raise StageConflict(str(exc)) from None
-        except RegistryError as exc:
-            raise InvalidRequest(str(exc)) from None
-        return self._changed((project, name))
-
-    def get_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                  stage_id: str | None = None) -> StageInfo | None:
-        """The stage by name (and project) or id; None when there is none."""
-        self.refresh()
-        try:
-            key = self._key(project, stage_name, stage_id)
-        except (StageNotFound, InvalidRequest):
-            return None
-        table = self._table
-        loaded = table.stages.get(key)
-        if loaded is None:
-            return None
-        art = loaded.artifact
-        return StageInfo(id=loaded.metadata.stage_id, name=key[1], project=key[0],
-                         type=art.stage.type, description=art.stage.description,
-                         paused=loaded.paused, version=art.version,
-                         versions=table.versions.get(key, (art.version,)),
-                         fail_mode=art.stage.fail_mode)
-
-    def _changed(self, key: tuple[str, str]) -> StageInfo:
-        """After this runtime changed the registry: reload, and say how the stage stands."""
-        self.refresh(force=True)
-        info = self.get_stage(project=key[0], stage_name=key[1])
-        assert info is not None
-        return info
-
-    def update_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                     stage_id: str | None = None,
-                     prioritized_rulesets: Sequence[Any]) -> StageInfo:
-        """A central stage's new rulesets become its next version (unless identical)."""
-        registry = self.require_registry()
-        key = self._key(project, stage_name, stage_id)
-        current = self._stage(key, None)
-        if current.artifact.stage.type is not StageType.CENTRAL:
-            raise InvalidRequest(f"stage {key[1]!r} is local: its rulesets arrive with each "
-                                 "invocation")
-        specs = self.ruleset_specs(prioritized_rulesets, current.catalog)
-        registry.publish([document(current.artifact, specs)])
-        return self._changed(key)
-
-    def _set_paused(self, paused: bool, project: str | None, stage_name: str | None,
-                    stage_id: str | None) -> StageInfo:
-        registry = self.require_registry()
-        key = self._key(project, stage_name, stage_id)
-        try:
-            registry.set_paused(*key, paused)
-        except RegistryError as exc:
-            raise StageNotFound(str(exc)) from None
-        return self._changed(key)
-
-    def pause_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                    stage_id: str | None = None) -> StageInfo:
-        return self._set_paused(True, project, stage_name, stage_id)
-
-    def resume_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                     stage_id: str | None = None) -> StageInfo:
-        return self._set_paused(False, project, stage_name, stage_id)
-
-    def stages(self) -> list[StageInfo]:
-        out = []
-        for project, name in sorted(self._table.stages):
-            info = self.get_stage(project=project, stage_name=name)
-            if info is not None:
-                out.append(info)
-        return out
