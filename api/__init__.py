@@ -17,13 +17,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stageguard.compiler.rulesets import PolicyError, rulesets_from_source
-from stageguard.runtime.engine import Runtime, StageInfo
+from stageguard.runtime.engine import DEFAULT_TIMEOUT, Runtime, StageInfo
 from stageguard.runtime.errors import InvalidRequest
-from stageguard.runtime.model import MetricSpec
+from stageguard.runtime.model import FailMode, MetricSpec, StageType
 from stageguard.runtime.response import Response
 
 __all__ = ["PolicyError", "Protect", "configure", "create_stage", "get_stage", "invoke",
            "pause_stage", "resume_stage", "rulesets_from_source", "update_stage"]
+
+
+Rulesets = str | Sequence[Any]  # stageguard `ruleset` blocks, or Galileo-shaped rulesets
 
 
 class Protect:
@@ -31,60 +34,84 @@ class Protect:
 
     def __init__(self, registry: str | os.PathLike[str] | None = None,
                  runtime: Runtime | None = None, **runtime_kwargs: Any) -> None:
+        """Over `runtime`, or a new `Runtime(registry, **runtime_kwargs)`."""
         self.runtime = runtime or Runtime(registry, **runtime_kwargs)
 
-    def _rulesets(self, rulesets: str | Sequence[Any] | None,
+    def _rulesets(self, rulesets: Rulesets | None,
                   metrics: Sequence[MetricSpec]) -> Sequence[Any] | None:
         if isinstance(rulesets, str):
             return rulesets_from_source(rulesets, metrics)
         return rulesets
 
-    def create_stage(self, name: str, *, project: str,
-                     prioritized_rulesets: str | Sequence[Any] | None = None,
-                     metrics: Sequence[MetricSpec] = (), **kwargs: Any) -> StageInfo:
+    def create_stage(self, name: str, *, project: str, type: StageType | str = StageType.CENTRAL,
+                     description: str | None = None, paused: bool = False,
+                     prioritized_rulesets: Rulesets | None = None,
+                     fail_mode: FailMode | str = FailMode.OPEN,
+                     metrics: Sequence[MetricSpec] = ()) -> StageInfo:
+        """Create stage `name` in `project` as version 1 (StageConflict when it exists).
+        A local stage is created without rulesets; `metrics` declares the custom metrics the
+        rulesets may use."""
         return self.runtime.create_stage(
-            name, project=project, metrics=metrics,
-            prioritized_rulesets=self._rulesets(prioritized_rulesets, metrics), **kwargs)
+            name, project=project, type=type, description=description, paused=paused,
+            fail_mode=fail_mode, metrics=metrics,
+            prioritized_rulesets=self._rulesets(prioritized_rulesets, metrics))
 
-    def update_stage(self, *, prioritized_rulesets: str | Sequence[Any],
-                     **kwargs: Any) -> StageInfo:
-        metrics = self._stage_metrics(kwargs)
+    def update_stage(self, *, prioritized_rulesets: Rulesets, project: str | None = None,
+                     stage_name: str | None = None, stage_id: str | None = None) -> StageInfo:
+        """A central stage's new rulesets become its next version (none when identical)."""
+        metrics = self._stage_metrics(project, stage_name, stage_id)
         return self.runtime.update_stage(
-            prioritized_rulesets=self._rulesets(prioritized_rulesets, metrics) or [], **kwargs)
+            project=project, stage_name=stage_name, stage_id=stage_id,
+            prioritized_rulesets=self._rulesets(prioritized_rulesets, metrics) or [])
 
     def invoke(self, payload: Mapping[str, Any], *, stage_name: str | None = None,
-               prioritized_rulesets: str | Sequence[Any] | None = None,
-               **kwargs: Any) -> Response:
-        lookup = {"project": kwargs.get("project"), "stage_name": stage_name,
-                  "stage_id": kwargs.get("stage_id")}
-        metrics = self._stage_metrics(lookup) if isinstance(prioritized_rulesets, str) else ()
-        return self.runtime.invoke(payload, stage_name,
+               project: str | None = None, stage_id: str | None = None,
+               version: int | None = None, prioritized_rulesets: Rulesets | None = None,
+               timeout: float = DEFAULT_TIMEOUT, metadata: Mapping[str, str] | None = None,
+               headers: Mapping[str, str] | None = None,
+               allow_subscriptions: bool = True) -> Response:
+        """Decide one payload with a stage (see `Runtime.invoke`); a local stage's rulesets
+        may be source text, with diagnostics pointing into it (PolicyError)."""
+        metrics = (self._stage_metrics(project, stage_name, stage_id)
+                   if isinstance(prioritized_rulesets, str) else ())
+        return self.runtime.invoke(payload, stage_name, project=project, stage_id=stage_id,
+                                   version=version,
                                    rulesets=self._rulesets(prioritized_rulesets, metrics),
-                                   **kwargs)
+                                   timeout=timeout, metadata=metadata, headers=headers,
+                                   allow_subscriptions=allow_subscriptions)
 
-    def _stage_metrics(self, lookup: Mapping[str, Any]) -> Sequence[MetricSpec]:
+    def _stage_metrics(self, project: str | None, stage_name: str | None,
+                       stage_id: str | None) -> Sequence[MetricSpec]:
         try:
-            return self.runtime.artifact(project=lookup.get("project"),
-                                         stage_name=lookup.get("stage_name"),
-                                         stage_id=lookup.get("stage_id")).metrics
+            return self.runtime.artifact(project=project, stage_name=stage_name,
+                                         stage_id=stage_id).metrics
         except LookupError:
             return ()  # the runtime's own call reports the missing stage
 
-    def get_stage(self, **kwargs: Any) -> StageInfo | None:
-        return self.runtime.get_stage(**kwargs)
+    def get_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                  stage_id: str | None = None) -> StageInfo | None:
+        """The stage by name (and project) or id; None when there is none."""
+        return self.runtime.get_stage(project=project, stage_name=stage_name,
+                                      stage_id=stage_id)
 
-    def pause_stage(self, **kwargs: Any) -> StageInfo:
-        return self.runtime.pause_stage(**kwargs)
+    def pause_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                    stage_id: str | None = None) -> StageInfo:
+        """Pause a stage: its invocations answer `paused` until it is resumed."""
+        return self.runtime.pause_stage(project=project, stage_name=stage_name,
+                                        stage_id=stage_id)
 
-    def resume_stage(self, **kwargs: Any) -> StageInfo:
-        return self.runtime.resume_stage(**kwargs)
+    def resume_stage(self, *, project: str | None = None, stage_name: str | None = None,
+                     stage_id: str | None = None) -> StageInfo:
+        """Resume a paused stage."""
+        return self.runtime.resume_stage(project=project, stage_name=stage_name,
+                                         stage_id=stage_id)
 
 
 _default: Protect | None = None
 
 
 def configure(registry: str | os.PathLike[str], **runtime_kwargs: Any) -> Protect:
-    """Point the module-level functions at a registry."""
+    """Point the module-level functions at a registry (`runtime_kwargs` go to `Runtime`)."""
     global _default
     if _default is not None:
         _default.runtime.close()
@@ -98,25 +125,49 @@ def _protect() -> Protect:
     return _default
 
 
-def create_stage(name: str, **kwargs: Any) -> StageInfo:
-    return _protect().create_stage(name, **kwargs)
+def create_stage(name: str, *, project: str, type: StageType | str = StageType.CENTRAL,
+                 description: str | None = None, paused: bool = False,
+                 prioritized_rulesets: Rulesets | None = None,
+                 fail_mode: FailMode | str = FailMode.OPEN,
+                 metrics: Sequence[MetricSpec] = ()) -> StageInfo:
+    """`Protect.create_stage` on the configured registry."""
+    return _protect().create_stage(name, project=project, type=type, description=description,
+                                   paused=paused, prioritized_rulesets=prioritized_rulesets,
+                                   fail_mode=fail_mode, metrics=metrics)
 
 
-def get_stage(**kwargs: Any) -> StageInfo | None:
-    return _protect().get_stage(**kwargs)
+def get_stage(*, project: str | None = None, stage_name: str | None = None,
+              stage_id: str | None = None) -> StageInfo | None:
+    """`Protect.get_stage` on the configured registry."""
+    return _protect().get_stage(project=project, stage_name=stage_name, stage_id=stage_id)
 
 
-def update_stage(**kwargs: Any) -> StageInfo:
-    return _protect().update_stage(**kwargs)
+def update_stage(*, prioritized_rulesets: Rulesets, project: str | None = None,
+                 stage_name: str | None = None, stage_id: str | None = None) -> StageInfo:
+    """`Protect.update_stage` on the configured registry."""
+    return _protect().update_stage(prioritized_rulesets=prioritized_rulesets, project=project,
+                                   stage_name=stage_name, stage_id=stage_id)
 
 
-def pause_stage(**kwargs: Any) -> StageInfo:
-    return _protect().pause_stage(**kwargs)
+def pause_stage(*, project: str | None = None, stage_name: str | None = None,
+                stage_id: str | None = None) -> StageInfo:
+    """`Protect.pause_stage` on the configured registry."""
+    return _protect().pause_stage(project=project, stage_name=stage_name, stage_id=stage_id)
 
 
-def resume_stage(**kwargs: Any) -> StageInfo:
-    return _protect().resume_stage(**kwargs)
+def resume_stage(*, project: str | None = None, stage_name: str | None = None,
+                 stage_id: str | None = None) -> StageInfo:
+    """`Protect.resume_stage` on the configured registry."""
+    return _protect().resume_stage(project=project, stage_name=stage_name, stage_id=stage_id)
 
 
-def invoke(payload: Mapping[str, Any], **kwargs: Any) -> Response:
-    return _protect().invoke(payload, **kwargs)
+def invoke(payload: Mapping[str, Any], *, stage_name: str | None = None,
+           project: str | None = None, stage_id: str | None = None, version: int | None = None,
+           prioritized_rulesets: Rulesets | None = None, timeout: float = DEFAULT_TIMEOUT,
+           metadata: Mapping[str, str] | None = None,
+           headers: Mapping[str, str] | None = None) -> Response:
+    """`Protect.invoke` on the configured registry."""
+    return _protect().invoke(payload, stage_name=stage_name, project=project,
+                             stage_id=stage_id, version=version,
+                             prioritized_rulesets=prioritized_rulesets, timeout=timeout,
+                             metadata=metadata, headers=headers)

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from stageguard.api import Protect
+from typing import TYPE_CHECKING, Any
 
 from stageguard.runtime.engine import InvalidRequest, Payload, StageInfo, StageNotFound
 from stageguard.runtime.galileo import ruleset_to_galileo
@@ -33,6 +30,7 @@ from stageguard.runtime.model import (
 from stageguard.runtime.response import (
     ActionResult,
     MetricResult,
+    Response,
     RuleResult,
     RulesetResult,
     StageMetadata,
@@ -42,6 +40,9 @@ from stageguard.runtime.response import (
 __all__ = ["AuthError", "Client", "Payload", "RemoteError", "RemoteResponse",
            "ServiceUnavailable", "Status", "configure", "connect", "create_stage", "get_stage",
            "invoke", "pause_stage", "resume_stage", "update_stage"]
+
+if TYPE_CHECKING:
+    from stageguard.api import Protect
 
 
 class RemoteError(InvalidRequest):
@@ -319,17 +320,6 @@ class Client:
         return dict(self._call("POST", f"/stages/{name}/source", json=body))
 
 
-class Protection(Protocol):
-    """What both `Client` and the embedded `stageguard.api.Protect` offer."""
-
-    def invoke(self, payload: Mapping[str, Any], **kwargs: Any) -> Any: ...
-    def create_stage(self, name: str, **kwargs: Any) -> StageInfo: ...
-    def get_stage(self, **kwargs: Any) -> StageInfo | None: ...
-    def update_stage(self, **kwargs: Any) -> StageInfo: ...
-    def pause_stage(self, **kwargs: Any) -> StageInfo: ...
-    def resume_stage(self, **kwargs: Any) -> StageInfo: ...
-
-
 def connect(target: str | os.PathLike[str], token: str | None = None,
             **kwargs: Any) -> Client | Protect:
     """A url gives a `Client`; a registry directory gives the embedded runtime."""
@@ -360,25 +350,49 @@ def _target() -> Client | Protect:
     return _default
 
 
-def invoke(payload: Mapping[str, Any], **kwargs: Any) -> Any:
-    return _target().invoke(payload, **kwargs)
+def invoke(payload: Payload | Mapping[str, Any], *, stage_name: str | None = None,
+           project: str | None = None, stage_id: str | None = None, version: int | None = None,
+           prioritized_rulesets: str | Sequence[Any] | None = None, timeout: float = 300.0,
+           metadata: Mapping[str, str] | None = None,
+           headers: Mapping[str, str] | None = None) -> Response | RemoteResponse:
+    """Decide one payload with a stage, on the configured server or registry."""
+    return _target().invoke(payload if isinstance(payload, Mapping) else _payload(payload),
+                            stage_name=stage_name, project=project, stage_id=stage_id,
+                            version=version, prioritized_rulesets=prioritized_rulesets,
+                            timeout=timeout, metadata=metadata, headers=headers)
 
 
-def create_stage(name: str, **kwargs: Any) -> StageInfo:
-    return _target().create_stage(name, **kwargs)
+def create_stage(name: str, *, project: str, type: StageType | str = "central",
+                 description: str | None = None, paused: bool = False,
+                 prioritized_rulesets: str | Sequence[Any] | None = None,
+                 fail_mode: FailMode | str = "open",
+                 metrics: Sequence[MetricSpec] = ()) -> StageInfo:
+    """Create a stage (version 1) on the configured server or registry."""
+    return _target().create_stage(name, project=project, type=type, description=description,
+                                  paused=paused, prioritized_rulesets=prioritized_rulesets,
+                                  fail_mode=fail_mode, metrics=metrics)
 
 
-def get_stage(**kwargs: Any) -> StageInfo | None:
-    return _target().get_stage(**kwargs)
+def get_stage(*, project: str | None = None, stage_name: str | None = None,
+              stage_id: str | None = None) -> StageInfo | None:
+    """The stage by name (and project) or id; None when there is none."""
+    return _target().get_stage(project=project, stage_name=stage_name, stage_id=stage_id)
 
 
-def update_stage(**kwargs: Any) -> StageInfo:
-    return _target().update_stage(**kwargs)
+def update_stage(*, prioritized_rulesets: str | Sequence[Any], project: str | None = None,
+                 stage_name: str | None = None, stage_id: str | None = None) -> StageInfo:
+    """A central stage's new rulesets become its next version (none when identical)."""
+    return _target().update_stage(prioritized_rulesets=prioritized_rulesets, project=project,
+                                  stage_name=stage_name, stage_id=stage_id)
 
 
-def pause_stage(**kwargs: Any) -> StageInfo:
-    return _target().pause_stage(**kwargs)
+def pause_stage(*, project: str | None = None, stage_name: str | None = None,
+                stage_id: str | None = None) -> StageInfo:
+    """Pause a stage: its invocations answer `paused` until it is resumed."""
+    return _target().pause_stage(project=project, stage_name=stage_name, stage_id=stage_id)
 
 
-def resume_stage(**kwargs: Any) -> StageInfo:
-    return _target().resume_stage(**kwargs)
+def resume_stage(*, project: str | None = None, stage_name: str | None = None,
+                 stage_id: str | None = None) -> StageInfo:
+    """Resume a paused stage."""
+    return _target().resume_stage(project=project, stage_name=stage_name, stage_id=stage_id)
