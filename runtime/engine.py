@@ -114,7 +114,6 @@ class Runtime(StageManagement):
             self._webhook_policy = WebhookPolicy.of(webhook_allow_hosts, webhook_allow_networks)
         except ValueError as exc:
             raise InvalidRequest(f"webhook_allow_networks: {exc}") from None
-        self._allow_hosts = self._webhook_policy.allow_hosts
         self.deliver_webhooks = deliver_webhooks
         self._scorer_threads = scorer_threads
         self._executor: ThreadPoolExecutor | None = None
@@ -486,6 +485,3 @@ class Runtime(StageManagement):
         """A served stage by project (name or id) and stage (name or id)."""
         return identity.resolve_stage(self._table, project_ref, stage_ref)
 
-    @property
-    def webhook_allow_hosts(self) -> frozenset[str] | None:
-        return self._allow_hosts

@@ -115,13 +115,6 @@ class WebhookPolicy:
         return self.allow_hosts is not None and host.lower() in self.allow_hosts
 
 
-def url_allowed(url: str, allow_hosts: frozenset[str] | None,
-                allow_networks: tuple[Network, ...] = ()) -> bool:
-    """An http(s) url with a host that `WebhookPolicy(allow_hosts, allow_networks)`
-    accepts."""
-    return WebhookPolicy(allow_hosts, allow_networks).url_problem(url) is None
-
-
 # A lookup cannot be cancelled, so it runs here and the delivery waits at most its deadline:
 # a resolver that hangs costs a few of these threads, never the delivery workers.
 _RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stageguard-resolve")
@@ -183,16 +176,12 @@ class Notifier:
         self.retries = retries
         self.backoff = backoff
         self.policy = policy or WebhookPolicy.of(allow_hosts, allow_networks)
-        self.allow_hosts = self.policy.allow_hosts
         self.user_agent = user_agent
         self._work: WorkQueue[Delivery] = WorkQueue(self._deliver, name="stageguard-webhook",
                                                     workers=workers, max_queue=max_queue)
         self._lock = threading.Lock()
         self.sent = 0
         self.dropped = 0
-
-    def allowed(self, url: str) -> bool:
-        return self.policy.url_problem(url) is None
 
     def send(self, url: str, body: Callable[[], dict[str, Any]], trace_id: str = "") -> bool:
         """Queue one POST; False (and a log line) when it is refused or the queue is full."""
