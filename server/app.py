@@ -301,8 +301,8 @@ def metric_specs(metrics: list[MetricIn]) -> list[MetricSpec]:
 
 
 async def _known_query(request: Request) -> None:
-    """Unknown query parameters are refused like unknown body fields: a misspelt `?pause=`
-    must not be a silently ignored setting."""
+    """Unknown or repeated query parameters are refused like unknown body fields: a
+    misspelt `?pause=` must not be a silently ignored setting."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None or not request.query_params:
@@ -311,10 +311,14 @@ async def _known_query(request: Request) -> None:
     for dep in dependant.dependencies:
         known |= {p.alias for p in dep.query_params}
     unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        raise RequestValidationError([{
-            "loc": ("query", name), "msg": "unknown query parameter",
-            "type": "extra_forbidden"} for name in unknown])
+    # Every parameter here takes one value; given twice, which one counts is a guess.
+    repeated = sorted(n for n in known if len(request.query_params.getlist(n)) > 1)
+    if unknown or repeated:
+        raise RequestValidationError([
+            *({"loc": ("query", name), "msg": "unknown query parameter",
+               "type": "extra_forbidden"} for name in unknown),
+            *({"loc": ("query", name), "msg": "given more than once; it takes one value",
+               "type": "repeated"} for name in repeated)])
 
 
 def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:

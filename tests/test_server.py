@@ -629,6 +629,11 @@ def test_unknown_query_parameters_are_refused(admin: httpx.Client) -> None:
     resp = admin.put("/projects/support_bot/stages/input_guard", params={"paused": "true"})
     assert resp.status_code == 422
     assert ["query", "paused"] in [d["loc"] for d in resp.json()["detail"]]
+    # Found by schemathesis: a repeated parameter used to count with its last value.
+    twice = admin.get("/projects/support_bot/stages",
+                      params=[("stage_name", "{bad}"), ("stage_name", "input_guard")])
+    assert twice.status_code == 422
+    assert twice.json()["detail"][0]["loc"] == ["query", "stage_name"]
 
 
 def test_lone_surrogates_in_metadata_or_published_source_are_422(admin: httpx.Client) -> None:
