@@ -348,7 +348,9 @@ def parse_rulesets(text: str, path: str = "<rulesets>") -> ParseResult:
 
 
 def _parse(text: str, path: str, start: str) -> ParseResult:
-    too_big = limits.over("source", len(text.encode("utf-8", "surrogatepass")))
+    # Bytes as stored; an ASCII text (the usual case) is not copied to count them.
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    too_big = limits.over("source", size)
     if too_big:
         span = Span(path, 0, 0, 1, 1, 1, 1)
         return ParseResult(None, (error("SG0008", "this file is too large to read", span,

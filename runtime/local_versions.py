@@ -64,10 +64,10 @@ class LocalRecorder:
     def _write(self, key: Key, doc: ArtifactDocument) -> None:
         assert self.registry is not None
         entry = self.registry.stage_entry(*key)
-        recorded = len(entry.versions) - 1 if entry is not None else 0  # v1 is the definition
-        if entry is not None and any(v.digest == doc.digest for v in entry.versions):
-            recorded = -1  # already there: only its number is missing here
-        if recorded >= self.cap:
+        versions = entry.versions if entry is not None else []
+        recorded = len(versions) - 1  # v1 is the definition itself
+        already = any(v.digest == doc.digest for v in versions)  # only its number is missing
+        if not already and recorded >= self.cap:
             with self._lock:
                 self.skipped += 1
             log.warning("local stage %s/%s already records %d versions (the cap); these "
