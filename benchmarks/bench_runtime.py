@@ -29,9 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stageguard.compiler.pipeline import compile_text
-from stageguard.runtime.engine import Runtime, _load, _loaded
+from stageguard.runtime.engine import Runtime
+from stageguard.runtime.evaluate import statuses_of
 from stageguard.runtime.model import Status
 from stageguard.runtime.registry import Registry
+from stageguard.runtime.served import load_model as _loaded
+from stageguard.runtime.served import load_path as _load
 
 T, NT = Status.TRIGGERED, Status.NOT_TRIGGERED
 
@@ -193,7 +196,7 @@ def main() -> int:
         result = compile_text(STAGE, "bench.sg")
         Registry(reg).publish(result.artifacts)
         rt = Runtime(reg, rng=random.Random(1))
-        loaded = rt._stage(("bench", "guard"), None)
+        loaded = _loaded(rt.artifact(project="bench", stage_name="guard"))
         decide = loaded.decide
         quick = loaded.decide_precomputed
         assert quick is not None
@@ -202,15 +205,20 @@ def main() -> int:
         normalised = [{k: tuple(v) if isinstance(v, list) else v for k, v in m.items()}
                       for m in payloads]
         for m, n in zip(payloads, normalised, strict=True):  # same answers, or no benchmark
-            assert decide(dict(n), lambda name: None) == if_chain(m) == quick(n)
+            assert statuses_of(decide(dict(n), lambda name: None)) == if_chain(m) == \
+                statuses_of(quick(n))
 
         def invoke(m: dict[str, object]) -> object:
             return rt.invoke({"output": "the answer", "metrics": m}, "guard")
+
+        def invoke_json(m: dict[str, object]) -> object:
+            return rt.invoke({"output": "the answer", "metrics": m}, "guard").to_json()
 
         chain_ns = total_ns(if_chain, payloads)
         fast_ns = total_ns(quick, normalised)
         general_ns = total_ns(decide, normalised, second=_no_resolve)
         invoke_calls = per_call_ns(invoke, payloads)
+        json_calls = per_call_ns(invoke_json, payloads)
         chain_calls = per_call_ns(if_chain, payloads)
         fast_calls = per_call_ns(quick, normalised)
         triggered = sum(1 for m in payloads if T in if_chain(m))
@@ -226,6 +234,9 @@ def main() -> int:
         print(f"  full invoke()         : median {inv_med:6.2f} us  p90 "
               f"{pct(invoke_calls, 0.9) / 1000:.2f} us  p99 {pct(invoke_calls, 0.99) / 1000:.2f}"
               f" us  (target median <= 10 us)")
+        json_med = statistics.median(json_calls) / 1000
+        print(f"  invoke() + to_json()  : median {json_med:6.2f} us  p90 "
+              f"{pct(json_calls, 0.9) / 1000:.2f} us  ({json_med / inv_med:.1f}x invoke() alone)")
         ok &= fast_ns / chain_ns <= 2.0 and inv_med <= 10.0
 
         print("scaling (rulesets of two score rules each; general decider: generated code up to "

@@ -13,7 +13,7 @@ import random as _random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,12 @@ from stageguard.runtime.errors import (
 from stageguard.runtime.errors import (
     SubscriptionsNotAllowed as SubscriptionsNotAllowed,
 )
-from stageguard.runtime.evaluate import InvalidValue, normalise_value, stage_status
+from stageguard.runtime.evaluate import (
+    InvalidValue,
+    Outcomes,
+    normalise_value,
+    outcomes_status,
+)
 from stageguard.runtime.galileo import rulesets_from_galileo
 from stageguard.runtime.identity import project_id as project_id
 from stageguard.runtime.identity import stage_id as stage_id
@@ -71,6 +76,23 @@ log = logging.getLogger("stageguard.runtime")
 
 DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
 _T = Status.TRIGGERED
+
+
+class _Once:
+    """A body built on first call, in whichever webhook worker gets there first."""
+
+    __slots__ = ("_build", "_lock", "_value")
+
+    def __init__(self, build: Callable[[], bytes]) -> None:
+        self._build: Callable[[], bytes] | None = build
+        self._lock = threading.Lock()
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        with self._lock:
+            if self._build is not None:
+                self._value, self._build = self._build(), None
+            return self._value
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +369,7 @@ class Runtime(StageManagement):
         loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
         if rulesets is not None:
             loaded = self._local_stage(loaded, rulesets, allow_subscriptions, table)
-        statuses: tuple[Status, ...] = ()
+        outcomes: Outcomes = ()
         values: dict[str, object] | None = None
         resolution = None
         action = None
@@ -377,33 +399,33 @@ class Runtime(StageManagement):
                                         text_out, metadata, started + timeout, timeout,
                                         values)
                 found = loaded.decide(values, resolution.resolve)
-            statuses = found
-            if _T in statuses:
+            outcomes = found
+            if _T in outcomes:
                 status = _T
-                winner = loaded.rulesets[statuses.index(_T)].action
+                winner = loaded.rulesets[outcomes.index(_T)].action
                 if winner.type is ActionType.OVERRIDE:
                     text = self.random.choice(winner.choices)  # type: ignore[arg-type]
                 action = ActionResult(winner.type, text)
             else:
-                status = stage_status(statuses)
+                status = outcomes_status(outcomes)
         response_at = time.time_ns()
         response = Response(
             text, status,
             TraceMetadata(str(uuid.UUID(bytes=os.urandom(16), version=4)), received,
                           response_at, time.perf_counter() - started),
-            action, loaded.metadata, metadata, headers, loaded, statuses, values,
+            action, loaded.metadata, metadata, headers, loaded.results, outcomes, values,
             resolution.timings if resolution is not None else None)
-        if loaded.any_subscriptions and statuses and self.deliver_webhooks:
-            self._notify(loaded, statuses, response)
+        if loaded.any_subscriptions and outcomes and self.deliver_webhooks:
+            self._notify(loaded, response)
         return response
 
-    def _notify(self, loaded: LoadedStage, statuses: tuple[Status, ...],
-                response: Response) -> None:
+    def _notify(self, loaded: LoadedStage, response: Response) -> None:
         notifier = self.notifier
-        for subs, status in zip(loaded.subscriptions, statuses, strict=True):
+        body = _Once(response.to_json_bytes)  # one encoding for every webhook of a decision
+        for subs, status in zip(loaded.subscriptions, response.ruleset_statuses, strict=True):
             for url, wanted in subs:
                 if status in wanted:
-                    notifier.send(url, response.to_dict, response.trace_metadata.id)
+                    notifier.send(url, body, response.trace_metadata.id)
 
     # ---- local stages ----------------------------------------------------------------------
 

@@ -106,6 +106,47 @@ def rule_holds(operator: Operator, target: object, value: Value) -> bool:
 
 
 Getter = Callable[[str], "Value | Failure"]
+# What a decision computed, one entry per ruleset in priority order, saying its status and
+# where it stopped (so per-rule results are a lookup, never a second evaluation):
+#   Status.TRIGGERED      every rule held (or, fail closed, failed);
+#   int j                 not triggered: rule j was the first false rule;
+#   (Status, int j)       rule j's metric failed (timeout, failed or error), fail open.
+# Rules before the stop held, the rule at the stop ended the ruleset, later rules were not
+# reached. This shape costs the compiled deciders nothing over statuses alone: each entry is
+# one constant, and `Status.TRIGGERED in outcomes` still finds the winner in C.
+Outcome = Status | int | tuple[Status, int]
+Outcomes = tuple[Outcome, ...]
+
+
+def outcome_status(outcome: Outcome) -> Status:
+    if isinstance(outcome, int):
+        return Status.NOT_TRIGGERED
+    if isinstance(outcome, tuple):
+        return outcome[0]
+    return outcome
+
+
+def outcome_stop(outcome: Outcome, rules: int) -> int:
+    """The index of the rule that ended the ruleset; `rules` (its length) when it triggered."""
+    if isinstance(outcome, int):
+        return outcome
+    if isinstance(outcome, tuple):
+        return outcome[1]
+    return rules
+
+
+def statuses_of(outcomes: Outcomes) -> tuple[Status, ...]:
+    return tuple(outcome_status(o) for o in outcomes)
+
+
+def outcomes_status(outcomes: Outcomes) -> Status:
+    """`stage_status` of the outcomes' statuses, without decoding each one: a large stage
+    where nothing triggered or failed (the usual case) is answered by scans in C."""
+    if Status.TRIGGERED in outcomes:
+        return Status.TRIGGERED
+    if tuple not in set(map(type, outcomes)):
+        return Status.NOT_TRIGGERED
+    return stage_status(statuses_of(outcomes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +187,20 @@ def reference_decide(rulesets: Sequence[RulesetSpec], get: Getter,
     return tuple(ruleset_outcome(rs.rules, get, fail_closed)[0] for rs in rulesets)
 
 
+def reference_outcomes(rulesets: Sequence[RulesetSpec], get: Getter,
+                       fail_closed: bool) -> Outcomes:
+    """The reference interpreter's answer in the compiled deciders' shape (`Outcome`)."""
+    out: list[Outcome] = []
+    for rs in rulesets:
+        status, outcomes = ruleset_outcome(rs.rules, get, fail_closed)
+        if status is Status.TRIGGERED:
+            out.append(status)
+            continue
+        stop = sum(1 for o in outcomes if o.evaluated) - 1
+        out.append(stop if status is Status.NOT_TRIGGERED else (status, stop))
+    return tuple(out)
+
+
 _PRECEDENCE = (Status.TIMEOUT, Status.FAILED, Status.ERROR)
 
 
@@ -163,7 +218,7 @@ def stage_status(statuses: Sequence[Status]) -> Status:
 # ---- the compiled fast path ---------------------------------------------------------------------
 
 _MISSING = object()
-Decider = Callable[[dict[str, object], Callable[[str], object]], tuple[Status, ...]]
+Decider = Callable[[dict[str, object], Callable[[str], object]], Outcomes]
 
 # Rulesets per generated function: one function for ordinary stages; very large stages are
 # split so no single code object grows unwieldy to compile.
@@ -209,10 +264,11 @@ CODEGEN_LIMIT = 256
 
 def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool,
                     codegen: bool | None = None) -> Decider:
-    """`decide(values, resolve) -> statuses`: `values` maps metric names to normalised values
-    or Failures (and is filled by `resolve(name)` for metrics not yet known, which must
-    store and return the value). Generated code for ordinary stages (`codegen=None` picks by
-    size), prebuilt closures for very large ones; both equal the reference interpreter."""
+    """`decide(values, resolve) -> outcomes` (see `Outcome`): `values` maps metric names to
+    normalised values or Failures (and is filled by `resolve(name)` for metrics not yet known,
+    which must store and return the value). Generated code for ordinary stages
+    (`codegen=None` picks by size), prebuilt closures for very large ones; both equal the
+    reference interpreter."""
     if not rulesets:
         return lambda values, resolve: ()
     if codegen is False or (codegen is None and len(rulesets) > CODEGEN_LIMIT):
@@ -246,7 +302,7 @@ class _Codegen:
         return namespace[name]  # type: ignore[return-value]
 
 
-Precomputed = Callable[[dict[str, object]], "tuple[Status, ...] | None"]
+Precomputed = Callable[[dict[str, object]], "Outcomes | None"]
 
 
 def compile_precomputed(rulesets: Sequence[RulesetSpec]) -> Precomputed | None:
@@ -263,13 +319,31 @@ def compile_precomputed(rulesets: Sequence[RulesetSpec]) -> Precomputed | None:
     lines += [f"        m{n} = values[{k(metric)}]" for metric, n in slots.items()]
     lines += ["    except KeyError:", "        return None"]
     lines += [f"    c{n} = m{n}.__class__" for n in slots.values()]
-    exprs = []
-    for rs in rulesets:
-        conds = [_condition(r, k, f"m{slots[r.metric]}", f"c{slots[r.metric]}")
-                 for r in rs.rules]
-        exprs.append(f"        T if ({' and '.join(conds)}) else NT,")
-    lines += ["    return (", *exprs, "    )"]
+    # One expression per ruleset: `((T if c2 else 1) if c1 else 0)` is as cheap as
+    # `T if (c1 and c2) else NT` and also says which rule was false. The nesting grows with
+    # the rules, so a stage with a long ruleset gets flat statements instead (the compiler
+    # refuses deeply nested expressions).
+    conds = [[_condition(r, k, f"m{slots[r.metric]}", f"c{slots[r.metric]}") for r in rs.rules]
+             for rs in rulesets]
+    if max(len(c) for c in conds) <= _NESTING:
+        exprs = []
+        for ruleset_conds in conds:
+            expr = "T"
+            for j in range(len(ruleset_conds) - 1, -1, -1):
+                expr = f"({expr} if {ruleset_conds[j]} else {j})"
+            exprs.append(f"        {expr},")
+        lines += ["    return (", *exprs, "    )"]
+    else:
+        for i, ruleset_conds in enumerate(conds):
+            lines.append("    while True:")  # compiles to no loop at all
+            lines += [f"        if not {cond}: s{i} = {j}; break"
+                      for j, cond in enumerate(ruleset_conds)]
+            lines.append(f"        s{i} = T; break")
+        lines.append("    return (" + "".join(f"s{i}, " for i in range(len(conds))) + ")")
     return gen.build(lines, "decide_precomputed")  # type: ignore[return-value]
+
+
+_NESTING = 32
 
 
 _NUMBER_CLASSES = frozenset({float, int, bool})
@@ -322,25 +396,26 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Deci
             found = shared[key] = _predicate(rule)
         return found
 
-    plan = tuple(tuple((rule.metric, predicate(rule)) for rule in rs.rules) for rs in rulesets)
-    T, NT = Status.TRIGGERED, Status.NOT_TRIGGERED
+    plan = tuple(tuple((j, rule.metric, predicate(rule)) for j, rule in enumerate(rs.rules))
+                 for rs in rulesets)
+    T = Status.TRIGGERED
 
-    def decide(values: dict[str, object], resolve: Callable[[str], object]) -> tuple[Status, ...]:
-        out: list[Status] = []
+    def decide(values: dict[str, object], resolve: Callable[[str], object]) -> Outcomes:
+        out: list[Outcome] = []
         append = out.append
         for rules in plan:
-            status = T
-            for metric, holds in rules:
+            outcome: Outcome = T
+            for j, metric, holds in rules:
                 v = values[metric] if metric in values else resolve(metric)
                 if v.__class__ is Failure:
                     if fail_closed:
                         continue
-                    status = v.status
+                    outcome = (v.status, j)
                     break
                 if not holds(v):
-                    status = NT
+                    outcome = j
                     break
-            append(status)
+            append(outcome)
         return tuple(out)
 
     return decide
@@ -352,8 +427,8 @@ def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> De
     if len(parts) == 1:
         return parts[0]
 
-    def decide(values: dict[str, object], resolve: Callable[[str], object]) -> tuple[Status, ...]:
-        out: tuple[Status, ...] = ()
+    def decide(values: dict[str, object], resolve: Callable[[str], object]) -> Outcomes:
+        out: Outcomes = ()
         for part in parts:
             out += part(values, resolve)
         return out
@@ -376,7 +451,7 @@ def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decide
     for i, rs in enumerate(rulesets):
         lines.append("    while True:")
         fetched_here = set(fetched)
-        for rule in rs.rules:
+        for j, rule in enumerate(rs.rules):
             n = slots[rule.metric]
             v, c = f"m{n}", f"c{n}"
             if n not in fetched_here:
@@ -393,9 +468,9 @@ def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decide
             lines.append(f"        if not {cond}:")
             if fail_closed:
                 lines.append(f"            if {c} is not F:")
-                lines.append(f"                s{i} = NT; break")
+                lines.append(f"                s{i} = {j}; break")
             else:
-                lines.append(f"            s{i} = {v}.status if {c} is F else NT; break")
+                lines.append(f"            s{i} = ({v}.status, {j}) if {c} is F else {j}; break")
         lines.append(f"        s{i} = T; break")
         fetched.add(slots[rs.rules[0].metric])
     lines.append("    return (" + "".join(f"s{i}, " for i in range(len(rulesets))) + ")")

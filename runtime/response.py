@@ -1,10 +1,11 @@
 """The Response of docs/semantics.md and its Galileo wire shape.
 
-The decision path fills the cheap fields (text, status, trace metadata, action result, stage
-metadata) and keeps the ruleset statuses and the metric values it resolved. Per-rule results
-are rebuilt on first access by the reference interpreter from those same values, so a caller
-who only reads `text` and `status` pays nothing for them; a property test proves the fast
-path's statuses and the reference's agree.
+The decision hands the Response what it computed: each ruleset's outcome (its status and
+where it stopped, `evaluate.Outcome`) and the metric values it resolved. Per-rule results
+follow from those without evaluating anything (rules before the stop held, the rule at the
+stop ended the ruleset, later rules were not reached), and are assembled only when asked
+for, so a caller who reads `text` and `status` pays nothing for them. The Galileo form of
+each ruleset is prepared once per served stage (`StageResults`), not per response.
 """
 
 from __future__ import annotations
@@ -12,20 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stageguard.runtime.evaluate import (
-    NOT_REACHED,
-    Failure,
-    RuleOutcome,
-    ruleset_outcome,
-    values_getter,
-)
+from stageguard.runtime.evaluate import Failure, Outcomes, outcome_status, outcome_stop
 from stageguard.runtime.galileo import ruleset_to_galileo, wire_value
 from stageguard.runtime.model import ActionType, RulesetSpec, Status
-
-if TYPE_CHECKING:
-    from stageguard.runtime.engine import LoadedStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +79,66 @@ class RulesetResult:
     rule_results: tuple[RuleResult, ...]
 
 
-def _rule_status(outcome: RuleOutcome) -> str:
-    if not outcome.evaluated:
-        return "skipped"
-    if outcome.failure is not None:
-        return outcome.failure.status.value
-    return "triggered" if outcome.holds else "not_triggered"
-
-
 def _wire_value(value: object) -> object:
     return None if isinstance(value, Failure) else wire_value(value)
+
+
+# One rule as the response reports it: metric, operator, target (artifact form), target
+# (wire form).
+_Rule = tuple[str, str, "float | str | tuple[str, ...] | None", object]
+
+
+class StageResults:
+    """What every response of one served stage shares: its rulesets, each rule's fixed
+    fields, and each ruleset's Galileo wire form. Built once per loaded stage, on the first
+    response that needs it (deciding alone never does); read-only afterwards."""
+
+    __slots__ = ("_rules", "_wire", "rulesets")
+
+    def __init__(self, rulesets: tuple[RulesetSpec, ...]) -> None:
+        self.rulesets = rulesets
+        self._rules: tuple[tuple[_Rule, ...], ...] | None = None
+        self._wire: tuple[dict[str, Any], ...] | None = None
+
+    @property
+    def rules(self) -> tuple[tuple[_Rule, ...], ...]:
+        if self._rules is None:  # a race only builds the same tuple twice
+            self._rules = tuple(
+                tuple((r.metric, r.operator.value, r.target_value, wire_value(r.target_value))
+                      for r in rs.rules) for rs in self.rulesets)
+        return self._rules
+
+    @property
+    def wire(self) -> tuple[dict[str, Any], ...]:
+        """Shared: never handed to a caller without a copy (`Response.to_dict`)."""
+        if self._wire is None:
+            self._wire = tuple(ruleset_to_galileo(rs) for rs in self.rulesets)
+        return self._wire
+
+
+def _rule_rows(rules: tuple[_Rule, ...], stop: int, values: Mapping[str, object]
+               ) -> list[tuple[_Rule, str, object, str | None]]:
+    """(rule, status, value, error) per rule of a ruleset that stopped at `stop`."""
+    rows: list[tuple[_Rule, str, object, str | None]] = []
+    for j, rule in enumerate(rules):
+        if j > stop:
+            rows.append((rule, "skipped", None, None))
+            continue
+        value = values.get(rule[0])
+        if isinstance(value, Failure):  # fail open it ended the ruleset; fail closed it held
+            rows.append((rule, value.status.value, value, value.message))
+        else:
+            rows.append((rule, "triggered" if j < stop else "not_triggered", value, None))
+    return rows
+
+
+def _copy(obj: Any) -> Any:
+    """A fresh copy of a wire fragment (dicts, lists and scalars only)."""
+    if isinstance(obj, dict):
+        return {k: _copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_copy(v) for v in obj]
+    return obj
 
 
 class Response:
@@ -105,9 +147,9 @@ class Response:
 
     __slots__ = (
         "_metric_results",
+        "_outcomes",
+        "_results",
         "_ruleset_results",
-        "_rulesets",
-        "_stage",
         "_statuses",
         "_timings",
         "_values",
@@ -123,7 +165,7 @@ class Response:
     def __init__(self, text: str, status: Status, trace_metadata: TraceMetadata,
                  action_result: ActionResult | None, stage_metadata: StageMetadata,
                  metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
-                 stage: LoadedStage | None = None, statuses: tuple[Status, ...] = (),
+                 results: StageResults | None = None, outcomes: Outcomes = (),
                  values: dict[str, object] | None = None,
                  timings: dict[str, tuple[float, str]] | None = None) -> None:
         self.text = text
@@ -133,8 +175,9 @@ class Response:
         self.stage_metadata = stage_metadata
         self.metadata = metadata
         self.headers = headers
-        self._stage = stage
-        self._statuses = statuses
+        self._results = results
+        self._outcomes = outcomes
+        self._statuses: tuple[Status, ...] | None = None
         self._values = values
         self._timings = timings
         self._ruleset_results: tuple[RulesetResult, ...] | None = None
@@ -146,7 +189,20 @@ class Response:
 
     @property
     def ruleset_statuses(self) -> tuple[Status, ...]:
+        """One status per ruleset, in priority order (empty when nothing was decided)."""
+        if self._statuses is None:
+            self._statuses = tuple(outcome_status(o) for o in self._outcomes)
         return self._statuses
+
+    @property
+    def winner(self) -> RulesetSpec | None:
+        """The ruleset whose action was taken: the first that triggered."""
+        if self._results is None or Status.TRIGGERED not in self._outcomes:
+            return None
+        return self._results.rulesets[self._outcomes.index(Status.TRIGGERED)]
+
+    def _decided(self) -> bool:
+        return self._results is not None and self._values is not None and bool(self._outcomes)
 
     @property
     def ruleset_results(self) -> tuple[RulesetResult, ...]:
@@ -155,19 +211,17 @@ class Response:
         return self._ruleset_results
 
     def _build_ruleset_results(self) -> tuple[RulesetResult, ...]:
-        stage, values = self._stage, self._values
-        if stage is None or values is None or not self._statuses:
+        if not self._decided():
             return ()
-        out = []
-        for spec, status in zip(stage.rulesets, self._statuses, strict=True):
-            _, outcomes = ruleset_outcome(spec.rules, values_getter(values), stage.fail_closed)
-            rules = tuple(
-                RuleResult(rule.metric, rule.operator.value, rule.target_value,
-                           _rule_status(o), values.get(rule.metric) if o is not NOT_REACHED
-                           else None, o.failure.message if o.failure else None)
-                for rule, o in zip(spec.rules, outcomes, strict=True))
-            out.append(RulesetResult(spec.name, status, spec, rules))
-        return tuple(out)
+        assert self._results is not None and self._values is not None
+        shared, values = self._results, self._values
+        return tuple(
+            RulesetResult(spec.name, outcome_status(outcome), spec, tuple(
+                RuleResult(rule[0], rule[1], rule[2], rule_status, value, error)
+                for rule, rule_status, value, error in _rule_rows(
+                    rules, outcome_stop(outcome, len(rules)), values)))
+            for spec, rules, outcome in zip(shared.rulesets, shared.rules, self._outcomes,
+                                            strict=True))
 
     @property
     def metric_results(self) -> dict[str, MetricResult]:
@@ -184,7 +238,24 @@ class Response:
             self._metric_results = results
         return self._metric_results
 
-    def to_dict(self) -> dict[str, Any]:
+    def _wire_rulesets(self, fresh: bool) -> list[dict[str, Any]]:
+        if not self._decided():
+            return []
+        assert self._results is not None and self._values is not None
+        shared, values = self._results, self._values
+        return [
+            {"name": spec.name, "status": outcome_status(outcome).value.upper(),
+             "ruleset": _copy(wire) if fresh else wire,
+             "rule_results": [{"metric": rule[0], "operator": rule[1],
+                               "target_value": _copy(rule[3]) if fresh else rule[3],
+                               "status": rule_status.upper(), "value": _wire_value(value),
+                               "error": error}
+                              for rule, rule_status, value, error in _rule_rows(
+                                  rules, outcome_stop(outcome, len(rules)), values)]}
+            for spec, rules, wire, outcome in zip(shared.rulesets, shared.rules, shared.wire,
+                                                  self._outcomes, strict=True)]
+
+    def _wire(self, fresh: bool) -> dict[str, Any]:
         sm = self.stage_metadata
         return {
             "text": self.text,
@@ -195,20 +266,22 @@ class Response:
             "stage_metadata": {"project": sm.project, "stage_name": sm.stage_name,
                                "stage_id": sm.stage_id, "stage_version": sm.stage_version,
                                "stage_type": sm.stage_type},
-            "ruleset_results": [
-                {"name": r.name, "status": r.status.value.upper(),
-                 "ruleset": ruleset_to_galileo(r.ruleset),
-                 "rule_results": [{"metric": x.metric, "operator": x.operator,
-                                   "target_value": _wire_value(x.target_value),
-                                   "status": x.status.upper(), "value": _wire_value(x.value),
-                                   "error": x.error} for x in r.rule_results]}
-                for r in self.ruleset_results],
+            "ruleset_results": self._wire_rulesets(fresh),
             "metric_results": {n: m.to_dict() for n, m in self.metric_results.items()},
             "metadata": dict(self.metadata) if self.metadata is not None else None,
             "headers": dict(self.headers) if self.headers is not None else None,
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape as fresh dicts and lists, the caller's to change."""
+        return self._wire(fresh=True)
+
     model_dump = to_dict
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, **kwargs)
+        return json.dumps(self._wire(fresh=False), ensure_ascii=False, allow_nan=False,
+                          **kwargs)
+
+    def to_json_bytes(self) -> bytes:
+        """`to_json()` encoded as UTF-8: the HTTP body and every webhook body."""
+        return self.to_json().encode("utf-8")

@@ -18,7 +18,7 @@ from stageguard.runtime.registry import (
     load_artifact_for_serving,
     parse_artifact_for_serving,
 )
-from stageguard.runtime.response import StageMetadata
+from stageguard.runtime.response import StageMetadata, StageResults
 
 
 class Snapshot:
@@ -77,8 +77,8 @@ class LoadedStage:
     decision path needs precomputed (subscriptions per ruleset, metadata)."""
 
     __slots__ = ("_source_map", "any_subscriptions", "artifact", "catalog", "decide",
-                 "decide_precomputed", "fail_closed", "key", "metadata", "paused", "rulesets",
-                 "subscriptions")
+                 "decide_precomputed", "fail_closed", "key", "metadata", "paused", "results",
+                 "rulesets", "subscriptions")
 
     def __init__(self, artifact: Artifact, paused: bool = False,
                  source_map: object = None) -> None:
@@ -97,6 +97,7 @@ class LoadedStage:
         self.any_subscriptions = any(self.subscriptions)
         self.catalog: dict[str, MetricSpec] = {**BUILTIN_METRICS,
                                                **{m.name: m for m in artifact.metrics}}
+        self.results = StageResults(artifact.rulesets)
         self.metadata = StageMetadata(artifact.project, artifact.stage.name,
                                       stage_id(*self.key), artifact.version,
                                       artifact.stage.type.value)

@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -158,10 +158,15 @@ class _PinnedConnection(http.client.HTTPSConnection):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+# A webhook body: JSON bytes, or a mapping to encode. Built in the worker, not on the
+# decision path.
+Body = Callable[[], "bytes | Mapping[str, Any]"]
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     url: str
-    body: Callable[[], dict[str, Any]]  # built in the worker, not on the decision path
+    body: Body
     trace_id: str
 
 
@@ -183,7 +188,7 @@ class Notifier:
         self.sent = 0
         self.dropped = 0
 
-    def send(self, url: str, body: Callable[[], dict[str, Any]], trace_id: str = "") -> bool:
+    def send(self, url: str, body: Body, trace_id: str = "") -> bool:
         """Queue one POST; False (and a log line) when it is refused or the queue is full."""
         if self._work.closed:
             self._drop(url, trace_id, "the notifier is closed")
@@ -204,7 +209,9 @@ class Notifier:
 
     def _deliver(self, item: Delivery) -> None:
         try:
-            data = json.dumps(item.body(), ensure_ascii=False, allow_nan=False).encode("utf-8")
+            made = item.body()
+            data = made if isinstance(made, bytes) else json.dumps(
+                made, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except Exception as exc:
             self._drop(item.url, item.trace_id, f"body could not be serialised: {exc}")
             return

@@ -39,7 +39,7 @@ from stageguard.runtime.engine import (
     SubscriptionsNotAllowed,
     project_id,
 )
-from stageguard.runtime.model import IDENTIFIER, MetricSpec, Status
+from stageguard.runtime.model import IDENTIFIER, MetricSpec
 from stageguard.runtime.registry import RegistryError
 from stageguard.server.auth import Principal, Role, TokenFile, Tokens
 from stageguard.server.logs import ACCESS, DECISION
@@ -428,22 +428,19 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                              prioritized_rulesets=rulesets, **options)
         tm, sm = result.trace_metadata, result.stage_metadata
         request.scope["state"]["trace_id"] = tm.id
-        wire = result.to_dict()
         metrics.decision(sm.project, sm.stage_name, result.status.value, tm.execution_time)
         if DECISION.isEnabledFor(logging.INFO):
-            statuses = result.ruleset_statuses
-            winner = (wire["ruleset_results"][statuses.index(Status.TRIGGERED)]["name"]
-                      if Status.TRIGGERED in statuses else None)
+            winner = result.winner
             DECISION.info("decision", extra={
                 "trace_id": tm.id, "project": sm.project, "stage": sm.stage_name,
                 "stage_version": sm.stage_version, "status": result.status.value,
-                "ruleset": winner,
+                "ruleset": winner.name if winner is not None else None,
                 "action": result.action_result.type.value if result.action_result else None,
                 "execution_time": tm.execution_time, "principal": who.name})
         echoed = {k: v for k, v in (body.headers or {}).items()
                   if k.lower() not in _NOT_ECHOED}
-        return Response(json.dumps(wire, ensure_ascii=False, allow_nan=False).encode(),
-                        media_type="application/json", headers=echoed)
+        return Response(result.to_json_bytes(), media_type="application/json",
+                        headers=echoed)
 
     # ---- stage management -------------------------------------------------------------
 

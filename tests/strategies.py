@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 from stageguard.compiler.analysis import StageModel
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.model import (
+    Action,
+    ActionType,
     MetricSpec,
     MetricType,
+    Operator,
+    RulesetSpec,
+    RuleSpec,
     Status,
 )
 from stageguard.testing.generate import (
@@ -117,3 +122,48 @@ def awkward_sources(draw: st.DrawFn) -> str:
         else:
             out.append(text)
     return "\n".join(out) + draw(st.sampled_from(["\n", "", "\n\n", "\n# trailing\n"]))
+
+
+# ---- decider inputs: any operator with any target over loosely typed metrics -------------
+# (model_construct skips validation on purpose: the deciders must be total even on rules the
+# checker would refuse.)
+
+METRICS = ["m_num", "m_label", "m_list", "m_other"]
+LABELS = ["a", "b", "c"]
+
+_scores = st.floats(-2, 2, allow_nan=False)
+targets_for = {
+    Operator.GT: _scores, Operator.LT: _scores, Operator.GTE: _scores, Operator.LTE: _scores,
+    Operator.EQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
+    Operator.NEQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
+    Operator.CONTAINS: st.sampled_from(LABELS),
+    Operator.ANY: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
+    Operator.ALL: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
+    Operator.EMPTY: st.none(), Operator.NOT_EMPTY: st.none(),
+}
+
+
+@st.composite
+def rule_specs(draw: st.DrawFn) -> RuleSpec:
+    op = draw(st.sampled_from(list(Operator)))
+    return RuleSpec.model_construct(metric=draw(st.sampled_from(METRICS)), operator=op,
+                                    target_value=draw(targets_for[op]))
+
+
+@st.composite
+def ruleset_lists(draw: st.DrawFn) -> list[RulesetSpec]:
+    n = draw(st.integers(1, 8))
+    return [RulesetSpec.model_construct(
+        name=f"r{i}", description=None,
+        rules=tuple(draw(st.lists(rule_specs(), min_size=1, max_size=4))),
+        action=Action(type=ActionType.PASSTHROUGH)) for i in range(n)]
+
+
+metric_values = st.one_of(
+    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
+    st.booleans(), st.sampled_from([*LABELS, "", "A"]),
+    st.lists(st.sampled_from(LABELS), max_size=4).map(tuple),
+    st.sampled_from([Failure(Status.FAILED, "boom"), Failure(Status.TIMEOUT, "slow"),
+                     Failure(Status.ERROR, "none")]),
+    st.just("absent"),
+)

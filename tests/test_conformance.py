@@ -60,8 +60,7 @@ def test_truth_table(case: dict[str, Any]) -> None:
                                           action=Action(type=ActionType.PASSTHROUGH))
     decide = compile_decider([ruleset], fail_closed=False, codegen=True)
     values = {"m": value} if value is not None else {"m": None}
-    expected = Status.TRIGGERED if case["holds"] else Status.NOT_TRIGGERED
-    assert decide(values, lambda name: None) == (expected,)
+    assert decide(values, lambda name: None) == ((Status.TRIGGERED,) if case["holds"] else (0,))
 
 
 def test_truth_table_against_galileo_core() -> None:

@@ -12,9 +12,12 @@ from stageguard.runtime.evaluate import (
     compile_decider,
     compile_precomputed,
     normalise_value,
+    outcomes_status,
     reference_decide,
+    reference_outcomes,
     rule_holds,
     stage_status,
+    statuses_of,
     values_getter,
 )
 from stageguard.runtime.model import (
@@ -26,6 +29,7 @@ from stageguard.runtime.model import (
     Status,
 )
 from tests.profiles import examples
+from tests.strategies import METRICS, metric_values, ruleset_lists
 
 Op = Operator
 NAN = float("nan")
@@ -133,47 +137,6 @@ def test_stage_status_precedence() -> None:
 
 # ---- fast path == reference interpreter ------------------------------------------------------
 
-METRICS = ["m_num", "m_label", "m_list", "m_other"]
-LABELS = ["a", "b", "c"]
-
-targets_for = {
-    Op.GT: st.floats(-2, 2, allow_nan=False), Op.LT: st.floats(-2, 2, allow_nan=False),
-    Op.GTE: st.floats(-2, 2, allow_nan=False), Op.LTE: st.floats(-2, 2, allow_nan=False),
-    Op.EQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
-    Op.NEQ: st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(LABELS)),
-    Op.CONTAINS: st.sampled_from(LABELS),
-    Op.ANY: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
-    Op.ALL: st.lists(st.sampled_from(LABELS), max_size=3).map(tuple),
-    Op.EMPTY: st.none(), Op.NOT_EMPTY: st.none(),
-}
-
-
-@st.composite
-def rule_specs(draw: st.DrawFn) -> RuleSpec:
-    op = draw(st.sampled_from(list(Operator)))
-    return RuleSpec.model_construct(metric=draw(st.sampled_from(METRICS)), operator=op,
-                                    target_value=draw(targets_for[op]))
-
-
-@st.composite
-def ruleset_lists(draw: st.DrawFn) -> list[RulesetSpec]:
-    n = draw(st.integers(1, 8))
-    return [RulesetSpec.model_construct(
-        name=f"r{i}", description=None,
-        rules=tuple(draw(st.lists(rule_specs(), min_size=1, max_size=4))),
-        action=Action(type=ActionType.PASSTHROUGH)) for i in range(n)]
-
-
-metric_values = st.one_of(
-    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
-    st.booleans(), st.sampled_from([*LABELS, "", "A"]),
-    st.lists(st.sampled_from(LABELS), max_size=4).map(tuple),
-    st.sampled_from([Failure(Status.FAILED, "boom"), Failure(Status.TIMEOUT, "slow"),
-                     Failure(Status.ERROR, "none")]),
-    st.just("absent"),
-)
-
-
 @examples(30, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.lists(st.fixed_dictionaries({m: metric_values for m in METRICS}),
                                  min_size=5, max_size=5), st.booleans())
@@ -188,7 +151,10 @@ def test_fast_path_equals_reference(rulesets: list[RulesetSpec],
 def _check_evaluators(rulesets: list[RulesetSpec], raw: dict[str, object],
                       fail_closed: bool) -> None:
     present = {k: v for k, v in raw.items() if v != "absent"}
-    expected = reference_decide(rulesets, values_getter(present), fail_closed)
+    expected = reference_outcomes(rulesets, values_getter(present), fail_closed)
+    assert statuses_of(expected) == reference_decide(rulesets, values_getter(present),
+                                                     fail_closed)
+    assert outcomes_status(expected) is stage_status(statuses_of(expected))
     for codegen in (True, False):  # generated code and the closure evaluator
         decide = compile_decider(rulesets, fail_closed, codegen=codegen)
         values = dict(present)
@@ -209,7 +175,7 @@ def _check_evaluators(rulesets: list[RulesetSpec], raw: dict[str, object],
     used = {r.metric for rs in rulesets for r in rs.rules}
     got = quick(dict(payload_only))
     if used <= payload_only.keys():
-        assert got == reference_decide(rulesets, values_getter(payload_only), fail_closed)
+        assert got == reference_outcomes(rulesets, values_getter(payload_only), fail_closed)
     else:
         assert got is None
 
@@ -226,7 +192,7 @@ def test_fast_path_resolves_only_what_rules_reach() -> None:
             return ()
 
         decide = compile_decider(rs, False, codegen=codegen)
-        assert decide({"m_num": 0.1}, resolve) == (Status.NOT_TRIGGERED,)
+        assert decide({"m_num": 0.1}, resolve) == (0,)  # rule 0 was false
         assert calls == []  # the first rule is false: the second metric is never computed
         assert decide({"m_num": 0.9}, resolve) == (Status.TRIGGERED,)
         assert calls == ["m_list"]
@@ -237,8 +203,9 @@ def test_large_stages_agree_across_evaluators() -> None:
     rs = [RulesetSpec(name=f"r{i}", rules=(RuleSpec(metric="m", operator=Op.GT,
                                                     target_value=i / 2000),),
                       action=Action(type=ActionType.PASSTHROUGH)) for i in range(1300)]
-    expected = reference_decide(rs, values_getter({"m": 0.3}), False)
-    assert expected.index(Status.NOT_TRIGGERED) == 600
+    expected = reference_outcomes(rs, values_getter({"m": 0.3}), False)
+    assert statuses_of(expected).index(Status.NOT_TRIGGERED) == 600
+    assert expected[:601] == (Status.TRIGGERED,) * 600 + (0,)
     for codegen in (None, True, False):
         assert compile_decider(rs, False, codegen=codegen)({"m": 0.3}, lambda n: None) == expected
 
@@ -251,3 +218,18 @@ def test_generated_source_holds_no_artifact_text() -> None:
                       action=Action(type=ActionType.PASSTHROUGH))]
     assert compile_decider(rs, False, codegen=True)({"m": evil}, lambda n: None) == (
         Status.TRIGGERED,)
+
+
+@pytest.mark.parametrize("length", [31, 33, 1_000])
+def test_long_rulesets_on_the_precomputed_path(length: int) -> None:
+    # Short rulesets become one nested expression; a stage with a longer one gets flat
+    # statements. Both must say which rule was false, as the reference does.
+    rules = tuple(RuleSpec(metric=f"m{j % 7}", operator=Op.GT, target_value=j / length)
+                  for j in range(length))
+    rs = [RulesetSpec(name="long", rules=rules, action=Action(type=ActionType.PASSTHROUGH)),
+          RulesetSpec(name="short", rules=rules[:2], action=Action(type=ActionType.PASSTHROUGH))]
+    quick = compile_precomputed(rs)
+    assert quick is not None
+    for high in (0.0, 0.5, 0.9, 1.0):
+        values = {f"m{j}": high for j in range(7)}
+        assert quick(values) == reference_outcomes(rs, values_getter(values), False)

@@ -1,0 +1,101 @@
+"""The Response: per-rule results assembled from what the decision computed agree with the
+reference interpreter's outcomes, and the wire shape is fresh for every caller."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
+
+from stageguard.runtime.evaluate import (
+    Failure,
+    RuleOutcome,
+    compile_decider,
+    ruleset_outcome,
+    stage_status,
+    statuses_of,
+    values_getter,
+)
+from stageguard.runtime.model import RulesetSpec, Status
+from stageguard.runtime.response import Response, StageMetadata, StageResults, TraceMetadata
+from tests.profiles import examples
+from tests.strategies import METRICS, metric_values, ruleset_lists
+
+_META = StageMetadata("p", "s", "id", 1, "central")
+
+
+def _response(rulesets: list[RulesetSpec], values: dict[str, object],
+              fail_closed: bool) -> Response:
+    outcomes = compile_decider(rulesets, fail_closed)(
+        values, lambda name: values.setdefault(name, Failure(Status.ERROR, "no value")))
+    return Response("t", stage_status(statuses_of(outcomes)), TraceMetadata("x", 1, 2, 0.0),
+                    None, _META, None, None, StageResults(tuple(rulesets)), outcomes, values)
+
+
+def _reference_status(outcome: RuleOutcome) -> str:
+    if not outcome.evaluated:
+        return "skipped"
+    if outcome.failure is not None:
+        return outcome.failure.status.value
+    return "triggered" if outcome.holds else "not_triggered"
+
+
+@examples(30, suppress_health_check=[HealthCheck.too_slow])
+@given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}),
+       st.booleans())
+def test_rule_results_equal_the_reference_interpreter(rulesets: list[RulesetSpec],
+                                                      raw: dict[str, object],
+                                                      fail_closed: bool) -> None:
+    values = {k: v for k, v in raw.items() if v != "absent"}
+    response = _response(rulesets, values, fail_closed)
+    get = values_getter(values)  # every metric a reached rule needs is in `values` now
+    for spec, result in zip(rulesets, response.ruleset_results, strict=True):
+        status, outcomes = ruleset_outcome(spec.rules, get, fail_closed)
+        assert result.status is status and result.name == spec.name
+        assert [r.status for r in result.rule_results] == [_reference_status(o)
+                                                           for o in outcomes]
+        for rule, r, o in zip(spec.rules, result.rule_results, outcomes, strict=True):
+            assert (r.metric, r.operator, r.target_value) == (
+                rule.metric, rule.operator.value, rule.target_value)
+            assert r.value is (values.get(rule.metric) if o.evaluated else None)
+            assert r.error == (o.failure.message if o.failure else None)
+    # The wire shape says the same, and to_json is to_dict encoded.
+    wire = response.to_dict()
+    assert [[x["status"] for x in rs["rule_results"]] for rs in wire["ruleset_results"]] == [
+        [r.status.upper() for r in rs.rule_results] for rs in response.ruleset_results]
+    assert json.loads(response.to_json()) == json.loads(json.dumps(wire))
+
+
+def test_to_dict_is_the_callers_to_change() -> None:
+    from stageguard.runtime.model import Action, ActionType, Operator, RuleSpec
+
+    rs = [RulesetSpec(name="a", rules=(RuleSpec(metric="m", operator=Operator.ANY,
+                                                target_value=("x", "y")),),
+                      action=Action(type=ActionType.OVERRIDE, choices=("no",)))]
+    response = _response(rs, {"m": "x"}, False)
+    first = response.to_dict()
+    first["ruleset_results"][0]["ruleset"]["rules"][0]["target_value"].append("z")
+    first["ruleset_results"][0]["ruleset"]["action"]["choices"].clear()
+    first["ruleset_results"][0]["rule_results"][0]["target_value"].append("z")
+    again = response.to_dict()
+    assert again["ruleset_results"][0]["ruleset"]["rules"][0]["target_value"] == ["x", "y"]
+    assert again["ruleset_results"][0]["ruleset"]["action"]["choices"] == ["no"]
+    assert again["ruleset_results"][0]["rule_results"][0]["target_value"] == ["x", "y"]
+    assert json.loads(response.to_json()) == again
+    # Another response of the same stage shares nothing a caller could have changed.
+    assert _response(rs, {"m": "x"}, False).to_dict()["ruleset_results"] == \
+        again["ruleset_results"]
+
+
+def test_winner_is_the_first_triggered_ruleset() -> None:
+    from stageguard.runtime.model import Action, ActionType, Operator, RuleSpec
+
+    def ruleset(name: str, target: float) -> RulesetSpec:
+        return RulesetSpec(name=name, rules=(RuleSpec(metric="m", operator=Operator.GT,
+                                                      target_value=target),),
+                           action=Action(type=ActionType.PASSTHROUGH))
+
+    rs = [ruleset("high", 0.9), ruleset("mid", 0.5), ruleset("low", 0.1)]
+    assert _response(rs, {"m": 0.6}, False).winner == rs[1]
+    assert _response(rs, {"m": 0.05}, False).winner is None
