@@ -11,7 +11,8 @@ each ruleset is prepared once per served stage (`StageResults`), not per respons
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,35 @@ def _wire_value(value: object) -> object:
     return None if isinstance(value, Failure) else wire_value(value)
 
 
+# The encoder json.dumps(..., ensure_ascii=False, allow_nan=False) builds on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+_encode = _ENCODER.encode
+_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+_UPPER: dict[str, str] = {**{s: s.value.upper() for s in Status},
+          **{s: s.upper() for s in ("triggered", "not_triggered", "skipped", "failed",
+                                    "timeout", "error")}}
+
+
+def _json_value(value: object) -> str:
+    """`_encode(_wire_value(value))` for what a metric can hold, without the encoder's
+    per-call cost."""
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value):
+        return float.__repr__(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if value is None or isinstance(value, Failure):
+        return "null"
+    if isinstance(value, tuple) and all(isinstance(x, str) for x in value):
+        return "[" + ", ".join(map(_string, value)) + "]"
+    return _encode(_wire_value(value))
+
+
 # One rule as the response reports it: metric, operator, target (artifact form), target
 # (wire form).
 _Rule = tuple[str, str, "float | str | tuple[str, ...] | None", object]
@@ -93,12 +123,13 @@ class StageResults:
     fields, and each ruleset's Galileo wire form. Built once per loaded stage, on the first
     response that needs it (deciding alone never does); read-only afterwards."""
 
-    __slots__ = ("_rules", "_wire", "rulesets")
+    __slots__ = ("_json", "_rules", "_wire", "rulesets")
 
     def __init__(self, rulesets: tuple[RulesetSpec, ...]) -> None:
         self.rulesets = rulesets
         self._rules: tuple[tuple[_Rule, ...], ...] | None = None
         self._wire: tuple[dict[str, Any], ...] | None = None
+        self._json: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None
 
     @property
     def rules(self) -> tuple[tuple[_Rule, ...], ...]:
@@ -114,6 +145,21 @@ class StageResults:
         if self._wire is None:
             self._wire = tuple(ruleset_to_galileo(rs) for rs in self.rulesets)
         return self._wire
+
+    @property
+    def json(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """Per ruleset, the JSON text around what a decision fills in: before its status,
+        after it up to the rule results, and each rule's text up to its status."""
+        if self._json is None:
+            self._json = tuple(
+                ('{"name": ' + _string(spec.name) + ', "status": "',
+                 '", "ruleset": ' + _encode(wire) + ', "rule_results": [',
+                 tuple('{"metric": ' + _string(rule[0]) + ', "operator": ' + _string(rule[1])
+                       + ', "target_value": ' + _encode(rule[3]) + ', "status": "'
+                       for rule in rules))
+                for spec, wire, rules in zip(self.rulesets, self.wire, self.rules,
+                                             strict=True))
+        return self._json
 
 
 def _rule_rows(rules: tuple[_Rule, ...], stop: int, values: Mapping[str, object]
@@ -255,7 +301,7 @@ class Response:
             for spec, rules, wire, outcome in zip(shared.rulesets, shared.rules, shared.wire,
                                                   self._outcomes, strict=True)]
 
-    def _wire(self, fresh: bool) -> dict[str, Any]:
+    def _wire(self, fresh: bool, rulesets: bool = True) -> dict[str, Any]:
         sm = self.stage_metadata
         return {
             "text": self.text,
@@ -266,7 +312,7 @@ class Response:
             "stage_metadata": {"project": sm.project, "stage_name": sm.stage_name,
                                "stage_id": sm.stage_id, "stage_version": sm.stage_version,
                                "stage_type": sm.stage_type},
-            "ruleset_results": self._wire_rulesets(fresh),
+            **({"ruleset_results": self._wire_rulesets(fresh)} if rulesets else {}),
             "metric_results": {n: m.to_dict() for n, m in self.metric_results.items()},
             "metadata": dict(self.metadata) if self.metadata is not None else None,
             "headers": dict(self.headers) if self.headers is not None else None,
@@ -279,8 +325,34 @@ class Response:
     model_dump = to_dict
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self._wire(fresh=False), ensure_ascii=False, allow_nan=False,
-                          **kwargs)
+        """`json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, **kwargs)`, byte
+        for byte; without kwargs the rulesets' fixed text comes pre-encoded."""
+        if kwargs:
+            return json.dumps(self._wire(fresh=False), ensure_ascii=False, allow_nan=False,
+                              **kwargs)
+        wire = self._wire(fresh=False, rulesets=False)
+        tail = {k: wire.pop(k) for k in ("metric_results", "metadata", "headers")}
+        return (_encode(wire)[:-1] + ', "ruleset_results": [' + self._json_rulesets() + "], "
+                + _encode(tail)[1:])
+
+    def _json_rulesets(self) -> str:
+        if not self._decided():
+            return ""
+        assert self._results is not None and self._values is not None
+        shared, values = self._results, self._values
+        parts = []
+        for (head, middle, rule_heads), rules, outcome in zip(
+                shared.json, shared.rules, self._outcomes, strict=True):
+            rows = _rule_rows(rules, outcome_stop(outcome, len(rules)), values)
+            parts.append(
+                head + _UPPER[outcome_status(outcome)] + middle
+                + ", ".join(
+                    rule_head + _UPPER[rule_status] + '", "value": ' + _json_value(value)
+                    + ', "error": ' + ("null" if error is None else _string(error)) + "}"
+                    for rule_head, (_, rule_status, value, error) in zip(rule_heads, rows,
+                                                                         strict=True))
+                + "]}")
+        return ", ".join(parts)
 
     def to_json_bytes(self) -> bytes:
         """`to_json()` encoded as UTF-8: the HTTP body and every webhook body."""

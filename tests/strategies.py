@@ -161,7 +161,7 @@ def ruleset_lists(draw: st.DrawFn) -> list[RulesetSpec]:
 
 metric_values = st.one_of(
     st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
-    st.booleans(), st.sampled_from([*LABELS, "", "A"]),
+    st.booleans(), st.sampled_from([*LABELS, "", "A", 'é "quoted"\n\\', "\U0001f600"]),
     st.lists(st.sampled_from(LABELS), max_size=4).map(tuple),
     st.sampled_from([Failure(Status.FAILED, "boom"), Failure(Status.TIMEOUT, "slow"),
                      Failure(Status.ERROR, "none")]),
