@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from stageguard.runtime.engine import InvalidRequest, Payload, StageInfo, StageNotFound
 from stageguard.runtime.galileo import ruleset_to_galileo
+from stageguard.runtime.identity import StageKeys, find_stage
 from stageguard.runtime.model import (
     ActionType,
     Artifact,
@@ -253,18 +254,11 @@ class Client:
     def _locate(self, project: str | None, stage_name: str | None,
                 stage_id: str | None) -> tuple[str, str]:
         if project is not None and (stage_name or stage_id):
-            return project, str(stage_name or stage_id)
+            return project, str(stage_name or stage_id)  # the service resolves ids in urls
         if stage_name is None and stage_id is None:
             raise InvalidRequest("name a stage (stage_name or stage_id)")
-        found = [s for s in self.stages()
-                 if (stage_id is not None and s.id == str(stage_id))
-                 or (stage_id is None and s.name == stage_name)]
-        if not found:
-            raise StageNotFound(f"no stage {stage_name or stage_id!r}")
-        if len(found) > 1:
-            raise InvalidRequest(f"stage name {stage_name!r} exists in projects "
-                                 f"{', '.join(s.project for s in found)}; say which project")
-        return found[0].project, found[0].name
+        listed = StageKeys((s.project, s.name) for s in self.stages())
+        return find_stage(listed, None, stage_name, stage_id)
 
     def get_stage(self, *, project: str | None = None, stage_name: str | None = None,
                   stage_id: str | None = None) -> StageInfo | None:

@@ -298,7 +298,7 @@ class Runtime(StageManagement):
         project = arguments.optional_name("project", project)
         stage = arguments.optional_name("stage name", stage)
         stage_id_ = arguments.optional_name("stage id", stage_id_)
-        return identity.find_stage(table, project, stage, stage_id_)
+        return identity.find_stage(table.keys, project, stage, stage_id_)
 
     def _stage(self, key: tuple[str, str], version: int | None,
                table: Snapshot | None = None) -> LoadedStage:
@@ -501,9 +501,9 @@ class Runtime(StageManagement):
 
     def resolve_project(self, ref: str) -> str:
         """A project by name or by id (identity.resolve_project)."""
-        return identity.resolve_project(self._table, ref)
+        return identity.resolve_project(self._table.keys, ref)
 
     def resolve_stage(self, project_ref: str, stage_ref: str) -> tuple[str, str]:
         """A served stage by project (name or id) and stage (name or id)."""
-        return identity.resolve_stage(self._table, project_ref, stage_ref)
+        return identity.resolve_stage(self._table.keys, project_ref, stage_ref)
 

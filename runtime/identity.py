@@ -7,13 +7,10 @@ the same ones. One lookup serves the runtime's API and the service's paths alike
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from functools import cache
-from typing import TYPE_CHECKING
 
 from stageguard.runtime.errors import InvalidRequest, StageNotFound
-
-if TYPE_CHECKING:
-    from stageguard.runtime.served import Snapshot
 
 _STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
 Key = tuple[str, str]
@@ -31,12 +28,31 @@ def project_id(project: str) -> str:
     return str(uuid.uuid5(_STAGE_NAMESPACE, project))
 
 
-def find_stage(snapshot: Snapshot, project: str | None, stage: str | None,
+class StageKeys:
+    """Stages (project, name) indexed by id and by name: what every lookup below reads. The
+    runtime's snapshot, the client's listing and the registry's index each build one."""
+
+    __slots__ = ("ids", "keys", "names")
+
+    def __init__(self, keys: Iterable[Key]) -> None:
+        self.keys = frozenset(keys)
+        names: dict[str, list[Key]] = {}
+        for key in sorted(self.keys):
+            names.setdefault(key[1], []).append(key)
+        self.names = {n: tuple(v) for n, v in names.items()}
+        self.ids = {stage_id(*k): k for k in self.keys}
+
+    def projects(self) -> set[str]:
+        return {project for project, _ in self.keys}
+
+
+def find_stage(stages: StageKeys, project: str | None, stage: str | None,
                stage_ref: str | None) -> Key:
-    """The served stage an API call names: by id, or by name (with its project when the
-    name is in more than one)."""
+    """The stage an API call names: by id, or by name (with its project when the name is in
+    more than one). A project with a name is taken as given: whether the stage exists there
+    is for the caller to find out."""
     if stage_ref is not None:
-        key = snapshot.ids.get(str(stage_ref))
+        key = stages.ids.get(str(stage_ref))
         if key is None:
             raise StageNotFound(f"no stage with id {stage_ref}")
         return key
@@ -44,7 +60,7 @@ def find_stage(snapshot: Snapshot, project: str | None, stage: str | None,
         raise InvalidRequest("name a stage (stage_name or stage_id)")
     if project is not None:
         return (project, stage)
-    keys = snapshot.names.get(stage, ())
+    keys = stages.names.get(stage, ())
     if len(keys) == 1:
         return keys[0]
     if not keys:
@@ -53,10 +69,10 @@ def find_stage(snapshot: Snapshot, project: str | None, stage: str | None,
                          f"{', '.join(k[0] for k in keys)}; say which project")
 
 
-def resolve_project(snapshot: Snapshot, ref: str) -> str:
+def resolve_project(stages: StageKeys, ref: str) -> str:
     """A project by name or by id (a name nothing serves yet is returned as it is; an id
     must be one served)."""
-    for project, _ in snapshot.stages:
+    for project in stages.projects():
         if ref == project or ref == project_id(project):
             return project
     try:
@@ -66,12 +82,12 @@ def resolve_project(snapshot: Snapshot, ref: str) -> str:
     raise StageNotFound(f"no project with id {ref}")
 
 
-def resolve_stage(snapshot: Snapshot, project_ref: str, stage_ref: str) -> Key:
-    """A served stage by project (name or id) and stage (name or id), as a url names it."""
-    project = resolve_project(snapshot, project_ref)
+def resolve_stage(stages: StageKeys, project_ref: str, stage_ref: str) -> Key:
+    """A stage by project (name or id) and stage (name or id), as a url names it."""
+    project = resolve_project(stages, project_ref)
     key = (project, stage_ref)
-    if key not in snapshot.stages:
-        by_id = snapshot.ids.get(stage_ref)
+    if key not in stages.keys:
+        by_id = stages.ids.get(stage_ref)
         if by_id is None or by_id[0] != project:
             raise StageNotFound(f"no stage {stage_ref!r} in project {project!r}")
         key = by_id

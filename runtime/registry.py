@@ -27,7 +27,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stageguard.runtime.canonical import ArtifactDocument, content_digest, dumps
+from stageguard.runtime.errors import InvalidRequest, StageNotFound
 from stageguard.runtime.fsutil import atomic_write
+from stageguard.runtime.identity import StageKeys, find_stage
 from stageguard.runtime.model import (
     FORMAT,
     FORMAT_VERSION,
@@ -183,12 +185,16 @@ class Registry:
     def project_of(self, stage: str, index: Index | None = None) -> str:
         """The one project holding a stage of this name (for commands given no project)."""
         index = index or self.read_index()
-        holders = sorted(p for p, stages in index.projects.items() if stage in stages)
-        if len(holders) != 1:
-            where = "no project" if not holders else f"projects {', '.join(holders)}"
-            raise RegistryError(f"stage `{stage}` is in {where} of registry {self.root}"
-                                + ("; write PROJECT/STAGE" if holders else ""))
-        return holders[0]
+        held = StageKeys((p, name) for p, stages in index.projects.items() for name in stages)
+        try:
+            return find_stage(held, None, stage, None)[0]
+        except StageNotFound:
+            raise RegistryError(f"stage `{stage}` is in no project of registry {self.root}"
+                                ) from None
+        except InvalidRequest:
+            holders = ", ".join(key[0] for key in held.names[stage])
+            raise RegistryError(f"stage `{stage}` is in projects {holders} of registry "
+                                f"{self.root}; write PROJECT/STAGE") from None
 
     def artifact_path(self, project: str, stage: str, version: int) -> Path:
         for what, part in (("project", project), ("stage", stage)):

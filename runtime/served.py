@@ -11,7 +11,7 @@ from pathlib import Path
 from stageguard.runtime import collector
 from stageguard.runtime.catalog import BUILTIN_METRICS
 from stageguard.runtime.evaluate import Decider, compile_decider, compile_precomputed
-from stageguard.runtime.identity import stage_id
+from stageguard.runtime.identity import StageKeys, stage_id
 from stageguard.runtime.model import Artifact, FailMode, MetricSpec, SourceMap
 from stageguard.runtime.registry import (
     RegistryError,
@@ -24,17 +24,13 @@ from stageguard.runtime.response import StageMetadata, StageResults
 class Snapshot:
     """An immutable snapshot of what a runtime serves, with its lookups."""
 
-    __slots__ = ("ids", "local_digests", "names", "stages", "versions")
+    __slots__ = ("keys", "local_digests", "stages", "versions")
 
     def __init__(self, stages: dict[tuple[str, str], LoadedStage],
                  versions: dict[tuple[str, str], tuple[int, ...]] | None = None,
                  local_digests: dict[tuple[str, str], dict[str, int]] | None = None) -> None:
-        names: dict[str, list[tuple[str, str]]] = {}
-        for key in stages:
-            names.setdefault(key[1], []).append(key)
         self.stages = stages
-        self.names = {n: tuple(v) for n, v in names.items()}
-        self.ids = {stage_id(*k): k for k in stages}
+        self.keys = StageKeys(stages)  # lookups by name and by id (identity.find_stage)
         # Every version the registry lists per stage, as read with the stages themselves.
         self.versions = versions or {}
         # A local stage's recorded versions by content digest: an invocation's rulesets
