@@ -28,10 +28,6 @@ from stageguard.compiler.parser import ParseResult
 from stageguard.compiler.unparse import SPELLING
 from stageguard.runtime.catalog import ALIASES, BUILTIN_METRICS, canonical_name
 from stageguard.runtime.model import (
-    EQUALITY_OPERATORS,
-    LIST_TARGET_OPERATORS,
-    NO_TARGET_OPERATORS,
-    VALID_OPERATORS,
     ActionType,
     FailMode,
     MetricSpec,
@@ -40,10 +36,11 @@ from stageguard.runtime.model import (
     StageType,
     Status,
 )
+from stageguard.runtime.rule_types import Misfit, Target, rule_type, valid_operators
 
 _SUBSCRIBABLE = tuple(s.value for s in Status)
 
-Target = float | str | tuple[str, ...] | None
+TargetValue = float | str | tuple[str, ...] | None
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -54,7 +51,7 @@ E = TypeVar("E", bound=StrEnum)
 class CheckedRule:
     metric: str
     operator: Operator
-    target: Target
+    target: TargetValue
     span: Span
 
 
@@ -493,30 +490,29 @@ class _Checker:
             return None
         op = rule.operator
         spelled = SPELLING[op]
-        if op not in VALID_OPERATORS[spec.type]:
-            if spec.type is MetricType.LABELS and op in EQUALITY_OPERATORS:
+        fit = rule_type(spec.type, op)
+        if isinstance(fit, Misfit):
+            if fit.never_matches:
                 self.err("SG0206", f"`{spelled}` on label list `{name}` never matches",
                          rule.operator_span, "a list is never equal to one label",
                          help="to test for one label write `contains \"LABEL\"`; for several "
                          "write `any [\"A\", \"B\"]`")
             else:
-                valid = ", ".join(f"`{SPELLING[o]}`" for o in Operator
-                                  if o in VALID_OPERATORS[spec.type])
+                valid = ", ".join(f"`{SPELLING[o]}`" for o in valid_operators(spec.type))
                 self.err("SG0202", f"`{spelled}` does not apply to {spec.type.value} metric "
                          f"`{name}`", rule.operator_span, f"not valid for a {spec.type.value}",
                          help=f"a {spec.type.value} metric takes {valid}")
             return None
-        target = self.target(rule, spec)
+        target = self.target(rule, spec, fit.target)
         if target is _INVALID:
             return None
         return CheckedRule(name, op, target, rule.span)  # type: ignore[arg-type]
 
-    def target(self, rule: ast.Rule, spec: MetricSpec) -> object:
+    def target(self, rule: ast.Rule, spec: MetricSpec, want: Target) -> object:
         op, lit = rule.operator, rule.target
-        kind = spec.type
-        if op in NO_TARGET_OPERATORS:
+        if want is Target.NONE:
             return None
-        if kind in (MetricType.SCORE, MetricType.NUMBER):
+        if want is Target.NUMBER:
             if not isinstance(lit, ast.Num):
                 return self._wrong_target(rule, lit, "a number", _example_number(spec))
             low, high = spec.minimum, spec.maximum
@@ -529,13 +525,12 @@ class _Checker:
                          help=f"{spec.type.value} `{spec.name}` takes values in {bounds}")
                 return _INVALID
             return float(lit.value)
-        if op in EQUALITY_OPERATORS or op is Operator.CONTAINS:
+        if want is Target.LABEL:
             if not isinstance(lit, ast.Str):
                 return self._wrong_target(rule, lit, "a label in quotes",
                                           f'"{_first_label(spec)}"')
             return lit.value if self._known_labels(spec, (lit,)) else _INVALID
-        assert op in LIST_TARGET_OPERATORS
-        if not isinstance(lit, ast.ListLit):
+        if not isinstance(lit, ast.ListLit):  # Target.LABELS
             example = f'["{lit.value}"]' if isinstance(lit, ast.Str) else (
                 f'["{_first_label(spec)}"]')
             return self._wrong_target(rule, lit, "a list of labels", example)

@@ -36,16 +36,13 @@ from stageguard.compiler.unparse import policy_source
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
 from stageguard.runtime.galileo import (
     RulesetError,
-    _slug,
-    _target,
     action_from_galileo,
-    rule_problem,
     ruleset_to_galileo,
     rulesets_of,
+    slug,
 )
 from stageguard.runtime.model import (
     IDENTIFIER,
-    NO_TARGET_OPERATORS,
     Artifact,
     FailMode,
     MetricSpec,
@@ -56,6 +53,7 @@ from stageguard.runtime.model import (
     StageSpec,
     StageType,
 )
+from stageguard.runtime.rule_types import TARGETS, Target, artifact_target, rule_problem
 
 BAD_INPUT = "SG0901"
 NOT_FAITHFUL = "SG0902"
@@ -261,7 +259,7 @@ class _Importer:
         description = description if isinstance(description, str) else None
         explicit = item.get("name")
         base = explicit if isinstance(explicit, str) and re.fullmatch(IDENTIFIER, explicit) \
-            else _slug(description or "") or f"ruleset_{i + 1}"
+            else slug(description or "") or f"ruleset_{i + 1}"
         name, n = base, 2
         while name in used:
             name, n = f"{base}_{n}", n + 1
@@ -289,11 +287,12 @@ class _Importer:
         spec = self.catalog.get(name)
         if spec is None:
             return None  # its metric was already reported
-        if "target_value" not in data and op not in NO_TARGET_OPERATORS:
+        takes_none = Target.NONE in TARGETS[op]
+        if "target_value" not in data and not takes_none:
             self.err(BAD_INPUT, f"{here}.target_value: required for `{op.value}`")
             return None
         target = data.get("target_value")
-        if op in NO_TARGET_OPERATORS and target is not None:
+        if takes_none and target is not None:
             # Galileo evaluates empty/not_empty with a target as never true.
             self.err(NOT_FAITHFUL, f"{here}: `{op.value}` with a target_value never matches in "
                      "Galileo", help="remove the target_value, or remove the rule")
@@ -304,7 +303,7 @@ class _Importer:
                      help="stageguard does not compile this rule as written, so importing it "
                      "would change what the stage means; fix the rule, or drop its ruleset")
             return None
-        return RuleSpec(metric=name, operator=op, target_value=_target(op, target))
+        return RuleSpec(metric=name, operator=op, target_value=artifact_target(op, target))
 
 
 def _rules(item: object) -> list[object]:
@@ -380,9 +379,9 @@ def import_galileo(text: str, path: str, *, stage: str | None = None,
 def _identifier(text: str, imp: _Importer, what: str) -> str:
     if re.fullmatch(IDENTIFIER, text):
         return text
-    slug = _slug(text) or what
-    imp.warn(DROPPED, f"{what}: {text!r} is not an identifier: written as `{slug}`")
-    return slug
+    name = slug(text) or what
+    imp.warn(DROPPED, f"{what}: {text!r} is not an identifier: written as `{name}`")
+    return name
 
 
 # ---- export -----------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ from stageguard.runtime.catalog import BUILTIN_METRICS
 from stageguard.runtime.engine import InvalidRequest, Runtime
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.model import (
-    NUMERIC_OPERATORS,
     Action,
     ActionType,
     Artifact,
@@ -48,6 +47,7 @@ from stageguard.runtime.model import (
 )
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
 from stageguard.runtime.response import Response
+from stageguard.runtime.rule_types import TARGETS, Target
 
 SUFFIX = ".test.toml"
 _EXPECT_KEYS = {"status", "ruleset", "action", "text", "text_is_choice", "rulesets"}
@@ -385,8 +385,8 @@ def seed_coverage(coverage: Coverage, stages: Iterable[Artifact]) -> None:
             coverage.triggered.setdefault((art.stage.name, rs.name), 0)
             for k, rule in enumerate(rs.rules):
                 coverage.reached.setdefault((art.stage.name, rs.name, k), 0)
-                if isinstance(rule.target_value, float) and rule.operator in (
-                        NUMERIC_OPERATORS | {Operator.EQ, Operator.NEQ}):
+                if Target.NUMBER in TARGETS[rule.operator] and isinstance(
+                        rule.target_value, float):
                     coverage.sides.setdefault((art.stage.name, rs.name, k), set())
 
 

@@ -17,20 +17,16 @@ from pydantic import ValidationError
 
 from stageguard.runtime.catalog import ALIASES, canonical_name
 from stageguard.runtime.model import (
-    EQUALITY_OPERATORS,
-    LIST_TARGET_OPERATORS,
-    NO_TARGET_OPERATORS,
-    VALID_OPERATORS,
     Action,
     ActionType,
     MetricSpec,
-    MetricType,
     Operator,
     RulesetSpec,
     RuleSpec,
     Status,
     Subscription,
 )
+from stageguard.runtime.rule_types import TARGETS, Target, artifact_target, rule_problem
 
 
 class RulesetError(ValueError):
@@ -45,52 +41,10 @@ def rulesets_of(body: Mapping[str, Any]) -> Any:
     return body.get("rulesets")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A ruleset name made from free text (a Galileo description): an identifier, or ""."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:60].strip("_")
     return slug if slug and not slug[0].isdigit() else (f"r_{slug}" if slug else "")
-
-
-def rule_problem(spec: MetricSpec, op: Operator, target: object) -> str | None:
-    """Why `metric op target` cannot be a rule for this metric, or None when it can."""
-    if op not in VALID_OPERATORS[spec.type]:
-        if spec.type is MetricType.LABELS and op in EQUALITY_OPERATORS:
-            return (f"`{op.value}` on label list `{spec.name}` never matches; use `contains` "
-                    "for one label or `any` for several")
-        valid = ", ".join(o.value for o in Operator if o in VALID_OPERATORS[spec.type])
-        return f"`{op.value}` does not apply to {spec.type.value} metric `{spec.name}` ({valid})"
-    if op in NO_TARGET_OPERATORS:
-        return None if target is None else f"`{op.value}` takes no target_value"
-    if spec.type in (MetricType.SCORE, MetricType.NUMBER):
-        if not isinstance(target, int | float) or isinstance(target, bool) or not math.isfinite(
-                target):
-            return f"`{spec.name}` compares with a finite number"
-        if (spec.minimum is not None and target < spec.minimum) or (
-                spec.maximum is not None and target > spec.maximum):
-            return f"threshold {target} is outside the range of `{spec.name}`"
-        return None
-    if op in LIST_TARGET_OPERATORS:
-        if not isinstance(target, list | tuple) or not all(isinstance(t, str) for t in target):
-            return f"`{op.value}` compares with a list of labels"
-        labels = list(target)
-    else:
-        if not isinstance(target, str):
-            return f"`{op.value}` compares with a label (a string)"
-        labels = [target]
-    if spec.labels is not None:
-        unknown = [t for t in labels if t not in spec.labels]
-        if unknown:
-            return f"`{spec.name}` has no label {unknown[0]!r}"
-    return None
-
-
-def _target(op: Operator, target: object) -> object:
-    if op in NO_TARGET_OPERATORS:
-        return None
-    if isinstance(target, list | tuple):
-        return tuple(target)
-    if isinstance(target, int | float) and not isinstance(target, bool):
-        return float(target)
-    return target
 
 
 def rule_from_galileo(data: object, catalog: Mapping[str, MetricSpec], path: str) -> RuleSpec:
@@ -109,13 +63,13 @@ def rule_from_galileo(data: object, catalog: Mapping[str, MetricSpec], path: str
     except ValueError:
         raise RulesetError(f"{path}.operator: unknown operator {data.get('operator')!r}; "
                            f"operators are {', '.join(o.value for o in Operator)}") from None
-    if "target_value" not in data and op not in NO_TARGET_OPERATORS:
+    if "target_value" not in data and Target.NONE not in TARGETS[op]:
         raise RulesetError(f"{path}.target_value: required for `{op.value}`")
     target = data.get("target_value")
     problem = rule_problem(spec, op, target)
     if problem:
         raise RulesetError(f"{path}: {problem}")
-    return RuleSpec(metric=name, operator=op, target_value=_target(op, target))
+    return RuleSpec(metric=name, operator=op, target_value=artifact_target(op, target))
 
 
 def action_from_galileo(data: object, path: str) -> Action:
@@ -173,7 +127,7 @@ def rulesets_from_galileo(items: object, catalog: Mapping[str, MetricSpec],
             given = item.get("name")
             if given is not None and not isinstance(given, str):
                 raise RulesetError(f"{here}.name: a string, not {type(given).__name__}")
-            base = (given or _slug(description or "") or f"ruleset_{i + 1}")
+            base = (given or slug(description or "") or f"ruleset_{i + 1}")
             name, n = str(base), 2
             while name in used:
                 name, n = f"{base}_{n}", n + 1

@@ -8,12 +8,15 @@ The runtime owns this schema; `docs/artifact.schema.json` is generated from thes
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, model_validator
 
 from stageguard.runtime import limits
+from stageguard.runtime.kinds import MetricType as MetricType
+from stageguard.runtime.kinds import Operator as Operator
+from stageguard.runtime.kinds import StrKind
+from stageguard.runtime.rule_types import TARGETS, target_of
 
 FORMAT = "stageguard.artifact"
 FORMAT_VERSION = 1
@@ -33,33 +36,7 @@ def identifier_problem(what: str, value: object) -> str | None:
             "with a digit or -)")
 
 
-class _StrEnum(StrEnum):
-    # Enum.__hash__ is a Python-level call; members equal their string values, so hashing
-    # like str is consistent and keeps enum-keyed lookups on the decision path cheap.
-    __hash__ = str.__hash__
-
-
-class Operator(_StrEnum):
-    GT = "gt"
-    LT = "lt"
-    GTE = "gte"
-    LTE = "lte"
-    EQ = "eq"
-    NEQ = "neq"
-    CONTAINS = "contains"
-    ALL = "all"
-    ANY = "any"
-    EMPTY = "empty"
-    NOT_EMPTY = "not_empty"
-
-
-NUMERIC_OPERATORS = frozenset({Operator.GT, Operator.LT, Operator.GTE, Operator.LTE})
-EQUALITY_OPERATORS = frozenset({Operator.EQ, Operator.NEQ})
-LIST_TARGET_OPERATORS = frozenset({Operator.ALL, Operator.ANY})
-NO_TARGET_OPERATORS = frozenset({Operator.EMPTY, Operator.NOT_EMPTY})
-
-
-class Status(_StrEnum):
+class Status(StrKind):
     TRIGGERED = "triggered"
     NOT_TRIGGERED = "not_triggered"
     PAUSED = "paused"
@@ -69,35 +46,17 @@ class Status(_StrEnum):
     ERROR = "error"
 
 
-class MetricType(_StrEnum):
-    SCORE = "score"
-    NUMBER = "number"
-    LABEL = "label"
-    LABELS = "labels"
-
-
-# Which operators make sense for which metric type (docs/semantics.md's truth table). The checker
-# and the runtime's intake of Galileo-shaped rulesets both judge rules by this table.
-VALID_OPERATORS: dict[MetricType, frozenset[Operator]] = {
-    MetricType.SCORE: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
-    MetricType.NUMBER: NUMERIC_OPERATORS | EQUALITY_OPERATORS,
-    MetricType.LABEL: EQUALITY_OPERATORS | {Operator.ANY},
-    MetricType.LABELS: frozenset({Operator.CONTAINS, Operator.ALL, Operator.ANY, Operator.EMPTY,
-                                  Operator.NOT_EMPTY}),
-}
-
-
-class StageType(_StrEnum):
+class StageType(StrKind):
     CENTRAL = "central"
     LOCAL = "local"
 
 
-class FailMode(_StrEnum):
+class FailMode(StrKind):
     OPEN = "open"
     CLOSED = "closed"
 
 
-class ActionType(_StrEnum):
+class ActionType(StrKind):
     OVERRIDE = "OVERRIDE"
     PASSTHROUGH = "PASSTHROUGH"
 
@@ -144,19 +103,11 @@ class RuleSpec(_Model):
 
     @model_validator(mode="after")
     def _target_fits_operator(self) -> RuleSpec:
-        op, target = self.operator, self.target_value
-        if op in NO_TARGET_OPERATORS:
-            ok = target is None
-        elif op in NUMERIC_OPERATORS:
-            ok = isinstance(target, float)
-        elif op in EQUALITY_OPERATORS:
-            ok = isinstance(target, float | str)
-        elif op is Operator.CONTAINS:
-            ok = isinstance(target, str)
-        else:
-            ok = isinstance(target, tuple)
-        if not ok:
-            raise ValueError(f"operator {op.value!r} cannot take target {target!r}")
+        # The metric's kind is not known here (the catalog is): a target fits when it fits
+        # the operator on some kind of metric (rule_types.TARGETS).
+        if target_of(self.target_value) not in TARGETS[self.operator]:
+            raise ValueError(f"operator {self.operator.value!r} cannot take target "
+                             f"{self.target_value!r}")
         return self
 
 
