@@ -78,6 +78,10 @@ DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
 _T = Status.TRIGGERED
 
 
+def _empty(rulesets: object) -> bool:
+    return isinstance(rulesets, Sequence) and not isinstance(rulesets, str) and not rulesets
+
+
 class _Once:
     """A body built on first call, in whichever webhook worker gets there first."""
 
@@ -367,7 +371,10 @@ class Runtime(StageManagement):
             raise InvalidRequest("payload needs a non-empty input or output")
         table = self._table  # one snapshot for the whole decision
         loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
-        if rulesets is not None:
+        if rulesets is not None and not (
+                loaded.artifact.stage.type is StageType.CENTRAL and _empty(rulesets)):
+            # (galileo-core's Request always sends a ruleset list; an empty one on a central
+            # stage means "the stage's own", as in Galileo.)
             loaded = self._local_stage(loaded, rulesets, allow_subscriptions, table)
         outcomes: Outcomes = ()
         values: dict[str, object] | None = None

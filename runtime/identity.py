@@ -16,16 +16,29 @@ _STAGE_NAMESPACE = uuid.UUID("6f1d2c8e-5b1a-4c3e-9a57-2f0c1e7d9b44")
 Key = tuple[str, str]
 
 
+def _named_id(name: str) -> uuid.UUID:
+    # A uuid5 of the name with the version bits set to 4: galileo-core types stage and
+    # project ids as UUID4, and Galileo users keep ids in configuration, so an id must pass
+    # that type and stay the same for a name on every runtime, replica and restart.
+    return uuid.UUID(bytes=uuid.uuid5(_STAGE_NAMESPACE, name).bytes, version=4)
+
+
 def stage_id(project: str, name: str) -> str:
     """Stable id of a stage: the same project and name give the same id everywhere."""
-    return str(uuid.uuid5(_STAGE_NAMESPACE, f"{project}/{name}"))
+    return str(_named_id(f"{project}/{name}"))
 
 
 @cache  # asked per request by the service; one entry per project served
 def project_id(project: str) -> str:
     """Stable id of a project (Galileo addresses projects by id); never equal to a stage id,
     since project names hold no `/`."""
-    return str(uuid.uuid5(_STAGE_NAMESPACE, project))
+    return str(_named_id(project))
+
+
+def legacy_id(project: str, name: str | None = None) -> str:
+    """The id stageguard gave before ids were UUID4-shaped (a plain uuid5), still accepted
+    wherever an id is, so ids kept from earlier releases keep working."""
+    return str(uuid.uuid5(_STAGE_NAMESPACE, project if name is None else f"{project}/{name}"))
 
 
 class StageKeys:
@@ -41,6 +54,7 @@ class StageKeys:
             names.setdefault(key[1], []).append(key)
         self.names = {n: tuple(v) for n, v in names.items()}
         self.ids = {stage_id(*k): k for k in self.keys}
+        self.ids.update({legacy_id(*k): k for k in self.keys})
 
     def projects(self) -> set[str]:
         return {project for project, _ in self.keys}
@@ -73,7 +87,7 @@ def resolve_project(stages: StageKeys, ref: str) -> str:
     """A project by name or by id (a name nothing serves yet is returned as it is; an id
     must be one served)."""
     for project in stages.projects():
-        if ref == project or ref == project_id(project):
+        if ref in (project, project_id(project), legacy_id(project)):
             return project
     try:
         uuid.UUID(ref)

@@ -17,7 +17,7 @@ from stageguard.runtime.model import (
     RulesetSpec,
     StageSpec,
     StageType,
-    identifier_problem,
+    name_problem,
 )
 from stageguard.runtime.registry import RegistryError, StageEntry, StageExists
 from stageguard.runtime.served import LoadedStage, Snapshot
@@ -94,16 +94,21 @@ class StageManagement:
                                  "a registry")
         return self.registry
 
-    def create_stage(self, name: str, *, project: str, type: StageType | str = StageType.CENTRAL,
+    def create_stage(self, name: str, *, project: str, type: StageType | str | None = None,
                      description: str | None = None, paused: bool = False,
                      prioritized_rulesets: Sequence[Any] | None = None,
                      fail_mode: FailMode | str = FailMode.OPEN,
                      metrics: Sequence[MetricSpec] = ()) -> StageInfo:
+        """Create stage `name` in `project` as version 1 (StageConflict when it exists). The
+        type defaults to local, as in Galileo, or central when rulesets are given (ours:
+        Galileo refuses a local stage with rulesets, so nothing that works there changes)."""
         registry = self.require_registry()
         for what, value in (("project", project), ("stage name", name)):
-            problem = identifier_problem(what, value)
+            problem = name_problem(what, value)
             if problem:
                 raise InvalidRequest(problem)
+        if type is None:
+            type = StageType.CENTRAL if prioritized_rulesets else StageType.LOCAL
         try:
             kind, mode = StageType(type), FailMode(fail_mode)
         except ValueError as exc:

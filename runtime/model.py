@@ -36,6 +36,24 @@ def identifier_problem(what: str, value: object) -> str | None:
             "with a digit or -)")
 
 
+# Project and stage names are free text, as Galileo's are ("My stage"), but each becomes one
+# registry path part: no `/`, `\`, control characters (C0, DEL, C1), leading `.` or
+# surrounding spaces. Written without `\s`, whose reach differs between regex engines.
+# Names written in source are identifiers, a subset.
+NAME = r"^[^ ./\\\x00-\x1f\x7f-\x9f](?:[^/\\\x00-\x1f\x7f-\x9f]*[^ /\\\x00-\x1f\x7f-\x9f])?$"
+_NAME = re.compile(NAME)
+
+
+def name_problem(what: str, value: object) -> str | None:
+    """Why `value` cannot name a project or stage (None when it can)."""
+    if isinstance(value, str) and len(value) > limits.NAME:
+        return f"{what} `{value[:40]}…`: {limits.over('name', len(value))}"
+    if isinstance(value, str) and _NAME.fullmatch(value):
+        return None
+    return (f"{what} {value!r} is not a name (no `/`, `\\` or control characters, no "
+            "leading `.`, no spaces around it)")
+
+
 class Status(StrKind):
     TRIGGERED = "triggered"
     NOT_TRIGGERED = "not_triggered"
@@ -63,6 +81,7 @@ class ActionType(StrKind):
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=limits.NAME)]
+Name = Annotated[str, Field(pattern=NAME, min_length=1, max_length=limits.NAME)]
 Description = Annotated[str, StringConstraints(max_length=limits.DESCRIPTION)]
 Label = Annotated[StrictStr, StringConstraints(max_length=limits.LABEL)]
 Choice = Annotated[StrictStr, StringConstraints(max_length=limits.CHOICE)]
@@ -139,7 +158,7 @@ class RulesetSpec(_Model):
 
 
 class StageSpec(_Model):
-    name: Identifier
+    name: Name
     type: StageType
     description: Description | None = None
     fail_mode: FailMode = FailMode.OPEN
@@ -182,7 +201,7 @@ class Artifact(_Model):
 
     format: Literal["stageguard.artifact"] = "stageguard.artifact"  # FORMAT
     format_version: Literal[1] = 1  # FORMAT_VERSION
-    project: Identifier
+    project: Name
     stage: StageSpec
     version: Annotated[int, Field(ge=1)]
     digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]

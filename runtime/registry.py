@@ -35,7 +35,7 @@ from stageguard.runtime.model import (
     FORMAT_VERSION,
     Artifact,
     StageType,
-    identifier_problem,
+    name_problem,
 )
 
 INDEX = "index.json"
@@ -198,7 +198,7 @@ class Registry:
 
     def artifact_path(self, project: str, stage: str, version: int) -> Path:
         for what, part in (("project", project), ("stage", stage)):
-            problem = identifier_problem(what, part)  # a path part: never `..` or `a/b`
+            problem = name_problem(what, part)  # a path part: never `..` or `a/b`
             if problem:
                 raise RegistryError(problem)
         return self.root / project / stage / f"v{version}.json"
@@ -399,7 +399,7 @@ def _index_problem(index: Index) -> str | None:
         for name, entry in stages.items():
             where = f"{project}/{name}"
             for part, what in ((project, "project"), (name, "stage")):
-                problem = identifier_problem(what, part)
+                problem = name_problem(what, part)
                 if problem:
                     return f"{where}: {problem}"
             numbers = [v.version for v in entry.versions]

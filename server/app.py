@@ -5,6 +5,7 @@ sees exactly one version while an update lands); management calls go through the
 runtime, and its watcher picks up what other processes publish.
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from stageguard.api import PolicyError, Protect
+from stageguard.api import Embedded, PolicyError
 from stageguard.api.publish import SourceRejected, publish_source
 from stageguard.compiler.diagnostics import as_data
 from stageguard.runtime import limits, package_version
@@ -39,7 +40,7 @@ from stageguard.runtime.engine import (
     SubscriptionsNotAllowed,
     project_id,
 )
-from stageguard.runtime.model import IDENTIFIER, MetricSpec
+from stageguard.runtime.model import IDENTIFIER, NAME, FailMode, MetricSpec, StageType
 from stageguard.runtime.registry import RegistryError
 from stageguard.server.auth import Principal, Role, TokenFile, Tokens
 from stageguard.server.logs import ACCESS, DECISION
@@ -276,9 +277,14 @@ def _content_length(scope: Scope) -> int | None:
 
 # ---- the app ----------------------------------------------------------------------------
 
+# Galileo's StageDB has a creator id (UUID4); stageguard records no creators.
+CREATED_BY = str(uuid.UUID(bytes=hashlib.sha256(b"stageguard").digest()[:16], version=4))
+
+
 def _stage_out(info: StageInfo) -> StageOut:
     return StageOut(id=info.id, name=info.name, project=info.project,
-                    project_id=project_id(info.project), type=info.type.value,
+                    project_id=project_id(info.project), created_by=CREATED_BY,
+                    type=info.type.value,
                     description=info.description, paused=info.paused, version=info.version,
                     versions=list(info.versions), fail_mode=info.fail_mode.value)
 
@@ -328,7 +334,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                  deliver_webhooks=config.deliver_webhooks,
                                  scorer_threads=config.scorer_threads,
                                  record_local_versions=config.record_local_versions)
-    protect = Protect(runtime=runtime)
+    backend = Embedded(runtime)
     metrics = ServerMetrics(runtime)
     bearer = HTTPBearer(auto_error=False, description="A token with role `invoke` or `admin`")
 
@@ -391,8 +397,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     Admin = Annotated[Principal, Depends(admin)]
     Invoker = Annotated[Principal, Depends(invoker)]
-    project_param = PathParam(description="Project name or id", pattern=REF)
-    stage_param = PathParam(description="Stage name or id", pattern=REF)
+    project_param = PathParam(description="Project name or id", pattern=REF,
+                              max_length=limits.NAME)
+    stage_param = PathParam(description="Stage name or id", pattern=REF,
+                            max_length=limits.NAME)
 
     # ---- protection -------------------------------------------------------------------
 
@@ -403,9 +411,9 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         for name, value in (body.headers or {}).items():
             if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
                 raise InvalidRequest(f"headers.{name}: not a valid HTTP header")
-        project = body.project_name
-        if project is None and body.project_id is not None:
-            project = project_name(body.project_id)
+        # Galileo: an explicit project id wins over an explicit name.
+        ref = body.project_id if body.project_id is not None else body.project_name
+        project = None if ref is None else project_name(ref)
         if body.stage_id is None and body.stage_name is None:
             raise InvalidRequest("name the stage: stage_id, or stage_name (with project_name "
                                  "or project_id when the name is not unique)")
@@ -423,9 +431,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
             with suppress(NeedsScorer):
                 result = runtime.invoke(payload, body.stage_name, scorers=False, **options)
         if result is None:
-            result = await run_in_threadpool(protect.invoke, payload,
-                                             stage_name=body.stage_name,
-                                             prioritized_rulesets=rulesets, **options)
+            # The backend, not the Galileo-style facade: a request is never completed from
+            # the server's environment (GALILEO_PROJECT and the like).
+            result = await run_in_threadpool(lambda: backend.invoke(
+                payload, stage_name=body.stage_name, rulesets=rulesets, **options))
         tm, sm = result.trace_metadata, result.stage_metadata
         request.scope["state"]["trace_id"] = tm.id
         metrics.decision(sm.project, sm.stage_name, result.status.value, tm.execution_time)
@@ -453,21 +462,35 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
               response_model=StageOut, summary="Create a stage (version 1)",
               responses={409: {"model": ErrorOut}})
     def create(_: Admin, body: StageCreate, project: str = project_param) -> StageOut:
-        info = protect.create_stage(
-            body.name, project=project_name(project), type=body.type, description=body.description,
-            paused=body.paused, fail_mode=body.fail_mode, metrics=metric_specs(body.metrics),
-            prioritized_rulesets=_rulesets_arg(body.prioritized_rulesets, body.rulesets))
+        target = project_name(project)
+        if body.project_id is not None and project_name(body.project_id) != target:
+            raise InvalidRequest(f"project_id {body.project_id} is not project {target!r} of "
+                                 "the url")
+        info = backend.create_stage(
+            body.name, project=target, type=None if body.type is None else StageType(body.type),
+            description=body.description, paused=body.paused,
+            fail_mode=FailMode(body.fail_mode), metrics=metric_specs(body.metrics),
+            rulesets=_rulesets_arg(body.prioritized_rulesets, body.rulesets))
         return _stage_out(info)
 
-    @app.get("/projects/{project}/stages", tags=["stages"], response_model=list[StageOut],
-             summary="A project's stages (one, by `stage_name`, as Galileo looks them up)")
+    @app.get("/projects/{project}/stages", tags=["stages"],
+             response_model=list[StageOut] | StageOut,
+             summary="A project's stages; with `stage_name` or `stage_id`, that one stage "
+             "(as Galileo's SDK looks a stage up)")
     def list_project(_: Admin, project: str = project_param,
-                     stage_name: str | None = Query(default=None, pattern=IDENTIFIER,
+                     stage_name: str | None = Query(default=None, pattern=NAME,
                                                     max_length=limits.NAME),
-                     ) -> list[StageOut]:
+                     stage_id: str | None = Query(default=None, pattern=NAME,
+                                                  max_length=limits.NAME),
+                     ) -> list[StageOut] | StageOut:
         name = project_name(project)
-        return [_stage_out(i) for i in runtime.stages()
-                if i.project == name and stage_name in (None, i.name)]
+        if stage_name is None and stage_id is None:
+            return [_stage_out(i) for i in runtime.stages() if i.project == name]
+        info = runtime.get_stage(project=None if stage_id else name, stage_name=stage_name,
+                                 stage_id=stage_id)
+        if info is None or info.project != name:
+            raise StageNotFound(f"no stage {stage_id or stage_name!r} in project {name!r}")
+        return _stage_out(info)
 
     @app.get("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
              summary="A stage by name or id")
@@ -486,16 +509,16 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         rulesets = _rulesets_arg(body.prioritized_rulesets, body.rulesets)
         if rulesets is None:
             raise InvalidRequest("prioritized_rulesets is required")
-        return _stage_out(protect.update_stage(project=key[0], stage_name=key[1],
-                                               prioritized_rulesets=rulesets))
+        return _stage_out(backend.update_stage(project=key[0], stage_name=key[1],
+                                               stage_id=None, rulesets=rulesets))
 
     @app.put("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
              summary="Pause (`pause=true`) or resume (`pause=false`) a stage")
     def pause(_: Admin, project: str = project_param, stage: str = stage_param,
               pause: bool = Query(description="true pauses, false resumes")) -> StageOut:
         key = stage_key(project, stage)
-        change = protect.pause_stage if pause else protect.resume_stage
-        return _stage_out(change(project=key[0], stage_name=key[1]))
+        return _stage_out(backend.set_paused(pause, project=key[0], stage_name=key[1],
+                                             stage_id=None))
 
     @app.get("/projects/{project}/stages/{stage}/versions", tags=["stages"],
              response_model=list[VersionOut], summary="Every published version")

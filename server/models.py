@@ -14,12 +14,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from stageguard.runtime import limits
-from stageguard.runtime.model import IDENTIFIER, MetricSpec
+from stageguard.runtime.model import IDENTIFIER, NAME, MetricSpec
 
+# Rulesets and metrics are named by identifiers; projects and stages by names (free text
+# that can be a registry path part, as Galileo's "My stage").
 Name = Annotated[str, Field(pattern=IDENTIFIER, min_length=1, max_length=limits.NAME)]
-# A project or stage in a url path: its name, or its id.
-REF = rf"^(?:[A-Za-z_][A-Za-z0-9_\-]{{0,{limits.NAME - 1}}}|[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-" \
-      r"[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+StageName = Annotated[str, Field(pattern=NAME, min_length=1, max_length=limits.NAME)]
+# A project or stage in a url path: its name, or its id (which is a name too).
+REF = NAME
 # A version, read as JSON Schema's integer: 3 and 3.0 alike (strict pydantic would refuse 3.0).
 Version = Annotated[int, Field(ge=1), BeforeValidator(
     lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
@@ -87,9 +89,10 @@ class InvokeRequest(_In):
     `project_name` or `project_id` (or alone, when the name is unique)."""
 
     payload: PayloadIn
-    project_name: Name | None = None
-    project_id: str | None = None
-    stage_name: Name | None = None
+    project_name: StageName | None = None
+    project_id: str | None = Field(default=None, description="Wins over project_name when "
+                                   "both are given, as in Galileo")
+    stage_name: StageName | None = None
     stage_id: str | None = None
     stage_version: Version | None = None
     prioritized_rulesets: Rulesets | None = None
@@ -124,9 +127,13 @@ class MetricIn(_In):
 class StageCreate(_In):
     """Galileo's stage-create body, plus `fail_mode` and custom `metrics`."""
 
-    name: Name
+    name: StageName
+    project_id: str | None = Field(default=None, description="Galileo's body names the "
+                                   "project again; it must be the url's")
     description: str | None = Field(default=None, max_length=limits.DESCRIPTION)
-    type: Literal["central", "local"] = "central"
+    type: Literal["central", "local"] | None = Field(
+        default=None, description="Default: local, as in Galileo, or central when the body "
+        "brings rulesets (Galileo refuses a local stage with rulesets)")
     paused: bool = False
     prioritized_rulesets: Rulesets | None = None
     rulesets: Rulesets | None = None
@@ -151,7 +158,7 @@ class SourcePublish(_In):
         "sit in their own file)")
     source: str | None = Field(default=None, description="One file's source (named "
                                "`<request>.sg` in diagnostics)")
-    project: Name | None = Field(default=None, description="Needed only when the sources "
+    project: StageName | None = Field(default=None, description="Needed only when the sources "
                                  "hold the stage name in more than one project")
 
 
@@ -160,6 +167,8 @@ class StageOut(BaseModel):
     name: str
     project: str
     project_id: str
+    created_by: str = Field(description="Galileo's creator id; stageguard does not record "
+                            "creators, so this is one fixed UUID4 for every stage")
     type: Literal["central", "local"]
     description: str | None
     paused: bool

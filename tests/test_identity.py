@@ -49,3 +49,19 @@ def test_urls_name_projects_and_stages_by_name_or_id() -> None:
     assert resolve_stage(KEYS, project_id("shop"), "guard") == ("shop", "guard")
     with pytest.raises(StageNotFound):  # an id of another project's stage
         resolve_stage(KEYS, "shop", stage_id("bank", "chat"))
+
+
+def test_ids_pass_galileo_cores_uuid4_type_and_old_ids_still_work() -> None:
+    import uuid
+
+    from pydantic import UUID4, TypeAdapter
+
+    from stageguard.runtime.identity import legacy_id
+
+    for value in (stage_id("bank", "chat"), project_id("bank")):
+        assert uuid.UUID(value).version == 4
+        TypeAdapter(UUID4).validate_python(value)  # what galileo-core's models declare
+    old = legacy_id("bank", "chat")
+    assert uuid.UUID(old).version == 5
+    assert find_stage(KEYS, None, None, old) == ("bank", "chat")
+    assert resolve_project(KEYS, legacy_id("bank")) == "bank"

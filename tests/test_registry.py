@@ -157,10 +157,11 @@ def test_project_of_a_stage_name(tmp_path: Path) -> None:
         reg.project_of("missing")
 
 
-def test_names_that_are_not_identifiers_never_become_paths(tmp_path: Path) -> None:
+def test_names_that_are_not_one_path_part_never_become_paths(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "reg")
-    for project, stage in (("..", "s"), ("p", "../../x"), ("p", "a/b"), ("", "s")):
-        with pytest.raises(RegistryError, match="not an identifier"):
+    for project, stage in (("..", "s"), ("p", "../../x"), ("p", "a/b"), ("", "s"),
+                           ("p", "a\\b"), ("p", ".x"), ("p", "x\x00")):
+        with pytest.raises(RegistryError, match="not a name"):
             registry.artifact_path(project, stage, 1)
         with pytest.raises(RegistryError):
             registry.load(project, stage, 1)

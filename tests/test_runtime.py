@@ -276,12 +276,16 @@ def test_pinned_and_local_caches_are_bounded_and_stay_correct(tmp_path: Path) ->
     rt.close()
 
 
-def test_create_stage_accepts_only_identifiers(tmp_path: Path) -> None:
+def test_create_stage_accepts_only_names_that_are_one_path_part(tmp_path: Path) -> None:
     rt = Runtime(tmp_path / "reg")
-    for project, name in (("../evil", "s"), ("p", "../../s"), ("p", "a/b"), ("", "s")):
-        with pytest.raises(InvalidRequest, match="identifier"):
+    for project, name in (("../evil", "s"), ("p", "../../s"), ("p", "a/b"), ("", "s"),
+                          ("p", ".."), ("p", "a\\b"), ("p", " s"), ("p", "s\n"), (".p", "s")):
+        with pytest.raises(InvalidRequest, match="not a name"):
             rt.create_stage(name, project=project)
     assert not (tmp_path / "evil").exists() and not (tmp_path / "s").exists()
+    # Galileo's names are free text: "My stage" is one.
+    assert rt.create_stage("My stage", project="My project").name == "My stage"
+    assert (tmp_path / "reg" / "My project" / "My stage").is_dir()
     with pytest.raises(InvalidRequest):
         rt.create_stage("s", project="p", fail_mode="sideways")
 

@@ -173,8 +173,11 @@ def test_stage_lifecycle(admin: httpx.Client, invoker: httpx.Client, registry: P
     for ref in ("answers", created["id"]):
         for project in ("shop", project_id("shop")):
             assert admin.get(f"/projects/{project}/stages/{ref}").json() == created
-    listed = admin.get("/projects/shop/stages", params={"stage_name": "answers"}).json()
-    assert listed == [created]
+    # Galileo's SDK looks one stage up by name or id and reads one stage back.
+    for query in ({"stage_name": "answers"}, {"stage_id": created["id"]}):
+        assert admin.get("/projects/shop/stages", params=query).json() == created
+    assert admin.get("/projects/shop/stages").json() == [created]
+    assert admin.get("/projects/shop/stages", params={"stage_name": "nope"}).status_code == 404
 
     updated = admin.post("/projects/shop/stages/answers",
                          json={"prioritized_rulesets": rulesets("v2", 0.6)}).json()
@@ -213,7 +216,7 @@ def test_management_errors(admin: httpx.Client) -> None:
         == 404
     resp = admin.post("/projects/..%2F..%2Fetc/stages", json={"name": "x"})
     assert resp.status_code in (404, 422)
-    resp = admin.post("/projects/bad name/stages", json={"name": "x"})
+    resp = admin.post("/projects/bad%5Cname/stages", json={"name": "x"})  # a backslash
     # The document says what a project reference looks like; the 422 names the path part.
     assert resp.status_code == 422 and resp.json()["code"] == "validation_error"
     assert resp.json()["detail"][0]["loc"] == ["path", "project"]
