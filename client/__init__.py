@@ -12,12 +12,14 @@ Responses carry the runtime's own types (`Status`, `TraceMetadata`, `ActionResul
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+from stageguard.api.sdk import GalileoAPI
 from stageguard.runtime.engine import InvalidRequest, Payload, StageInfo, StageNotFound
-from stageguard.runtime.galileo import ruleset_to_galileo
 from stageguard.runtime.identity import StageKeys, find_stage
 from stageguard.runtime.model import (
     ActionType,
@@ -31,16 +33,18 @@ from stageguard.runtime.model import (
 from stageguard.runtime.response import (
     ActionResult,
     MetricResult,
-    Response,
     RuleResult,
     RulesetResult,
     StageMetadata,
     TraceMetadata,
 )
 
-__all__ = ["AuthError", "Client", "Payload", "RemoteError", "RemoteResponse",
-           "ServiceUnavailable", "Status", "configure", "connect", "create_stage", "get_stage",
-           "invoke", "pause_stage", "resume_stage", "update_stage"]
+__all__ = [
+    "AuthError", "Client", "Http", "Payload", "RemoteError", "RemoteResponse",
+    "ServiceUnavailable", "Status", "ainvoke", "ainvoke_protect", "configure", "connect",
+    "create_protect_stage", "create_stage", "get_protect_stage", "get_stage", "invoke",
+    "invoke_protect", "pause_protect_stage", "pause_stage", "resume_protect_stage",
+    "resume_stage", "update_protect_stage", "update_stage"]
 
 if TYPE_CHECKING:
     from stageguard.api import Protect
@@ -149,16 +153,7 @@ def _stage_info(data: Mapping[str, Any]) -> StageInfo:
                      versions=tuple(data["versions"]), fail_mode=FailMode(data["fail_mode"]))
 
 
-def _rulesets(rulesets: str | Sequence[Any] | None) -> str | list[Any] | None:
-    if rulesets is None or isinstance(rulesets, str):
-        return rulesets
-    return [ruleset_to_galileo(r) if isinstance(r, RulesetSpec) else r for r in rulesets]
-
-
-def _payload(payload: Payload | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(payload, Payload):
-        return {"input": payload.input, "output": payload.output,
-                "metrics": dict(payload.metrics) or None}
+def _payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: payload.get(k) for k in ("input", "output", "metrics") if payload.get(k)
            is not None}
     metrics = out.get("metrics")
@@ -168,8 +163,9 @@ def _payload(payload: Payload | Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Client:
-    """One server; thread-safe, with pooled keep-alive connections."""
+class Http:
+    """The `Backend` over HTTP: one server; thread-safe, with pooled keep-alive connections
+    (and an async pool for `ainvoke`, made on first use in each event loop)."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
                  **httpx_kwargs: Any) -> None:
@@ -179,29 +175,24 @@ class Client:
             raise ImportError("stageguard.client.Client needs httpx: pip install "
                               "'stageguard[client]'") from exc
 
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._url = url.rstrip("/")
+        self._timeout = timeout
+        self._kwargs = httpx_kwargs
         self._httpx = httpx
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers,
-                                  timeout=timeout, **httpx_kwargs)
+        self._http = httpx.Client(base_url=self._url, headers=self._headers, timeout=timeout,
+                                  **httpx_kwargs)
+        self._async: tuple[Any, Any] | None = None  # (event loop, httpx.AsyncClient)
 
     def close(self) -> None:
         self._http.close()
+        if self._async is not None:
+            loop, client = self._async
+            self._async = None
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(client.aclose())
 
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, method: str, path: str, *, json: object = None,
-              params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
-        try:
-            kwargs: dict[str, Any] = {"json": json, "params": params}
-            if timeout is not None:
-                kwargs["timeout"] = timeout
-            resp = self._http.request(method, path, **kwargs)
-        except self._httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"{method} {path}: {exc}") from exc
+    def _answer(self, method: str, path: str, resp: Any) -> Any:
         if resp.status_code >= 500:
             raise ServiceUnavailable(f"{method} {path}: HTTP {resp.status_code} "
                                      f"{resp.text[:200]}")
@@ -217,39 +208,81 @@ class Client:
             return resp.json()
         return resp.content
 
-    # ---- the in-process API's functions ------------------------------------------------
+    def call(self, method: str, path: str, *, json: object = None,
+             params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
+        try:
+            kwargs: dict[str, Any] = {"json": json, "params": params}
+            if timeout is not None:
+                kwargs["timeout"] = timeout
+            resp = self._http.request(method, path, **kwargs)
+        except self._httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"{method} {path}: {exc}") from exc
+        return self._answer(method, path, resp)
 
-    def invoke(self, payload: Payload | Mapping[str, Any], stage_name: str | None = None, *,
-               project: str | None = None, stage_id: str | None = None,
-               version: int | None = None,
-               prioritized_rulesets: str | Sequence[Any] | None = None,
-               timeout: float = 300.0, metadata: Mapping[str, str] | None = None,
-               headers: Mapping[str, str] | None = None) -> RemoteResponse:
+    async def acall(self, method: str, path: str, *, json: object = None,
+                    timeout: float | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            self._async = (loop, self._httpx.AsyncClient(
+                base_url=self._url, headers=self._headers, timeout=self._timeout,
+                **self._kwargs))
+        try:
+            resp = await self._async[1].request(method, path, json=json, timeout=timeout)
+        except self._httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"{method} {path}: {exc}") from exc
+        return self._answer(method, path, resp)
+
+    @staticmethod
+    def _invoke_body(payload: Mapping[str, Any], stage_name: str | None, project: str | None,
+                     stage_id: str | None, version: int | None,
+                     rulesets: str | list[Any] | None, timeout: float,
+                     metadata: Mapping[str, str] | None,
+                     headers: Mapping[str, str] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"payload": _payload(payload), "timeout": timeout}
+        # The service reads a project given by name or by id from either field.
         for key, value in (("stage_name", stage_name), ("project_name", project),
                            ("stage_id", stage_id), ("stage_version", version),
-                           ("prioritized_rulesets", _rulesets(prioritized_rulesets)),
+                           ("prioritized_rulesets", rulesets),
                            ("metadata", dict(metadata) if metadata is not None else None),
                            ("headers", dict(headers) if headers is not None else None)):
             if value is not None:
                 body[key] = value
-        # The HTTP call may outlast the guardrail timeout by the network's share.
-        return RemoteResponse(self._call("POST", "/protect/invoke", json=body,
-                                         timeout=timeout + 30.0))
+        return body
 
-    def create_stage(self, name: str, *, project: str, type: StageType | str = "central",
-                     description: str | None = None, paused: bool = False,
-                     prioritized_rulesets: str | Sequence[Any] | None = None,
-                     fail_mode: FailMode | str = "open",
-                     metrics: Sequence[MetricSpec] = ()) -> StageInfo:
+    def invoke(self, payload: Mapping[str, Any], *, stage_name: str | None,
+               project: str | None, stage_id: str | None, version: int | None,
+               rulesets: str | list[Any] | None, timeout: float,
+               metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
+               allow_subscriptions: bool = True) -> RemoteResponse:
+        body = self._invoke_body(payload, stage_name, project, stage_id, version, rulesets,
+                                 timeout, metadata, headers)
+        # The HTTP call may outlast the guardrail timeout by the network's share.
+        return RemoteResponse(self.call("POST", "/protect/invoke", json=body,
+                                        timeout=timeout + 30.0))
+
+    async def ainvoke(self, payload: Mapping[str, Any], *, stage_name: str | None,
+                      project: str | None, stage_id: str | None, version: int | None,
+                      rulesets: str | list[Any] | None, timeout: float,
+                      metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
+                      allow_subscriptions: bool = True) -> RemoteResponse:
+        body = self._invoke_body(payload, stage_name, project, stage_id, version, rulesets,
+                                 timeout, metadata, headers)
+        return RemoteResponse(await self.acall("POST", "/protect/invoke", json=body,
+                                               timeout=timeout + 30.0))
+
+    def create_stage(self, name: str, *, project: str, type: StageType | None,
+                     description: str | None, paused: bool, rulesets: str | list[Any] | None,
+                     fail_mode: FailMode, metrics: Sequence[MetricSpec]) -> StageInfo:
         body: dict[str, Any] = {
-            "name": name, "type": StageType(type).value, "paused": paused,
-            "fail_mode": FailMode(fail_mode).value, "description": description,
+            "name": name, "paused": paused, "fail_mode": FailMode(fail_mode).value,
+            "description": description,
             "metrics": [m.model_dump(mode="json") for m in metrics]}
-        rulesets = _rulesets(prioritized_rulesets)
+        if type is not None:
+            body["type"] = StageType(type).value
         if rulesets is not None:
             body["prioritized_rulesets"] = rulesets
-        return _stage_info(self._call("POST", f"/projects/{project}/stages", json=body))
+        return _stage_info(self.call("POST", f"/projects/{quote(project, safe='')}/stages",
+                                     json=body))
 
     def _locate(self, project: str | None, stage_name: str | None,
                 stage_id: str | None) -> tuple[str, str]:
@@ -260,47 +293,63 @@ class Client:
         listed = StageKeys((s.project, s.name) for s in self.stages())
         return find_stage(listed, None, stage_name, stage_id)
 
-    def get_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                  stage_id: str | None = None) -> StageInfo | None:
+    def _stage_path(self, project: str | None, stage_name: str | None,
+                    stage_id: str | None) -> str:
+        project, stage = self._locate(project, stage_name, stage_id)
+        return f"/projects/{quote(project, safe='')}/stages/{quote(stage, safe='')}"
+
+    def get_stage(self, *, project: str | None, stage_name: str | None,
+                  stage_id: str | None) -> StageInfo | None:
         try:
-            project, stage = self._locate(project, stage_name, stage_id)
-            return _stage_info(self._call("GET", f"/projects/{project}/stages/{stage}"))
+            return _stage_info(self.call("GET", self._stage_path(project, stage_name,
+                                                                 stage_id)))
         except StageNotFound:
             return None
 
-    def update_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                     stage_id: str | None = None,
-                     prioritized_rulesets: str | Sequence[Any]) -> StageInfo:
-        project, stage = self._locate(project, stage_name, stage_id)
-        return _stage_info(self._call("POST", f"/projects/{project}/stages/{stage}",
-                                      json={"prioritized_rulesets":
-                                            _rulesets(prioritized_rulesets)}))
+    def update_stage(self, *, project: str | None, stage_name: str | None,
+                     stage_id: str | None, rulesets: str | list[Any]) -> StageInfo:
+        return _stage_info(self.call("POST", self._stage_path(project, stage_name, stage_id),
+                                     json={"prioritized_rulesets": rulesets}))
 
-    def _pause(self, pause: bool, project: str | None, stage_name: str | None,
-               stage_id: str | None) -> StageInfo:
-        project, stage = self._locate(project, stage_name, stage_id)
-        return _stage_info(self._call("PUT", f"/projects/{project}/stages/{stage}",
-                                      params={"pause": "true" if pause else "false"}))
-
-    def pause_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                    stage_id: str | None = None) -> StageInfo:
-        return self._pause(True, project, stage_name, stage_id)
-
-    def resume_stage(self, *, project: str | None = None, stage_name: str | None = None,
-                     stage_id: str | None = None) -> StageInfo:
-        return self._pause(False, project, stage_name, stage_id)
-
-    # ---- what only the service offers -------------------------------------------------
+    def set_paused(self, paused: bool, *, project: str | None, stage_name: str | None,
+                   stage_id: str | None) -> StageInfo:
+        return _stage_info(self.call("PUT", self._stage_path(project, stage_name, stage_id),
+                                     params={"pause": "true" if paused else "false"}))
 
     def stages(self) -> list[StageInfo]:
-        return [_stage_info(s) for s in self._call("GET", "/stages")]
+        return [_stage_info(s) for s in self.call("GET", "/stages")]
+
+
+class Client(GalileoAPI):
+    """Galileo's API (`stageguard.api.sdk`) served by `stageguard serve`, plus what only the
+    service offers (versions, artifacts, publishing source)."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
+                 **httpx_kwargs: Any) -> None:
+        self.backend = Http(url, token, timeout=timeout, **httpx_kwargs)
+        super().__init__(lambda: self.backend)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stages(self) -> list[StageInfo]:
+        return self.backend.stages()
 
     def versions(self, *, project: str, stage_name: str) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/projects/{project}/stages/{stage_name}/versions"))
+        return list(self.backend.call(
+            "GET", f"/projects/{quote(project, safe='')}/stages/{quote(stage_name, safe='')}"
+            "/versions"))
 
     def artifact(self, *, project: str, stage_name: str, version: int) -> Artifact:
-        raw = self._call("GET", f"/projects/{project}/stages/{stage_name}/versions/{version}"
-                         "/artifact")
+        raw = self.backend.call(
+            "GET", f"/projects/{quote(project, safe='')}/stages/{quote(stage_name, safe='')}"
+            f"/versions/{version}/artifact")
         return Artifact.model_validate(raw) if not isinstance(raw, bytes) \
             else Artifact.model_validate_json(raw)
 
@@ -311,7 +360,8 @@ class Client:
             "source": source}
         if project is not None:
             body["project"] = project
-        return dict(self._call("POST", f"/stages/{name}/source", json=body))
+        return dict(self.backend.call("POST", f"/stages/{quote(name, safe='')}/source",
+                                      json=body))
 
 
 def connect(target: str | os.PathLike[str], token: str | None = None,
@@ -330,63 +380,43 @@ _default: Client | Protect | None = None
 
 def configure(target: str | os.PathLike[str], token: str | None = None,
               **kwargs: Any) -> Client | Protect:
-    """Point the module-level functions at a server (url) or a registry (directory)."""
+    """Point the module-level functions at a server (url) or a registry (directory).
+    Without a call, the first function used reads STAGEGUARD_TARGET (and STAGEGUARD_TOKEN),
+    or else Galileo's own settings: GALILEO_API_URL or GALILEO_CONSOLE_URL, with
+    GALILEO_API_KEY as the token."""
     global _default
     old, _default = _default, connect(target, token, **kwargs)
     if old is not None:
-        (old.close if isinstance(old, Client) else old.runtime.close)()
+        old.close()
     return _default
 
 
 def _target() -> Client | Protect:
     if _default is None:
-        raise InvalidRequest("call stageguard.client.configure(url_or_registry) first")
+        env = os.environ
+        target = (env.get("STAGEGUARD_TARGET") or env.get("GALILEO_API_URL")
+                  or env.get("GALILEO_CONSOLE_URL"))
+        if not target:
+            raise InvalidRequest("call stageguard.client.configure(url_or_registry) first, or "
+                                 "set STAGEGUARD_TARGET")
+        configure(target, env.get("STAGEGUARD_TOKEN") or env.get("GALILEO_API_KEY"))
+    assert _default is not None
     return _default
 
 
-def invoke(payload: Payload | Mapping[str, Any], *, stage_name: str | None = None,
-           project: str | None = None, stage_id: str | None = None, version: int | None = None,
-           prioritized_rulesets: str | Sequence[Any] | None = None, timeout: float = 300.0,
-           metadata: Mapping[str, str] | None = None,
-           headers: Mapping[str, str] | None = None) -> Response | RemoteResponse:
-    """Decide one payload with a stage, on the configured server or registry."""
-    return _target().invoke(payload if isinstance(payload, Mapping) else _payload(payload),
-                            stage_name=stage_name, project=project, stage_id=stage_id,
-                            version=version, prioritized_rulesets=prioritized_rulesets,
-                            timeout=timeout, metadata=metadata, headers=headers)
+_module = GalileoAPI(lambda: _target().backend)
 
-
-def create_stage(name: str, *, project: str, type: StageType | str = "central",
-                 description: str | None = None, paused: bool = False,
-                 prioritized_rulesets: str | Sequence[Any] | None = None,
-                 fail_mode: FailMode | str = "open",
-                 metrics: Sequence[MetricSpec] = ()) -> StageInfo:
-    """Create a stage (version 1) on the configured server or registry."""
-    return _target().create_stage(name, project=project, type=type, description=description,
-                                  paused=paused, prioritized_rulesets=prioritized_rulesets,
-                                  fail_mode=fail_mode, metrics=metrics)
-
-
-def get_stage(*, project: str | None = None, stage_name: str | None = None,
-              stage_id: str | None = None) -> StageInfo | None:
-    """The stage by name (and project) or id; None when there is none."""
-    return _target().get_stage(project=project, stage_name=stage_name, stage_id=stage_id)
-
-
-def update_stage(*, prioritized_rulesets: str | Sequence[Any], project: str | None = None,
-                 stage_name: str | None = None, stage_id: str | None = None) -> StageInfo:
-    """A central stage's new rulesets become its next version (none when identical)."""
-    return _target().update_stage(prioritized_rulesets=prioritized_rulesets, project=project,
-                                  stage_name=stage_name, stage_id=stage_id)
-
-
-def pause_stage(*, project: str | None = None, stage_name: str | None = None,
-                stage_id: str | None = None) -> StageInfo:
-    """Pause a stage: its invocations answer `paused` until it is resumed."""
-    return _target().pause_stage(project=project, stage_name=stage_name, stage_id=stage_id)
-
-
-def resume_stage(*, project: str | None = None, stage_name: str | None = None,
-                 stage_id: str | None = None) -> StageInfo:
-    """Resume a paused stage."""
-    return _target().resume_stage(project=project, stage_name=stage_name, stage_id=stage_id)
+invoke = _module.invoke
+ainvoke = _module.ainvoke
+invoke_protect = _module.invoke_protect
+ainvoke_protect = _module.ainvoke_protect
+create_stage = _module.create_stage
+create_protect_stage = _module.create_protect_stage
+get_stage = _module.get_stage
+get_protect_stage = _module.get_protect_stage
+update_stage = _module.update_stage
+update_protect_stage = _module.update_protect_stage
+pause_stage = _module.pause_stage
+pause_protect_stage = _module.pause_protect_stage
+resume_stage = _module.resume_stage
+resume_protect_stage = _module.resume_protect_stage

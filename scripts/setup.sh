@@ -12,9 +12,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log=$(mktemp)
   { .venv/bin/python -m pip install --upgrade pip &&
     .venv/bin/python -m pip install -e '.[dev]'; } >"$log" 2>&1 || { cat "$log"; exit 1; }
-  # The Galileo conformance oracle is optional: its tests skip, saying why, without it.
-  .venv/bin/python -m pip install -e '.[dev,conformance]' >"$log" 2>&1 ||
-    echo "warning: galileo-core could not be installed; Galileo conformance tests will skip" >&2
+  # The Galileo conformance oracle (galileo-core, the galileo SDK) and LangChain are
+  # optional: their tests skip, saying why, without them.
+  .venv/bin/python -m pip install -e '.[dev,conformance,langchain]' >"$log" 2>&1 ||
+    echo "warning: galileo-core, galileo or langchain-core could not be installed; their" \
+      "tests will skip" >&2
   rm -f "$log"
   touch "$stamp"
 fi
