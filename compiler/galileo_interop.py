@@ -90,10 +90,9 @@ class Imported:
 def metric_name(written: str) -> str:
     """The catalog name for a metric written any way Galileo writes it: a scorer name, a
     legacy alias, or a display label ("Output PII", "Context Adherence (Luna)")."""
-    for candidate in (written, re.sub(r"[^a-z0-9]+", "_", written.lower()).strip("_")):
-        name = canonical_name(candidate.replace("sexism", "sexist"))
-        if name in BUILTIN_METRICS:
-            return name
+    name = canonical_name(written)
+    if name in BUILTIN_METRICS:
+        return name
     slug = re.sub(r"[^a-z0-9]+", "_", written.lower()).strip("_")
     return slug if re.fullmatch(IDENTIFIER, slug or "-") else f"m_{slug}" if slug else "metric"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from types import MappingProxyType
 
 from stageguard.runtime.model import MetricSpec, MetricType
@@ -92,5 +94,23 @@ ALIASES: MappingProxyType[str, str] = MappingProxyType(
 
 
 def canonical_name(name: str) -> str:
-    """The catalog name for `name`, following a legacy alias when there is one."""
-    return ALIASES.get(name, name)
+    """The catalog name for `name`: a legacy alias followed, or a built-in metric's display
+    label as Galileo's SDK writes it (`GalileoMetrics.input_toxicity` is "Input Toxicity",
+    its small-model variant "Input Toxicity (SLM)"; "PII") resolved; anything else, custom
+    metrics included, as written."""
+    found = ALIASES.get(name)
+    if found is not None:
+        return found
+    if name in BUILTIN_METRICS:
+        return name
+    return _display_label(name)
+
+
+@lru_cache(maxsize=1024)  # payload keys are the caller's: bounded
+def _display_label(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_").replace("sexism", "sexist")
+    for candidate in (slug, re.sub(r"_(?:slm|luna)$", "", slug)):
+        candidate = ALIASES.get(candidate, candidate)
+        if candidate in BUILTIN_METRICS:
+            return candidate
+    return name

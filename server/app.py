@@ -42,15 +42,25 @@ from stageguard.runtime.engine import (
 )
 from stageguard.runtime.model import IDENTIFIER, NAME, FailMode, MetricSpec, StageType
 from stageguard.runtime.registry import RegistryError
-from stageguard.server.auth import Principal, Role, TokenFile, Tokens
+from stageguard.server.auth import (
+    SESSION_SECONDS,
+    Principal,
+    Role,
+    TokenFile,
+    Tokens,
+    digest,
+)
 from stageguard.server.logs import ACCESS, DECISION
 from stageguard.server.metrics import ServerMetrics
 from stageguard.server.models import (
     REF,
+    ApiKeyLogin,
     ErrorOut,
     InvokeRequest,
     InvokeResponse,
+    LoginOut,
     MetricIn,
+    ProjectOut,
     PublishOut,
     RulesetIn,
     SourcePublish,
@@ -277,6 +287,7 @@ def _content_length(scope: Scope) -> int | None:
 
 # ---- the app ----------------------------------------------------------------------------
 
+STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 # Galileo's StageDB has a creator id (UUID4); stageguard records no creators.
 CREATED_BY = str(uuid.UUID(bytes=hashlib.sha256(b"stageguard").digest()[:16], version=4))
 
@@ -391,8 +402,29 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                 "admin token")
         return found
 
-    project_name = runtime.resolve_project
-    stage_key = runtime.resolve_stage
+    # Galileo's SDK looks a project up by name and then names it by id; a project that holds
+    # no stage yet has no id the runtime could resolve, so the names looked up are kept
+    # (bounded) for the calls that follow.
+    looked_up: dict[str, str] = {}
+
+    def project_name(ref: str) -> str:
+        try:
+            return runtime.resolve_project(ref)
+        except StageNotFound:
+            if ref in looked_up:
+                return looked_up[ref]
+            raise
+
+    def stage_key(project_ref: str, stage_ref: str) -> tuple[str, str]:
+        return runtime.resolve_stage(project_name(project_ref), stage_ref)
+
+    def project_out(name: str) -> ProjectOut:
+        if len(looked_up) >= 10_000:
+            looked_up.clear()
+        looked_up[project_id(name)] = name
+        return ProjectOut(id=project_id(name), name=name, created_by=CREATED_BY,
+                          created_by_user={"id": CREATED_BY, "email": "stageguard@localhost"},
+                          created_at=STARTED, updated_at=STARTED)
     registry_entry = runtime.registry_entry
 
     Admin = Annotated[Principal, Depends(admin)]
@@ -458,8 +490,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     def list_all(_: Admin) -> list[StageOut]:
         return [_stage_out(i) for i in runtime.stages()]
 
-    @app.post("/projects/{project}/stages", tags=["stages"], status_code=201,
-              response_model=StageOut, summary="Create a stage (version 1)",
+    @app.post("/projects/{project}/stages", tags=["stages"], status_code=200,
+              response_model=StageOut, summary="Create a stage (version 1; 200, as in Galileo)",
               responses={409: {"model": ErrorOut}})
     def create(_: Admin, body: StageCreate, project: str = project_param) -> StageOut:
         target = project_name(project)
@@ -553,6 +585,48 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         response.status_code = 201 if done.created else 200
         return PublishOut(stage=_stage_out(done.stage), created=done.created,
                           diagnostics=as_data(done.diagnostics))
+
+    # ---- what Galileo's SDK asks before its protect calls ------------------------------
+
+    @app.get("/healthcheck", tags=["galileo"], summary="Galileo's SDK checks this first")
+    async def healthcheck() -> dict[str, str]:
+        return {"message": "ok"}
+
+    @app.post("/login/api_key", tags=["galileo"], response_model=LoginOut,
+              summary="Exchange a token for a session token (Galileo's SDK logs in so)",
+              responses={401: {"model": ErrorOut}})
+    async def login(body: ApiKeyLogin) -> LoginOut:
+        if config.tokens is None:  # authentication off: any well-formed session will do
+            anyone = Tokens({digest(body.api_key): Principal("anonymous", Role.ADMIN)})
+            session = anyone.session(body.api_key) or ""
+        else:
+            found = config.tokens.session(body.api_key)
+            if found is None:
+                raise HTTPException(401, "the api key is not valid")
+            session = found
+        return LoginOut(access_token=session, expires_in=SESSION_SECONDS)
+
+    @app.get("/current_user", tags=["galileo"], summary="Who the token is (Galileo's SDK "
+             "checks its login so)")
+    async def current_user(who: Invoker) -> dict[str, str]:
+        return {"id": str(uuid.UUID(bytes=hashlib.sha256(who.name.encode()).digest()[:16],
+                                    version=4)),
+                "email": f"{who.name}@stageguard", "role": "admin" if who.role is Role.ADMIN
+                else "user"}
+
+    @app.get("/projects", tags=["galileo"], response_model=list[ProjectOut],
+             summary="Projects by name (stageguard's projects exist once named)")
+    async def projects(_: Invoker, project_name: str | None = Query(
+            default=None, pattern=NAME, max_length=limits.NAME),
+            type: str | None = Query(default=None, max_length=limits.NAME)) -> list[ProjectOut]:
+        if project_name is not None:
+            return [project_out(project_name)]
+        return [project_out(p) for p in sorted({i.project for i in runtime.stages()})]
+
+    @app.get("/projects/{project}", tags=["galileo"], response_model=ProjectOut,
+             summary="A project by id or name")
+    async def project(_: Invoker, project: str = project_param) -> ProjectOut:
+        return project_out(project_name(project))
 
     # ---- operations -------------------------------------------------------------------
 

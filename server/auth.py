@@ -21,8 +21,11 @@ Only digests are kept in memory and they are compared in constant time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
 import logging
 import os
 import threading
@@ -71,6 +74,9 @@ class Tokens:
         self._by_digest[token_digest] = principal
 
     def find(self, token: str) -> Principal | None:
+        """The principal of a token, or of a session token made from one (`session`)."""
+        if token.count(".") == 2:
+            return self._session(token)
         wanted = digest(token)
         found = None
         for known, principal in self._by_digest.items():
@@ -78,6 +84,63 @@ class Tokens:
             if hmac.compare_digest(known, wanted):
                 found = principal
         return found
+
+    def session(self, token: str, now: float | None = None) -> str | None:
+        """A session token for a valid token: what Galileo's SDK gets from `/login/api_key`
+        and sends afterwards. It is a JWT (the SDK reads its `exp`) signed with HMAC-SHA256
+        under the token's digest, so every replica with the same tokens accepts it and a
+        removed token ends its sessions; None when the token is not valid."""
+        principal = self.find(token)
+        if principal is None or token.count(".") == 2:
+            return None
+        issued = int(time.time() if now is None else now)
+        key = digest(token)
+        claims = {"sub": principal.name, "kid": key[:16], "iat": issued,
+                  "exp": issued + SESSION_SECONDS}
+        signed = f"{_JWT_HEADER}.{_b64(_json(claims))}"
+        return f"{signed}.{_b64(_sign(key, signed))}"
+
+    def _session(self, token: str) -> Principal | None:
+        signed, _, signature = token.rpartition(".")
+        try:
+            claims = json.loads(_unb64(signed.partition(".")[2]))
+            given = _unb64(signature)
+        except ValueError:
+            return None
+        if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int) \
+                or claims["exp"] <= time.time() or not isinstance(claims.get("kid"), str):
+            return None
+        found = None
+        for known, principal in self._by_digest.items():
+            if known.startswith(claims["kid"]) and hmac.compare_digest(
+                    _sign(known, signed), given):
+                found = principal
+        return found
+
+
+SESSION_SECONDS = 3600
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_JWT_HEADER = _b64(b'{"alg":"HS256","typ":"JWT"}')
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def _sign(key: str, signed: str) -> bytes:
+    return hmac.new(key.encode("ascii"), signed.encode("ascii"), hashlib.sha256).digest()
 
 
 class TokenFile:
@@ -119,6 +182,10 @@ class TokenFile:
                     except TokenError as exc:
                         log.error("tokens not reloaded, the previous ones stay valid: %s", exc)
         return self._tokens.find(token)
+
+    def session(self, token: str, now: float | None = None) -> str | None:
+        self.find(token)  # a changed file is read first
+        return self._tokens.session(token, now)
 
 
 def load_tokens(path: str | os.PathLike[str] | None = None,

@@ -266,3 +266,28 @@ class InvokeResponse(BaseModel):
     metric_results: dict[str, MetricResultOut]
     metadata: dict[str, str] | None
     headers: dict[str, str] | None
+
+
+class ApiKeyLogin(_In):
+    """Galileo's api-key login body: a stageguard token as the key."""
+
+    api_key: str = Field(min_length=1, max_length=4096)
+
+
+class LoginOut(BaseModel):
+    access_token: str = Field(description="A session token (a JWT) for the bearer header")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class ProjectOut(BaseModel):
+    """The fields of Galileo's ProjectDB its SDK reads."""
+
+    id: str
+    name: str
+    type: str = "gen_ai"
+    created_by: str
+    created_by_user: dict[str, str]
+    runs: list[Any] = Field(default_factory=list)
+    created_at: str
+    updated_at: str

@@ -136,7 +136,7 @@ def test_validation_errors_name_field_paths(admin: httpx.Client) -> None:
 
 def test_local_stage_takes_rulesets_as_galileo_json_or_source(admin: httpx.Client) -> None:
     resp = admin.post("/projects/apps/stages", json={"name": "tools", "type": "local"})
-    assert resp.status_code == 201, resp.text
+    assert resp.status_code == 200, resp.text
     galileo = rulesets("blocked", 0.5)
     source = 'ruleset toxic {\n  when output_toxicity > 0.5\n  override { choice "blocked" }\n}'
     versions = set()
@@ -163,7 +163,7 @@ def test_stage_lifecycle(admin: httpx.Client, invoker: httpx.Client, registry: P
     resp = admin.post("/projects/shop/stages", json={
         "name": "answers", "description": "d", "fail_mode": "closed",
         "prioritized_rulesets": rulesets("v1")})
-    assert resp.status_code == 201, resp.text
+    assert resp.status_code == 200, resp.text
     created = resp.json()
     assert created["version"] == 1 and created["fail_mode"] == "closed"
     assert created["id"] == stage_id("shop", "answers")
@@ -309,7 +309,7 @@ def test_webhook_allowlist_is_checked_before_a_stage_is_accepted(tmp_path: Path)
         assert c.get("/projects/p/stages/s").status_code == 404  # nothing was created
         resp = c.post("/projects/p/stages", json={
             "name": "s", "prioritized_rulesets": rulesets("x", url="https://hooks.internal/a")})
-        assert resp.status_code == 201
+        assert resp.status_code == 200
         resp = c.post("/projects/p/stages/s", json={
             "prioritized_rulesets": rulesets("y", url="ftp://hooks.internal/a")})
         assert resp.status_code == 422
@@ -444,7 +444,7 @@ def test_concurrent_invokes_while_updating_and_pausing(tmp_path: Path) -> None:
     it is PAUSED), and every request gets its answer."""
     with serving(tmp_path) as s, s.client() as c:
         assert c.post("/projects/c/stages", json={
-            "name": "s", "prioritized_rulesets": rulesets("v1", 0.0)}).status_code == 201
+            "name": "s", "prioritized_rulesets": rulesets("v1", 0.0)}).status_code == 200
         stop = threading.Event()
         seen: list[tuple[int, str, str]] = []
         failures: list[str] = []
@@ -566,7 +566,7 @@ def test_invoke_tokens_add_subscriptions_only_when_the_operator_allows(
         with serving(tmp_path, webhook_allow_hosts=("127.0.0.1",),
                      invoke_subscriptions=allowed) as s, s.client(ADMIN) as admin, \
                 s.client(INVOKER) as invoker:
-            assert admin.post("/projects/loc/stages", json=LOCAL_SOURCE).status_code == 201
+            assert admin.post("/projects/loc/stages", json=LOCAL_SOURCE).status_code == 200
             body = {"payload": {"output": "x", "metrics": {"output_toxicity": 0.1}},
                     "stage_name": "tools", "prioritized_rulesets": _local_rules(sink.url)}
             plain = {**body, "prioritized_rulesets": _local_rules(None)}
@@ -597,7 +597,7 @@ def test_echoed_headers_cannot_touch_framing(invoker: httpx.Client) -> None:
 
 def test_rulesets_source_cannot_break_out_of_its_block(tmp_path: Path) -> None:
     with serving(tmp_path) as s, s.client(ADMIN) as c:
-        assert c.post("/projects/loc/stages", json=LOCAL_SOURCE).status_code == 201
+        assert c.post("/projects/loc/stages", json=LOCAL_SOURCE).status_code == 200
         source = 'ruleset a {\n  when output_toxicity > 0.5\n}\n}\nstage z {\n'
         resp = c.post("/protect/invoke", json={
             "payload": {"output": "x"}, "stage_name": "tools", "prioritized_rulesets": source})
