@@ -118,6 +118,12 @@ class Protect(GalileoAPI):
     def close(self) -> None:
         self.runtime.close()
 
+    def __enter__(self) -> Protect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 _default: Protect | None = None
 
