@@ -233,3 +233,38 @@ def test_long_rulesets_on_the_precomputed_path(length: int) -> None:
     for high in (0.0, 0.5, 0.9, 1.0):
         values = {f"m{j}": high for j in range(7)}
         assert quick(values) == reference_outcomes(rs, values_getter(values), False)
+
+
+# ---- fail closed: what docs/semantics.md rule 6 says, over generated stages --------------------
+
+@examples(10, suppress_health_check=[HealthCheck.too_slow])
+@given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}))
+def test_fail_closed_triggers_exactly_when_every_had_rule_holds(
+        rulesets: list[RulesetSpec], raw: dict[str, object]) -> None:
+    values = {k: v for k, v in raw.items() if v != "absent"}
+    got = statuses_of(compile_decider(rulesets, True)(
+        values, lambda name: values.setdefault(name, Failure(Status.ERROR, "no value"))))
+    for rs, status in zip(rulesets, got, strict=True):
+        # The definition, written without the interpreter: a failed metric's rules hold,
+        # every other rule holds by the truth table.
+        expected = all(isinstance(values[r.metric], Failure)
+                       or rule_holds(r.operator, r.target_value, values[r.metric])
+                       for r in rs.rules)
+        assert status is (Status.TRIGGERED if expected else Status.NOT_TRIGGERED)
+
+
+@examples(10, suppress_health_check=[HealthCheck.too_slow])
+@given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}),
+       st.fixed_dictionaries({m: metric_values for m in METRICS}))
+def test_fail_closed_is_never_less_strict_than_a_value_the_metric_could_have(
+        rulesets: list[RulesetSpec], raw: dict[str, object],
+        instead: dict[str, object]) -> None:
+    values = {k: v for k, v in raw.items() if v != "absent"}
+    with_failures = reference_decide(rulesets, values_getter(values), True)
+    # Every failed metric given some concrete value instead (absent stays absent).
+    had = {k: (instead[k] if isinstance(v, Failure) and not isinstance(instead[k], Failure)
+               and instead[k] != "absent" else v) for k, v in values.items()}
+    with_values = reference_decide(rulesets, values_getter(had), True)
+    for failed, concrete in zip(with_failures, with_values, strict=True):
+        if concrete is Status.TRIGGERED:
+            assert failed is Status.TRIGGERED
