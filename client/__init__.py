@@ -391,7 +391,8 @@ def configure(target: str | os.PathLike[str], token: str | None = None,
     return _default
 
 
-def _target() -> Client | Protect:
+def default_target() -> Client | Protect:
+    """The configured target (configuring it from the environment on first use)."""
     if _default is None:
         env = os.environ
         target = (env.get("STAGEGUARD_TARGET") or env.get("GALILEO_API_URL")
@@ -404,7 +405,7 @@ def _target() -> Client | Protect:
     return _default
 
 
-_module = GalileoAPI(lambda: _target().backend)
+_module = GalileoAPI(lambda: default_target().backend)
 
 invoke = _module.invoke
 ainvoke = _module.ainvoke

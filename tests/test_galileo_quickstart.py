@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("galileo", reason="the galileo SDK is not installed "
                     "(pip install -e '.[conformance]')")
 
-from stageguard.api import Protect  # noqa: E402
-from stageguard.runtime.identity import project_id  # noqa: E402
-from tests.server_helpers import ADMIN, serving  # noqa: E402
+from stageguard.api import Protect
+from stageguard.runtime.identity import project_id
+from tests.server_helpers import ADMIN, serving
 
 HERE = Path(__file__).parent / "galileo_quickstart"
 

@@ -1,0 +1,1 @@
+"""Integrations of stageguard with other frameworks, each behind its own extra."""
