@@ -34,6 +34,7 @@ from stageguard.compiler.formatter import format_text
 from stageguard.compiler.pipeline import compile_text
 from stageguard.compiler.unparse import policy_source
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
+from stageguard.runtime.evaluate import rule_holds
 from stageguard.runtime.galileo import (
     RulesetError,
     action_from_galileo,
@@ -53,13 +54,22 @@ from stageguard.runtime.model import (
     StageSpec,
     StageType,
 )
-from stageguard.runtime.rule_types import TARGETS, Target, artifact_target, rule_problem
+from stageguard.runtime.rule_types import (
+    TARGETS,
+    Misfit,
+    Target,
+    artifact_target,
+    rule_problem,
+    rule_type,
+    target_of,
+)
 
 BAD_INPUT = "SG0901"
 NOT_FAITHFUL = "SG0902"
 CUSTOM_METRIC = "SG0903"
 DROPPED = "SG0904"
 AMBIGUOUS_METRIC = "SG0905"
+REWRITTEN = "SG0906"
 
 # Keys of the shapes we read; anything else is reported as dropped.
 _STAGE_KEYS = {"name", "description", "type", "paused", "prioritized_rulesets", "rulesets",
@@ -291,18 +301,98 @@ class _Importer:
             self.err(BAD_INPUT, f"{here}.target_value: required for `{op.value}`")
             return None
         target = data.get("target_value")
-        if takes_none and target is not None:
-            # Galileo evaluates empty/not_empty with a target as never true.
-            self.err(NOT_FAITHFUL, f"{here}: `{op.value}` with a target_value never matches in "
-                     "Galileo", help="remove the target_value, or remove the rule")
+        if not (takes_none and target is not None) and rule_problem(spec, op, target) is None:
+            return RuleSpec(metric=name, operator=op, target_value=artifact_target(op, target))
+        # Galileo accepts the rule and gives it a truth for every value of the metric; write
+        # a rule with that same truth, and say what Galileo does.
+        found = faithful_rule(spec, op, target)
+        written = f"`{data['metric']} {op.value} {json.dumps(target)}`"
+        if isinstance(found, str):
+            self.err(NOT_FAITHFUL, f"{here}: Galileo evaluates {written} as {found} for every "
+                     f"value of `{name}`, and stageguard has no rule that says so on it",
+                     help="remove the rule (or its ruleset) in Galileo first; the stage means "
+                     "the same without it only if the ruleset then never triggers")
             return None
-        problem = rule_problem(spec, op, target)
-        if problem:
-            self.err(NOT_FAITHFUL, f"{here}: {problem}",
-                     help="stageguard does not compile this rule as written, so importing it "
-                     "would change what the stage means; fix the rule, or drop its ruleset")
-            return None
-        return RuleSpec(metric=name, operator=op, target_value=artifact_target(op, target))
+        new_op, new_target, truth = found
+        rewritten = RuleSpec(metric=name, operator=new_op,
+                             target_value=artifact_target(new_op, new_target))
+        shown = f"`{name} {new_op.value} {json.dumps(rewritten.target_value)}`"
+        if truth == "the same":
+            self.warn(REWRITTEN, f"{here}: in {written}, labels outside the vocabulary of "
+                      f"`{name}`{_domain(spec)} never match in Galileo: imported as {shown}",
+                      help="drop the unknown labels in Galileo too")
+        else:
+            self.warn(REWRITTEN, f"{here}: Galileo evaluates {written} as {truth} for every "
+                      f"value of `{name}`{_domain(spec)}: imported as {shown}, which is too",
+                      help="the ruleset " + ("can never trigger" if truth == "never true"
+                                             else "does not depend on this rule")
+                      + "; consider removing it")
+        return rewritten
+
+
+def _domain(spec: MetricSpec) -> str:
+    if spec.type in (MetricType.SCORE, MetricType.NUMBER) and (
+            spec.minimum is not None or spec.maximum is not None):
+        low = "-inf" if spec.minimum is None else f"{spec.minimum:g}"
+        high = "inf" if spec.maximum is None else f"{spec.maximum:g}"
+        return f" (in [{low}, {high}])"
+    if spec.labels is not None:
+        return f" (labels {', '.join(spec.labels)})"
+    return ""
+
+
+def faithful_rule(spec: MetricSpec, op: Operator, target: object
+                  ) -> tuple[Operator, object, str] | str:
+    """A rule stageguard compiles with Galileo's truth for `metric op target` over every
+    value of the metric (its catalog range or vocabulary), given a rule stageguard would not
+    compile as written: (operator, target, "never true" | "always true"), or Galileo's truth
+    alone when no rule on this metric says it.
+
+    Such a rule's truth does not depend on the value: an operator that does not fit the
+    metric's kind, or a target of the wrong kind, is never true (the truth table); a
+    threshold outside the range, or a label outside the vocabulary, is uniformly true or
+    false over the range, which one representative value decides."""
+    kind = spec.type
+    fit = rule_type(kind, op)
+    truth: bool | None = None
+    if isinstance(fit, Misfit) or (fit.target is Target.NONE and target is not None):
+        truth = False
+    elif kind in (MetricType.SCORE, MetricType.NUMBER):
+        if isinstance(target, bool) or not isinstance(target, int | float):
+            truth = False
+        else:
+            value = spec.minimum if spec.minimum is not None else (
+                spec.maximum if spec.maximum is not None else 0.0)
+            truth = rule_holds(op, float(target), value)
+    else:
+        labels = [target] if isinstance(target, str) else target
+        if target_of(target) is not fit.target or not isinstance(labels, list | tuple):
+            truth = False  # e.g. a list where a label goes: the truth table says false
+        else:
+            known = [t for t in labels if spec.labels is None or t in spec.labels]
+            if op is Operator.ANY:
+                if known:
+                    return op, tuple(known), "the same"  # unknown labels never match
+                truth = False
+            elif op is Operator.NEQ:
+                truth = True  # no value of the vocabulary is the unknown label
+            else:
+                truth = False  # eq, contains, all: an unknown label is never there
+    if truth is False:
+        if kind in (MetricType.LABEL, MetricType.LABELS):
+            return Operator.ANY, (), "never true"
+        if spec.maximum is not None:
+            return Operator.GT, spec.maximum, "never true"
+        if spec.minimum is not None:
+            return Operator.LT, spec.minimum, "never true"
+        return "never true"
+    if kind is MetricType.LABEL and spec.labels is not None:
+        return Operator.ANY, tuple(spec.labels), "always true"
+    if spec.minimum is not None:
+        return Operator.GTE, spec.minimum, "always true"
+    if spec.maximum is not None:
+        return Operator.LTE, spec.maximum, "always true"
+    return "always true"
 
 
 def _rules(item: object) -> list[object]:

@@ -25,8 +25,13 @@ from galileo_core.schemas.protect.stage import StageWithRulesets  # noqa: E402
 from stageguard.compiler.galileo_interop import export_galileo, import_galileo  # noqa: E402
 from stageguard.compiler.pipeline import compile_paths, compile_text  # noqa: E402
 from stageguard.runtime.engine import Runtime  # noqa: E402
-from stageguard.runtime.evaluate import normalise_value, rule_holds  # noqa: E402
-from stageguard.runtime.model import Artifact, Operator, StageType  # noqa: E402
+from stageguard.runtime.evaluate import (  # noqa: E402
+    normalise_value,
+    reference_decide,
+    rule_holds,
+    values_getter,
+)
+from stageguard.runtime.model import Artifact, Operator, StageType, Status  # noqa: E402
 from tests.conftest import POLICIES  # noqa: E402
 from tests.profiles import examples  # noqa: E402
 from tests.strategies import source_of, stage_models  # noqa: E402
@@ -171,3 +176,57 @@ def test_imported_stages_decide_as_galileo_does(example: str, data: st.DataObjec
     assert response.status.value == status
     if action is not None:
         assert response.to_dict()["action_result"]["type"] == action
+
+
+# ---- every rule galileo-core accepts imports with Galileo's truth --------------------------
+
+def _catalog_value(metric: str) -> st.SearchStrategy[object]:
+    """Values the catalog lets the metric take: its range (with its ends), its labels."""
+    from stageguard.runtime.catalog import BUILTIN_METRICS
+    from stageguard.runtime.model import MetricType
+
+    spec = BUILTIN_METRICS[metric]
+    if spec.type in (MetricType.SCORE, MetricType.NUMBER):
+        low = spec.minimum if spec.minimum is not None else -1e6
+        high = spec.maximum if spec.maximum is not None else 1e6
+        return st.one_of(st.sampled_from([low, high]), st.floats(low, high))
+    labels = st.sampled_from(list(spec.labels or ("a", "b")))
+    if spec.type is MetricType.LABEL:
+        return labels
+    return st.lists(labels, max_size=3, unique=True)
+
+
+def _catalog_target(metric: str) -> st.SearchStrategy[object]:
+    from stageguard.runtime.catalog import BUILTIN_METRICS
+
+    spec = BUILTIN_METRICS[metric]
+    words = st.sampled_from([*(spec.labels or ())[:3], "social", "0.5", ""])
+    return st.one_of(st.none(), st.sampled_from([-1, 0, 0.5, 1, 1.5, 2, 1e9, -0.5]),
+                     st.floats(-3, 3, allow_nan=False), words, st.lists(words, max_size=3))
+
+
+@examples(10, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_every_rule_galileo_accepts_imports_with_its_truth(data: st.DataObject) -> None:
+    from stageguard.runtime.catalog import BUILTIN_METRICS
+
+    metric = data.draw(st.sampled_from(sorted(BUILTIN_METRICS)))
+    op = data.draw(st.sampled_from(list(Operator)))
+    target = data.draw(_catalog_target(metric))
+    try:
+        theirs = GalileoRule(metric=metric, operator=op.value, target_value=target)
+    except ValueError:
+        return  # galileo-core refuses it too
+    body = {"name": "s", "prioritized_rulesets": [
+        {"rules": [theirs.model_dump(mode="json")],
+         "action": {"type": "OVERRIDE", "choices": ["hit"]}}]}
+    result = import_galileo(json.dumps(body), "in.json")
+    assert result.ok, [d.message for d in result.diagnostics]
+    compiled = compile_text(result.source or "", "x.sg")
+    assert compiled.ok, [d.message for d in compiled.diagnostics]
+    art = compiled.artifacts[0].to_artifact()
+    for _ in range(5):
+        value = data.draw(_catalog_value(metric))
+        ours = reference_decide(art.rulesets, values_getter({metric: normalise_value(value)}),
+                                False)
+        assert (ours[0] is Status.TRIGGERED) == theirs.evaluate(value), (op, target, value)

@@ -16,7 +16,6 @@ from stageguard.compiler.galileo_interop import (
     BAD_INPUT,
     CUSTOM_METRIC,
     DROPPED,
-    NOT_FAITHFUL,
     export_galileo,
     import_galileo,
     metric_name,
@@ -90,22 +89,12 @@ def test_upper_case_subscription_statuses_are_read_with_a_warning() -> None:
 
 
 @pytest.mark.parametrize(("rule", "code", "words"), [
-    ({"metric": "output_pii", "operator": "eq", "target_value": "ssn"}, NOT_FAITHFUL,
-     "never matches"),
-    ({"metric": "pii", "operator": "contains", "target_value": "social"}, NOT_FAITHFUL,
-     "no label 'social'"),
-    ({"metric": "toxicity", "operator": "gt", "target_value": 1.5}, NOT_FAITHFUL,
-     "outside the range"),
-    ({"metric": "toxicity", "operator": "gt", "target_value": "high"}, NOT_FAITHFUL,
-     "finite number"),
-    ({"metric": "output_pii", "operator": "empty", "target_value": ["ssn"]}, NOT_FAITHFUL,
-     "never matches"),
     ({"metric": "toxicity", "operator": "between", "target_value": 1}, BAD_INPUT,
      "unknown operator"),
     ({"metric": "toxicity", "operator": "gt"}, BAD_INPUT, "required"),
 ])
-def test_unfaithful_rules_are_errors_at_their_json_path(rule: dict, code: str,  # type: ignore[type-arg]
-                                                        words: str) -> None:
+def test_malformed_rules_are_errors_at_their_json_path(rule: dict, code: str,  # type: ignore[type-arg]
+                                                       words: str) -> None:
     text = json.dumps({"name": "s", "prioritized_rulesets": [{"rules": [rule]}]}, indent=2)
     result = import_galileo(text, "in.json")
     assert not result.ok
@@ -118,6 +107,36 @@ def test_unfaithful_rules_are_errors_at_their_json_path(rule: dict, code: str,  
     assert rule_text.startswith(text[d.span.start:d.span.end]) or d.message.split(":")[
         0].endswith((".operator", ".target_value"))
     assert 6 <= d.span.line <= 9
+
+
+@pytest.mark.parametrize(("rule", "truth", "written"), [
+    # Rules stageguard would not write, but Galileo accepts and evaluates the same way for
+    # every value of the metric: imported with that truth, and a warning saying it.
+    ({"metric": "output_pii", "operator": "eq", "target_value": "ssn"}, "never true",
+     "output_pii any []"),
+    ({"metric": "pii", "operator": "contains", "target_value": "social"}, "never true",
+     "output_pii any []"),
+    ({"metric": "toxicity", "operator": "gt", "target_value": 1.5}, "never true",
+     "output_toxicity > 1"),
+    ({"metric": "context_adherence", "operator": "lte", "target_value": 1.5}, "always true",
+     "context_adherence >= 0"),
+    ({"metric": "input_tone", "operator": "neq", "target_value": "0.5"}, "always true",
+     "input_tone any ["),
+    ({"metric": "toxicity", "operator": "gt", "target_value": "high"}, "never true",
+     "output_toxicity > 1"),
+    ({"metric": "output_pii", "operator": "empty", "target_value": ["ssn"]}, "never true",
+     "output_pii any []"),
+    ({"metric": "output_pii", "operator": "any", "target_value": ["ssn", "social"]},
+     "never match", "output_pii any [\"ssn\"]"),
+])
+def test_rules_galileo_evaluates_uniformly_are_imported_with_that_truth(
+        rule: dict, truth: str, written: str) -> None:  # type: ignore[type-arg]
+    text = json.dumps({"name": "s", "prioritized_rulesets": [{"rules": [rule]}]}, indent=2)
+    result = import_galileo(text, "in.json")
+    assert result.ok, [d.message for d in result.diagnostics]
+    (d,) = [d for d in result.diagnostics if d.code == "SG0906"]
+    assert truth in d.message and d.message.startswith("prioritized_rulesets[0].rules[0]")
+    assert written in (result.source or "")
 
 
 def test_a_custom_metric_used_two_ways_is_an_error() -> None:
