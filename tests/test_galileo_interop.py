@@ -224,3 +224,12 @@ def test_cli_export_a_pinned_version(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert rule["target_value"] == 0.5
     assert main(["export", "galileo", "s", "--registry", reg, "--version", "3"]) == 1
     assert "no version 3" in capsys.readouterr().err
+
+
+def test_a_uniform_truth_with_no_rule_to_write_it_is_an_error_that_states_it() -> None:
+    # `risk` is a custom number metric with no range: nothing written on it is always true.
+    text = json.dumps({"name": "s", "prioritized_rulesets": [
+        {"rules": [{"metric": "risk", "operator": "lt", "target_value": 1e400}]}]})
+    result = import_galileo(text, "in.json")
+    (d,) = [d for d in result.diagnostics if d.is_error]
+    assert d.code == NOT_FAITHFUL and "as always true for every value of `risk`" in d.message
