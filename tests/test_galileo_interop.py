@@ -232,4 +232,4 @@ def test_a_uniform_truth_with_no_rule_to_write_it_is_an_error_that_states_it() -
         {"rules": [{"metric": "risk", "operator": "lt", "target_value": 1e400}]}]})
     result = import_galileo(text, "in.json")
     (d,) = [d for d in result.diagnostics if d.is_error]
-    assert d.code == NOT_FAITHFUL and "as always true for every value of `risk`" in d.message
+    assert d.code == "SG0902" and "as always true for every value of `risk`" in d.message
