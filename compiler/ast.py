@@ -16,6 +16,7 @@ __all__ = [
     "Comment",
     "Description",
     "FailProp",
+    "IdProp",
     "LabelsProp",
     "ListLit",
     "MaxProp",
@@ -144,7 +145,15 @@ class Ruleset:
         return tuple(i for i in self.items if isinstance(i, Rule))
 
 
-StageItem = TypeProp | Description | FailProp | Ruleset
+@dataclass(frozen=True, slots=True)
+class IdProp:
+    """A stage's kept id (`id "…"`): what Galileo called it, so its callers' ids still work."""
+
+    value: Str
+    span: Span
+
+
+StageItem = TypeProp | Description | FailProp | IdProp | Ruleset
 
 
 @dataclass(frozen=True, slots=True)

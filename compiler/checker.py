@@ -27,6 +27,7 @@ from stageguard.compiler.limit_check import check_limits
 from stageguard.compiler.parser import ParseResult
 from stageguard.compiler.unparse import SPELLING
 from stageguard.runtime.catalog import ALIASES, BUILTIN_METRICS, canonical_name
+from stageguard.runtime.identity import uuid4_text
 from stageguard.runtime.model import (
     ActionType,
     FailMode,
@@ -77,6 +78,7 @@ class CheckedStage:
     project: str
     name: str
     type: StageType
+    id: str | None
     description: str | None
     fail_mode: FailMode
     rulesets: tuple[CheckedRuleset, ...]
@@ -152,6 +154,16 @@ class _Checker:
         stages: list[CheckedStage] = []
         for project in projects.values():
             stages.extend(self.project(project))
+        kept: dict[str, CheckedStage] = {}
+        for checked in stages:
+            if checked.id is None:
+                continue
+            first = kept.setdefault(checked.id, checked)
+            if first is not checked:
+                self.err("SG0312", f"stage `{checked.name}` keeps id {checked.id}, as stage "
+                         f"`{first.project}/{first.name}` does", checked.span,
+                         "the same id", help="an id names one stage; remove one of them",
+                         related=[Related(first.span, "kept here first")])
         return stages
 
     def project(self, project: _Project) -> list[CheckedStage]:
@@ -310,7 +322,18 @@ class _Checker:
         type_prop = self._single(stage.items, ast.TypeProp, "the stage's `type`")
         desc = self._single(stage.items, ast.Description, "the stage's `description`")
         fail_prop = self._single(stage.items, ast.FailProp, "`fail`")
+        id_prop = self._single(stage.items, ast.IdProp, "the stage's `id`")
         ok = True
+        kept_id = None
+        if isinstance(id_prop, ast.IdProp):
+            kept_id = uuid4_text(id_prop.value.value)
+            if kept_id is None:
+                self.err("SG0312", f"stage id {id_prop.value.value!r} is not a UUID4",
+                         id_prop.value.span, "not a UUID4",
+                         help="`id` keeps the id a stage had in Galileo, a UUID4 such as "
+                         "\"3f2b8c1e-5d4a-4e7b-9c2d-1a6f0e8b7c5d\"; remove it to use the id "
+                         "stageguard derives from the stage's name")
+                ok = False
         kind = StageType.CENTRAL
         if isinstance(type_prop, ast.TypeProp):
             found = self.keyword(type_prop.value, StageType, "SG0308", "stage type",
@@ -362,7 +385,7 @@ class _Checker:
             # Invocations may use any metric the project declares; ship those with the stage.
             used = {n for n, m in catalog.items() if not m.builtin}
         return CheckedStage(
-            project=project, name=stage.name.value, type=kind,
+            project=project, name=stage.name.value, type=kind, id=kept_id,
             description=desc.text.value if isinstance(desc, ast.Description) else None,
             fail_mode=fail_mode, rulesets=tuple(checked),
             metrics=tuple(catalog[n] for n in sorted(used)), span=stage.span,

@@ -293,6 +293,8 @@ class _Printer:
             return f"type {node.value.value}", None, ""
         if isinstance(node, ast.FailProp):
             return f"fail {node.value.value}", None, ""
+        if isinstance(node, ast.IdProp):
+            return f"id {s(node.value, indent)}", None, ""
         if isinstance(node, ast.Description):
             return f"description {s(node.text, indent)}", None, ""
         if isinstance(node, ast.MinProp):

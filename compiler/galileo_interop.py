@@ -42,6 +42,7 @@ from stageguard.runtime.galileo import (
     rulesets_of,
     slug,
 )
+from stageguard.runtime.identity import uuid4_text
 from stageguard.runtime.model import (
     IDENTIFIER,
     Artifact,
@@ -80,8 +81,8 @@ _NOT_KEPT = {"paused": "a stage's paused flag is registry state: run `stageguard
              "metadata": "metadata is given at invocation", "headers": "headers are given at "
              "invocation", "payload": "the payload is the caller's",
              "stage_version": "versions are minted by `stageguard build`",
-             "project_id": "ids are derived from names", "stage_id": "ids are derived from names",
-             "id": "ids are derived from names", "version": "versions are minted by build",
+             "project_id": "project ids are derived from names",
+             "version": "versions are minted by build",
              "created_by": "not part of a policy"}
 
 
@@ -442,6 +443,17 @@ def import_galileo(text: str, path: str, *, stage: str | None = None,
         imp.err(BAD_INPUT, f"type: a stage is `central` or `local`, not {written_type!r}")
         stage_type = StageType.CENTRAL
     description = body.get("description") if isinstance(body.get("description"), str) else None
+    # The stage's Galileo id is kept (`id "…"`), so callers that name it by id still find it.
+    kept_id = None
+    for field in ("id", "stage_id"):
+        written_id = body.get(field)
+        if written_id is None:
+            continue
+        kept_id = uuid4_text(written_id) if isinstance(written_id, str) else None
+        if kept_id is None:
+            imp.warn(DROPPED, f"{field}: {written_id!r} is not a UUID4: not carried over, "
+                     "the stage's id is derived from its name")
+        break
     if has_errors(imp.diagnostics):
         return Imported(None, tuple(imp.diagnostics))
     used = {r.metric for rs in rulesets for r in rs.rules}
@@ -452,7 +464,7 @@ def import_galileo(text: str, path: str, *, stage: str | None = None,
                  "written as a central stage instead", help="pass --type central to say so")
         stage_type = StageType.CENTRAL
     spec = StageSpec(name=stage_name, type=stage_type, description=description,
-                     fail_mode=FailMode.OPEN)
+                     fail_mode=FailMode.OPEN, id=kept_id)
     source = policy_source(project_name, spec, rulesets, metrics)
     formatted = format_text(source, f"{stage_name}.sg")
     out = formatted.text

@@ -45,7 +45,7 @@ _INSERTABLE = ("RBRACE", "RSQB", "STRING", "NUMBER", "NAME")
 # popping. Popping to accept anything else would resume in the middle of an outer construct
 # (a stray name would become the next stage's name).
 _SYNC = frozenset({"PROJECT", "METRIC", "STAGE", "RULESET", "TYPE", "DESCRIPTION", "MIN", "MAX",
-                   "LABELS", "FAIL", "WHEN", "OVERRIDE", "CHOICE", "PASSTHROUGH", "NOTIFY",
+                   "LABELS", "FAIL", "ID", "WHEN", "OVERRIDE", "CHOICE", "PASSTHROUGH", "NOTIFY",
                    "RBRACE"})
 _PLACEHOLDER = {"RBRACE": "}", "RSQB": "]", "STRING": '""', "NUMBER": "0",
                 "NAME": ""}
@@ -231,6 +231,9 @@ class _Builder(Transformer[Token, Any]):
 
     def fail_prop(self, c: list[Any]) -> ast.FailProp:
         return ast.FailProp(self._name(c[1]), _span(self.path, c[0], c[1]))
+
+    def id_prop(self, c: list[Any]) -> ast.IdProp:
+        return ast.IdProp(self._str(c[1]), _span(self.path, c[0], c[1]))
 
     def description_prop(self, c: list[Any]) -> ast.Description:
         return ast.Description(self._str(c[1]), _span(self.path, c[0], c[1]))

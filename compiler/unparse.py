@@ -84,6 +84,8 @@ def policy_source(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec
         out.append(f"  description {string_literal(stage.description)}")
     if stage.fail_mode is FailMode.CLOSED:
         out.append("  fail closed")
+    if stage.id is not None:
+        out.append(f"  id {string_literal(stage.id)}")
     for rs in rulesets:
         out += ["", f"  ruleset {rs.name} {{"]
         if rs.description is not None:

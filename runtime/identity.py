@@ -7,7 +7,7 @@ the same ones. One lookup serves the runtime's API and the service's paths alike
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 
 from stageguard.runtime.errors import InvalidRequest, StageNotFound
@@ -41,20 +41,43 @@ def legacy_id(project: str, name: str | None = None) -> str:
     return str(uuid.uuid5(_STAGE_NAMESPACE, project if name is None else f"{project}/{name}"))
 
 
+UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+
+
+def uuid4_text(text: str) -> str | None:
+    """`text` as a canonical UUID4 (lowercase, hyphenated), or None when it is not one."""
+    try:
+        value = uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return str(value) if value.version == 4 and value.variant == uuid.RFC_4122 else None
+
+
 class StageKeys:
     """Stages (project, name) indexed by id and by name: what every lookup below reads. The
     runtime's snapshot, the client's listing and the registry's index each build one."""
 
-    __slots__ = ("ids", "keys", "names")
+    __slots__ = ("ids", "kept", "keys", "names")
 
-    def __init__(self, keys: Iterable[Key]) -> None:
+    def __init__(self, keys: Iterable[Key], kept: Mapping[Key, str] | None = None) -> None:
+        """`kept`: the stages whose id is not derived from their name (an id kept from
+        Galileo, `id "…"` in source); such a stage answers to it, and to nothing else."""
         self.keys = frozenset(keys)
+        self.kept = dict(kept or {})
         names: dict[str, list[Key]] = {}
         for key in sorted(self.keys):
             names.setdefault(key[1], []).append(key)
         self.names = {n: tuple(v) for n, v in names.items()}
-        self.ids = {stage_id(*k): k for k in self.keys}
-        self.ids.update({legacy_id(*k): k for k in self.keys})
+        self.ids: dict[str, Key] = {}
+        for k in sorted(self.keys):
+            if k in self.kept:
+                self.ids.setdefault(self.kept[k], k)  # two claims: the first key keeps it
+            else:
+                self.ids.setdefault(stage_id(*k), k)
+                self.ids.setdefault(legacy_id(*k), k)
+
+    def id_of(self, key: Key) -> str:
+        return self.kept.get(key) or stage_id(*key)
 
     def projects(self) -> set[str]:
         return {project for project, _ in self.keys}

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, model_validator
 
 from stageguard.runtime import limits
+from stageguard.runtime.identity import UUID4
 from stageguard.runtime.kinds import MetricType as MetricType
 from stageguard.runtime.kinds import Operator as Operator
 from stageguard.runtime.kinds import StrKind
@@ -162,6 +163,10 @@ class StageSpec(_Model):
     type: StageType
     description: Description | None = None
     fail_mode: FailMode = FailMode.OPEN
+    # A kept id (Galileo's, `id "…"` in source); absent, the id is derived from the name.
+    # Left out of the document when absent, so artifacts without one keep their digests.
+    id: Annotated[str, Field(pattern=UUID4)] | None = Field(
+        default=None, exclude_if=lambda value: value is None)
 
 
 Position = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # (line, column)

@@ -30,7 +30,9 @@ class Snapshot:
                  versions: dict[tuple[str, str], tuple[int, ...]] | None = None,
                  local_digests: dict[tuple[str, str], dict[str, int]] | None = None) -> None:
         self.stages = stages
-        self.keys = StageKeys(stages)  # lookups by name and by id (identity.find_stage)
+        # Lookups by name and by id (identity.find_stage).
+        self.keys = StageKeys(stages, {k: s.artifact.stage.id for k, s in stages.items()
+                                       if s.artifact.stage.id is not None})
         # Every version the registry lists per stage, as read with the stages themselves.
         self.versions = versions or {}
         # A local stage's recorded versions by content digest: an invocation's rulesets
@@ -95,7 +97,8 @@ class LoadedStage:
                                                **{m.name: m for m in artifact.metrics}}
         self.results = StageResults(artifact.rulesets)
         self.metadata = StageMetadata(artifact.project, artifact.stage.name,
-                                      stage_id(*self.key), artifact.version,
+                                      artifact.stage.id or stage_id(*self.key),
+                                      artifact.version,
                                       artifact.stage.type.value)
 
     @property

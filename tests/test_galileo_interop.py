@@ -233,3 +233,37 @@ def test_a_uniform_truth_with_no_rule_to_write_it_is_an_error_that_states_it() -
     result = import_galileo(text, "in.json")
     (d,) = [d for d in result.diagnostics if d.is_error]
     assert d.code == "SG0902" and "as always true for every value of `risk`" in d.message
+
+
+def test_a_stages_galileo_id_is_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from stageguard.compiler.pipeline import compile_text
+    from stageguard.runtime.engine import Runtime
+    from stageguard.runtime.identity import stage_id
+    from stageguard.runtime.registry import Registry
+
+    kept = "3f2b8c1e-5d4a-4e7b-9c2d-1a6f0e8b7c5d"
+    body = {"name": "guard", "id": kept.upper(), "project_id": "anything", "type": "central",
+            "prioritized_rulesets": [{"rules": [
+                {"metric": "toxicity", "operator": "gt", "target_value": 0.5}]}]}
+    result = import_galileo(json.dumps(body), "in.json", project="shop")
+    assert result.ok and f'id "{kept}"' in (result.source or "")
+    compiled = compile_text(result.source or "", "guard.sg")
+    assert compiled.ok
+    Registry(tmp_path).publish(compiled.artifacts)
+    with Runtime(tmp_path) as rt:
+        info = rt.get_stage(stage_id=kept)
+        assert info is not None and info.id == kept and info.name == "guard"
+        r = rt.invoke({"output": "x", "metrics": {"output_toxicity": 0.9}}, stage_id=kept)
+        assert r.stage_metadata.stage_id == kept and r.status.value == "triggered"
+        assert rt.get_stage(stage_id=stage_id("shop", "guard")) is None  # it answers to one id
+        # A new version keeps it.
+        assert rt.update_stage(stage_id=kept, prioritized_rulesets=[]).id == kept
+
+
+def test_two_stages_cannot_keep_one_id() -> None:
+    from stageguard.compiler.pipeline import compile_text
+
+    text = ('project p\nstage a {\n  id "3f2b8c1e-5d4a-4e7b-9c2d-1a6f0e8b7c5d"\n  type local\n}\n'
+            'stage b {\n  id "3f2b8c1e-5d4a-4e7b-9c2d-1a6f0e8b7c5d"\n  type local\n}\n')
+    result = compile_text(text, "p.sg")
+    assert [d.code for d in result.diagnostics if d.is_error] == ["SG0312"]
