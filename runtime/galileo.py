@@ -16,17 +16,27 @@ from typing import Any
 from pydantic import ValidationError
 
 from stageguard.runtime.catalog import ALIASES, canonical_name
+from stageguard.runtime.evaluate import rule_holds
 from stageguard.runtime.model import (
     Action,
     ActionType,
     MetricSpec,
+    MetricType,
     Operator,
     RulesetSpec,
     RuleSpec,
     Status,
     Subscription,
 )
-from stageguard.runtime.rule_types import TARGETS, Target, artifact_target, rule_problem
+from stageguard.runtime.rule_types import (
+    TARGETS,
+    Misfit,
+    Target,
+    artifact_target,
+    rule_problem,
+    rule_type,
+    target_of,
+)
 
 
 class RulesetError(ValueError):
@@ -66,10 +76,70 @@ def rule_from_galileo(data: object, catalog: Mapping[str, MetricSpec], path: str
     if "target_value" not in data and Target.NONE not in TARGETS[op]:
         raise RulesetError(f"{path}.target_value: required for `{op.value}`")
     target = data.get("target_value")
-    problem = rule_problem(spec, op, target)
-    if problem:
-        raise RulesetError(f"{path}: {problem}")
-    return RuleSpec(metric=name, operator=op, target_value=artifact_target(op, target))
+    if rule_problem(spec, op, target) is None:
+        return RuleSpec(metric=name, operator=op, target_value=artifact_target(op, target))
+    # Galileo accepts it and its truth does not depend on the value: decide the same way.
+    found = faithful_rule(spec, op, target)
+    if isinstance(found, str):
+        raise RulesetError(f"{path}: Galileo evaluates this rule as {found} for every value "
+                           f"of `{name}`, and stageguard has no rule that says so on it")
+    new_op, new_target, _ = found
+    return RuleSpec(metric=name, operator=new_op,
+                    target_value=artifact_target(new_op, new_target))
+
+
+def faithful_rule(spec: MetricSpec, op: Operator, target: object
+                  ) -> tuple[Operator, object, str] | str:
+    """A rule stageguard compiles with Galileo's truth for `metric op target` over every
+    value of the metric (its catalog range or vocabulary), given a rule stageguard would not
+    compile as written: (operator, target, "never true" | "always true"), or Galileo's truth
+    alone when no rule on this metric says it.
+
+    Such a rule's truth does not depend on the value: an operator that does not fit the
+    metric's kind, or a target of the wrong kind, is never true (the truth table); a
+    threshold outside the range, or a label outside the vocabulary, is uniformly true or
+    false over the range, which one representative value decides."""
+    kind = spec.type
+    fit = rule_type(kind, op)
+    truth: bool | None = None
+    if isinstance(fit, Misfit) or (fit.target is Target.NONE and target is not None):
+        truth = False
+    elif kind in (MetricType.SCORE, MetricType.NUMBER):
+        if isinstance(target, bool) or not isinstance(target, int | float):
+            truth = False
+        else:
+            value = spec.minimum if spec.minimum is not None else (
+                spec.maximum if spec.maximum is not None else 0.0)
+            truth = rule_holds(op, float(target), value)
+    else:
+        labels = [target] if isinstance(target, str) else target
+        if target_of(target) is not fit.target or not isinstance(labels, list | tuple):
+            truth = False  # e.g. a list where a label goes: the truth table says false
+        else:
+            known = [t for t in labels if spec.labels is None or t in spec.labels]
+            if op is Operator.ANY:
+                if known:
+                    return op, tuple(known), "the same"  # unknown labels never match
+                truth = False
+            elif op is Operator.NEQ:
+                truth = True  # no value of the vocabulary is the unknown label
+            else:
+                truth = False  # eq, contains, all: an unknown label is never there
+    if truth is False:
+        if kind in (MetricType.LABEL, MetricType.LABELS):
+            return Operator.ANY, (), "never true"
+        if spec.maximum is not None:
+            return Operator.GT, spec.maximum, "never true"
+        if spec.minimum is not None:
+            return Operator.LT, spec.minimum, "never true"
+        return "never true"
+    if kind is MetricType.LABEL and spec.labels is not None:
+        return Operator.ANY, tuple(spec.labels), "always true"
+    if spec.minimum is not None:
+        return Operator.GTE, spec.minimum, "always true"
+    if spec.maximum is not None:
+        return Operator.LTE, spec.maximum, "always true"
+    return "always true"
 
 
 def action_from_galileo(data: object, path: str) -> Action:

@@ -177,3 +177,62 @@ def test_http_accepts_the_bodies_galileo_core_serialises(tmp_path: Path) -> None
         other = StageWithRulesets(name="x", project_id=str(uuid.uuid4())).model_dump(
             mode="json")
         assert http.post(f"/projects/{pid}/stages", json=other).status_code in (404, 422)
+
+
+# ---- bodies generated from galileo-core's models ---------------------------------------------
+
+from hypothesis import HealthCheck, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from stageguard.runtime.catalog import BUILTIN_METRICS  # noqa: E402
+from stageguard.runtime.model import NAME  # noqa: E402
+from tests.profiles import examples  # noqa: E402
+
+_WORDS = st.sampled_from(["ssn", "email", "anger", "joy", "social", "0.5", ""])
+_RULES = st.builds(
+    Rule, metric=st.sampled_from(sorted(BUILTIN_METRICS)),
+    operator=st.sampled_from(list(RuleOperator)),
+    target_value=st.one_of(st.none(), st.sampled_from([-1, 0, 0.5, 1, 1.5, 1e9]),
+                           st.floats(-2, 2, allow_nan=False), _WORDS,
+                           st.lists(_WORDS, max_size=3)))
+_RULESETS = st.builds(Ruleset, rules=st.lists(_RULES, min_size=1, max_size=3),
+                      description=st.one_of(st.none(), st.text(max_size=20)))
+_PAYLOADS = st.builds(Payload, input=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+                      output=st.text(min_size=1, max_size=40))
+
+
+@pytest.fixture(scope="module")
+def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with serving(tmp_path_factory.mktemp("reg")) as served, served.client() as http:
+        assert http.post("/projects/gen/stages", json={"name": "seed"}).status_code == 200
+        yield http
+
+
+@examples(0.5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                      HealthCheck.filter_too_much])
+@given(rulesets=st.lists(_RULESETS, min_size=1, max_size=3), payload=_PAYLOADS,
+       # Any name that is one registry path part (no `/`, `\`, controls, leading `.`).
+       name=st.from_regex(NAME, fullmatch=True).filter(lambda n: len(n) <= 60),
+       data=st.data())
+def test_http_accepts_generated_galileo_core_bodies(served_registry: Any, rulesets: list[Any],
+                                                   payload: Any, name: str,
+                                                   data: st.DataObject) -> None:
+    http = served_registry
+    pid = project_id("gen")
+    body = StageWithRulesets(name=name, project_id=pid, type=StageType.central,
+                             prioritized_rulesets=rulesets).model_dump(mode="json")
+    body["prioritized_rulesets"] = body.pop("rulesets")
+    created = http.post(f"/projects/{pid}/stages", json=body)
+    assert created.status_code in (200, 409), created.text  # 409: a name drawn twice
+    stage = StageDB.model_validate(http.get(f"/projects/{pid}/stages",
+                                            params={"stage_name": name}).json())
+    request = Request(payload=payload, stage_id=stage.id,
+                      timeout=data.draw(st.sampled_from([1, 10.0, 300])))
+    resp = http.post("/protect/invoke", json=request.model_dump(mode="json"))
+    assert resp.status_code == 200, resp.text
+    GalileoResponse.model_validate(resp.json())
+    local = Request(payload=payload, project_name="gen", stage_name="seed",
+                    prioritized_rulesets=rulesets)
+    resp = http.post("/protect/invoke", json=local.model_dump(mode="json"))
+    assert resp.status_code == 200, resp.text
+    GalileoResponse.model_validate(resp.json())
