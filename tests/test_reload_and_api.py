@@ -186,10 +186,16 @@ def test_recorded_local_versions_stop_at_the_cap(tmp_path: Path) -> None:
 
 def test_local_rulesets_are_validated_like_source(tmp_path: Path) -> None:
     build(tmp_path / "reg", central(0.5))
-    bad = [{"rules": [{"metric": "output_pii", "operator": "eq", "target_value": "ssn"}]}]
+    bad = [{"rules": [{"metric": "output_pii_typo", "operator": "eq", "target_value": "ssn"}]}]
+    # Galileo accepts `eq` on a label list and never finds it true: decided so, not refused.
+    never = [{"rules": [{"metric": "output_pii", "operator": "eq", "target_value": "ssn"}],
+              "action": {"type": "OVERRIDE", "choices": ["blocked"]}}]
     with Runtime(tmp_path / "reg") as rt:
-        with pytest.raises(InvalidRequest, match=r"rulesets\[0\]\.rules\[0\].*contains"):
+        with pytest.raises(InvalidRequest, match=r"rulesets\[0\]\.rules\[0\].*unknown metric"):
             rt.invoke(PAYLOAD, "loc", rulesets=bad)
+        r = rt.invoke({"output": "x", "metrics": {"output_pii": ["ssn"]}}, "loc",
+                      rulesets=never)
+        assert r.ruleset_statuses == (Status.NOT_TRIGGERED,) and r.text == "x"
         with pytest.raises(InvalidRequest, match="central"):
             rt.invoke(PAYLOAD, "s", rulesets=LOCAL_RULES)
 
