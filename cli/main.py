@@ -26,6 +26,7 @@ from stageguard.runtime.engine import InvalidRequest, StageInfo
 from stageguard.runtime.galileo import rulesets_of, wire_value
 from stageguard.runtime.model import ActionType, Artifact, Operator
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
+from stageguard.runtime.store import open_store
 
 EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -80,6 +81,11 @@ def _build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--registry", required=True, metavar="DIR")
     stage.add_argument("--json", action="store_true")
 
+    registry = sub.add_parser("registry", help="manage a registry store")
+    registry.add_argument("action", choices=("migrate",),
+                          help="migrate: create or upgrade a postgresql:// registry's schema")
+    registry.add_argument("target", metavar="URL", help="postgresql://user@host:port/db")
+
     cli_review.add_parsers(sub)
     cli_galileo.add_parsers(sub)
     cli_test.add_parser(sub)
@@ -111,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invoke(args)
         if args.command == "stage":
             return _stage(args)
+        if args.command == "registry":
+            return _registry(args.target)
         if args.command in ("fmt", "lint", "diff"):
             return cli_review.run(args)
         if args.command in ("import", "export"):
@@ -165,7 +173,7 @@ def _build(paths: list[str], registry_dir: str, fmt: str) -> int:
     result = compile_paths(paths)
     published = []
     if result.ok:
-        published = Registry(registry_dir).publish(result.artifacts)
+        published = open_store(registry_dir).publish(result.artifacts)
     if fmt == "json":
         json.dump({
             "ok": result.ok,
@@ -182,6 +190,22 @@ def _build(paths: list[str], registry_dir: str, fmt: str) -> int:
             what = f"v{p.version} (new)" if p.created else f"v{p.version} (unchanged)"
             print(f"{p.project}/{p.stage}: {what}")
     return EXIT_OK if result.ok else EXIT_POLICY
+
+
+def _registry(target: str) -> int:
+    from stageguard.runtime.postgres import PostgresRegistry, is_url
+
+    if not is_url(target):
+        print("error: `registry migrate` takes a postgresql:// url (a directory registry "
+              "needs no schema)", file=sys.stderr)
+        return EXIT_USAGE
+    store = PostgresRegistry(target)
+    try:
+        version = store.migrate()
+    finally:
+        store.close()
+    print(f"{store.where}: schema version {version}")
+    return EXIT_OK
 
 
 def _inspect(target: str) -> int:

@@ -60,7 +60,6 @@ from stageguard.runtime.model import (
     Status,
 )
 from stageguard.runtime.registry import (
-    Registry,
     RegistryError,
     VersionNotFound,
 )
@@ -69,7 +68,7 @@ from stageguard.runtime.response import ActionResult, Response, TraceMetadata
 from stageguard.runtime.scorers import Scorers
 from stageguard.runtime.served import LRU, Snapshot, load_bytes, load_model, load_path
 from stageguard.runtime.served import LoadedStage as LoadedStage
-from stageguard.runtime.store import RegistryStore
+from stageguard.runtime.store import RegistryStore, open_store
 from stageguard.runtime.webhooks import Notifier, WebhookPolicy
 
 log = logging.getLogger("stageguard.runtime")
@@ -129,10 +128,10 @@ class Runtime(StageManagement):
                  webhook_allow_networks: Iterable[str] | None = None,
                  deliver_webhooks: bool = True, scorer_threads: int = 8,
                  cache_size: int = 256, record_local_versions: int = 0) -> None:
-        # A directory names the directory store; any other store (runtime/store.py) is used
-        # as it is.
+        # A directory or a postgresql:// url names a store (store.open_store); a store
+        # object is used as it is.
         self.registry: RegistryStore | None = (
-            Registry(registry) if isinstance(registry, str | os.PathLike) else registry)
+            open_store(registry) if isinstance(registry, str | os.PathLike) else registry)
         self.scorers = scorers or Scorers()
         self.random = rng or _random.Random()
         self._notifier = notifier

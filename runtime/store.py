@@ -1,20 +1,28 @@
 """What a registry store is, to the runtime and the tools above it.
 
-The directory registry (`runtime/registry.py`) is the one store today; the fleet's
-PostgreSQL store will be another. Both must pass `tests/store_conformance.py`, one suite over
-every backend. Writes can be conditional on the revision the writer read, so two writers
-that read the same state cannot both publish over it; readers follow the revision and the
-events since the one they last saw.
+Two stores: the directory registry (`runtime/registry.py`, the embedded default) and the
+PostgreSQL store (`runtime/postgres.py`, `postgresql://…`). Both pass
+`tests/test_store_conformance.py`, one suite over every backend. Writes can be conditional
+on the revision the writer read, so two writers that read the same state cannot both
+publish over it; readers follow the revision and the events since the one they last saw.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol
 
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.model import Artifact
-from stageguard.runtime.registry import Event, Index, Published, StageEntry, VersionEntry
+from stageguard.runtime.registry import (
+    Event,
+    Index,
+    Published,
+    Registry,
+    StageEntry,
+    VersionEntry,
+)
 
 
 class RegistryStore(Protocol):
@@ -62,3 +70,13 @@ class RegistryStore(Protocol):
     def verify(self) -> list[str]:
         """Every version that is not what its entry says (empty when all are)."""
         ...
+
+
+def open_store(target: str | os.PathLike[str]) -> RegistryStore:
+    """The store a registry argument names: a `postgresql://` url, else a directory."""
+    text = os.fspath(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from stageguard.runtime.postgres import PostgresRegistry  # psycopg: the fleet extra
+
+        return PostgresRegistry(text)
+    return Registry(text)

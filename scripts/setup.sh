@@ -4,6 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# PostgreSQL for the registry's fleet backend and its tests (Debian's package; the tests
+# start their own server from its binaries). Root installs it; otherwise it must be there.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log=$(mktemp)
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; } \
+      >"$log" 2>&1 || { cat "$log"; exit 1; }
+    rm -f "$log"
+  else
+    echo "warning: PostgreSQL is not installed; the PostgreSQL store tests will skip" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

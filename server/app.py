@@ -91,7 +91,7 @@ _NOT_ECHOED = frozenset({
 
 @dataclass(frozen=True)
 class ServerConfig:
-    registry: Path
+    registry: Path | str  # a directory, or a postgresql:// url
     tokens: Tokens | TokenFile | None  # None only when authentication was turned off
     max_body: int = 1 << 20
     webhook_allow_hosts: tuple[str, ...] | None = None

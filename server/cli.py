@@ -88,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: `stageguard serve` needs the server extra ({exc.name} is missing): "
               "pip install 'stageguard[server]'", file=sys.stderr)
         return EXIT_USAGE
-    registry = Path(args.registry)
-    if not registry.is_dir():
-        print(f"error: registry {registry} is not a directory (create it, or build into it "
-              "with `stageguard build --registry`)", file=sys.stderr)
-        return EXIT_USAGE
+    registry: Path | str = args.registry
+    if not str(registry).startswith(("postgresql://", "postgres://")):
+        registry = Path(args.registry)
+        if not registry.is_dir():
+            print(f"error: registry {registry} is not a directory (create it, or build into "
+                  "it with `stageguard build --registry`)", file=sys.stderr)
+            return EXIT_USAGE
     if args.max_body < 1024:
         print("error: --max-body is at least 1024 bytes", file=sys.stderr)
         return EXIT_USAGE

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,24 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # The broken policy-test fixture fails on purpose; tests run it explicitly (test_policytest).
 collect_ignore_glob = ["policy_tests/*"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A real PostgreSQL server for the session (tests/postgres_helpers.py). Where it cannot
+    be had the tests that need it skip, saying why; under CI they fail instead."""
+    from tests.postgres_helpers import binaries, running_postgres
+
+    problem = None
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        problem = "psycopg is not installed (pip install -e '.[fleet]')"
+    if problem is None and binaries() is None:
+        problem = "PostgreSQL is not installed (apt-get install postgresql)"
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {problem}")
+        pytest.skip(problem)
+    with running_postgres() as server:
+        yield server

@@ -73,7 +73,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_process(registry: Path, *args: str, env: dict[str, str] | None = None,
+def serve_process(registry: Path | str, *args: str, env: dict[str, str] | None = None,
                   scheme: str = "http", verify: Any = True,
                   ) -> Iterator[tuple[str, subprocess.Popen]]:
     """`stageguard serve` as users run it, in its own process; stderr is the JSON log."""

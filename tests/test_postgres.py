@@ -1,0 +1,68 @@
+"""The PostgreSQL registry end to end, on a real server the suite starts: the CLI migrates
+and builds into it, `stageguard serve` serves from it, and a pause made by another process
+reaches the server. (The store's contract is tests/test_store_conformance.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stageguard.runtime.engine import Runtime
+from stageguard.runtime.model import Status
+from tests.server_helpers import ADMIN, serve_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stageguard.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_build_serve_and_pause_through_postgresql(postgres: object, tmp_path: Path) -> None:
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    before = _cli("build", str(ROOT / "policies"), "--registry", url)
+    assert before.returncode == 1 and "no stageguard schema" in before.stderr
+    migrated = _cli("registry", "migrate", url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert _cli("registry", "migrate", url).returncode == 0  # again: nothing to do
+    built = _cli("build", str(ROOT / "policies"), "--registry", url)
+    assert built.returncode == 0, built.stderr
+    assert "v1 (new)" in built.stdout
+    with Runtime(url) as rt:
+        stage = rt.stages()[0]
+    with serve_process(url, "--poll-interval", "0.2") as (served, _):
+        http = httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN}"})
+        body = {"payload": {"input": "hello", "output": "hello"},
+                "project_name": stage.project, "stage_name": stage.name}
+        first = http.post("/protect/invoke", json=body)
+        assert first.status_code == 200, first.text
+        assert first.json()["status"] != "PAUSED"
+        # The kill switch, pulled by another process on the same database.
+        with Runtime(url) as other:
+            other.pause_stage(project=stage.project, stage_name=stage.name)
+        deadline = time.monotonic() + 10
+        while http.post("/protect/invoke", json=body).json()["status"] != "PAUSED":
+            assert time.monotonic() < deadline, "the pause did not reach the server"
+            time.sleep(0.05)
+        http.close()
+    with Runtime(url) as rt:
+        r = rt.invoke({"output": "x"}, stage.name, project=stage.project)
+        assert r.status is Status.PAUSED
+
+
+def test_migrate_refuses_a_directory(tmp_path: Path) -> None:
+    done = _cli("registry", "migrate", str(tmp_path))
+    assert done.returncode == 2 and "postgresql://" in done.stderr
+
+
+@pytest.mark.parametrize("bad", ["postgresql://nobody@127.0.0.1:1/none"])
+def test_an_unreachable_database_is_an_error_not_a_traceback(bad: str) -> None:
+    done = _cli("build", str(ROOT / "policies"), "--registry", bad)
+    assert done.returncode == 1 and "cannot connect" in done.stderr
+    assert "Traceback" not in done.stderr
