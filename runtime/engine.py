@@ -74,11 +74,35 @@ from stageguard.runtime.webhooks import Notifier, WebhookPolicy
 log = logging.getLogger("stageguard.runtime")
 
 DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
+# A runtime follows its registry unless told not to (poll_interval=None serves a frozen view):
+# another process's pause must reach every decision.
+DEFAULT_POLL = 1.0
 _T = Status.TRIGGERED
 
 
 def _empty(rulesets: object) -> bool:
     return isinstance(rulesets, Sequence) and not isinstance(rulesets, str) and not rulesets
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """The registry as this runtime last saw it."""
+
+    revision: int = 0
+    synced_at: float | None = None  # epoch seconds of the last successful read
+    error: str | None = None  # why the last read failed (None: it did not)
+    failures: int = 0  # consecutive failed reads
+
+    def ok(self, revision: int) -> SyncStatus:
+        return SyncStatus(revision, time.time(), None, 0)
+
+    def failed(self, why: str) -> SyncStatus:
+        return SyncStatus(self.revision, self.synced_at, why, self.failures + 1)
+
+    @property
+    def staleness(self) -> float | None:
+        """Seconds since the last successful read (None: never read)."""
+        return None if self.synced_at is None else max(0.0, time.time() - self.synced_at)
 
 
 class _Once:
@@ -122,7 +146,7 @@ class Runtime(StageManagement):
     """Serves stages from a registry (hot-reloaded) and/or artifact files."""
 
     def __init__(self, registry: str | os.PathLike[str] | RegistryStore | None = None, *,
-                 poll_interval: float | None = None, scorers: Scorers | None = None,
+                 poll_interval: float | None = DEFAULT_POLL, scorers: Scorers | None = None,
                  rng: _random.Random | None = None, notifier: Notifier | None = None,
                  webhook_allow_hosts: Iterable[str] | None = None,
                  webhook_allow_networks: Iterable[str] | None = None,
@@ -132,6 +156,7 @@ class Runtime(StageManagement):
         # object is used as it is.
         self.registry: RegistryStore | None = (
             open_store(registry) if isinstance(registry, str | os.PathLike) else registry)
+        self._owns_store = isinstance(registry, str | os.PathLike)
         self.scorers = scorers or Scorers()
         self.random = rng or _random.Random()
         self._notifier = notifier
@@ -152,6 +177,7 @@ class Runtime(StageManagement):
         self._files: dict[tuple[str, str], LoadedStage] = {}
         self.load_errors: dict[str, str] = {}
         self._signature: object = None
+        self._sync = SyncStatus()
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -193,16 +219,20 @@ class Runtime(StageManagement):
         if self.registry is None:
             return False
         with self._reload_lock:
-            signature = self.registry.signature()
-            if signature == self._signature and not force:
-                return False
             try:
+                signature = self.registry.signature()
+                if signature == self._signature and not force:
+                    self._sync = self._sync.ok(self._sync.revision)
+                    return False
                 index = self.registry.read_index()
             except RegistryError as exc:
+                # The store is down or damaged: keep serving the last good snapshot.
                 self.load_errors["index"] = str(exc)
+                self._sync = self._sync.failed(str(exc))
                 log.error("registry index not reloaded: %s", exc)
                 return False
             self.load_errors.pop("index", None)
+            self._sync = self._sync.ok(index.revision)
             table = dict(self._files)
             versions: dict[tuple[str, str], tuple[int, ...]] = {}
             local_digests: dict[tuple[str, str], dict[str, int]] = {}
@@ -245,8 +275,21 @@ class Runtime(StageManagement):
         if self._watcher is not None:
             return
 
+        # A store that can say when it changed (PostgreSQL's NOTIFY) wakes the loop at once;
+        # the poll stays the truth, so a lost notification costs at most one interval.
+        wait = getattr(self.registry, "wait_for_change", None)
+
         def loop() -> None:
-            while not self._stop.wait(interval):
+            while not self._stop.is_set():
+                if callable(wait):
+                    try:
+                        wait(interval)
+                    except Exception:  # a lost listener: poll this round
+                        self._stop.wait(interval)
+                elif self._stop.wait(interval):
+                    return
+                if self._stop.is_set():
+                    return
                 try:
                     self.refresh()
                 except Exception:  # keep watching whatever one reload hit
@@ -254,6 +297,11 @@ class Runtime(StageManagement):
 
         self._watcher = threading.Thread(target=loop, name="stageguard-watch", daemon=True)
         self._watcher.start()
+
+    def sync_status(self) -> SyncStatus:
+        """How current this runtime's view of its registry is (revision, last good sync,
+        the last error): what a status endpoint and metrics report."""
+        return self._sync
 
     def close(self, flush_timeout: float | None = 10.0) -> None:
         """Stop watching, deliver queued webhooks (waiting up to `flush_timeout`), stop
@@ -266,6 +314,9 @@ class Runtime(StageManagement):
         self._recorder.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        closing = getattr(self.registry, "close", None)
+        if self._owns_store and callable(closing):  # a database connection, say
+            closing()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for queued webhooks and local versions being recorded; False on timeout."""

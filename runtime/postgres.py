@@ -123,6 +123,7 @@ class PostgresRegistry:
         self._psycopg = psycopg
         self._lock = threading.RLock()
         self._conn: Any = None
+        self._listener: Any = None  # LISTENing, used by the one watching thread only
 
     # -- connections
 
@@ -155,9 +156,32 @@ class PostgresRegistry:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._listener):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+            self._conn = self._listener = None
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until a commit's NOTIFY arrives (True) or `timeout` passes (False). The
+        event log stays the truth: callers read the revision after either."""
+        if self._listener is None or self._listener.closed:
+            try:
+                self._listener = self._psycopg.connect(self.url, autocommit=True,
+                                                       connect_timeout=10)
+                self._listener.execute(f"LISTEN {CHANNEL}")
+            except self._psycopg.Error as exc:
+                self._listener = None
+                raise RegistryError(f"cannot listen on {self.where}: {exc}") from exc
+        try:
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                return True
+        except self._psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                self._listener.close()
+            self._listener = None
+            raise RegistryError(f"lost the listener on {self.where}: {exc}") from exc
+        return False
 
     def migrate(self) -> int:
         """Apply the schema versions the database lacks; the schema version after."""

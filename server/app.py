@@ -643,6 +643,18 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 "load_errors": sorted(runtime.load_errors)}
         return JSONResponse(body, status_code=200 if index_error is None else 503)
 
+    @app.get("/status", tags=["operations"], summary="How current the served registry is",
+             responses={200: {"description": "in sync, or degraded (still serving the last "
+                              "good snapshot)"}})
+    async def status() -> dict[str, Any]:
+        sync = runtime.sync_status()
+        return {"state": "ok" if sync.error is None else "degraded",
+                "revision": sync.revision,
+                "synced_at": (None if sync.synced_at is None else time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(sync.synced_at))),
+                "staleness_seconds": sync.staleness, "sync_failures": sync.failures,
+                "stages": runtime.stage_count, "load_errors": sorted(runtime.load_errors)}
+
     async def metrics_guard(request: Request, credentials: Credentials) -> None:
         if not config.public_metrics:
             principal(request, credentials)

@@ -49,6 +49,19 @@ class _RuntimeCollector(Collector):
                                    "could not be loaded (previous versions keep serving)")
         errors.add_metric([], len(rt.load_errors))
         yield errors
+        sync = rt.sync_status()
+        revision = GaugeMetricFamily("stageguard_registry_revision", "The registry revision "
+                                     "this server serves")
+        revision.add_metric([], sync.revision)
+        yield revision
+        stale = GaugeMetricFamily("stageguard_registry_staleness_seconds", "Seconds since the "
+                                  "registry was last read successfully")
+        stale.add_metric([], sync.staleness if sync.staleness is not None else float("nan"))
+        yield stale
+        failing = GaugeMetricFamily("stageguard_registry_sync_failures", "Consecutive failed "
+                                    "reads of the registry (0: in sync)")
+        failing.add_metric([], sync.failures)
+        yield failing
         info = GaugeMetricFamily("stageguard_build_info", "stageguard version",
                                  labels=["version"])
         info.add_metric([package_version()], 1)

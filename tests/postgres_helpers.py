@@ -33,7 +33,13 @@ def _as_server_user(cmd: list[str]) -> list[str]:
 
 
 class Postgres:
-    def __init__(self, port: int) -> None:
+    """One server: its cluster directory, port and binaries; stop() and start() again keep
+    its data (a store-down test restarts it)."""
+
+    def __init__(self, bin_dir: Path, home: Path, port: int) -> None:
+        self.bin_dir = bin_dir
+        self.home = home
+        self.data = home / "data"
         self.port = port
         self._names = itertools.count(1)
 
@@ -48,6 +54,29 @@ class Postgres:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(_as_server_user([str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
+                                        "-l", str(self.home / "log"), "-o", options, "-w",
+                                        "-t", "60", "start"]),
+                       check=True, capture_output=True, timeout=90)
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        subprocess.run(_as_server_user([str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
+                                        "-m", "immediate", "stop"]),
+                       capture_output=True, timeout=60)
+
 
 @contextmanager
 def running_postgres() -> Iterator[Postgres]:
@@ -55,34 +84,16 @@ def running_postgres() -> Iterator[Postgres]:
     if bin_dir is None:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
     home = Path(tempfile.mkdtemp(prefix="stageguard-pg-"))
-    data = home / "data"
     if os.geteuid() == 0:
         shutil.chown(home, "postgres", "postgres")
-    port = free_port()
-    log = home / "log"
+    server = Postgres(bin_dir, home, free_port())
     try:
-        subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U",
-                                        "postgres", "--auth=trust", "-E", "UTF8",
+        subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(server.data),
+                                        "-U", "postgres", "--auth=trust", "-E", "UTF8",
                                         "--no-sync"]),
                        check=True, capture_output=True, timeout=120)
-        options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l",
-                                        str(log), "-o", options, "-w", "-t", "60", "start"]),
-                       check=True, capture_output=True, timeout=90)
-        deadline = time.monotonic() + 30
-        import psycopg
-
-        while True:
-            try:
-                psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                                connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield Postgres(port)
+        server.start()
+        yield server
     finally:
-        subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m",
-                                        "immediate", "stop"]), capture_output=True, timeout=60)
+        server.stop()
         shutil.rmtree(home, ignore_errors=True)

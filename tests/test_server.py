@@ -435,6 +435,14 @@ def test_readyz_reports_an_unreadable_registry(tmp_path: Path) -> None:
         body = c.get("/readyz").json()
         assert body["load_errors"] == ["index"]
         assert str(tmp_path) not in json.dumps(body)  # what failed, never where it lives
+        # The status says degraded and how stale; the last good snapshot keeps deciding.
+        status = c.get("/status").json()
+        assert status["state"] == "degraded" and status["revision"] == 1
+        assert status["sync_failures"] >= 1 and status["staleness_seconds"] >= 0
+        assert str(tmp_path) not in json.dumps(status)
+        metrics = s.client().get("/metrics").text
+        assert "stageguard_registry_sync_failures" in metrics
+        assert "stageguard_registry_revision 1.0" in metrics
 
 
 # ---- concurrency --------------------------------------------------------------------------
