@@ -96,6 +96,7 @@ class RemoteResponse:
                                             sm["stage_version"], sm["stage_type"])
         self.metadata: dict[str, str] | None = data.get("metadata")
         self.headers: dict[str, str] | None = data.get("headers")
+        self.error: str | None = data.get("error")
         self._ruleset_results: tuple[RulesetResult, ...] | None = None
 
     def __repr__(self) -> str:

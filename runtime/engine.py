@@ -151,7 +151,8 @@ class Runtime(StageManagement):
                  webhook_allow_hosts: Iterable[str] | None = None,
                  webhook_allow_networks: Iterable[str] | None = None,
                  deliver_webhooks: bool = True, scorer_threads: int = 8,
-                 cache_size: int = 256, record_local_versions: int = 0) -> None:
+                 cache_size: int = 256, record_local_versions: int = 0,
+                 max_staleness: float | None = None, on_stale: str = "serve") -> None:
         # A directory or a postgresql:// url names a store (store.open_store); a store
         # object is used as it is.
         self.registry: RegistryStore | None = (
@@ -178,6 +179,15 @@ class Runtime(StageManagement):
         self.load_errors: dict[str, str] = {}
         self._signature: object = None
         self._sync = SyncStatus()
+        # How old a view of the registry may get before decisions stop (on_stale
+        # "fail_closed": they answer `error` and say why) or go on regardless ("serve").
+        if on_stale not in ("serve", "fail_closed"):
+            raise InvalidRequest(f"on_stale is 'serve' or 'fail_closed', not {on_stale!r}")
+        if max_staleness is not None and not max_staleness > 0:
+            raise InvalidRequest("max_staleness is a number of seconds above 0")
+        if on_stale == "fail_closed" and max_staleness is None:
+            raise InvalidRequest("on_stale fail_closed needs max_staleness")
+        self._stale_after = max_staleness if on_stale == "fail_closed" else None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -435,7 +445,17 @@ class Runtime(StageManagement):
         # unless a version is pinned, which replays that version's recorded rulesets.
         local_without = (rulesets is None and version is None
                          and loaded.artifact.stage.type is StageType.LOCAL)
-        if loaded.paused:
+        refused = None
+        if self._stale_after is not None and self.registry is not None:
+            age = self._sync.staleness
+            if age is None or age > self._stale_after:
+                refused = ("the registry was last read " + ("never" if age is None else
+                           f"{age:.1f} s ago") + f", more than max_staleness "
+                           f"({self._stale_after:g} s) allows: not deciding (on_stale "
+                           "fail_closed)")
+        if refused is not None:
+            status = Status.ERROR
+        elif loaded.paused:
             status = Status.PAUSED
         elif local_without or not loaded.rulesets:
             status = Status.SKIPPED
@@ -471,7 +491,7 @@ class Runtime(StageManagement):
             TraceMetadata(str(uuid.UUID(bytes=os.urandom(16), version=4)), received,
                           response_at, time.perf_counter() - started),
             action, loaded.metadata, metadata, headers, loaded.results, outcomes, values,
-            resolution.timings if resolution is not None else None)
+            resolution.timings if resolution is not None else None, refused)
         if loaded.any_subscriptions and outcomes and self.deliver_webhooks:
             self._notify(loaded, response)
         return response

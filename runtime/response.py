@@ -200,6 +200,7 @@ class Response:
         "_timings",
         "_values",
         "action_result",
+        "error",
         "headers",
         "metadata",
         "stage_metadata",
@@ -213,8 +214,10 @@ class Response:
                  metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
                  results: StageResults | None = None, outcomes: Outcomes = (),
                  values: dict[str, object] | None = None,
-                 timings: dict[str, tuple[float, str]] | None = None) -> None:
+                 timings: dict[str, tuple[float, str]] | None = None,
+                 error: str | None = None) -> None:
         self.text = text
+        self.error = error  # why the runtime refused to decide (status ERROR), else None
         self.status = status
         self.trace_metadata = trace_metadata
         self.action_result = action_result
@@ -316,6 +319,7 @@ class Response:
             "metric_results": {n: m.to_dict() for n, m in self.metric_results.items()},
             "metadata": dict(self.metadata) if self.metadata is not None else None,
             "headers": dict(self.headers) if self.headers is not None else None,
+            "error": self.error,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -331,7 +335,7 @@ class Response:
             return json.dumps(self._wire(fresh=False), ensure_ascii=False, allow_nan=False,
                               **kwargs)
         wire = self._wire(fresh=False, rulesets=False)
-        tail = {k: wire.pop(k) for k in ("metric_results", "metadata", "headers")}
+        tail = {k: wire.pop(k) for k in ("metric_results", "metadata", "headers", "error")}
         return (_encode(wire)[:-1] + ', "ruleset_results": [' + self._json_rulesets() + "], "
                 + _encode(tail)[1:])
 

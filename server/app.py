@@ -99,6 +99,8 @@ class ServerConfig:
     invoke_subscriptions: bool = False  # invoke-only tokens may send subscribing rulesets
     record_local_versions: int = 0
     poll_interval: float = 1.0
+    max_staleness: float | None = None  # with on_stale "fail_closed": decisions stop past it
+    on_stale: str = "serve"
     public_metrics: bool = False
     flush_timeout: float = 10.0
     deliver_webhooks: bool = True
@@ -344,7 +346,9 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                  webhook_allow_networks=config.webhook_allow_networks,
                                  deliver_webhooks=config.deliver_webhooks,
                                  scorer_threads=config.scorer_threads,
-                                 record_local_versions=config.record_local_versions)
+                                 record_local_versions=config.record_local_versions,
+                                 max_staleness=config.max_staleness,
+                                 on_stale=config.on_stale)
     backend = Embedded(runtime)
     metrics = ServerMetrics(runtime)
     bearer = HTTPBearer(auto_error=False, description="A token with role `invoke` or `admin`")

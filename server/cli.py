@@ -51,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        "stage as versions, in the background (default 0: none)")
     serve.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
                        help="how often to look for registry changes made elsewhere")
+    serve.add_argument("--max-staleness", type=float, default=None, metavar="SECONDS",
+                       help="with --on-stale fail_closed: decisions answer `error` once the "
+                       "registry was last read longer ago than this")
+    serve.add_argument("--on-stale", choices=("serve", "fail_closed"), default="serve",
+                       help="what a decision does past --max-staleness (default: serve)")
     serve.add_argument("--public-metrics", action="store_true",
                        help="serve /metrics without a token")
     serve.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -95,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: registry {registry} is not a directory (create it, or build into "
                   "it with `stageguard build --registry`)", file=sys.stderr)
             return EXIT_USAGE
+    if args.on_stale == "fail_closed" and not (args.max_staleness or 0) > 0:
+        print("error: --on-stale fail_closed needs --max-staleness SECONDS (above 0)",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.max_body < 1024:
         print("error: --max-body is at least 1024 bytes", file=sys.stderr)
         return EXIT_USAGE
@@ -132,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         invoke_subscriptions=args.invoke_subscriptions,
         record_local_versions=args.record_local_versions,
         poll_interval=args.poll_interval, public_metrics=args.public_metrics,
+        max_staleness=args.max_staleness, on_stale=args.on_stale,
         flush_timeout=args.flush_timeout, deliver_webhooks=not args.no_webhooks,
         scorer_threads=args.scorer_threads)
     if args.openapi:

@@ -266,6 +266,9 @@ class InvokeResponse(BaseModel):
     metric_results: dict[str, MetricResultOut]
     metadata: dict[str, str] | None
     headers: dict[str, str] | None
+    error: str | None = Field(default=None, description="Why the server refused to decide "
+                              "(status ERROR): a view of the registry older than its "
+                              "max_staleness, with on_stale fail_closed")
 
 
 class ApiKeyLogin(_In):

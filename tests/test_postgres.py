@@ -133,8 +133,10 @@ def test_store_down_keeps_serving_and_converges_after(tmp_path: Path) -> None:
     with running_postgres() as server:
         url = server.new_database()
         project, stage = _published(url)
-        with Runtime(url, poll_interval=0.2) as replica:
+        strict = Runtime(url, poll_interval=0.2, max_staleness=0.5, on_stale="fail_closed")
+        with Runtime(url, poll_interval=0.2) as replica, strict:
             before = replica.invoke({"output": "x"}, stage, project=project)
+            assert strict.invoke({"output": "x"}, stage, project=project).error is None
             server.stop()
             _until(lambda: replica.sync_status().error is not None, 10.0)
             during = replica.invoke({"output": "x"}, stage, project=project)
@@ -143,9 +145,17 @@ def test_store_down_keeps_serving_and_converges_after(tmp_path: Path) -> None:
             first = replica.sync_status().staleness or 0.0
             time.sleep(0.3)
             assert (replica.sync_status().staleness or 0.0) > first  # staleness rises
+            # Past its budget the fail-closed replica answers `error` and says why.
+            _until(lambda: strict.invoke({"output": "x"}, stage, project=project).status
+                   is Status.ERROR, 10.0)
+            refused = strict.invoke({"output": "x"}, stage, project=project)
+            assert "max_staleness" in (refused.error or "") and refused.text == "x"
+            assert refused.to_dict()["error"] == refused.error
             server.start()
             with Runtime(url, poll_interval=None) as admin:
                 admin.pause_stage(project=project, stage_name=stage)
             _until(lambda: replica.invoke({"output": "x"}, stage, project=project).status
                    is Status.PAUSED, 10.0)
             assert replica.sync_status().error is None
+            _until(lambda: strict.invoke({"output": "x"}, stage, project=project).status
+                   is Status.PAUSED, 10.0)  # back within budget: deciding again
