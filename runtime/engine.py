@@ -45,6 +45,7 @@ from stageguard.runtime.evaluate import (
     normalise_value,
     outcomes_status,
 )
+from stageguard.runtime.follow import RegistryFollower, SyncStatus
 from stageguard.runtime.galileo import rulesets_from_galileo
 from stageguard.runtime.identity import project_id as project_id
 from stageguard.runtime.identity import stage_id as stage_id
@@ -60,13 +61,12 @@ from stageguard.runtime.model import (
     Status,
 )
 from stageguard.runtime.registry import (
-    RegistryError,
     VersionNotFound,
 )
 from stageguard.runtime.resolution import Resolution
 from stageguard.runtime.response import ActionResult, Response, TraceMetadata
 from stageguard.runtime.scorers import Scorers
-from stageguard.runtime.served import LRU, Snapshot, load_bytes, load_model, load_path
+from stageguard.runtime.served import LRU, Snapshot, load_model, load_path
 from stageguard.runtime.served import LoadedStage as LoadedStage
 from stageguard.runtime.store import RegistryStore, open_store
 from stageguard.runtime.webhooks import Notifier, WebhookPolicy
@@ -82,27 +82,6 @@ _T = Status.TRIGGERED
 
 def _empty(rulesets: object) -> bool:
     return isinstance(rulesets, Sequence) and not isinstance(rulesets, str) and not rulesets
-
-
-@dataclass(frozen=True, slots=True)
-class SyncStatus:
-    """The registry as this runtime last saw it."""
-
-    revision: int = 0
-    synced_at: float | None = None  # epoch seconds of the last successful read
-    error: str | None = None  # why the last read failed (None: it did not)
-    failures: int = 0  # consecutive failed reads
-
-    def ok(self, revision: int) -> SyncStatus:
-        return SyncStatus(revision, time.time(), None, 0)
-
-    def failed(self, why: str) -> SyncStatus:
-        return SyncStatus(self.revision, self.synced_at, why, self.failures + 1)
-
-    @property
-    def staleness(self) -> float | None:
-        """Seconds since the last successful read (None: never read)."""
-        return None if self.synced_at is None else max(0.0, time.time() - self.synced_at)
 
 
 class _Once:
@@ -142,7 +121,7 @@ class NotifierStats:
     pending: int = 0
 
 
-class Runtime(StageManagement):
+class Runtime(RegistryFollower, StageManagement):
     """Serves stages from a registry (hot-reloaded) and/or artifact files."""
 
     def __init__(self, registry: str | os.PathLike[str] | RegistryStore | None = None, *,
@@ -152,7 +131,8 @@ class Runtime(StageManagement):
                  webhook_allow_networks: Iterable[str] | None = None,
                  deliver_webhooks: bool = True, scorer_threads: int = 8,
                  cache_size: int = 256, record_local_versions: int = 0,
-                 max_staleness: float | None = None, on_stale: str = "serve") -> None:
+                 max_staleness: float | None = None, on_stale: str = "serve",
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         # A directory or a postgresql:// url names a store (store.open_store); a store
         # object is used as it is.
         self.registry: RegistryStore | None = (
@@ -191,8 +171,14 @@ class Runtime(StageManagement):
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        # The last good snapshot on local disk (snapshot_cache): written after each reload,
+        # served at start when the store cannot be read.
+        self._cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._served_bytes: dict[tuple[str, str], bytes] = {}
         if self.registry is not None:
             self.refresh()
+            if self._cache_dir is not None and "index" in self.load_errors:
+                self._load_cache()
             if poll_interval:
                 self.watch(poll_interval)
 
@@ -221,97 +207,6 @@ class Runtime(StageManagement):
                              self._table.local_digests if local_digests is None
                              else local_digests)
 
-
-    def refresh(self, force: bool = False) -> bool:
-        """Reload what changed in the registry; True when the stage table changed. A stage
-        whose new artifact cannot be loaded keeps serving its previous version (the error is
-        logged and kept in `load_errors`)."""
-        if self.registry is None:
-            return False
-        with self._reload_lock:
-            try:
-                signature = self.registry.signature()
-                if signature == self._signature and not force:
-                    self._sync = self._sync.ok(self._sync.revision)
-                    return False
-                index = self.registry.read_index()
-            except RegistryError as exc:
-                # The store is down or damaged: keep serving the last good snapshot.
-                self.load_errors["index"] = str(exc)
-                self._sync = self._sync.failed(str(exc))
-                log.error("registry index not reloaded: %s", exc)
-                return False
-            self.load_errors.pop("index", None)
-            self._sync = self._sync.ok(index.revision)
-            table = dict(self._files)
-            versions: dict[tuple[str, str], tuple[int, ...]] = {}
-            local_digests: dict[tuple[str, str], dict[str, int]] = {}
-            for project, stages in index.projects.items():
-                for name, entry in stages.items():
-                    latest = entry.latest
-                    if latest is None:
-                        continue
-                    key = (project, name)
-                    versions[key] = tuple(v.version for v in entry.versions)
-                    if entry.type is StageType.LOCAL:
-                        local_digests[key] = {v.digest: v.version for v in entry.versions}
-                    current = self._table.stages.get(key)
-                    if current is not None and current.artifact.version == latest.version \
-                            and current.artifact.digest == latest.digest:
-                        table[key] = current.with_paused(entry.paused)
-                        continue
-                    try:
-                        fresh = load_bytes(self.registry.read_bytes(latest),
-                                        self.registry.describe(latest), entry.paused)
-                        art = fresh.artifact
-                        if (art.project, art.stage.name, art.digest, art.version) != (
-                                project, name, latest.digest, latest.version):
-                            raise RegistryError(f"{latest.file} does not match the index entry "
-                                                f"(v{latest.version}, {latest.digest})")
-                        table[key] = fresh
-                        self.load_errors.pop(f"{project}/{name}", None)
-                    except RegistryError as exc:
-                        self.load_errors[f"{project}/{name}"] = str(exc)
-                        log.error("stage %s/%s not reloaded, previous version keeps serving: "
-                                  "%s", project, name, exc)
-                        if current is not None:
-                            table[key] = current.with_paused(entry.paused)
-            self._publish_table(table, versions, local_digests)
-            self._signature = signature
-            return True
-
-    def watch(self, interval: float = 1.0) -> None:
-        """Poll the registry index (one stat per interval) and reload on change."""
-        if self._watcher is not None:
-            return
-
-        # A store that can say when it changed (PostgreSQL's NOTIFY) wakes the loop at once;
-        # the poll stays the truth, so a lost notification costs at most one interval.
-        wait = getattr(self.registry, "wait_for_change", None)
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                if callable(wait):
-                    try:
-                        wait(interval)
-                    except Exception:  # a lost listener: poll this round
-                        self._stop.wait(interval)
-                elif self._stop.wait(interval):
-                    return
-                if self._stop.is_set():
-                    return
-                try:
-                    self.refresh()
-                except Exception:  # keep watching whatever one reload hit
-                    log.exception("registry reload failed")
-
-        self._watcher = threading.Thread(target=loop, name="stageguard-watch", daemon=True)
-        self._watcher.start()
-
-    def sync_status(self) -> SyncStatus:
-        """How current this runtime's view of its registry is (revision, last good sync,
-        the last error): what a status endpoint and metrics report."""
-        return self._sync
 
     def close(self, flush_timeout: float | None = 10.0) -> None:
         """Stop watching, deliver queued webhooks (waiting up to `flush_timeout`), stop

@@ -101,6 +101,7 @@ class ServerConfig:
     poll_interval: float = 1.0
     max_staleness: float | None = None  # with on_stale "fail_closed": decisions stop past it
     on_stale: str = "serve"
+    cache_dir: Path | None = None  # the last good snapshot on disk, served at start if need be
     public_metrics: bool = False
     flush_timeout: float = 10.0
     deliver_webhooks: bool = True
@@ -348,7 +349,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                  scorer_threads=config.scorer_threads,
                                  record_local_versions=config.record_local_versions,
                                  max_staleness=config.max_staleness,
-                                 on_stale=config.on_stale)
+                                 on_stale=config.on_stale, cache_dir=config.cache_dir)
     backend = Embedded(runtime)
     metrics = ServerMetrics(runtime)
     bearer = HTTPBearer(auto_error=False, description="A token with role `invoke` or `admin`")

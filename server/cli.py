@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        "registry was last read longer ago than this")
     serve.add_argument("--on-stale", choices=("serve", "fail_closed"), default="serve",
                        help="what a decision does past --max-staleness (default: serve)")
+    serve.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                       help="keep the last good snapshot here and serve it at start when the "
+                       "registry cannot be read")
     serve.add_argument("--public-metrics", action="store_true",
                        help="serve /metrics without a token")
     serve.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         invoke_subscriptions=args.invoke_subscriptions,
         record_local_versions=args.record_local_versions,
         poll_interval=args.poll_interval, public_metrics=args.public_metrics,
-        max_staleness=args.max_staleness, on_stale=args.on_stale,
+        max_staleness=args.max_staleness, on_stale=args.on_stale, cache_dir=args.cache_dir,
         flush_timeout=args.flush_timeout, deliver_webhooks=not args.no_webhooks,
         scorer_threads=args.scorer_threads)
     if args.openapi:

@@ -4,6 +4,7 @@ reaches the server. (The store's contract is tests/test_store_conformance.py.)""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -241,3 +242,32 @@ def _doc(threshold: float) -> object:
     (doc,) = compile_text(f"project p\nstage s {{\n  ruleset r {{\n    when output_toxicity > "
                           f"{threshold}\n  }}\n}}\n", "p.sg").artifacts
     return doc
+
+
+def test_cold_start_with_the_store_down_serves_the_disk_cache(tmp_path: Path) -> None:
+    from stageguard.runtime.engine import StageNotFound
+    from tests.postgres_helpers import running_postgres
+
+    cache = tmp_path / "cache"
+    with running_postgres() as server:
+        url = server.new_database()
+        project, stage = _published(url)
+        with Runtime(url, poll_interval=None, cache_dir=cache) as first:
+            version = first.get_stage(project=project, stage_name=stage).version  # type: ignore[union-attr]
+        server.stop()
+        # A replica starting now cannot read the store: it serves what the cache holds.
+        with Runtime(url, poll_interval=None, cache_dir=cache) as cold:
+            r = cold.invoke({"output": "x"}, stage, project=project)
+            assert r.stage_metadata.stage_version == version
+            assert "index" in cold.load_errors and cold.sync_status().revision >= 1
+        # A tampered cache is refused whole: nothing serves rather than something forged.
+        path = cache / "snapshot.json"
+        data = json.loads(path.read_text())
+        assert '"paused":false' in data["index"]
+        data["index"] = data["index"].replace('"paused":false', '"paused":true')
+        path.write_text(json.dumps(data))
+        with Runtime(url, poll_interval=None, cache_dir=cache) as refused:
+            assert "cache" in refused.load_errors
+            with pytest.raises(StageNotFound):
+                refused.invoke({"output": "x"}, stage, project=project)
+        server.start()

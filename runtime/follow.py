@@ -1,0 +1,200 @@
+"""Following a registry: reading it, reloading what changed, watching for changes (a poll,
+and a store's own wake-up such as PostgreSQL's NOTIFY), the local snapshot cache, and how
+current the view is. A mixin of `Runtime`; the decision path never comes here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from stageguard.runtime import snapshot_cache
+from stageguard.runtime.model import StageType
+from stageguard.runtime.registry import Index, RegistryError, VersionEntry
+from stageguard.runtime.served import LoadedStage, Snapshot, load_bytes
+from stageguard.runtime.store import RegistryStore
+
+log = logging.getLogger("stageguard.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """The registry as this runtime last saw it."""
+
+    revision: int = 0
+    synced_at: float | None = None  # epoch seconds of the last successful read
+    error: str | None = None  # why the last read failed (None: it did not)
+    failures: int = 0  # consecutive failed reads
+
+    def ok(self, revision: int) -> SyncStatus:
+        return SyncStatus(revision, time.time(), None, 0)
+
+    def failed(self, why: str) -> SyncStatus:
+        return SyncStatus(self.revision, self.synced_at, why, self.failures + 1)
+
+    @property
+    def staleness(self) -> float | None:
+        """Seconds since the last successful read (None: never read)."""
+        return None if self.synced_at is None else max(0.0, time.time() - self.synced_at)
+
+
+class RegistryFollower:
+    """Needs from the runtime: its store, its snapshot and the files it serves, and how to
+    publish a new snapshot (declared here, set up by `Runtime`)."""
+
+    registry: RegistryStore | None
+    load_errors: dict[str, str]
+    _table: Snapshot
+    _files: dict[tuple[str, str], LoadedStage]
+    _signature: object
+    _sync: SyncStatus
+    _reload_lock: threading.Lock
+    _stop: threading.Event
+    _watcher: threading.Thread | None
+    _cache_dir: Path | None
+    _served_bytes: dict[tuple[str, str], bytes]
+
+    def _publish_table(self, stages: dict[tuple[str, str], LoadedStage],
+                       versions: dict[tuple[str, str], tuple[int, ...]],
+                       local_digests: dict[tuple[str, str], dict[str, int]] | None = None,
+                       ) -> None:
+        raise NotImplementedError
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload what changed in the registry; True when the stage table changed. A stage
+        whose new artifact cannot be loaded keeps serving its previous version (the error is
+        logged and kept in `load_errors`)."""
+        if self.registry is None:
+            return False
+        with self._reload_lock:
+            try:
+                signature = self.registry.signature()
+                if signature == self._signature and not force:
+                    self._sync = self._sync.ok(self._sync.revision)
+                    return False
+                index = self.registry.read_index()
+            except RegistryError as exc:
+                # The store is down or damaged: keep serving the last good snapshot.
+                self.load_errors["index"] = str(exc)
+                self._sync = self._sync.failed(str(exc))
+                log.error("registry index not reloaded: %s", exc)
+                return False
+            self.load_errors.pop("index", None)
+            self._sync = self._sync.ok(index.revision)
+            self._apply(index, self._from_store)
+            self._signature = signature
+            if self._cache_dir is not None:
+                self._write_cache(index)
+            return True
+
+    def _write_cache(self, index: Index) -> None:
+        assert self._cache_dir is not None
+        served = {k: raw for k, raw in self._served_bytes.items() if k in self._table.stages}
+        try:
+            snapshot_cache.write(self._cache_dir, index, served)
+        except OSError as exc:
+            log.error("snapshot cache not written: %s", exc)
+
+    def _load_cache(self) -> None:
+        """Serve the cached snapshot: the store could not be read at start."""
+        assert self._cache_dir is not None
+        try:
+            found = snapshot_cache.read(self._cache_dir)
+        except RegistryError as exc:
+            self.load_errors["cache"] = str(exc)
+            log.error("%s", exc)
+            return
+        if found is None:
+            return
+        index, artifacts = found
+
+        def from_cache(key: tuple[str, str], latest: VersionEntry) -> tuple[bytes, str]:
+            if key not in artifacts:
+                raise RegistryError(f"the snapshot cache has no {key[0]}/{key[1]}")
+            return artifacts[key], f"snapshot cache {key[0]}/{key[1]} v{latest.version}"
+
+        self._apply(index, from_cache)
+        self._sync = SyncStatus(index.revision, None, self._sync.error, self._sync.failures)
+        log.warning("serving the cached snapshot at revision %d: the registry cannot be read",
+                    index.revision)
+
+    def _from_store(self, key: tuple[str, str], latest: VersionEntry) -> tuple[bytes, str]:
+        assert self.registry is not None
+        return self.registry.read_bytes(latest), self.registry.describe(latest)
+
+    def _apply(self, index: Index,
+               read: Callable[[tuple[str, str], VersionEntry], tuple[bytes, str]]) -> None:
+        """The stage table for `index`, each changed stage loaded from what `read` gives."""
+        table = dict(self._files)
+        versions: dict[tuple[str, str], tuple[int, ...]] = {}
+        local_digests: dict[tuple[str, str], dict[str, int]] = {}
+        for project, stages in index.projects.items():
+            for name, entry in stages.items():
+                latest = entry.latest
+                if latest is None:
+                    continue
+                key = (project, name)
+                versions[key] = tuple(v.version for v in entry.versions)
+                if entry.type is StageType.LOCAL:
+                    local_digests[key] = {v.digest: v.version for v in entry.versions}
+                current = self._table.stages.get(key)
+                if current is not None and current.artifact.version == latest.version \
+                        and current.artifact.digest == latest.digest:
+                    table[key] = current.with_paused(entry.paused)
+                    continue
+                try:
+                    raw, where = read(key, latest)
+                    fresh = load_bytes(raw, where, entry.paused)
+                    art = fresh.artifact
+                    if (art.project, art.stage.name, art.digest, art.version) != (
+                            project, name, latest.digest, latest.version):
+                        raise RegistryError(f"{latest.file} does not match the index entry "
+                                            f"(v{latest.version}, {latest.digest})")
+                    table[key] = fresh
+                    if self._cache_dir is not None:
+                        self._served_bytes[key] = raw
+                    self.load_errors.pop(f"{project}/{name}", None)
+                except RegistryError as exc:
+                    self.load_errors[f"{project}/{name}"] = str(exc)
+                    log.error("stage %s/%s not reloaded, previous version keeps serving: "
+                              "%s", project, name, exc)
+                    if current is not None:
+                        table[key] = current.with_paused(entry.paused)
+        self._publish_table(table, versions, local_digests)
+
+    def watch(self, interval: float = 1.0) -> None:
+        """Poll the registry index (one stat per interval) and reload on change."""
+        if self._watcher is not None:
+            return
+
+        # A store that can say when it changed (PostgreSQL's NOTIFY) wakes the loop at once;
+        # the poll stays the truth, so a lost notification costs at most one interval.
+        wait = getattr(self.registry, "wait_for_change", None)
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                if callable(wait):
+                    try:
+                        wait(interval)
+                    except Exception:  # a lost listener: poll this round
+                        self._stop.wait(interval)
+                elif self._stop.wait(interval):
+                    return
+                if self._stop.is_set():
+                    return
+                try:
+                    self.refresh()
+                except Exception:  # keep watching whatever one reload hit
+                    log.exception("registry reload failed")
+
+        self._watcher = threading.Thread(target=loop, name="stageguard-watch", daemon=True)
+        self._watcher.start()
+
+    def sync_status(self) -> SyncStatus:
+        """How current this runtime's view of its registry is (revision, last good sync,
+        the last error): what a status endpoint and metrics report."""
+        return self._sync
+
