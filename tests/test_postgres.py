@@ -271,3 +271,77 @@ def test_cold_start_with_the_store_down_serves_the_disk_cache(tmp_path: Path) ->
             with pytest.raises(StageNotFound):
                 refused.invoke({"output": "x"}, stage, project=project)
         server.start()
+
+
+def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> None:
+    """10,000 invokes over 3 `serve` replicas while 50 versions are published and 20
+    pauses/resumes happen: no 5xx, every answer is one version's own, and each replica's
+    versions only move forward."""
+    import threading
+
+    from stageguard.compiler.pipeline import compile_text
+    from stageguard.runtime.postgres import PostgresRegistry
+
+    def version_doc(n: int) -> object:
+        (doc,) = compile_text(f'project soak\nstage s {{\n  ruleset r {{\n    when '
+                              f'output_toxicity > 0.5\n    override {{\n      choice "{n}"\n'
+                              f'    }}\n  }}\n}}\n', "s.sg").artifacts
+        return doc
+
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    store = PostgresRegistry(url)
+    store.migrate()
+    store.publish([version_doc(1)])
+    body = {"payload": {"output": "x", "metrics": {"output_toxicity": 0.9}},
+            "project_name": "soak", "stage_name": "s"}
+    problems: list[str] = []
+    seen: list[list[int]] = [[], [], []]
+    done = threading.Event()
+    quiet = ("--poll-interval", "0.2", "--no-access-log", "--log-level", "warning")
+    with serve_process(url, *quiet) as (a, _), \
+            serve_process(url, *quiet) as (b, _), \
+            serve_process(url, *quiet) as (c, _):
+
+        def hammer(i: int, base: str, count: int) -> None:
+            with httpx.Client(base_url=base, timeout=30,
+                              headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+                for _ in range(count):
+                    try:
+                        resp = http.post("/protect/invoke", json=body)
+                    except httpx.HTTPError as exc:
+                        problems.append(f"{base}: {exc!r}")
+                        return
+                    if resp.status_code >= 500:
+                        problems.append(f"{base}: {resp.status_code}")
+                        continue
+                    answer = resp.json()
+                    if resp.status_code != 200:
+                        problems.append(f"{base}: {resp.status_code} {answer}")
+                        return
+                    version = answer["stage_metadata"]["stage_version"]
+                    if answer["status"] == "TRIGGERED" and answer["text"] != str(version):
+                        problems.append(f"v{version} answered {answer['text']!r}")
+                    seen[i].append(version)
+
+        def publish() -> None:
+            for n in range(2, 52):
+                store.publish([version_doc(n)])
+                if n % 5 == 0:  # 10 pauses and 10 resumes
+                    store.set_paused("soak", "s", True)
+                    store.set_paused("soak", "s", False)
+                time.sleep(0.01)
+            done.set()
+
+        threads = [threading.Thread(target=hammer, args=(i, base, 3334))
+                   for i, base in enumerate((a, b, c))]
+        writer = threading.Thread(target=publish)
+        for t in (*threads, writer):
+            t.start()
+        for t in (*threads, writer):
+            t.join(timeout=300)
+    store.close()
+    assert done.is_set() and not problems, problems[:5]
+    assert sum(len(s) for s in seen) == 3 * 3334
+    for versions in seen:
+        assert versions == sorted(versions)  # never an older version after a newer one
+        assert len(set(versions)) > 1  # the versions did change under the load
