@@ -177,8 +177,13 @@ class RegistryFollower:
         def loop() -> None:
             while not self._stop.is_set():
                 if callable(wait):
+                    # In short slices, so that close() is never kept waiting for long.
+                    deadline = time.monotonic() + interval
                     try:
-                        wait(interval)
+                        while not self._stop.is_set():
+                            left = deadline - time.monotonic()
+                            if left <= 0 or wait(min(left, 0.25)):
+                                break
                     except Exception:  # a lost listener: poll this round
                         self._stop.wait(interval)
                 elif self._stop.wait(interval):
