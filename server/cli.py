@@ -6,10 +6,15 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from stageguard.runtime.webhooks import networks
@@ -25,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        help="the registry to serve (an existing directory)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="serve from N processes on the one port (each a replica of the "
+                       "registry); /metrics adds up their counters")
     serve.add_argument("--tokens", metavar="FILE",
                        help="TOML file of [[token]] tables (name, role, token or sha256); "
                        "STAGEGUARD_ADMIN_TOKENS / STAGEGUARD_INVOKE_TOKENS add more")
@@ -170,16 +178,23 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("stageguard.server").warning(
             "serving plain HTTP on a non-loopback address: bearer tokens cross the network "
             "in clear text; give --tls-cert/--tls-key or terminate TLS in a proxy in front")
-    try:  # fail with a sentence, not a traceback, when the port is taken
-        probe = socket.create_server((args.host, args.port), reuse_port=False)
-        probe.close()
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+    worker = os.environ.get(WORKER_ENV) == "1"
+    if args.workers < 1:
+        print("error: --workers is at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if not worker:
+        try:  # fail with a sentence, not a traceback, when the port is taken
+            probe = socket.create_server((args.host, args.port), reuse_port=False)
+            probe.close()
+        except OSError as exc:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_USAGE
     if args.header_timeout <= 0 or args.body_timeout <= 0:
         print("error: --header-timeout and --body-timeout are more than 0", file=sys.stderr)
         return EXIT_USAGE
+    if args.workers > 1 and not worker:
+        return _supervise(args.workers)
     from stageguard.server.protocol import protocol
 
     app = create_app(config)
@@ -191,8 +206,56 @@ def run(args: argparse.Namespace) -> int:
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; answer that
     # with a clean exit, since a requested, completed shutdown is a success.
     signal.signal(signal.SIGTERM, _exit_ok)
-    server.run()
+    if worker:  # one of several processes on the port: the kernel spreads connections
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((args.host, args.port))
+        server.run(sockets=[sock])
+    else:
+        server.run()
     return EXIT_OK
+
+
+WORKER_ENV = "STAGEGUARD_SERVE_WORKER"
+
+
+def _supervise(workers: int) -> int:
+    """Start `workers` copies of this `serve`, each a worker on the same port (SO_REUSEPORT)
+    and a replica of the registry, with prometheus-client's multiprocess mode in a private
+    directory so that /metrics, whichever worker answers it, adds up every worker's
+    counters. A SIGTERM or SIGINT stops them all gracefully; if one exits, the others are
+    stopped and the exit says so (a process manager restarts the whole)."""
+    metrics_dir = tempfile.mkdtemp(prefix="stageguard-metrics-")
+    env = {**os.environ, WORKER_ENV: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    command = [sys.executable, "-m", "stageguard.cli", *sys.argv[1:]]
+    children = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while True:
+            ended = [c for c in children if c.poll() is not None]
+            if ended or stopping:
+                break
+            time.sleep(0.2)
+        if not stopping:
+            logging.getLogger("stageguard.server").error(
+                "a worker exited (code %s): stopping the others", ended[0].returncode)
+            stop(signal.SIGTERM, None)
+        codes = [c.wait() for c in children]
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return EXIT_OK if stopping and all(code == 0 for code in codes) else 1
 
 
 def _exit_ok(signum: int, frame: object) -> None:

@@ -3,6 +3,7 @@ the tests, never share counters)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from stageguard.runtime import package_version
@@ -83,7 +85,8 @@ class ServerMetrics:
         self.request_seconds = Histogram(
             "stageguard_http_request_seconds", "HTTP request latency in the server",
             ["route"], buckets=REQUEST_BUCKETS, registry=self.registry)
-        self.registry.register(_RuntimeCollector(runtime))
+        self._runtime_collector = _RuntimeCollector(runtime)
+        self.registry.register(self._runtime_collector)
         # Label lookups cost more than the increment: each label set's children are kept.
         self._children: dict[tuple[object, ...], tuple[Any, Any]] = {}
 
@@ -106,4 +109,12 @@ class ServerMetrics:
                     (route,), seconds)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # One of several workers (serve --workers): the counters and histograms of all of
+            # them, from their shared files, and this worker's view of the registry (the same
+            # in every replica, up to a poll interval).
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(self._runtime_collector)
+            return generate_latest(registry)
         return generate_latest(self.registry)

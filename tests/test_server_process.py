@@ -221,3 +221,45 @@ def test_hostile_traffic_neither_freezes_the_service_nor_outlives_its_deadlines(
         assert time.perf_counter() - started < 5
         for sock in slow:
             sock.close()
+
+
+def test_workers_share_the_port_and_one_scrape_adds_them_up(tmp_path: Path) -> None:
+    import re
+    import time
+
+    (tmp_path / "reg").mkdir()
+    quiet = ("--workers", "2", "--no-access-log", "--log-level", "warning")
+    with serve_process(tmp_path / "reg", *quiet) as (url, proc):
+        children = []
+        deadline = time.monotonic() + 20
+        while len(children) < 2:  # both workers are up (each is a process of its own)
+            children = (Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+                        .split())
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        assert httpx.post(f"{url}/projects/p/stages", headers=admin, json={
+            "name": "s", "prioritized_rulesets": [{"rules": [
+                {"metric": "output_toxicity", "operator": "gt", "target_value": 0.5}]}]}
+                          ).status_code == 200
+        body = {"payload": {"output": "x", "metrics": {"output_toxicity": 0.9}},
+                "project_name": "p", "stage_name": "s"}
+        answered = 0
+        deadline = time.monotonic() + 20
+        while answered < 200:  # a new connection each time: the kernel spreads them
+            resp = httpx.post(f"{url}/protect/invoke", headers=admin, json=body)
+            if resp.status_code == 404:  # a worker that has not polled the new stage yet
+                assert time.monotonic() < deadline
+                continue
+            assert resp.status_code == 200, resp.text
+            answered += 1
+        for _ in range(4):  # whichever worker answers the scrape counts every decision
+            text = httpx.get(f"{url}/metrics", headers=admin).text
+            found = re.search(r'stageguard_decisions_total\{project="p",stage="s",'
+                              r'status="triggered"\} ([0-9.]+)', text)
+            assert found is not None and float(found.group(1)) == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        for child in children:
+            assert not Path(f"/proc/{child}").exists() or \
+                "zombie" in Path(f"/proc/{child}/status").read_text().lower()
