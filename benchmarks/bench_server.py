@@ -102,6 +102,7 @@ def serve(registry: Path, port: int, *extra: str) -> subprocess.Popen:
     for _ in range(200):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            time.sleep(1.0)  # every worker is up, not only the first to answer
             return proc
         except OSError:
             time.sleep(0.05)
@@ -126,7 +127,9 @@ def main() -> None:
     rows = []
     ceiling = in_process(registry, args.seconds / 2)
     for label, extra in (("JSON access + decision logs on", ()),
-                         ("logs off (--log-level warning)", ("--log-level", "warning"))):
+                         ("logs off (--log-level warning)", ("--log-level", "warning")),
+                         ("logs off, --workers 2", ("--log-level", "warning",
+                                                    "--workers", "2"))):
         proc = serve(registry, args.port, *extra)
         try:
             url = f"http://127.0.0.1:{args.port}"
