@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stageguard.compiler.pipeline import compile_paths
+from stageguard.compiler.pipeline import compile_paths, compile_text
 from stageguard.runtime.engine import Runtime
 from stageguard.runtime.model import Status
 from stageguard.runtime.store import RegistryStore, open_store
@@ -60,6 +61,49 @@ def _propagation(target: str, poll: float, trials: int) -> list[float]:
     return took
 
 
+def _publish_to_served(url: str, trials: int) -> list[float]:
+    """A new version published by one process until each of 3 replicas decides with it."""
+    store: RegistryStore = open_store(url)
+    store.migrate()  # type: ignore[attr-defined]
+
+    def version(n: int) -> object:
+        (doc,) = compile_text(f'project f\nstage s {{\n  ruleset r {{\n    when '
+                              f'output_toxicity > 0.5\n    override {{\n      choice "{n}"\n'
+                              f'    }}\n  }}\n}}\n', "s.sg").artifacts
+        return doc
+
+    store.publish([version(0)])
+    replicas = [Runtime(url, poll_interval=30.0) for _ in range(3)]
+    time.sleep(0.5)
+    took = []
+    payload = {"output": "x", "metrics": {"output_toxicity": 0.9}}
+    try:
+        for n in range(1, trials + 1):
+            started = time.perf_counter()
+            store.publish([version(n)])
+            while not all(r.invoke(payload, "s", project="f").text == str(n) for r in replicas):
+                time.sleep(0.001)
+            took.append(time.perf_counter() - started)
+    finally:
+        for r in replicas:
+            r.close()
+    return took
+
+
+STORM = """
+import sys
+from stageguard.compiler.pipeline import compile_text
+from stageguard.runtime.store import open_store
+
+writer, n = open_store(sys.argv[1]), 0
+while True:
+    n += 1
+    writer.publish(compile_text(f"project stormy\\nstage s{n % 5} {{\\n  ruleset r {{\\n"
+                                f"    when output_toxicity > 0.{n % 9 + 1}\\n  }}\\n}}\\n",
+                                "s.sg").artifacts)
+"""
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -72,11 +116,14 @@ def main() -> int:
     with running_postgres() as server, tempfile.TemporaryDirectory() as tmp:
         notify = _propagation(server.new_database(), 30.0, args.trials)
         polled = _propagation(str(Path(tmp) / "reg"), 0.5, args.trials)
+        served = _publish_to_served(server.new_database(), args.trials)
         print(f"pause/resume -> all 3 replicas, {args.trials} trials:")
         for name, values, goal in (("postgresql + NOTIFY (poll 30 s)", notify, 0.2),
                                    ("directory, poll 0.5 s", polled, 0.7)):
             print(f"  {name:34}: p50 {statistics.median(values) * 1000:7.1f} ms  p99 "
                   f"{_pct(values, 0.99) * 1000:7.1f} ms  (goal < {goal * 1000:.0f} ms)")
+        print(f"publish -> all 3 replicas decide with it (NOTIFY): p50 "
+              f"{statistics.median(served) * 1000:.1f} ms  p99 {_pct(served, 0.99) * 1000:.1f} ms")
         # The decision path never reads the store: the same with the store up and down.
         url = server.new_database()
         store = open_store(url)
@@ -96,12 +143,19 @@ def main() -> int:
                 return n / (time.perf_counter() - started)
 
             up = rate()
+            # The publisher is another process, as in a fleet: only the replica's own reload
+            # work competes with its decisions.
+            storm = subprocess.Popen([sys.executable, "-c", STORM, url])
+            time.sleep(0.5)
+            during = rate()
+            storm.terminate()
+            storm.wait()
             server.stop()
             time.sleep(0.5)
             down = rate()
             server.start()
-        print(f"invokes/s with the store up {up:,.0f}, down {down:,.0f} "
-              f"(ratio {down / up:.2f})")
+        print(f"invokes/s with the store up {up:,.0f}, during a publish storm {during:,.0f} "
+              f"(ratio {during / up:.2f}), down {down:,.0f} (ratio {down / up:.2f})")
     return 0
 
 
