@@ -91,18 +91,20 @@ class Embedded:
                                       stage_id=stage_id)
 
     def update_stage(self, *, project: str | None, stage_name: str | None,
-                     stage_id: str | None, rulesets: str | list[Any]) -> StageInfo:
+                     stage_id: str | None, rulesets: str | list[Any],
+                     expected_revision: int | None = None) -> StageInfo:
         project = self._project(project)
         metrics = self._stage_metrics(project, stage_name, stage_id)
         return self.runtime.update_stage(
             project=project, stage_name=stage_name, stage_id=stage_id,
-            prioritized_rulesets=self._rulesets(rulesets, metrics) or [])
+            prioritized_rulesets=self._rulesets(rulesets, metrics) or [],
+            expected_revision=expected_revision)
 
     def set_paused(self, paused: bool, *, project: str | None, stage_name: str | None,
-                   stage_id: str | None) -> StageInfo:
-        change = self.runtime.pause_stage if paused else self.runtime.resume_stage
-        return change(project=self._project(project), stage_name=stage_name,
-                      stage_id=stage_id)
+                   stage_id: str | None, expected_revision: int | None = None) -> StageInfo:
+        return self.runtime.set_paused(paused, project=self._project(project),
+                                       stage_name=stage_name, stage_id=stage_id,
+                                       expected_revision=expected_revision)
 
 
 class Protect(GalileoAPI):

@@ -19,7 +19,7 @@ from stageguard.runtime.model import (
     StageType,
     name_problem,
 )
-from stageguard.runtime.registry import RegistryError, StageEntry, StageExists
+from stageguard.runtime.registry import RegistryError, RevisionConflict, StageEntry, StageExists
 from stageguard.runtime.served import LoadedStage, Snapshot
 from stageguard.runtime.store import RegistryStore
 
@@ -156,8 +156,10 @@ class StageManagement:
 
     def update_stage(self, *, project: str | None = None, stage_name: str | None = None,
                      stage_id: str | None = None,
-                     prioritized_rulesets: Sequence[Any]) -> StageInfo:
-        """A central stage's new rulesets become its next version (unless identical)."""
+                     prioritized_rulesets: Sequence[Any],
+                     expected_revision: int | None = None) -> StageInfo:
+        """A central stage's new rulesets become its next version (unless identical). With
+        `expected_revision`, only if the registry is still at it (RevisionConflict)."""
         registry = self.require_registry()
         key = self._key(project, stage_name, stage_id)
         current = self._stage(key, None)
@@ -165,18 +167,27 @@ class StageManagement:
             raise InvalidRequest(f"stage {key[1]!r} is local: its rulesets arrive with each "
                                  "invocation")
         specs = self.ruleset_specs(prioritized_rulesets, current.catalog)
-        registry.publish([document(current.artifact, specs)])
+        registry.publish([document(current.artifact, specs)],
+                         expected_revision=expected_revision)
         return self._changed(key)
 
     def _set_paused(self, paused: bool, project: str | None, stage_name: str | None,
-                    stage_id: str | None) -> StageInfo:
+                    stage_id: str | None, expected_revision: int | None = None) -> StageInfo:
         registry = self.require_registry()
         key = self._key(project, stage_name, stage_id)
         try:
-            registry.set_paused(*key, paused)
+            registry.set_paused(*key, paused, expected_revision=expected_revision)
+        except RevisionConflict:
+            raise
         except RegistryError as exc:
             raise StageNotFound(str(exc)) from None
         return self._changed(key)
+
+    def set_paused(self, paused: bool, *, project: str | None = None,
+                   stage_name: str | None = None, stage_id: str | None = None,
+                   expected_revision: int | None = None) -> StageInfo:
+        """Pause or resume; with `expected_revision`, only if the registry is still at it."""
+        return self._set_paused(paused, project, stage_name, stage_id, expected_revision)
 
     def pause_stage(self, *, project: str | None = None, stage_name: str | None = None,
                     stage_id: str | None = None) -> StageInfo:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -41,7 +41,7 @@ from stageguard.runtime.engine import (
     project_id,
 )
 from stageguard.runtime.model import IDENTIFIER, NAME, FailMode, MetricSpec, StageType
-from stageguard.runtime.registry import RegistryError
+from stageguard.runtime.registry import RegistryError, RevisionConflict
 from stageguard.server.auth import (
     SESSION_SECONDS,
     Principal,
@@ -174,6 +174,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
         return _error(request, 422, str(exc))
+
+    @app.exception_handler(RevisionConflict)
+    async def stale_write(request: Request, exc: RevisionConflict) -> JSONResponse:
+        # A conditional write (If-Match) that lost: someone changed the registry first.
+        return _error(request, 409, "the registry changed since the revision in If-Match: "
+                      "nothing was written; read the stage again", "conflict")
 
     @app.exception_handler(RegistryError)
     async def registry(request: Request, exc: RegistryError) -> JSONResponse:
@@ -531,31 +537,53 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     @app.get("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
              summary="A stage by name or id")
-    def get(_: Admin, project: str = project_param, stage: str = stage_param) -> StageOut:
+    def get(_: Admin, response: Response, project: str = project_param,
+            stage: str = stage_param) -> StageOut:
         key = stage_key(project, stage)
+        revision = runtime.require_registry().revision()  # read first: never newer than info
         info = runtime.get_stage(project=key[0], stage_name=key[1])
         if info is None:
             raise StageNotFound(f"no stage {stage!r} in project {key[0]!r}")
+        # The registry revision: send it back in If-Match to write only if nothing changed.
+        response.headers["ETag"] = f'"{revision}"'
         return _stage_out(info)
 
+    def expected(if_match: str | None) -> int | None:
+        if if_match is None:
+            return None
+        text = if_match.strip().removeprefix("W/").strip('"')
+        if not text.isdigit():
+            raise InvalidRequest(f"If-Match: {if_match!r} is not a revision this server gave "
+                                 "(the ETag of GET /projects/{project}/stages/{stage})")
+        return int(text)
+
     @app.post("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
-              summary="Update a central stage's rulesets (a new version unless identical)")
+              summary="Update a central stage's rulesets (a new version unless identical)",
+              responses={409: {"model": ErrorOut, "description": "If-Match is stale"}})
     def update(_: Admin, body: StageUpdate, project: str = project_param,
-               stage: str = stage_param) -> StageOut:
+               stage: str = stage_param, if_match: str | None = Header(
+                   default=None, max_length=64, description="Write only if the registry is "
+                   "still at this revision (a stage's ETag); 409 otherwise")) -> StageOut:
         key = stage_key(project, stage)
         rulesets = _rulesets_arg(body.prioritized_rulesets, body.rulesets)
         if rulesets is None:
             raise InvalidRequest("prioritized_rulesets is required")
         return _stage_out(backend.update_stage(project=key[0], stage_name=key[1],
-                                               stage_id=None, rulesets=rulesets))
+                                               stage_id=None, rulesets=rulesets,
+                                               expected_revision=expected(if_match)))
 
     @app.put("/projects/{project}/stages/{stage}", tags=["stages"], response_model=StageOut,
-             summary="Pause (`pause=true`) or resume (`pause=false`) a stage")
+             summary="Pause (`pause=true`) or resume (`pause=false`) a stage",
+             responses={409: {"model": ErrorOut, "description": "If-Match is stale"}})
     def pause(_: Admin, project: str = project_param, stage: str = stage_param,
-              pause: bool = Query(description="true pauses, false resumes")) -> StageOut:
+              pause: bool = Query(description="true pauses, false resumes"),
+              if_match: str | None = Header(default=None, max_length=64, description=(
+                  "Change it only if the registry is still at this revision; 409 "
+                  "otherwise"))) -> StageOut:
         key = stage_key(project, stage)
         return _stage_out(backend.set_paused(pause, project=key[0], stage_name=key[1],
-                                             stage_id=None))
+                                             stage_id=None,
+                                             expected_revision=expected(if_match)))
 
     @app.get("/projects/{project}/stages/{stage}/versions", tags=["stages"],
              response_model=list[VersionOut], summary="Every published version")

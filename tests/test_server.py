@@ -656,3 +656,28 @@ def test_lone_surrogates_in_metadata_or_published_source_are_422(admin: httpx.Cl
     source = admin.post("/stages/s/source", headers=json_headers, content=(
         b'{"source": "project p\\nstage s {\\n  description \\"\\ud800\\"\\n}\\n"}'))
     assert source.status_code == 422 and source.json()["code"] == "policy_errors"
+
+
+def test_conditional_writes_lose_with_409(admin: httpx.Client) -> None:
+    assert admin.post("/projects/shop/stages", json={
+        "name": "cond", "prioritized_rulesets": rulesets("v1")}).status_code == 200
+    got = admin.get("/projects/shop/stages/cond")
+    etag = got.headers["ETag"]
+    assert etag.strip('"').isdigit()
+    first = admin.post("/projects/shop/stages/cond", headers={"If-Match": etag},
+                       json={"prioritized_rulesets": rulesets("v2", 0.6)})
+    assert first.status_code == 200 and first.json()["version"] == 2
+    # A second writer that read the same revision loses, and nothing is written.
+    second = admin.post("/projects/shop/stages/cond", headers={"If-Match": etag},
+                        json={"prioritized_rulesets": rulesets("v3", 0.7)})
+    assert second.status_code == 409 and second.json()["code"] == "conflict"
+    assert admin.get("/projects/shop/stages/cond").json()["version"] == 2
+    stale = admin.put("/projects/shop/stages/cond", headers={"If-Match": etag},
+                      params={"pause": "true"})
+    assert stale.status_code == 409
+    fresh = admin.get("/projects/shop/stages/cond").headers["ETag"]
+    assert admin.put("/projects/shop/stages/cond", headers={"If-Match": fresh},
+                     params={"pause": "true"}).json()["paused"] is True
+    bad = admin.put("/projects/shop/stages/cond", headers={"If-Match": "yesterday"},
+                    params={"pause": "false"})
+    assert bad.status_code == 422
