@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stageguard.runtime import snapshot_cache
 from stageguard.runtime.model import StageType
-from stageguard.runtime.registry import Index, RegistryError, VersionEntry
+from stageguard.runtime.registry import Index, RegistryError, VersionEntry, check_entry
 from stageguard.runtime.served import LoadedStage, Snapshot, load_bytes
 from stageguard.runtime.store import RegistryStore
 
@@ -148,11 +148,7 @@ class RegistryFollower:
                 try:
                     raw, where = read(key, latest)
                     fresh = load_bytes(raw, where, entry.paused)
-                    art = fresh.artifact
-                    if (art.project, art.stage.name, art.digest, art.version) != (
-                            project, name, latest.digest, latest.version):
-                        raise RegistryError(f"{latest.file} does not match the index entry "
-                                            f"(v{latest.version}, {latest.digest})")
+                    check_entry(fresh.artifact, project, name, latest, where)
                     table[key] = fresh
                     if self._cache_dir is not None:
                         self._served_bytes[key] = raw

@@ -33,7 +33,10 @@ from stageguard.runtime.registry import (
     StageExists,
     VersionEntry,
     VersionNotFound,
+    check_entry,
+    choose_version,
     parse_artifact,
+    verify_versions,
 )
 
 CHANNEL = "stageguard_registry"
@@ -215,21 +218,34 @@ class PostgresRegistry:
     def read_index(self) -> Index:
         with self._transaction() as cur:
             revision = self._revision(cur)
-            cur.execute("SELECT project, stage, type, paused FROM stageguard_stages")
-            projects: dict[str, dict[str, StageEntry]] = {}
-            for project, stage, kind, paused in cur.fetchall():
-                projects.setdefault(project, {})[stage] = StageEntry(
-                    type=StageType(kind), paused=paused)
-            cur.execute("SELECT project, stage, version, digest, created_at "
-                        "FROM stageguard_versions ORDER BY project, stage, version")
-            for project, stage, version, digest, created in cur.fetchall():
-                projects[project][stage].versions.append(VersionEntry(
-                    version=version, digest=digest, file=_file(project, stage, version),
-                    created_at=created))
+            entries = self._entries(cur)
+        projects: dict[str, dict[str, StageEntry]] = {}
+        for (project, stage), entry in entries.items():
+            projects.setdefault(project, {})[stage] = entry
         return Index(revision=revision, projects=projects)
 
     def stage_entry(self, project: str, stage: str) -> StageEntry | None:
-        return self.read_index().projects.get(project, {}).get(stage)
+        """One stage's entry: two indexed reads, whatever the registry's size."""
+        with self._transaction() as cur:
+            return self._entries(cur, (project, stage)).get((project, stage))
+
+    @staticmethod
+    def _entries(cur: Any, only: tuple[str, str] | None = None
+                 ) -> dict[tuple[str, str], StageEntry]:
+        """Stage entries with their versions: every stage's, or `only` this one's."""
+        where, params = (" WHERE project = %s AND stage = %s", only) if only else ("", ())
+        cur.execute("SELECT project, stage, type, paused FROM stageguard_stages" + where,
+                    params)
+        entries = {(project, stage): StageEntry(type=StageType(kind), paused=paused)
+                   for project, stage, kind, paused in cur.fetchall()}
+        cur.execute("SELECT project, stage, version, digest, created_at FROM "
+                    "stageguard_versions" + where + " ORDER BY project, stage, version",
+                    params)
+        for project, stage, version, digest, created in cur.fetchall():
+            entries[project, stage].versions.append(VersionEntry(
+                version=version, digest=digest, file=_file(project, stage, version),
+                created_at=created))
+        return entries
 
     def events_since(self, revision: int) -> list[Event] | None:
         """Every event is kept: never None."""
@@ -255,38 +271,19 @@ class PostgresRegistry:
         return bytes(row[0])
 
     def load(self, project: str, stage: str, version: int | None = None) -> Artifact:
-        entry = self.stage_entry(project, stage)
-        if entry is None or not entry.versions:
-            raise VersionNotFound(f"no stage {stage!r} in project {project!r} at {self.where}")
-        chosen = entry.latest if version is None else next(
-            (v for v in entry.versions if v.version == version), None)
-        if chosen is None:
-            raise VersionNotFound(f"stage {stage!r} has no version {version}; it has "
-                                  f"{', '.join(str(v.version) for v in entry.versions)}")
+        chosen = choose_version(self.stage_entry(project, stage), project, stage, version,
+                                self.where)
         return self.load_entry(project, stage, chosen)
 
     def load_entry(self, project: str, stage: str, entry: VersionEntry) -> Artifact:
         """The version a row holds, refused unless it is exactly what its entry says (a
         row edited to another version's content must not decide in its place)."""
         where = self.describe(entry)
-        artifact = parse_artifact(self.read_bytes(entry), where)
-        found = (artifact.project, artifact.stage.name, artifact.version, artifact.digest)
-        if found != (project, stage, entry.version, entry.digest):
-            raise RegistryError(f"{where} does not match its entry (entry: {project}/{stage} "
-                                f"v{entry.version} {entry.digest}; artifact: {found[0]}/"
-                                f"{found[1]} v{found[2]} {found[3]})")
-        return artifact
+        return check_entry(parse_artifact(self.read_bytes(entry), where), project, stage,
+                           entry, where)
 
     def verify(self) -> list[str]:
-        problems = []
-        for project, stages in sorted(self.read_index().projects.items()):
-            for name, entry in sorted(stages.items()):
-                for version in entry.versions:
-                    try:
-                        self.load_entry(project, name, version)
-                    except RegistryError as exc:
-                        problems.append(str(exc))
-        return problems
+        return verify_versions(self.read_index(), self.load_entry)
 
     # -- writing
 

@@ -19,7 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -206,13 +206,7 @@ class Registry:
     def load(self, project: str, stage: str, version: int | None = None) -> Artifact:
         """The artifact of a stage at `version` (latest when None)."""
         entry = self.read_index().projects.get(project, {}).get(stage)
-        if entry is None or not entry.versions:
-            raise VersionNotFound(f"no stage {stage!r} in project {project!r} at {self.root}")
-        chosen = entry.latest if version is None else next(
-            (v for v in entry.versions if v.version == version), None)
-        if chosen is None:
-            raise VersionNotFound(f"stage {stage!r} has no version {version}; it has "
-                                f"{', '.join(str(v.version) for v in entry.versions)}")
+        chosen = choose_version(entry, project, stage, version, str(self.root))
         return self.load_entry(project, stage, chosen)
 
     def load_entry(self, project: str, stage: str, entry: VersionEntry) -> Artifact:
@@ -220,14 +214,7 @@ class Registry:
         recorded: a file swapped for another version's (digest and version edited to
         match each other) must not decide in its place."""
         path = self.root / entry.file
-        artifact = load_artifact(path)
-        found = (artifact.project, artifact.stage.name, artifact.version, artifact.digest)
-        if found != (project, stage, entry.version, entry.digest):
-            raise RegistryError(
-                f"{path} does not match the index entry (index: {project}/{stage} "
-                f"v{entry.version} {entry.digest}; file: {found[0]}/{found[1]} v{found[2]} "
-                f"{found[3]})")
-        return artifact
+        return check_entry(load_artifact(path), project, stage, entry, str(path))
 
     def read_bytes(self, entry: VersionEntry) -> bytes:
         """A version's file as stored (RegistryError when it cannot be read)."""
@@ -236,15 +223,7 @@ class Registry:
     def verify(self) -> list[str]:
         """Every problem of the registry: the index (read_index raises for it) and each
         version file against its entry. Empty when every version is what the index says."""
-        problems = []
-        for project, stages in sorted(self.read_index().projects.items()):
-            for name, entry in sorted(stages.items()):
-                for version in entry.versions:
-                    try:
-                        self.load_entry(project, name, version)
-                    except RegistryError as exc:
-                        problems.append(str(exc))
-        return problems
+        return verify_versions(self.read_index(), self.load_entry)
 
     # -- writing
 
@@ -373,6 +352,50 @@ class Registry:
         data = json.dumps(index.model_dump(mode="json"), indent=2, sort_keys=True,
                           ensure_ascii=False) + "\n"
         atomic_write(self.index_path, data.encode("utf-8"))
+
+
+# ---- what every store does the same way ------------------------------------------------------
+
+
+def choose_version(entry: StageEntry | None, project: str, stage: str, version: int | None,
+                   where: str) -> VersionEntry:
+    """The entry of `version` (the latest when None); VersionNotFound when there is none."""
+    if entry is None or not entry.versions:
+        raise VersionNotFound(f"no stage {stage!r} in project {project!r} at {where}")
+    chosen = entry.latest if version is None else next(
+        (v for v in entry.versions if v.version == version), None)
+    if chosen is None:
+        raise VersionNotFound(f"stage {stage!r} has no version {version}; it has "
+                              f"{', '.join(str(v.version) for v in entry.versions)}")
+    return chosen
+
+
+def check_entry(artifact: Artifact, project: str, stage: str, entry: VersionEntry,
+                where: str) -> Artifact:
+    """`artifact`, refused (RegistryError) unless it is exactly the version its entry
+    records: content swapped for another version's, with digest and version edited to
+    match each other, must not decide in its place."""
+    found = (artifact.project, artifact.stage.name, artifact.version, artifact.digest)
+    if found != (project, stage, entry.version, entry.digest):
+        raise RegistryError(
+            f"{where} does not match the index entry (index: {project}/{stage} "
+            f"v{entry.version} {entry.digest}; artifact: {found[0]}/{found[1]} v{found[2]} "
+            f"{found[3]})")
+    return artifact
+
+
+def verify_versions(index: Index,
+                    load_entry: Callable[[str, str, VersionEntry], Artifact]) -> list[str]:
+    """Every version of `index` that `load_entry` refuses, as the messages it gave."""
+    problems = []
+    for project, stages in sorted(index.projects.items()):
+        for name, entry in sorted(stages.items()):
+            for version in entry.versions:
+                try:
+                    load_entry(project, name, version)
+                except RegistryError as exc:
+                    problems.append(str(exc))
+    return problems
 
 
 def _expect(index: Index, revision: int | None, root: Path) -> None:
