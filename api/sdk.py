@@ -145,6 +145,12 @@ def _env_int(name: str) -> int | None:
         raise InvalidRequest(f"{name}={raw!r} is not a version number") from None
 
 
+def _stage_project(project: str | None, project_name: str | None, project_id: object,
+                   stage_id: object) -> str | None:
+    """The project a stage call names; none when it names the stage by id (ids are unique)."""
+    return None if stage_id else project_ref(project, project_name, project_id)
+
+
 class GalileoAPI:
     """Galileo's functions, both generations of their names, over a `Backend`."""
 
@@ -221,8 +227,7 @@ class GalileoAPI:
             raise InvalidRequest(f"fail mode {fail_mode!r}: open or closed") from None
         return self._backend().create_stage(
             name or time.strftime("stage-%Y%m%d-%H%M%S"), project=target,
-            type=stage_type_of(one_of("the stage type", stage_type_of(type),
-                                      stage_type_of(stage_type))),
+            type=one_of("the stage type", stage_type_of(type), stage_type_of(stage_type)),
             description=description, paused=paused or pause,
             rulesets=rulesets_of(prioritized_rulesets), fail_mode=mode, metrics=metrics)
 
@@ -241,7 +246,7 @@ class GalileoAPI:
         """The stage by id, or by name (with its project when the name is not unique);
         None when there is none."""
         return self._backend().get_stage(
-            project=project_ref(project, project_name, project_id) if not stage_id else None,
+            project=_stage_project(project, project_name, project_id, stage_id),
             stage_name=stage_name, stage_id=_text(stage_id))
 
     get_protect_stage = get_stage
@@ -253,7 +258,7 @@ class GalileoAPI:
         """A central stage's new rulesets become its next version (none when identical; an
         empty list clears them)."""
         return self._backend().update_stage(
-            project=project_ref(project, project_name, project_id) if not stage_id else None,
+            project=_stage_project(project, project_name, project_id, stage_id),
             stage_name=stage_name, stage_id=_text(stage_id),
             rulesets=rulesets_of(prioritized_rulesets) or [])
 
@@ -264,16 +269,16 @@ class GalileoAPI:
                     project: str | None = None) -> StageInfo:
         """Pause a stage: its invocations answer `paused` until it is resumed."""
         return self._backend().set_paused(
-            True, project=project_ref(project, project_name, project_id) if not stage_id
-            else None, stage_name=stage_name, stage_id=_text(stage_id))
+            True, project=_stage_project(project, project_name, project_id, stage_id),
+            stage_name=stage_name, stage_id=_text(stage_id))
 
     def resume_stage(self, project_id: Any = None, project_name: str | None = None,
                      stage_id: Any = None, stage_name: str | None = None, *,
                      project: str | None = None) -> StageInfo:
         """Resume a paused stage."""
         return self._backend().set_paused(
-            False, project=project_ref(project, project_name, project_id) if not stage_id
-            else None, stage_name=stage_name, stage_id=_text(stage_id))
+            False, project=_stage_project(project, project_name, project_id, stage_id),
+            stage_name=stage_name, stage_id=_text(stage_id))
 
     pause_protect_stage = pause_stage
     resume_protect_stage = resume_stage

@@ -26,17 +26,6 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 _IDENTIFIER = re.compile(IDENTIFIER)
 
 
-def identifier_problem(what: str, value: object) -> str | None:
-    """Why `value` cannot name a project, stage or metric (None when it can). Such names
-    become registry path parts, so nothing else may pass."""
-    if isinstance(value, str) and len(value) > limits.NAME:
-        return f"{what} `{value[:40]}…`: {limits.over('name', len(value))}"
-    if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
-        return None
-    return (f"{what} {value!r} is not an identifier (letters, digits, _ and -, not starting "
-            "with a digit or -)")
-
-
 # Project and stage names are free text, as Galileo's are ("My stage"), but each becomes one
 # registry path part: no `/`, `\`, control characters (C0, DEL, C1), leading `.` or
 # surrounding spaces. Written without `\s`, whose reach differs between regex engines.
@@ -46,7 +35,8 @@ _NAME = re.compile(NAME)
 
 
 def name_problem(what: str, value: object) -> str | None:
-    """Why `value` cannot name a project or stage (None when it can)."""
+    """Why `value` cannot name a project or stage (None when it can). Such names become
+    registry path parts, so nothing else may pass."""
     if isinstance(value, str) and len(value) > limits.NAME:
         return f"{what} `{value[:40]}…`: {limits.over('name', len(value))}"
     if isinstance(value, str) and _NAME.fullmatch(value):
