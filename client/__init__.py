@@ -164,6 +164,11 @@ def _payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_url(project: str, stage: str) -> str:
+    """A stage's path on the service (names are free text: each is quoted)."""
+    return f"/projects/{quote(project, safe='')}/stages/{quote(stage, safe='')}"
+
+
 class Http:
     """The `Backend` over HTTP: one server; thread-safe, with pooled keep-alive connections
     (and an async pool for `ainvoke`, made on first use in each event loop)."""
@@ -296,8 +301,7 @@ class Http:
 
     def _stage_path(self, project: str | None, stage_name: str | None,
                     stage_id: str | None) -> str:
-        project, stage = self._locate(project, stage_name, stage_id)
-        return f"/projects/{quote(project, safe='')}/stages/{quote(stage, safe='')}"
+        return stage_url(*self._locate(project, stage_name, stage_id))
 
     def get_stage(self, *, project: str | None, stage_name: str | None,
                   stage_id: str | None) -> StageInfo | None:
@@ -343,14 +347,11 @@ class Client(GalileoAPI):
         return self.backend.stages()
 
     def versions(self, *, project: str, stage_name: str) -> list[dict[str, Any]]:
-        return list(self.backend.call(
-            "GET", f"/projects/{quote(project, safe='')}/stages/{quote(stage_name, safe='')}"
-            "/versions"))
+        return list(self.backend.call("GET", stage_url(project, stage_name) + "/versions"))
 
     def artifact(self, *, project: str, stage_name: str, version: int) -> Artifact:
-        raw = self.backend.call(
-            "GET", f"/projects/{quote(project, safe='')}/stages/{quote(stage_name, safe='')}"
-            f"/versions/{version}/artifact")
+        raw = self.backend.call("GET", stage_url(project, stage_name)
+                                + f"/versions/{version}/artifact")
         return Artifact.model_validate(raw) if not isinstance(raw, bytes) \
             else Artifact.model_validate_json(raw)
 
