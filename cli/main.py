@@ -83,8 +83,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     registry = sub.add_parser("registry", help="manage a registry store")
     registry.add_argument("action", choices=("migrate",),
-                          help="migrate: create or upgrade a postgresql:// registry's schema")
-    registry.add_argument("target", metavar="URL", help="postgresql://user@host:port/db")
+                          help="migrate: create or upgrade a postgresql:// registry's "
+                               "schema, or bring a directory registry to the current format")
+    registry.add_argument("target", metavar="REGISTRY",
+                          help="a registry directory, or postgresql://user@host:port/db")
 
     cli_review.add_parsers(sub)
     cli_galileo.add_parsers(sub)
@@ -193,18 +195,25 @@ def _build(paths: list[str], registry_dir: str, fmt: str) -> int:
 
 
 def _registry(target: str) -> int:
-    from stageguard.runtime.postgres import PostgresRegistry, is_url
+    from stageguard.runtime.postgres import is_url
 
-    if not is_url(target):
-        print("error: `registry migrate` takes a postgresql:// url (a directory registry "
-              "needs no schema)", file=sys.stderr)
+    if not is_url(target) and not (Path(target) / "index.json").is_file():
+        print(f"error: {target} is not a registry (no index.json); `registry migrate` takes "
+              "a registry directory or a postgresql:// url", file=sys.stderr)
         return EXIT_USAGE
-    store = PostgresRegistry(target)
+    store = open_store(target)
     try:
+        before = store.format_version() if isinstance(store, Registry) else None
         version = store.migrate()
     finally:
-        store.close()
-    print(f"{store.where}: schema version {version}")
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+    if isinstance(store, Registry):
+        said = "already" if before == version else f"migrated from {before} to"
+        print(f"{target}: registry format {said} {version}")
+    else:
+        print(f"{getattr(store, 'where', target)}: schema version {version}")
     return EXIT_OK
 
 

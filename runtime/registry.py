@@ -1,14 +1,23 @@
 """The embedded registry: versioned stage artifacts in a directory.
 
-Layout::
+Layout (registry format 3)::
 
-    DIR/index.json                         which versions exist; the single commit point
-    DIR/<project>/<stage>/v<N>.json        one artifact per version, never rewritten
-    DIR/.lock                              serialises writers (flock)
+    DIR/index.json                        the format and the revision: the single commit point
+    DIR/.journal/<revision>.json          one commit: its events and the entries it changed
+    DIR/<project>/<stage>/stage.json      the stage's entry (type, paused, versions)
+    DIR/<project>/<stage>/v<N>.json       one artifact per version, never rewritten
+    DIR/.lock                             serialises writers (flock)
 
-A publish writes the new version files first, then replaces `index.json` atomically; until
-that rename nothing refers to the new files, so a failed or interrupted publish leaves the
-registry as it was (at worst an unreferenced file that the next publish overwrites).
+A commit writes what it adds (version files, then its journal record) and then replaces
+`index.json`, which names the new revision; until that rename nothing refers to the new
+files, so a failed or interrupted commit leaves the registry as it was. After the rename
+the commit copies the changed entries into their `stage.json`; a reader that finds one not
+yet copied takes it from the journal record of the current revision, and the next writer
+finishes the copy before its own commit. So a publish costs the same whatever the size of
+the registry: it touches its own stages, one journal record and one small index.
+
+Formats 1 and 2 (one `index.json` holding every stage) are read as they are and migrated to
+format 3 by the first write or by `stageguard registry migrate DIR`.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,11 +48,17 @@ from stageguard.runtime.model import (
     name_problem,
 )
 
+log = logging.getLogger("stageguard.runtime")
+
 INDEX = "index.json"
 LOCK = ".lock"
+JOURNAL = ".journal"
+STAGE_FILE = "stage.json"
 REGISTRY_FORMAT = "stageguard.registry"
-# 2 adds the revision and the latest events; version 1 indexes are read as revision 0.
-INDEX_VERSION = 2
+# 3: one file per stage and a journal, so a commit's cost does not grow with the registry.
+# 2 added the revision and the latest events to the one index; 1 had neither.
+INDEX_VERSION = 3
+LEGACY_VERSIONS = (1, 2)
 EVENTS_KEPT = 1_000
 
 
@@ -99,15 +115,55 @@ class Event(BaseModel):
 
 
 class Index(BaseModel):
+    """Every stage of a store at one revision: what readers work with, whatever the store
+    keeps on disk. (Formats 1 and 2 of the directory registry stored exactly this.)"""
+
     model_config = ConfigDict(extra="forbid")
 
     format: str = REGISTRY_FORMAT
     format_version: int = INDEX_VERSION
     # Counts the commits: every publish or pause that changed something is one revision.
     revision: Annotated[int, Field(ge=0)] = 0
-    # The changes of the latest EVENTS_KEPT revisions, oldest first.
+    # Format 2 only: the changes of the latest EVENTS_KEPT revisions, oldest first.
     events: list[Event] = Field(default_factory=list)
     projects: dict[str, dict[str, StageEntry]] = Field(default_factory=dict)
+
+
+class Head(BaseModel):
+    """`index.json` in format 3."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["stageguard.registry"] = "stageguard.registry"
+    format_version: Literal[3] = 3
+    revision: Annotated[int, Field(ge=0)] = 0
+
+
+class StageFile(BaseModel):
+    """`stage.json`: a stage's entry as of `revision`, the last commit that changed it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: Annotated[int, Field(ge=0)]
+    entry: StageEntry
+
+
+class Changed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: str
+    stage: str
+    entry: StageEntry
+
+
+class Commit(BaseModel):
+    """`.journal/<revision>.json`: what one commit did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: Annotated[int, Field(ge=1)]
+    events: list[Event]
+    changed: list[Changed] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +178,14 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _json_bytes(model: BaseModel) -> bytes:
+    return (json.dumps(model.model_dump(mode="json"), indent=2, sort_keys=True,
+                       ensure_ascii=False) + "\n").encode("utf-8")
+
+
+Key = tuple[str, str]
+
+
 class Registry:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -132,27 +196,133 @@ class Registry:
     def index_path(self) -> Path:
         return self.root / INDEX
 
-    def read_index(self) -> Index:
+    def _read_top(self) -> Head | Index | None:
+        """`index.json`: a format-3 head, a whole format 1 or 2 index, or None (no registry
+        yet)."""
         path = self.index_path
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            return Index()
+            return None
         except OSError as exc:
             raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
         try:
-            index = Index.model_validate_json(raw)
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"{path} is not a valid registry index: {exc}") from exc
+        found = doc.get("format_version") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or doc.get("format") != REGISTRY_FORMAT or \
+                found not in (*LEGACY_VERSIONS, INDEX_VERSION):
+            raise RegistryError(f"{path} has registry format "
+                                f"{doc.get('format') if isinstance(doc, dict) else None!r} "
+                                f"version {found}; this stageguard reads versions 1 to "
+                                f"{INDEX_VERSION} (upgrade stageguard to read it)")
+        try:
+            if found == INDEX_VERSION:
+                return Head.model_validate(doc)
+            index = Index.model_validate(doc)
         except ValidationError as exc:
             raise RegistryError(f"{path} is not a valid registry index: "
                                 f"{exc.errors()[0]['msg']}") from exc
-        if index.format != REGISTRY_FORMAT or index.format_version not in (1, INDEX_VERSION):
-            raise RegistryError(f"{path} has registry format {index.format!r} version "
-                                f"{index.format_version}; this stageguard reads versions 1 "
-                                f"and {INDEX_VERSION} (upgrade stageguard to read it)")
-        problem = _index_problem(index)
-        if problem:
-            raise RegistryError(f"{path} is not a valid registry index: {problem}")
+        for project, stages in index.projects.items():
+            for name, entry in stages.items():
+                problem = _entry_problem(project, name, entry)
+                if problem:
+                    raise RegistryError(f"{path} is not a valid registry index: {problem}")
         return index
+
+    def format_version(self) -> int | None:
+        """The registry format on disk (None: no registry yet)."""
+        top = self._read_top()
+        return None if top is None else top.format_version
+
+    def read_index(self) -> Index:
+        top = self._read_top()
+        if top is None:
+            return Index()
+        if isinstance(top, Index):
+            return top
+        projects: dict[str, dict[str, StageEntry]] = {}
+        for project, stage in self._stage_keys(top):
+            entry = self._entry(top, project, stage)
+            if entry is not None:
+                projects.setdefault(project, {})[stage] = entry
+        return Index(revision=top.revision, projects=projects)
+
+    def _stage_keys(self, head: Head) -> list[Key]:
+        """Every stage with a `stage.json`, and those the current commit adds."""
+        keys: set[Key] = set()
+        try:
+            for project_dir in self.root.iterdir():
+                if project_dir.name.startswith(".") or not project_dir.is_dir():
+                    continue
+                for stage_dir in project_dir.iterdir():
+                    if (stage_dir / STAGE_FILE).is_file():
+                        keys.add((project_dir.name, stage_dir.name))
+        except OSError as exc:
+            raise RegistryError(f"cannot list {self.root}: {exc.strerror or exc}") from exc
+        commit = self._journal(head.revision)
+        if commit is not None:
+            keys.update((c.project, c.stage) for c in commit.changed)
+        return sorted(keys)
+
+    def _stage_path(self, project: str, stage: str) -> Path:
+        return self.artifact_path(project, stage, 1).with_name(STAGE_FILE)
+
+    def _journal_path(self, revision: int) -> Path:
+        return self.root / JOURNAL / f"{revision}.json"
+
+    def _journal(self, revision: int) -> Commit | None:
+        """The journal record of `revision` (None when it is not kept)."""
+        if revision <= 0:
+            return None
+        path = self._journal_path(revision)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            commit = Commit.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RegistryError(f"{path} is not a valid journal record: "
+                                f"{exc.errors()[0]['msg']}") from exc
+        if commit.revision != revision:
+            raise RegistryError(f"{path} records revision {commit.revision}, not {revision}")
+        return commit
+
+    def _stage_file(self, project: str, stage: str) -> StageFile | None:
+        path = self._stage_path(project, stage)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            found = StageFile.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RegistryError(f"{path} is not a valid stage entry: "
+                                f"{exc.errors()[0]['msg']}") from exc
+        problem = _entry_problem(project, stage, found.entry)
+        if problem:
+            raise RegistryError(f"{path} is not a valid stage entry: {problem}")
+        return found
+
+    def _entry(self, head: Head, project: str, stage: str) -> StageEntry | None:
+        """A stage's entry at `head`: its `stage.json`, unless the head's own commit changed
+        it and has not been copied there yet."""
+        found = self._stage_file(project, stage)
+        if found is None or found.revision < head.revision:
+            commit = self._journal(head.revision)
+            for change in commit.changed if commit is not None else ():
+                if (change.project, change.stage) == (project, stage):
+                    problem = _entry_problem(project, stage, change.entry)
+                    if problem:
+                        raise RegistryError(f"{self._journal_path(head.revision)}: {problem}")
+                    return change.entry
+        return found.entry if found is not None else None
 
     def signature(self) -> object:
         """A token that changes whenever the store may have: here the index file's stat
@@ -169,18 +339,27 @@ class Registry:
 
     def revision(self) -> int:
         """The store's revision: it grows by one with every commit that changed something."""
-        return self.read_index().revision
+        top = self._read_top()
+        return 0 if top is None else top.revision
 
     def events_since(self, revision: int) -> list[Event] | None:
         """The changes after `revision`, oldest first; None when they are no longer all
         kept (the reader should reload everything instead)."""
-        index = self.read_index()
-        if revision >= index.revision:
+        top = self._read_top()
+        if top is None or revision >= top.revision:
             return []
-        newer = [e for e in index.events if e.revision > revision]
-        if not newer or newer[0].revision != revision + 1:
-            return None
-        return newer
+        if isinstance(top, Index):
+            newer = [e for e in top.events if e.revision > revision]
+            if not newer or newer[0].revision != revision + 1:
+                return None
+            return newer
+        events: list[Event] = []
+        for number in range(revision + 1, top.revision + 1):
+            commit = self._journal(number)
+            if commit is None:
+                return None
+            events.extend(commit.events)
+        return events
 
     def project_of(self, stage: str, index: Index | None = None) -> str:
         """The one project holding a stage of this name (for commands given no project)."""
@@ -205,7 +384,7 @@ class Registry:
 
     def load(self, project: str, stage: str, version: int | None = None) -> Artifact:
         """The artifact of a stage at `version` (latest when None)."""
-        entry = self.read_index().projects.get(project, {}).get(stage)
+        entry = self.stage_entry(project, stage)
         chosen = choose_version(entry, project, stage, version, str(self.root))
         return self.load_entry(project, stage, chosen)
 
@@ -224,6 +403,18 @@ class Registry:
         """Every problem of the registry: the index (read_index raises for it) and each
         version file against its entry. Empty when every version is what the index says."""
         return verify_versions(self.read_index(), self.load_entry)
+
+    def stage_entry(self, project: str, stage: str) -> StageEntry | None:
+        """One stage's entry: a few small files read, whatever the registry's size."""
+        top = self._read_top()
+        if top is None:
+            return None
+        if isinstance(top, Index):
+            return top.projects.get(project, {}).get(stage)
+        for what, part in (("project", project), ("stage", stage)):
+            if name_problem(what, part):
+                return None  # no such stage can exist; never a path outside the registry
+        return self._entry(top, project, stage)
 
     # -- writing
 
@@ -246,7 +437,7 @@ class Registry:
         if self.root.exists() and not self.root.is_dir():
             raise RegistryError(f"{self.root} is not a directory")
         if self.root.is_dir() and not self.index_path.exists():
-            stray = [p.name for p in self.root.iterdir() if p.name != LOCK]
+            stray = [p.name for p in self.root.iterdir() if p.name not in (LOCK, JOURNAL)]
             if stray:
                 raise RegistryError(
                     f"{self.root} is not a stageguard registry (no {INDEX}, but it holds "
@@ -256,24 +447,87 @@ class Registry:
         except OSError as exc:
             raise RegistryError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
 
-    def stage_entry(self, project: str, stage: str) -> StageEntry | None:
-        return self.read_index().projects.get(project, {}).get(stage)
+    @contextlib.contextmanager
+    def _writing(self, expected_revision: int | None) -> Iterator[Head]:
+        """The lock, with the registry in format 3, the previous commit fully copied into
+        its stage files, and the revision the writer expects still current."""
+        with self.lock():
+            top = self._read_top()
+            if isinstance(top, Index):
+                top = self._migrate(top)
+            head = top or Head()
+            if expected_revision is not None and head.revision != expected_revision:
+                raise RevisionConflict(
+                    f"{self.root} is at revision {head.revision}, not {expected_revision}: "
+                    "it changed since it was read; nothing was written")
+            self._copy_out(head)
+            yield head
+
+    def migrate(self) -> int:
+        """Bring a format 1 or 2 registry to format 3 (nothing else changes: every version,
+        the revision and the kept events stay); the format after."""
+        with self._writing(None):
+            return INDEX_VERSION
+
+    def _migrate(self, index: Index) -> Head:
+        # Stage files and journal records first; the new index.json last, the commit point.
+        # Until it lands an older stageguard still reads the registry as it was.
+        for project, stages in index.projects.items():
+            for name, entry in stages.items():
+                atomic_write(self._stage_path(project, name),
+                             _json_bytes(StageFile(revision=index.revision, entry=entry)))
+        by_revision: dict[int, list[Event]] = {}
+        for event in index.events:
+            by_revision.setdefault(event.revision, []).append(event)
+        for number, events in by_revision.items():
+            atomic_write(self._journal_path(number),
+                         _json_bytes(Commit(revision=number, events=events)))
+        head = Head(revision=index.revision)
+        atomic_write(self.index_path, _json_bytes(head))
+        log.warning("registry %s migrated from format %d to format %d", self.root,
+                    index.format_version, INDEX_VERSION)
+        return head
+
+    def _copy_out(self, head: Head) -> None:
+        """Finish copying the head commit's entries into their stage files (a writer
+        interrupted after its commit landed leaves that to the next)."""
+        commit = self._journal(head.revision)
+        for change in commit.changed if commit is not None else ():
+            found = self._stage_file(change.project, change.stage)
+            if found is None or found.revision < head.revision:
+                atomic_write(self._stage_path(change.project, change.stage),
+                             _json_bytes(StageFile(revision=head.revision,
+                                                   entry=change.entry)))
+
+    def _commit(self, head: Head, changes: list[tuple[str, str, str, int | None]],
+                changed: dict[Key, StageEntry]) -> None:
+        """One revision: its journal record, then the index naming it (the commit point),
+        then the stage files; and no more than EVENTS_KEPT records."""
+        revision = head.revision + 1
+        at = _now()
+        commit = Commit(revision=revision, events=[Event.model_validate({
+            "revision": revision, "kind": kind, "project": project, "stage": stage,
+            "version": version, "at": at}) for kind, project, stage, version in changes],
+            changed=[Changed(project=p, stage=s, entry=e) for (p, s), e in changed.items()])
+        atomic_write(self._journal_path(revision), _json_bytes(commit))
+        atomic_write(self.index_path, _json_bytes(Head(revision=revision)))
+        self._copy_out(Head(revision=revision))
+        with contextlib.suppress(FileNotFoundError):
+            self._journal_path(revision - EVENTS_KEPT).unlink()
 
     def set_paused(self, project: str, stage: str, paused: bool, *,
                    expected_revision: int | None = None) -> StageEntry:
         """Pause or resume a stage (a registry fact, seen by every runtime that watches).
         With `expected_revision`, only if the store is still at that revision."""
-        with self.lock():
-            index = self.read_index()
-            _expect(index, expected_revision, self.root)
-            entry = index.projects.get(project, {}).get(stage)
+        with self._writing(expected_revision) as head:
+            entry = self.stage_entry(project, stage)
             if entry is None:
                 raise VersionNotFound(f"no stage {stage!r} in project {project!r} at "
                                       f"{self.root}")
             if entry.paused != paused:
                 entry.paused = paused
-                _record(index, [("paused" if paused else "resumed", project, stage, None)])
-                self.write_index(index)
+                self._commit(head, [("paused" if paused else "resumed", project, stage, None)],
+                             {(project, stage): entry})
             return entry
 
     def publish(self, artifacts: Sequence[ArtifactDocument | Artifact], *,
@@ -288,23 +542,23 @@ class Registry:
         stages that already exist (the management API's create). `paused`: the state of a
         newly created stage. `expected_revision`: publish only if the store is still at the
         revision the writer read (RevisionConflict otherwise, nothing written)."""
-        with self.lock():
-            index = self.read_index()
-            _expect(index, expected_revision, self.root)
+        with self._writing(expected_revision) as head:
             results: list[Published] = []
             written: list[Path] = []
+            changed: dict[Key, StageEntry] = {}
             try:
                 for item in artifacts:
                     doc = (item if isinstance(item, ArtifactDocument)
                            else ArtifactDocument.from_artifact(item))
-                    stages = index.projects.setdefault(doc.project, {})
-                    entry = stages.get(doc.stage)
+                    key = (doc.project, doc.stage)
+                    entry = changed.get(key) or self.stage_entry(*key)
                     if entry is not None and create_only:
                         raise StageExists(f"stage {doc.stage!r} already exists in project "
                                           f"{doc.project!r}")
                     if entry is None:
-                        entry = stages[doc.stage] = StageEntry(type=doc.stage_type,
-                                                               paused=bool(paused))
+                        entry = StageEntry(type=doc.stage_type, paused=bool(paused))
+                        if create_only:
+                            changed[key] = entry
                     latest = entry.latest
                     same = [v for v in (entry.versions if reuse_any_version else [latest])
                             if v is not None and v.digest == doc.digest]
@@ -319,17 +573,17 @@ class Registry:
                     entry.versions.append(VersionEntry(
                         version=number, digest=doc.digest,
                         file=path.relative_to(self.root).as_posix(), created_at=_now()))
+                    changed[key] = entry
                     results.append(Published(doc.project, doc.stage, number, True))
-                if written or (create_only and results):
-                    _record(index, [("published", r.project, r.stage, r.version)
-                                    for r in results if r.created])
-                    self.write_index(index)
+                if changed:
+                    self._commit(head, [("published", r.project, r.stage, r.version)
+                                        for r in results if r.created], changed)
             except BaseException as exc:
                 # Roll back only what this publish wrote, and only when its index did not
                 # land: an interrupt just after the rename (during the directory fsync)
                 # has already committed, and the new index points at these files.
-                if not self._committed(written):
-                    for path in written:
+                if not self._committed(head):
+                    for path in [*written, self._journal_path(head.revision + 1)]:
                         with contextlib.suppress(OSError):
                             path.unlink()
                 if isinstance(exc, OSError):
@@ -338,20 +592,12 @@ class Registry:
                 raise
             return results
 
-    def _committed(self, written: list[Path]) -> bool:
+    def _committed(self, head: Head) -> bool:
+        """Whether the commit after `head` landed."""
         try:
-            index = self.read_index()
+            return self.revision() > head.revision
         except Exception:
             return False
-        listed = {self.root / v.file for stages in index.projects.values()
-                  for entry in stages.values() for v in entry.versions}
-        return bool(written) and all(path in listed for path in written)
-
-    def write_index(self, index: Index) -> None:
-        index.format_version = INDEX_VERSION
-        data = json.dumps(index.model_dump(mode="json"), indent=2, sort_keys=True,
-                          ensure_ascii=False) + "\n"
-        atomic_write(self.index_path, data.encode("utf-8"))
 
 
 # ---- what every store does the same way ------------------------------------------------------
@@ -398,41 +644,23 @@ def verify_versions(index: Index,
     return problems
 
 
-def _expect(index: Index, revision: int | None, root: Path) -> None:
-    if revision is not None and index.revision != revision:
-        raise RevisionConflict(f"{root} is at revision {index.revision}, not {revision}: it "
-                               "changed since it was read; nothing was written")
-
-
-def _record(index: Index, changes: list[tuple[str, str, str, int | None]]) -> None:
-    """One commit: the next revision, its events, and no more than EVENTS_KEPT of them."""
-    index.revision += 1
-    at = _now()
-    index.events.extend(Event.model_validate({
-        "revision": index.revision, "kind": kind, "project": project, "stage": stage,
-        "version": version, "at": at}) for kind, project, stage, version in changes)
-    oldest = index.revision - EVENTS_KEPT  # whole revisions go, never half of one
-    index.events[:] = [e for e in index.events if e.revision > oldest]
-
-
-def _index_problem(index: Index) -> str | None:
-    """What makes an index unsafe to act on: versions out of order or repeated (the next
-    publish would overwrite a listed file), or a file that is not the version's own."""
-    for project, stages in index.projects.items():
-        for name, entry in stages.items():
-            where = f"{project}/{name}"
-            for part, what in ((project, "project"), (name, "stage")):
-                problem = name_problem(what, part)
-                if problem:
-                    return f"{where}: {problem}"
-            numbers = [v.version for v in entry.versions]
-            if numbers != sorted(set(numbers)):
-                return (f"{where} lists versions {numbers}: they must be unique and in "
-                        "increasing order")
-            for v in entry.versions:
-                expected = f"{project}/{name}/v{v.version}.json"
-                if v.file != expected:
-                    return f"{where} v{v.version} names file {v.file!r}, not {expected!r}"
+def _entry_problem(project: str, name: str, entry: StageEntry) -> str | None:
+    """What makes a stage entry unsafe to act on: a name that is not one path part, versions
+    out of order or repeated (the next publish would overwrite a listed file), or a file
+    that is not the version's own."""
+    where = f"{project}/{name}"
+    for part, what in ((project, "project"), (name, "stage")):
+        problem = name_problem(what, part)
+        if problem:
+            return f"{where}: {problem}"
+    numbers = [v.version for v in entry.versions]
+    if numbers != sorted(set(numbers)):
+        return (f"{where} lists versions {numbers}: they must be unique and in "
+                "increasing order")
+    for v in entry.versions:
+        expected = f"{project}/{name}/v{v.version}.json"
+        if v.file != expected:
+            return f"{where} v{v.version} names file {v.file!r}, not {expected!r}"
     return None
 
 

@@ -71,6 +71,10 @@ class RegistryStore(Protocol):
         """Every version that is not what its entry says (empty when all are)."""
         ...
 
+    def migrate(self) -> int:
+        """Bring the store's layout or schema to what this stageguard writes; its version."""
+        ...
+
 
 def open_store(target: str | os.PathLike[str]) -> RegistryStore:
     """The store a registry argument names: a `postgresql://` url, else a directory."""

@@ -79,10 +79,9 @@ def test_failed_publish_leaves_registry_exactly_as_it_was(tmp_path: Path) -> Non
     root = tmp_path / "reg"
     reg = Registry(root)
     reg.publish(arts(stage_text("0.5", "a") + stage_text("0.5", "b").replace("project p\n", "")))
-    # A plain file where stage b's directory must go makes its write fail after stage a's
-    # new version file was already written.
-    (root / "p" / "b").rename(root / "p" / "b_saved")
-    (root / "p" / "b").write_text("in the way")
+    # A directory where stage b's next version file must go makes its write fail after
+    # stage a's new version file was already written.
+    (root / "p" / "b" / "v2.json").mkdir()
     before = snapshot(root)
     changed = arts(stage_text("0.6", "a") + stage_text("0.6", "b").replace("project p\n", ""))
     with pytest.raises(RegistryError, match="nothing was published"):
@@ -123,8 +122,8 @@ def test_racing_builds_serialise_and_lose_nothing(tmp_path: Path) -> None:
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    index = json.loads((Path(root) / "index.json").read_text())
-    versions = index["projects"]["p"]["s"]["versions"]
+    assert json.loads((Path(root) / "index.json").read_text())["revision"] == 7
+    versions = json.loads((Path(root) / "p/s/stage.json").read_text())["entry"]["versions"]
     assert [v["version"] for v in versions] == list(range(1, len(thresholds) + 2))
     seen = set()
     for v in versions:
@@ -136,11 +135,12 @@ def test_racing_builds_serialise_and_lose_nothing(tmp_path: Path) -> None:
     assert leftovers == []
 
 
-def test_lock_file_is_the_only_non_data_file(tmp_path: Path) -> None:
+def test_the_layout_holds_data_and_the_lock_only(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "r")
     reg.publish(arts(stage_text("0.5")))
-    names = sorted(os.listdir(tmp_path / "r"))
-    assert names == [".lock", "index.json", "p"]
+    assert sorted(os.listdir(tmp_path / "r")) == [".journal", ".lock", "index.json", "p"]
+    assert sorted(os.listdir(tmp_path / "r" / "p" / "s")) == ["stage.json", "v1.json"]
+    assert os.listdir(tmp_path / "r" / ".journal") == ["1.json"]
 
 
 def test_project_of_a_stage_name(tmp_path: Path) -> None:
@@ -198,19 +198,20 @@ def test_a_pinned_version_is_checked_against_the_index(tmp_path: Path) -> None:
                                                        + " does not match the index entry (index"]
 
 
-def test_an_index_out_of_order_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+def test_an_entry_out_of_order_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     reg = _two_versions(tmp_path)
-    index = json.loads((tmp_path / "index.json").read_text())
-    entry = index["projects"]["p"]["s"]
+    stage_file = tmp_path / "p" / "s" / "stage.json"
+    held = json.loads(stage_file.read_text())
+    entry = held["entry"]
     third = {**entry["versions"][1], "version": 3, "file": "p/s/v3.json"}
     entry["versions"] = [entry["versions"][0], third, entry["versions"][1]]
-    (tmp_path / "index.json").write_text(json.dumps(index))
+    stage_file.write_text(json.dumps(held))
     before = snapshot(tmp_path)
-    with pytest.raises(RegistryError, match=r"versions \[1, 3, 2\]"):
+    with pytest.raises(RegistryError, match=r"stage\.json .*versions \[1, 3, 2\]"):
         reg.publish(arts(stage_text("0.3")))
     assert snapshot(tmp_path) == before
     entry["versions"] = [entry["versions"][0], {**third, "version": 2}]
-    (tmp_path / "index.json").write_text(json.dumps(index))
+    stage_file.write_text(json.dumps(held))
     with pytest.raises(RegistryError, match=r"names file 'p/s/v3\.json'"):
         reg.read_index()
 
@@ -247,3 +248,118 @@ def test_inspect_verifies_every_version_file(tmp_path: Path) -> None:
     done = subprocess.run(cli, capture_output=True, text=True)
     assert done.returncode == 1 and "v1.json does not match the index entry" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---- formats 1 and 2: one index.json holding everything, read as is, migrated on write -------
+
+def _as_legacy(root: Path, version: int) -> dict[str, bytes]:
+    """Rewrite a registry as stageguard wrote formats 1 and 2: one index of every stage
+    (2 also with the revision and the kept events), no stage files, no journal."""
+    reg = Registry(root)
+    index = reg.read_index().model_dump(mode="json")
+    events = [e.model_dump(mode="json") for e in reg.events_since(0) or []]
+    for stage_file in root.rglob("stage.json"):
+        stage_file.unlink()
+    for record in (root / ".journal").iterdir():
+        record.unlink()
+    (root / ".journal").rmdir()
+    index["format_version"] = version
+    if version == 1:
+        del index["revision"], index["events"]
+    else:
+        index["events"] = events
+    (root / "index.json").write_text(json.dumps(index))
+    return snapshot(root)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_format_reads_as_it_is_and_the_first_write_migrates_it(
+        tmp_path: Path, version: int) -> None:
+    _two_versions(tmp_path)
+    before = _as_legacy(tmp_path, version)
+    reg = Registry(tmp_path)
+    assert reg.format_version() == version
+    assert reg.revision() == (0 if version == 1 else 2)
+    assert [v.version for v in reg.stage_entry("p", "s").versions] == [1, 2]
+    assert reg.load("p", "s", 1).rulesets[0].rules[0].target_value == 0.5
+    assert [e.revision for e in reg.events_since(0) or []] == ([] if version == 1 else [1, 2])
+    assert snapshot(tmp_path) == before  # reading writes nothing
+
+    (pub,) = reg.publish(arts(stage_text("0.3")))
+    assert (pub.version, pub.created) == (3, True)
+    assert reg.format_version() == 3
+    assert reg.revision() == (1 if version == 1 else 3)
+    assert [v.version for v in reg.stage_entry("p", "s").versions] == [1, 2, 3]
+    for name in ("p/s/v1.json", "p/s/v2.json"):  # every version stays, byte for byte
+        assert (tmp_path / name).read_bytes() == before[name]
+    if version == 2:  # the kept events survive the migration
+        assert [e.revision for e in reg.events_since(0) or []] == [1, 2, 3]
+    assert reg.verify() == []
+
+
+def test_registry_migrate_brings_a_directory_to_the_current_format(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _two_versions(tmp_path / "reg")
+    _as_legacy(tmp_path / "reg", 2)
+    cli = [sys.executable, "-m", "stageguard.cli", "registry", "migrate", str(tmp_path / "reg")]
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 0 and "migrated from 2 to 3" in done.stdout, done.stderr
+    assert Registry(tmp_path / "reg").format_version() == 3
+    assert Registry(tmp_path / "reg").verify() == []
+    again = subprocess.run(cli, capture_output=True, text=True)
+    assert again.returncode == 0 and "already 3" in again.stdout
+    missing = subprocess.run([*cli[:-1], str(tmp_path / "nowhere")], capture_output=True,
+                             text=True)
+    assert missing.returncode == 2 and "is not a registry" in missing.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_future_format_is_refused_with_a_reason(tmp_path: Path) -> None:
+    reg = _two_versions(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"format": "stageguard.registry",
+                                                      "format_version": 4, "revision": 9}))
+    with pytest.raises(RegistryError, match="version 4; this stageguard reads versions 1 to 3"):
+        reg.read_index()
+
+
+# ---- a commit interrupted after its index landed: readers and the next writer finish it ----
+
+def test_a_commit_not_yet_copied_to_its_stage_file_reads_from_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = _two_versions(tmp_path)
+    real = Registry._copy_out
+    monkeypatch.setattr(Registry, "_copy_out", lambda self, head: None)
+    reg.set_paused("p", "s", True)
+    monkeypatch.setattr(Registry, "_copy_out", real)
+    held = json.loads((tmp_path / "p/s/stage.json").read_text())
+    assert (held["revision"], held["entry"]["paused"]) == (2, False)  # not copied yet
+    assert reg.stage_entry("p", "s").paused and reg.read_index().projects["p"]["s"].paused
+    reg.publish(arts(stage_text("0.3")))  # the next writer copies it out first
+    entry = reg.stage_entry("p", "s")
+    assert entry.paused and [v.version for v in entry.versions] == [1, 2, 3]
+    held = json.loads((tmp_path / "p/s/stage.json").read_text())
+    assert (held["revision"], held["entry"]["paused"]) == (4, True)
+
+
+def test_publishing_reads_only_the_stages_it_changes(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = Registry(tmp_path)
+    text = "project p\n" + "".join(stage_text("0.5", f"s{i}").replace("project p\n", "")
+                                    for i in range(30))
+    reg.publish(arts(text))
+    reg.publish(arts(stage_text("0.9", "s0")))
+    # A commit checks the previous commit's stages (finishing its copy if it was cut short)
+    # and reads the stages it changes: never the rest of the registry.
+    read: list[tuple[str, str]] = []
+    real = Registry._stage_file
+
+    def counting(self: Registry, project: str, stage: str):  # type: ignore[no-untyped-def]
+        read.append((project, stage))
+        return real(self, project, stage)
+
+    monkeypatch.setattr(Registry, "_stage_file", counting)
+    reg.publish(arts(stage_text("0.9", "s7")))
+    reg.set_paused("p", "s3", True)
+    assert set(read) == {("p", "s0"), ("p", "s7"), ("p", "s3")}

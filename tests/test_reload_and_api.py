@@ -166,7 +166,7 @@ def test_local_rulesets_are_not_recorded_unless_the_operator_asks(tmp_path: Path
             assert r.stage_metadata.stage_version == 1
         assert rt.flush(5)
     assert (index.read_bytes(), index.stat().st_mtime_ns) == before
-    assert sorted(p.name for p in (reg / "p" / "loc").iterdir()) == ["v1.json"]
+    assert sorted(p.name for p in (reg / "p" / "loc").iterdir()) == ["stage.json", "v1.json"]
 
 
 def test_recorded_local_versions_stop_at_the_cap(tmp_path: Path) -> None:

@@ -156,19 +156,3 @@ def test_events_too_old_to_be_kept_say_so(store: RegistryStore,
         store.publish([doc(f"0.{i + 1}")])
     assert store.events_since(0) is None  # revisions 1-3 are gone: reload everything
     assert [e.revision for e in store.events_since(3) or []] == [4, 5]
-
-
-def test_a_version_1_directory_index_reads_as_revision_zero(tmp_path: Path) -> None:
-    import json
-
-    reg = Registry(tmp_path)
-    reg.publish([doc("0.5")])
-    index = json.loads((tmp_path / "index.json").read_text())
-    for key in ("revision", "events"):
-        del index[key]
-    index["format_version"] = 1
-    (tmp_path / "index.json").write_text(json.dumps(index))
-    assert reg.revision() == 0 and reg.load("p", "s").version == 1
-    reg.publish([doc("0.6")])
-    written = json.loads((tmp_path / "index.json").read_text())
-    assert (written["format_version"], written["revision"]) == (2, 1)
