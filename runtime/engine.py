@@ -60,9 +60,7 @@ from stageguard.runtime.model import (
     StageType,
     Status,
 )
-from stageguard.runtime.registry import (
-    VersionNotFound,
-)
+from stageguard.runtime.registry import Index, VersionNotFound
 from stageguard.runtime.resolution import Resolution
 from stageguard.runtime.response import ActionResult, Response, TraceMetadata
 from stageguard.runtime.scorers import Scorers
@@ -159,6 +157,7 @@ class Runtime(RegistryFollower, StageManagement):
         self.load_errors: dict[str, str] = {}
         self._signature: object = None
         self._sync = SyncStatus()
+        self._index: Index | None = None  # the registry as last read, patched by its events
         # How old a view of the registry may get before decisions stop (on_stale
         # "fail_closed": they answer `error` and say why) or go on regardless ("serve").
         if on_stale not in ("serve", "fail_closed"):

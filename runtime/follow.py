@@ -51,6 +51,7 @@ class RegistryFollower:
     _files: dict[tuple[str, str], LoadedStage]
     _signature: object
     _sync: SyncStatus
+    _index: Index | None
     _reload_lock: threading.Lock
     _stop: threading.Event
     _watcher: threading.Thread | None
@@ -75,7 +76,7 @@ class RegistryFollower:
                 if signature == self._signature and not force:
                     self._sync = self._sync.ok(self._sync.revision)
                     return False
-                index = self.registry.read_index()
+                index = self._read_changes(force)
             except RegistryError as exc:
                 # The store is down or damaged: keep serving the last good snapshot.
                 self.load_errors["index"] = str(exc)
@@ -84,11 +85,30 @@ class RegistryFollower:
                 return False
             self.load_errors.pop("index", None)
             self._sync = self._sync.ok(index.revision)
+            self._index = index
             self._apply(index, self._from_store)
             self._signature = signature
             if self._cache_dir is not None:
                 self._write_cache(index)
             return True
+
+    def _read_changes(self, force: bool) -> Index:
+        """The registry now: the last view patched with the stages its events since name
+        (what a reload costs then follows what changed, not the registry's size), or read
+        whole when there is no last view or the events are no longer all kept."""
+        assert self.registry is not None
+        known = self._index
+        events = None if known is None or force else self.registry.events_since(known.revision)
+        if not events or known is None:
+            return self.registry.read_index()
+        projects = {project: dict(stages) for project, stages in known.projects.items()}
+        for project, stage in dict.fromkeys((e.project, e.stage) for e in events):
+            entry = self.registry.stage_entry(project, stage)
+            if entry is None:
+                projects.get(project, {}).pop(stage, None)
+            else:
+                projects.setdefault(project, {})[stage] = entry
+        return Index(revision=events[-1].revision, projects=projects)
 
     def _write_cache(self, index: Index) -> None:
         assert self._cache_dir is not None
@@ -117,6 +137,7 @@ class RegistryFollower:
             return artifacts[key], f"snapshot cache {key[0]}/{key[1]} v{latest.version}"
 
         self._apply(index, from_cache)
+        self._index = index
         self._sync = SyncStatus(index.revision, None, self._sync.error, self._sync.failures)
         log.warning("serving the cached snapshot at revision %d: the registry cannot be read",
                     index.revision)
