@@ -112,6 +112,55 @@ def test_notify_reaches_every_replica_before_its_poll(postgres: object) -> None:
             r.close()
 
 
+@pytest.mark.parametrize("kind", ["postgresql", "directory"])
+def test_a_pause_and_a_version_reach_three_replica_processes(
+        request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> None:
+    """Three `serve` processes on one registry; another process pauses the stage, resumes
+    it and publishes a version: each replica answers with every change. PostgreSQL replicas
+    poll every 30 s (only the NOTIFY is in time); directory replicas every 0.3 s."""
+    from stageguard.compiler.pipeline import compile_text
+    from stageguard.runtime.store import open_store
+
+    target = (request.getfixturevalue("postgres").new_database() if kind == "postgresql"
+              else str(tmp_path / "reg"))
+    store = open_store(target)
+    store.migrate()
+
+    def version(n: int) -> list[object]:
+        return list(compile_text(f'project f\nstage s {{\n  ruleset r {{\n    when '
+                                 f'output_toxicity > 0.5\n    override {{\n      choice '
+                                 f'"v{n}"\n    }}\n  }}\n}}\n', "s.sg").artifacts)
+
+    store.publish(version(1))  # type: ignore[arg-type]
+    poll = "30" if kind == "postgresql" else "0.3"
+    quiet = ("--poll-interval", poll, "--no-access-log", "--log-level", "warning")
+    body = {"payload": {"output": "x", "metrics": {"output_toxicity": 0.9}},
+            "project_name": "f", "stage_name": "s"}
+    with serve_process(target, *quiet) as (a, _), serve_process(target, *quiet) as (b, _), \
+            serve_process(target, *quiet) as (c, _):
+        clients = [httpx.Client(base_url=u, timeout=10,
+                                headers={"Authorization": f"Bearer {ADMIN}"})
+                   for u in (a, b, c)]
+
+        def answers() -> list[tuple[str, str]]:
+            return [(r["status"].lower(), r.get("text") or "") for r in
+                    (cl.post("/protect/invoke", json=body).json() for cl in clients)]
+
+        time.sleep(0.5)  # the listeners are up
+        assert answers() == [("triggered", "v1")] * 3
+        for change, want in ((lambda: store.set_paused("f", "s", True), ("paused", "x")),
+                             (lambda: store.set_paused("f", "s", False), ("triggered", "v1")),
+                             (lambda: store.publish(version(2)),  # type: ignore[arg-type]
+                              ("triggered", "v2"))):
+            change()
+            _until(lambda want=want: answers() == [want] * 3, 5.0)
+        for cl in clients:
+            cl.close()
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+
+
 def test_a_dropped_listener_reconnects_and_catches_up(postgres: object) -> None:
     import psycopg
 
