@@ -244,6 +244,24 @@ class Response:
         return self._statuses
 
     @property
+    def ruleset_names(self) -> tuple[str, ...]:
+        """The rulesets' names, as `ruleset_statuses` orders them (empty alike)."""
+        if self._results is None or not self._outcomes:
+            return ()
+        return tuple(rs.name for rs in self._results.rulesets)
+
+    @property
+    def metric_values(self) -> Mapping[str, object] | None:
+        """The metric values the decision had: given, scored, or failures (None when it
+        decided nothing)."""
+        return self._values
+
+    @property
+    def decision_id(self) -> str:
+        """The decision's id: its trace id, the key of its decision-log event."""
+        return self.trace_metadata.id
+
+    @property
     def winner(self) -> RulesetSpec | None:
         """The ruleset whose action was taken: the first that triggered."""
         if self._results is None or Status.TRIGGERED not in self._outcomes:
