@@ -24,17 +24,22 @@ from urllib.parse import urlsplit, urlunsplit
 from stageguard.runtime.canonical import ArtifactDocument
 from stageguard.runtime.model import Artifact, StageType
 from stageguard.runtime.registry import (
+    Candidate,
+    Change,
     Event,
     Index,
     Published,
     RegistryError,
     RevisionConflict,
+    ServingChange,
     StageEntry,
     StageExists,
     VersionEntry,
     VersionNotFound,
+    apply_serving,
     check_entry,
     choose_version,
+    keep_serving,
     parse_artifact,
     verify_versions,
 )
@@ -79,6 +84,26 @@ MIGRATIONS: tuple[str, ...] = (
         at text NOT NULL,
         PRIMARY KEY (revision, seq)
     );
+    """,
+    # 2: what serves (a rolled-back or promoted version, a shadow or rollout candidate),
+    # the events that change it, and the decision log's table.
+    """
+    ALTER TABLE stageguard_stages ADD COLUMN active integer, ADD COLUMN candidate jsonb;
+    ALTER TABLE stageguard_events DROP CONSTRAINT stageguard_events_kind_check;
+    ALTER TABLE stageguard_events ADD CONSTRAINT stageguard_events_kind_check CHECK (kind IN
+        ('published', 'paused', 'resumed', 'shadow', 'rollout', 'cleared', 'promoted',
+         'rolled_back'));
+    ALTER TABLE stageguard_events ADD COLUMN note text;
+    CREATE TABLE stageguard_decisions (
+        decision_id text PRIMARY KEY,
+        at timestamptz NOT NULL,
+        project text NOT NULL,
+        stage text NOT NULL,
+        version integer NOT NULL,
+        status text NOT NULL,
+        event jsonb NOT NULL
+    );
+    CREATE INDEX stageguard_decisions_stage_at ON stageguard_decisions (project, stage, at);
     """,
 )
 
@@ -127,6 +152,11 @@ class PostgresRegistry:
         self._lock = threading.RLock()
         self._conn: Any = None
         self._listener: Any = None  # LISTENing, used by the one watching thread only
+
+    def _jsonb(self, data: object) -> Any:
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(data)
 
     # -- connections
 
@@ -234,10 +264,12 @@ class PostgresRegistry:
                  ) -> dict[tuple[str, str], StageEntry]:
         """Stage entries with their versions: every stage's, or `only` this one's."""
         where, params = (" WHERE project = %s AND stage = %s", only) if only else ("", ())
-        cur.execute("SELECT project, stage, type, paused FROM stageguard_stages" + where,
-                    params)
-        entries = {(project, stage): StageEntry(type=StageType(kind), paused=paused)
-                   for project, stage, kind, paused in cur.fetchall()}
+        cur.execute("SELECT project, stage, type, paused, active, candidate FROM "
+                    "stageguard_stages" + where, params)
+        entries = {(project, stage): StageEntry(
+            type=StageType(kind), paused=paused, active=active,
+            candidate=None if candidate is None else Candidate.model_validate(candidate))
+            for project, stage, kind, paused, active, candidate in cur.fetchall()}
         cur.execute("SELECT project, stage, version, digest, created_at FROM "
                     "stageguard_versions" + where + " ORDER BY project, stage, version",
                     params)
@@ -250,11 +282,11 @@ class PostgresRegistry:
     def events_since(self, revision: int) -> list[Event] | None:
         """Every event is kept: never None."""
         with self._transaction() as cur:
-            cur.execute("SELECT revision, kind, project, stage, version, at FROM "
+            cur.execute("SELECT revision, kind, project, stage, version, at, note FROM "
                         "stageguard_events WHERE revision > %s ORDER BY revision, seq",
                         (revision,))
-            return [Event(revision=r, kind=k, project=p, stage=s, version=v, at=a)
-                    for r, k, p, s, v, a in cur.fetchall()]
+            return [Event(revision=r, kind=k, project=p, stage=s, version=v, at=a, note=n)
+                    for r, k, p, s, v, a, n in cur.fetchall()]
 
     def describe(self, entry: VersionEntry) -> str:
         project, stage, version = _unfile(entry)
@@ -287,15 +319,16 @@ class PostgresRegistry:
 
     # -- writing
 
-    def _commit(self, cur: Any, changes: list[tuple[str, str, str, int | None]]) -> int:
+    def _commit(self, cur: Any, changes: list[Change]) -> int:
         """One revision with its events, and the notification (sent at commit)."""
         cur.execute("UPDATE stageguard_meta SET value = value + 1 WHERE key = 'revision' "
                     "RETURNING value")
         revision = int(cur.fetchone()[0])
         at = _now()
-        for seq, (kind, project, stage, version) in enumerate(changes):
-            cur.execute("INSERT INTO stageguard_events VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        (revision, seq, kind, project, stage, version, at))
+        for seq, (kind, project, stage, version, note) in enumerate(changes):
+            cur.execute("INSERT INTO stageguard_events (revision, seq, kind, project, stage, "
+                        "version, at, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                        (revision, seq, kind, project, stage, version, at, note))
         cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(revision)))
         return revision
 
@@ -318,14 +351,58 @@ class PostgresRegistry:
             if row[0] != paused:
                 cur.execute("UPDATE stageguard_stages SET paused = %s WHERE project = %s AND "
                             "stage = %s", (paused, project, stage))
-                self._commit(cur, [("paused" if paused else "resumed", project, stage, None)])
+                self._commit(cur, [("paused" if paused else "resumed", project, stage, None,
+                                    None)])
         entry = self.stage_entry(project, stage)
         assert entry is not None
         return entry
 
+    def set_serving(self, project: str, stage: str, change: ServingChange, *,
+                    expected_revision: int | None = None) -> StageEntry:
+        """As the directory store's: one event, in one transaction."""
+        with self._transaction() as cur:
+            self._expect(cur, expected_revision)
+            cur.execute("SELECT 1 FROM stageguard_stages WHERE project = %s AND stage = %s "
+                        "FOR UPDATE", (project, stage))
+            entry = self._entries(cur, (project, stage)).get((project, stage))
+            if entry is None:
+                raise VersionNotFound(f"no stage {stage!r} in project {project!r} at "
+                                      f"{self.where}")
+            event = apply_serving(entry, change, project, stage)
+            if event is not None:
+                cur.execute("UPDATE stageguard_stages SET active = %s, candidate = %s WHERE "
+                            "project = %s AND stage = %s",
+                            (entry.active, None if entry.candidate is None else
+                             self._jsonb(entry.candidate.model_dump()),
+                             project, stage))
+                self._commit(cur, [event])
+        return entry
+
+    def write_decisions(self, events: Sequence[dict[str, Any]]) -> None:
+        """Decision-log events into `stageguard_decisions` (a retried batch inserts nothing
+        twice: the decision id is the key)."""
+        with self._transaction() as cur:
+            cur.executemany(
+                "INSERT INTO stageguard_decisions VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (decision_id) DO NOTHING",
+                [(e["decision_id"], e["at"], e["project"], e["stage"], e["version"],
+                  e["status"], self._jsonb(e)) for e in events])
+
+    def read_decisions(self, project: str | None = None, stage: str | None = None
+                       ) -> list[dict[str, Any]]:
+        """Logged events, oldest first (of one stage when named)."""
+        where: str = ""
+        params: tuple[str, ...] = ()
+        if project is not None and stage is not None:
+            where, params = " WHERE project = %s AND stage = %s", (project, stage)
+        with self._transaction() as cur:
+            cur.execute("SELECT event FROM stageguard_decisions" + where +
+                        " ORDER BY at, decision_id", params)
+            return [row[0] for row in cur.fetchall()]
+
     def publish(self, artifacts: Sequence[ArtifactDocument | Artifact], *,
                 reuse_any_version: bool = False, create_only: bool = False,
-                paused: bool | None = None,
+                paused: bool | None = None, activate: bool = True,
                 expected_revision: int | None = None) -> list[Published]:
         """As the directory store's: each artifact the next version of its stage unless its
         digest is the latest's (any earlier one's with `reuse_any_version`); all or nothing,
@@ -357,15 +434,33 @@ class PostgresRegistry:
                 number = versions[-1][0] + 1 if versions else 1
                 raw = doc.to_bytes(number)
                 artifact = parse_artifact(raw, f"{doc.project}/{doc.stage} v{number}")
+                before = self._entries(cur, (doc.project, doc.stage))[doc.project, doc.stage]
+                active = keep_serving(before, activate)
                 cur.execute("INSERT INTO stageguard_versions VALUES "
                             "(%s, %s, %s, %s, %s, %s, %s, %s)",
                             (doc.project, doc.stage, number, doc.digest, raw,
                              artifact.compiler.version, self.publisher, _now()))
-                cur.execute("UPDATE stageguard_stages SET type = %s WHERE project = %s AND "
-                            "stage = %s", (doc.stage_type.value, doc.project, doc.stage))
+                cur.execute("UPDATE stageguard_stages SET type = %s, active = %s WHERE "
+                            "project = %s AND stage = %s",
+                            (doc.stage_type.value, active, doc.project, doc.stage))
                 results.append(Published(doc.project, doc.stage, number, True))
             created = [r for r in results if r.created]
             if created or (create_only and results):
-                self._commit(cur, [("published", r.project, r.stage, r.version)
-                                   for r in created])
+                self._commit(cur, [("published", r.project, r.stage, r.version,
+                                    None if activate else "not activated") for r in created])
         return results
+
+
+class PostgresDecisionSink:
+    """A decision-log sink into the store's own table, `stageguard_decisions`, on a
+    connection of its own (runtime/decision_log.py retries a failed batch)."""
+
+    def __init__(self, url: str) -> None:
+        self.store = PostgresRegistry(url)
+        self.name = f"postgresql:{self.store.where}"
+
+    def write(self, events: Sequence[dict[str, Any]]) -> None:
+        self.store.write_decisions(events)
+
+    def close(self) -> None:
+        self.store.close()

@@ -88,16 +88,53 @@ class VersionEntry(BaseModel):
     created_at: str
 
 
+class Candidate(BaseModel):
+    """A version beside the serving one: `shadow` decides every request too, unseen by the
+    caller; `rollout` serves `percent` of the traffic, split by the metadata field `key`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Annotated[int, Field(ge=1)]
+    mode: Literal["shadow", "rollout"]
+    percent: Annotated[float, Field(ge=0, le=100)] = 0.0
+    key: str | None = None
+
+    def describe(self) -> str:
+        if self.mode == "shadow":
+            return f"v{self.version} in shadow"
+        return f"v{self.version} for {self.percent:g}% by metadata.{self.key}"
+
+
 class StageEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: StageType
     paused: bool = False
     versions: list[VersionEntry] = Field(default_factory=list)
+    # The version that serves (None: the latest); set by a rollback or a promotion, and by
+    # a publish that does not activate its version.
+    active: Annotated[int, Field(ge=1)] | None = None
+    candidate: Candidate | None = None
 
     @property
     def latest(self) -> VersionEntry | None:
         return self.versions[-1] if self.versions else None
+
+    @property
+    def serving(self) -> VersionEntry | None:
+        """The version that decides: `active`, else the latest."""
+        if self.active is None:
+            return self.latest
+        return next((v for v in self.versions if v.version == self.active), None)
+
+    def version_entry(self, version: int) -> VersionEntry | None:
+        return next((v for v in self.versions if v.version == version), None)
+
+
+EventKind = Literal["published", "paused", "resumed", "shadow", "rollout", "cleared",
+                    "promoted", "rolled_back"]
+# One change to the store: (kind, project, stage, version, note).
+Change = tuple[str, str, str, int | None, str | None]
 
 
 class Event(BaseModel):
@@ -107,11 +144,12 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     revision: Annotated[int, Field(ge=1)]
-    kind: Literal["published", "paused", "resumed"]
+    kind: EventKind
     project: str
     stage: str
     version: int | None = None
     at: str
+    note: str | None = None  # a candidate's terms, say ("v3 for 10% by metadata.user")
 
 
 class Index(BaseModel):
@@ -499,7 +537,7 @@ class Registry:
                              _json_bytes(StageFile(revision=head.revision,
                                                    entry=change.entry)))
 
-    def _commit(self, head: Head, changes: list[tuple[str, str, str, int | None]],
+    def _commit(self, head: Head, changes: list[Change],
                 changed: dict[Key, StageEntry]) -> None:
         """One revision: its journal record, then the index naming it (the commit point),
         then the stage files; and no more than EVENTS_KEPT records."""
@@ -507,7 +545,8 @@ class Registry:
         at = _now()
         commit = Commit(revision=revision, events=[Event.model_validate({
             "revision": revision, "kind": kind, "project": project, "stage": stage,
-            "version": version, "at": at}) for kind, project, stage, version in changes],
+            "version": version, "at": at, "note": note})
+            for kind, project, stage, version, note in changes],
             changed=[Changed(project=p, stage=s, entry=e) for (p, s), e in changed.items()])
         atomic_write(self._journal_path(revision), _json_bytes(commit))
         atomic_write(self.index_path, _json_bytes(Head(revision=revision)))
@@ -526,16 +565,32 @@ class Registry:
                                       f"{self.root}")
             if entry.paused != paused:
                 entry.paused = paused
-                self._commit(head, [("paused" if paused else "resumed", project, stage, None)],
-                             {(project, stage): entry})
+                self._commit(head, [("paused" if paused else "resumed", project, stage, None,
+                                     None)], {(project, stage): entry})
+            return entry
+
+    def set_serving(self, project: str, stage: str, change: ServingChange, *,
+                    expected_revision: int | None = None) -> StageEntry:
+        """Set or clear a candidate, promote it, or roll back to a version: one event,
+        never a rewrite of what was published."""
+        with self._writing(expected_revision) as head:
+            entry = self.stage_entry(project, stage)
+            if entry is None:
+                raise VersionNotFound(f"no stage {stage!r} in project {project!r} at "
+                                      f"{self.root}")
+            event = apply_serving(entry, change, project, stage)
+            if event is not None:
+                self._commit(head, [event], {(project, stage): entry})
             return entry
 
     def publish(self, artifacts: Sequence[ArtifactDocument | Artifact], *,
                 reuse_any_version: bool = False, create_only: bool = False,
-                paused: bool | None = None,
+                paused: bool | None = None, activate: bool = True,
                 expected_revision: int | None = None) -> list[Published]:
         """Record each artifact as the next version of its stage unless its digest equals the
         latest version's. All or nothing: on failure the registry is left as it was.
+        `activate=False`: the new version is kept but the stage goes on serving the version
+        it served (a candidate to shadow or roll out).
 
         `reuse_any_version`: an artifact identical to *any* earlier version reuses it (local
         stages: identical invocation rulesets keep their version). `create_only`: refuse
@@ -570,13 +625,15 @@ class Registry:
                     atomic_write(path, doc.to_bytes(number))
                     written.append(path)
                     entry.type = doc.stage_type
+                    entry.active = keep_serving(entry, activate)
                     entry.versions.append(VersionEntry(
                         version=number, digest=doc.digest,
                         file=path.relative_to(self.root).as_posix(), created_at=_now()))
                     changed[key] = entry
                     results.append(Published(doc.project, doc.stage, number, True))
                 if changed:
-                    self._commit(head, [("published", r.project, r.stage, r.version)
+                    self._commit(head, [("published", r.project, r.stage, r.version,
+                                         None if activate else "not activated")
                                         for r in results if r.created], changed)
             except BaseException as exc:
                 # Roll back only what this publish wrote, and only when its index did not
@@ -601,6 +658,73 @@ class Registry:
 
 
 # ---- what every store does the same way ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServingChange:
+    """What `set_serving` does: `kind` "shadow" or "rollout" with `candidate`; "cleared";
+    "promoted" (the candidate serves); "rolled_back" to `version`."""
+
+    kind: Literal["shadow", "rollout", "cleared", "promoted", "rolled_back"]
+    candidate: Candidate | None = None
+    version: int | None = None
+
+
+def keep_serving(entry: StageEntry, activate: bool) -> int | None:
+    """`active` after a new version is appended to `entry`: the new one serves (None), or,
+    not activated, the version that served before."""
+    if activate:
+        return None
+    serving = entry.serving
+    return serving.version if serving is not None else None
+
+
+def apply_serving(entry: StageEntry, change: ServingChange, project: str,
+                  stage: str) -> Change | None:
+    """Change `entry` as `change` says; the event to record (None: nothing changed).
+    RegistryError for a change that names no version of the stage or makes no sense."""
+    where = f"{project}/{stage}"
+    if change.kind in ("shadow", "rollout"):
+        cand = change.candidate
+        if cand is None or cand.mode != change.kind:
+            raise RegistryError(f"a {change.kind} needs a {change.kind} candidate")
+        if entry.version_entry(cand.version) is None:
+            raise VersionNotFound(f"{where} has no version {cand.version}")
+        if entry.type is not StageType.CENTRAL:
+            raise RegistryError(f"{where} is a local stage: only central stages have "
+                                "candidates")
+        serving = entry.serving
+        if serving is not None and serving.version == cand.version:
+            raise RegistryError(f"{where} already serves v{cand.version}")
+        if cand.mode == "rollout" and not cand.key:
+            raise RegistryError("a rollout splits traffic by a metadata field: name its key")
+        if entry.candidate == cand:
+            return None
+        entry.candidate = cand
+        return (change.kind, project, stage, cand.version, cand.describe())
+    if change.kind == "cleared":
+        if entry.candidate is None:
+            return None
+        gone, entry.candidate = entry.candidate, None
+        return ("cleared", project, stage, gone.version, gone.describe())
+    if change.kind == "promoted":
+        if entry.candidate is None:
+            raise RegistryError(f"{where} has no candidate to promote")
+        promoted, entry.candidate = entry.candidate, None
+        latest = entry.latest
+        entry.active = None if latest is not None and latest.version == promoted.version \
+            else promoted.version
+        return ("promoted", project, stage, promoted.version, promoted.describe())
+    if change.version is None or entry.version_entry(change.version) is None:
+        raise VersionNotFound(f"{where} has no version {change.version}")
+    serving = entry.serving
+    if serving is not None and serving.version == change.version and entry.candidate is None:
+        return None
+    entry.candidate = None
+    latest = entry.latest
+    entry.active = None if latest is not None and latest.version == change.version \
+        else change.version
+    return ("rolled_back", project, stage, change.version, None)
 
 
 def choose_version(entry: StageEntry | None, project: str, stage: str, version: int | None,
@@ -661,6 +785,10 @@ def _entry_problem(project: str, name: str, entry: StageEntry) -> str | None:
         expected = f"{project}/{name}/v{v.version}.json"
         if v.file != expected:
             return f"{where} v{v.version} names file {v.file!r}, not {expected!r}"
+    for what, number in (("active", entry.active),
+                         ("candidate", entry.candidate and entry.candidate.version)):
+        if number is not None and number not in numbers:
+            return f"{where}: the {what} version {number} is not one of its versions"
     return None
 
 

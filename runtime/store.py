@@ -20,6 +20,7 @@ from stageguard.runtime.registry import (
     Index,
     Published,
     Registry,
+    ServingChange,
     StageEntry,
     VersionEntry,
 )
@@ -45,13 +46,18 @@ class RegistryStore(Protocol):
 
     def publish(self, artifacts: Sequence[ArtifactDocument | Artifact], *,
                 reuse_any_version: bool = False, create_only: bool = False,
-                paused: bool | None = None,
+                paused: bool | None = None, activate: bool = True,
                 expected_revision: int | None = None) -> list[Published]:
         """All or nothing; RevisionConflict when `expected_revision` is stale."""
         ...
 
     def set_paused(self, project: str, stage: str, paused: bool, *,
                    expected_revision: int | None = None) -> StageEntry: ...
+
+    def set_serving(self, project: str, stage: str, change: ServingChange, *,
+                    expected_revision: int | None = None) -> StageEntry:
+        """Shadow or roll out a candidate, clear or promote it, roll back: one event."""
+        ...
 
     def signature(self) -> object:
         """A cheap token that changes whenever the store may have (a poll compares it)."""

@@ -156,3 +156,77 @@ def test_events_too_old_to_be_kept_say_so(store: RegistryStore,
         store.publish([doc(f"0.{i + 1}")])
     assert store.events_since(0) is None  # revisions 1-3 are gone: reload everything
     assert [e.revision for e in store.events_since(3) or []] == [4, 5]
+
+
+# ---- what serves: candidates, promotion, rollback (each one event) ----------------------------
+
+def test_a_version_published_without_activating_waits_as_a_candidate(
+        store: RegistryStore) -> None:
+    from stageguard.runtime.registry import Candidate, ServingChange
+
+    store.publish([doc("0.5")])
+    store.publish([doc("0.6")], activate=False)
+    entry = store.stage_entry("p", "s")
+    assert entry is not None and entry.serving is not None
+    assert (entry.latest.version, entry.serving.version) == (2, 1)  # type: ignore[union-attr]
+    rollout = Candidate(version=2, mode="rollout", percent=10, key="user")
+    store.set_serving("p", "s", ServingChange("rollout", rollout))
+    assert store.stage_entry("p", "s").candidate == rollout  # type: ignore[union-attr]
+    before = store.revision()
+    store.set_serving("p", "s", ServingChange("rollout", rollout))  # the same: no event
+    assert store.revision() == before
+    store.set_serving("p", "s", ServingChange("promoted"))
+    entry = store.stage_entry("p", "s")
+    assert entry.candidate is None and entry.serving.version == 2  # type: ignore[union-attr]
+    store.set_serving("p", "s", ServingChange("rolled_back", version=1))
+    entry = store.stage_entry("p", "s")
+    assert entry.serving.version == 1 and [v.version for v in entry.versions] == [1, 2]  # type: ignore[union-attr]
+    store.publish([doc("0.7")])  # a publish that activates serves its version
+    assert store.stage_entry("p", "s").serving.version == 3  # type: ignore[union-attr]
+    kinds = [(e.kind, e.version, e.note) for e in store.events_since(0) or []]
+    assert kinds == [("published", 1, None), ("published", 2, "not activated"),
+                     ("rollout", 2, "v2 for 10% by metadata.user"), ("promoted", 2,
+                     "v2 for 10% by metadata.user"), ("rolled_back", 1, None),
+                     ("published", 3, None)]
+
+
+def test_a_candidate_must_be_a_version_of_a_central_stage(store: RegistryStore) -> None:
+    from stageguard.runtime.registry import Candidate, RegistryError, ServingChange
+
+    store.publish([doc("0.5")])
+    before = store.revision()
+    with pytest.raises(VersionNotFound):
+        store.set_serving("p", "s", ServingChange("shadow", Candidate(version=7,
+                                                                      mode="shadow")))
+    with pytest.raises(RegistryError, match="already serves v1"):
+        store.set_serving("p", "s", ServingChange("shadow", Candidate(version=1,
+                                                                      mode="shadow")))
+    store.publish([doc("0.6")], activate=False)
+    with pytest.raises(RegistryError, match="metadata field"):
+        store.set_serving("p", "s", ServingChange("rollout", Candidate(
+            version=2, mode="rollout", percent=5)))
+    with pytest.raises(RegistryError, match="no candidate"):
+        store.set_serving("p", "s", ServingChange("promoted"))
+    with pytest.raises(VersionNotFound):
+        store.set_serving("p", "s", ServingChange("rolled_back", version=9))
+    with pytest.raises(VersionNotFound):
+        store.set_serving("p", "nope", ServingChange("cleared"))
+    assert store.revision() == before + 1  # only the publish
+    local = compile_text("project p\nstage loc {\n  type local\n}\n", "l.sg").artifacts
+    store.publish(local)
+    with pytest.raises(RegistryError, match="local stage"):
+        store.set_serving("p", "loc", ServingChange("shadow", Candidate(version=1,
+                                                                        mode="shadow")))
+
+
+def test_serving_changes_are_conditional_too(store: RegistryStore) -> None:
+    from stageguard.runtime.registry import Candidate, ServingChange
+
+    store.publish([doc("0.5")])
+    store.publish([doc("0.6")], activate=False)
+    read = store.revision()
+    store.set_serving("p", "s", ServingChange("shadow", Candidate(version=2, mode="shadow")),
+                      expected_revision=read)
+    with pytest.raises(RevisionConflict):
+        store.set_serving("p", "s", ServingChange("cleared"), expected_revision=read)
+    assert store.stage_entry("p", "s").candidate is not None  # type: ignore[union-attr]
