@@ -21,6 +21,7 @@ from typing import Any
 
 from stageguard.runtime import arguments, identity
 from stageguard.runtime.catalog import canonical_name
+from stageguard.runtime.decision_log import Decision, DecisionLog
 from stageguard.runtime.documents import document
 
 # Re-exported: callers have always imported these from here.
@@ -60,12 +61,14 @@ from stageguard.runtime.model import (
     StageType,
     Status,
 )
-from stageguard.runtime.registry import Index, VersionNotFound
+from stageguard.runtime.registry import Candidate, Index, VersionNotFound
 from stageguard.runtime.resolution import Resolution
 from stageguard.runtime.response import ActionResult, Response, TraceMetadata
+from stageguard.runtime.rollout import takes_candidate
 from stageguard.runtime.scorers import Scorers
 from stageguard.runtime.served import LRU, Snapshot, load_model, load_path
 from stageguard.runtime.served import LoadedStage as LoadedStage
+from stageguard.runtime.shadow import ShadowJob, ShadowRunner
 from stageguard.runtime.store import RegistryStore, open_store
 from stageguard.runtime.webhooks import Notifier, WebhookPolicy
 
@@ -130,7 +133,8 @@ class Runtime(RegistryFollower, StageManagement):
                  deliver_webhooks: bool = True, scorer_threads: int = 8,
                  cache_size: int = 256, record_local_versions: int = 0,
                  max_staleness: float | None = None, on_stale: str = "serve",
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 decision_log: DecisionLog | None = None) -> None:
         # A directory or a postgresql:// url names a store (store.open_store); a store
         # object is used as it is.
         self.registry: RegistryStore | None = (
@@ -153,6 +157,10 @@ class Runtime(RegistryFollower, StageManagement):
         # Local rulesets recorded as versions: at most this many per stage, written by a
         # background thread, never on the decision path (0: none are recorded).
         self._recorder = LocalRecorder(self.registry, record_local_versions)
+        # One event per decision, if asked (runtime/decision_log.py); the runtime closes it.
+        self.decision_log = decision_log
+        self._logs_payload: dict[tuple[str, str], bool] = {}
+        self.shadow = ShadowRunner(self.scorers.find, lambda: self.scorer_pool, decision_log)
         self._files: dict[tuple[str, str], LoadedStage] = {}
         self.load_errors: dict[str, str] = {}
         self._signature: object = None
@@ -200,11 +208,13 @@ class Runtime(RegistryFollower, StageManagement):
     def _publish_table(self, stages: dict[tuple[str, str], LoadedStage],
                        versions: dict[tuple[str, str], tuple[int, ...]],
                        local_digests: dict[tuple[str, str], dict[str, int]] | None = None,
-                       ) -> None:
+                       candidates: dict[tuple[str, str], tuple[Candidate, LoadedStage]]
+                       | None = None) -> None:
         # One assignment: a reader that took the previous snapshot keeps a coherent view.
         self._table = Snapshot(stages, versions,
-                             self._table.local_digests if local_digests is None
-                             else local_digests)
+                               self._table.local_digests if local_digests is None
+                               else local_digests,
+                               self._table.candidates if candidates is None else candidates)
 
 
     def close(self, flush_timeout: float | None = 10.0) -> None:
@@ -216,6 +226,9 @@ class Runtime(RegistryFollower, StageManagement):
         if self._notifier is not None:
             self._notifier.close(flush_timeout)
         self._recorder.close()
+        self.shadow.close()
+        if self.decision_log is not None:
+            self.decision_log.close(flush_timeout or 0.0)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         closing = getattr(self.registry, "close", None)
@@ -223,10 +236,14 @@ class Runtime(RegistryFollower, StageManagement):
             closing()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for queued webhooks and local versions being recorded; False on timeout."""
+        """Wait for queued webhooks, local versions being recorded, shadow decisions and the
+        decision log; False on timeout."""
         recorded = self._recorder.flush(timeout)
+        shadowed = self.shadow.flush(timeout)
+        logged = self.decision_log.flush(10.0 if timeout is None else timeout) \
+            if self.decision_log is not None else True
         return (self._notifier.flush(timeout) if self._notifier is not None else True) \
-            and recorded
+            and recorded and shadowed and logged
 
     def __enter__(self) -> Runtime:
         return self
@@ -320,6 +337,7 @@ class Runtime(RegistryFollower, StageManagement):
         if headers is not None:
             headers = arguments.string_map("headers", headers)
         version = arguments.version(version)
+        shadow: LoadedStage | None = None
         text = text_out or text_in
         if not text:
             raise InvalidRequest("payload needs a non-empty input or output")
@@ -330,6 +348,21 @@ class Runtime(RegistryFollower, StageManagement):
             # (galileo-core's Request always sends a ruleset list; an empty one on a central
             # stage means "the stage's own", as in Galileo.)
             loaded = self._local_stage(loaded, rulesets, allow_subscriptions, table)
+            served = "local"
+        elif version is not None:
+            served = "pinned"
+        else:
+            served = "active"
+            cand = table.candidates.get(loaded.key)
+            if cand is not None:
+                terms, cand_stage = cand
+                if terms.mode == "shadow":
+                    shadow = cand_stage
+                elif terms.key is not None and metadata is not None:
+                    caller_key = metadata.get(terms.key)
+                    if caller_key is not None and takes_candidate(
+                            loaded.key[0], loaded.key[1], caller_key, terms.percent):
+                        loaded, served = cand_stage, "candidate"
         outcomes: Outcomes = ()
         values: dict[str, object] | None = None
         resolution = None
@@ -388,6 +421,22 @@ class Runtime(RegistryFollower, StageManagement):
             resolution.timings if resolution is not None else None, refused)
         if loaded.any_subscriptions and outcomes and self.deliver_webhooks:
             self._notify(loaded, response)
+        decisions = self.decision_log
+        logged = None
+        if decisions is not None:
+            wants = self._logs_payload.get(loaded.key)
+            if wants is None:
+                wants = self._logs_payload[loaded.key] = decisions.wants_payload(
+                    f"{loaded.key[0]}/{loaded.key[1]}")
+            logged = Decision(response, loaded.artifact.digest,
+                              self._sync.revision if self.registry is not None else None,
+                              served, (text_in, text_out) if wants else None)
+        if shadow is not None and values is not None:
+            job = ShadowJob(shadow, dict(values), text_in, text_out, metadata, timeout, logged)
+            if self.shadow.offer(response, job):
+                logged = None  # the shadow completes the event with its own decision
+        if logged is not None:
+            decisions.record(logged)  # type: ignore[union-attr]
         return response
 
     def _notify(self, loaded: LoadedStage, response: Response) -> None:

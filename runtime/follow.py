@@ -13,7 +13,13 @@ from pathlib import Path
 
 from stageguard.runtime import snapshot_cache
 from stageguard.runtime.model import StageType
-from stageguard.runtime.registry import Index, RegistryError, VersionEntry, check_entry
+from stageguard.runtime.registry import (
+    Candidate,
+    Index,
+    RegistryError,
+    VersionEntry,
+    check_entry,
+)
 from stageguard.runtime.served import LoadedStage, Snapshot, load_bytes
 from stageguard.runtime.store import RegistryStore
 
@@ -61,7 +67,8 @@ class RegistryFollower:
     def _publish_table(self, stages: dict[tuple[str, str], LoadedStage],
                        versions: dict[tuple[str, str], tuple[int, ...]],
                        local_digests: dict[tuple[str, str], dict[str, int]] | None = None,
-                       ) -> None:
+                       candidates: dict[tuple[str, str], tuple[Candidate, LoadedStage]]
+                       | None = None) -> None:
         raise NotImplementedError
 
     def refresh(self, force: bool = False) -> bool:
@@ -148,39 +155,61 @@ class RegistryFollower:
 
     def _apply(self, index: Index,
                read: Callable[[tuple[str, str], VersionEntry], tuple[bytes, str]]) -> None:
-        """The stage table for `index`, each changed stage loaded from what `read` gives."""
+        """The stage table for `index`, each changed stage loaded from what `read` gives:
+        the version that serves, and a shadow or rollout candidate beside it (from the
+        store only: the snapshot cache holds what serves)."""
         table = dict(self._files)
         versions: dict[tuple[str, str], tuple[int, ...]] = {}
         local_digests: dict[tuple[str, str], dict[str, int]] = {}
+        candidates: dict[tuple[str, str], tuple[Candidate, LoadedStage]] = {}
         for project, stages in index.projects.items():
             for name, entry in stages.items():
-                latest = entry.latest
-                if latest is None:
+                serving = entry.serving
+                if serving is None:
                     continue
                 key = (project, name)
                 versions[key] = tuple(v.version for v in entry.versions)
                 if entry.type is StageType.LOCAL:
                     local_digests[key] = {v.digest: v.version for v in entry.versions}
-                current = self._table.stages.get(key)
-                if current is not None and current.artifact.version == latest.version \
-                        and current.artifact.digest == latest.digest:
-                    table[key] = current.with_paused(entry.paused)
-                    continue
-                try:
-                    raw, where = read(key, latest)
-                    fresh = load_bytes(raw, where, entry.paused)
-                    check_entry(fresh.artifact, project, name, latest, where)
-                    table[key] = fresh
-                    if self._cache_dir is not None:
-                        self._served_bytes[key] = raw
-                    self.load_errors.pop(f"{project}/{name}", None)
-                except RegistryError as exc:
-                    self.load_errors[f"{project}/{name}"] = str(exc)
-                    log.error("stage %s/%s not reloaded, previous version keeps serving: "
-                              "%s", project, name, exc)
-                    if current is not None:
-                        table[key] = current.with_paused(entry.paused)
-        self._publish_table(table, versions, local_digests)
+                loaded, raw = self._load(key, serving, entry.paused,
+                                         self._table.stages.get(key), read, "")
+                if loaded is not None:
+                    table[key] = loaded
+                if raw is not None and self._cache_dir is not None:
+                    self._served_bytes[key] = raw
+                cand = entry.candidate
+                wanted = entry.version_entry(cand.version) if cand is not None else None
+                if cand is not None and wanted is not None and read == self._from_store:
+                    held = self._table.candidates.get(key)
+                    fresh, _ = self._load(key, wanted, entry.paused,
+                                          held[1] if held is not None else None, read,
+                                          " candidate")
+                    if fresh is not None:
+                        candidates[key] = (cand, fresh)
+        self._publish_table(table, versions, local_digests, candidates)
+
+    def _load(self, key: tuple[str, str], version: VersionEntry, paused: bool,
+              current: LoadedStage | None,
+              read: Callable[[tuple[str, str], VersionEntry], tuple[bytes, str]],
+              role: str) -> tuple[LoadedStage | None, bytes | None]:
+        """`version` of stage `key` ready to decide (and its bytes when newly read):
+        `current` when it is that version already, else loaded and checked; on failure
+        `current` (logged, in load_errors)."""
+        if current is not None and current.artifact.version == version.version \
+                and current.artifact.digest == version.digest:
+            return current.with_paused(paused), None
+        project, name = key
+        try:
+            raw, where = read(key, version)
+            fresh = load_bytes(raw, where, paused)
+            check_entry(fresh.artifact, project, name, version, where)
+            self.load_errors.pop(f"{project}/{name}{role}", None)
+            return fresh, raw
+        except RegistryError as exc:
+            self.load_errors[f"{project}/{name}{role}"] = str(exc)
+            log.error("stage %s/%s%s not reloaded, previous version keeps serving: %s",
+                      project, name, role, exc)
+            return (current.with_paused(paused) if current is not None else None), None
 
     def watch(self, interval: float = 1.0) -> None:
         """Poll the registry index (one stat per interval) and reload on change."""

@@ -19,7 +19,17 @@ from stageguard.runtime.model import (
     StageType,
     name_problem,
 )
-from stageguard.runtime.registry import RegistryError, RevisionConflict, StageEntry, StageExists
+from stageguard.runtime.registry import (
+    EVENTS_KEPT,
+    Candidate,
+    Event,
+    RegistryError,
+    RevisionConflict,
+    ServingChange,
+    StageEntry,
+    StageExists,
+    VersionNotFound,
+)
 from stageguard.runtime.served import LoadedStage, Snapshot
 from stageguard.runtime.store import RegistryStore
 
@@ -39,6 +49,7 @@ class StageInfo:
     version: int
     versions: tuple[int, ...]
     fail_mode: FailMode
+    candidate: Candidate | None = None  # a shadow or rollout beside `version`
 
 
 class StageManagement:
@@ -145,7 +156,17 @@ class StageManagement:
                          type=art.stage.type, description=art.stage.description,
                          paused=loaded.paused, version=art.version,
                          versions=table.versions.get(key, (art.version,)),
-                         fail_mode=art.stage.fail_mode)
+                         fail_mode=art.stage.fail_mode,
+                         candidate=self._candidate_of(key))
+
+    def _candidate_of(self, key: Key) -> Candidate | None:
+        held = self._table.candidates.get(key)
+        if held is not None:
+            return held[0]
+        if self.registry is None:
+            return None
+        entry = self.registry.stage_entry(*key)  # a candidate that did not load still is one
+        return entry.candidate if entry is not None else None
 
     def _changed(self, key: tuple[str, str]) -> StageInfo:
         """After this runtime changed the registry: reload, and say how the stage stands."""
@@ -196,6 +217,60 @@ class StageManagement:
     def resume_stage(self, *, project: str | None = None, stage_name: str | None = None,
                      stage_id: str | None = None) -> StageInfo:
         return self._set_paused(False, project, stage_name, stage_id)
+
+    # ---- shadow, rollout, promotion, rollback (docs/operations.md) -------------------------
+
+    def set_serving(self, change: ServingChange, *, project: str | None = None,
+                    stage_name: str | None = None, stage_id: str | None = None,
+                    expected_revision: int | None = None) -> StageInfo:
+        """Change what a central stage serves (one registry event, followed by every
+        replica); RevisionConflict when `expected_revision` is stale."""
+        registry = self.require_registry()
+        key = self._key(project, stage_name, stage_id)
+        try:
+            registry.set_serving(*key, change, expected_revision=expected_revision)
+        except RevisionConflict:
+            raise
+        except VersionNotFound as exc:
+            raise StageNotFound(str(exc)) from None
+        except RegistryError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return self._changed(key)
+
+    def shadow_stage(self, version: int, **stage: Any) -> StageInfo:
+        """`version` decides every request beside the serving one, unseen by callers."""
+        return self.set_serving(ServingChange("shadow", Candidate(version=version,
+                                                                  mode="shadow")), **stage)
+
+    def rollout_stage(self, version: int, percent: float, key: str,
+                      **stage: Any) -> StageInfo:
+        """`version` serves `percent` of requests, split by the metadata field `key`."""
+        try:
+            candidate = Candidate(version=version, mode="rollout", percent=percent, key=key)
+        except ValueError as exc:
+            raise InvalidRequest(f"rollout: {exc}") from None
+        return self.set_serving(ServingChange("rollout", candidate), **stage)
+
+    def promote_stage(self, **stage: Any) -> StageInfo:
+        """The candidate becomes the version that serves."""
+        return self.set_serving(ServingChange("promoted"), **stage)
+
+    def rollback_stage(self, version: int, **stage: Any) -> StageInfo:
+        """`version` serves again (a new event; nothing published is rewritten)."""
+        return self.set_serving(ServingChange("rolled_back", version=version), **stage)
+
+    def clear_candidate(self, **stage: Any) -> StageInfo:
+        return self.set_serving(ServingChange("cleared"), **stage)
+
+    def stage_history(self, *, project: str | None = None, stage_name: str | None = None,
+                      stage_id: str | None = None) -> list[Event]:
+        """The stage's registry events, oldest first (as far as the store keeps them)."""
+        key = self._key(project, stage_name, stage_id)
+        registry = self.require_registry()
+        events = registry.events_since(0)
+        if events is None:  # the oldest are no longer kept: the latest EVENTS_KEPT revisions
+            events = registry.events_since(max(0, registry.revision() - EVENTS_KEPT)) or []
+        return [e for e in events if (e.project, e.stage) == key]
 
     def stages(self) -> list[StageInfo]:
         out = []

@@ -14,6 +14,7 @@ from stageguard.runtime.evaluate import Decider, compile_decider, compile_precom
 from stageguard.runtime.identity import StageKeys, stage_id
 from stageguard.runtime.model import Artifact, FailMode, MetricSpec, SourceMap
 from stageguard.runtime.registry import (
+    Candidate,
     RegistryError,
     load_artifact_for_serving,
     parse_artifact_for_serving,
@@ -24,11 +25,13 @@ from stageguard.runtime.response import StageMetadata, StageResults
 class Snapshot:
     """An immutable snapshot of what a runtime serves, with its lookups."""
 
-    __slots__ = ("keys", "local_digests", "stages", "versions")
+    __slots__ = ("candidates", "keys", "local_digests", "stages", "versions")
 
     def __init__(self, stages: dict[tuple[str, str], LoadedStage],
                  versions: dict[tuple[str, str], tuple[int, ...]] | None = None,
-                 local_digests: dict[tuple[str, str], dict[str, int]] | None = None) -> None:
+                 local_digests: dict[tuple[str, str], dict[str, int]] | None = None,
+                 candidates: dict[tuple[str, str], tuple[Candidate, LoadedStage]]
+                 | None = None) -> None:
         self.stages = stages
         # Lookups by name and by id (identity.find_stage).
         self.keys = StageKeys(stages, {k: s.artifact.stage.id for k, s in stages.items()
@@ -38,6 +41,8 @@ class Snapshot:
         # A local stage's recorded versions by content digest: an invocation's rulesets
         # find theirs without reading the registry.
         self.local_digests = local_digests or {}
+        # A central stage's shadow or rollout candidate, loaded beside what serves.
+        self.candidates = candidates or {}
 
 
 class LRU:
