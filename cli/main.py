@@ -54,6 +54,9 @@ def _build_parser() -> argparse.ArgumentParser:
     build.add_argument("--registry", required=True, metavar="DIR",
                        help="registry directory (created if missing)")
     build.add_argument("--format", choices=("text", "json"), default="text")
+    build.add_argument("--no-activate", action="store_true",
+                       help="publish new versions without serving them (candidates for "
+                            "`stage shadow` or `stage rollout`)")
 
     inspect = sub.add_parser("inspect", help="summarise an artifact file or a registry")
     inspect.add_argument("target", metavar="ARTIFACT|DIR")
@@ -75,10 +78,22 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="deliver subscriptions (off by default for one-off calls)")
     invoke.add_argument("--json", action="store_true", help="print the Galileo wire Response")
 
-    stage = sub.add_parser("stage", help="pause, resume, show or list versions of a stage")
-    stage.add_argument("action", choices=("pause", "resume", "show", "history"))
+    stage = sub.add_parser("stage", help="pause, resume, show a stage or its history; shadow, "
+                           "roll out, promote, roll back a version")
+    stage.add_argument("action", choices=("pause", "resume", "show", "history", "shadow",
+                                          "rollout", "promote", "rollback", "clear"),
+                       help="shadow/rollout --version N: a candidate beside the serving "
+                            "version; promote: the candidate serves; rollback --version N: "
+                            "N serves again; clear: drop the candidate")
     stage.add_argument("stage", metavar="STAGE", help="stage name, or PROJECT/STAGE")
     stage.add_argument("--registry", required=True, metavar="DIR")
+    stage.add_argument("--version", type=int, metavar="N",
+                       help="the version to shadow, roll out or roll back to")
+    stage.add_argument("--percent", type=float, metavar="P",
+                       help="rollout: the share of traffic the candidate serves (0-100)")
+    stage.add_argument("--key", metavar="FIELD",
+                       help="rollout: the metadata field that splits traffic (sticky per "
+                            "value), e.g. user_id")
     stage.add_argument("--json", action="store_true")
 
     registry = sub.add_parser("registry", help="manage a registry store")
@@ -114,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args.paths, args.format)
         if args.command == "build":
-            return _build(args.paths, args.registry, args.format)
+            return _build(args.paths, args.registry, args.format, not args.no_activate)
         if args.command == "invoke":
             return _invoke(args)
         if args.command == "stage":
@@ -171,11 +186,11 @@ def _check(paths: list[str], fmt: str) -> int:
     return EXIT_OK if result.ok else EXIT_POLICY
 
 
-def _build(paths: list[str], registry_dir: str, fmt: str) -> int:
+def _build(paths: list[str], registry_dir: str, fmt: str, activate: bool = True) -> int:
     result = compile_paths(paths)
     published = []
     if result.ok:
-        published = open_store(registry_dir).publish(result.artifacts)
+        published = open_store(registry_dir).publish(result.artifacts, activate=activate)
     if fmt == "json":
         json.dump({
             "ok": result.ok,
@@ -359,41 +374,75 @@ def _invoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_NEEDS = {"shadow": ("version",), "rollout": ("version", "percent", "key"),
+          "rollback": ("version",)}
+
+
 def _stage(args: argparse.Namespace) -> int:
     from stageguard.runtime.engine import Runtime
 
+    missing = [f"--{o}" for o in _NEEDS.get(args.action, ()) if getattr(args, o) is None]
+    if missing:
+        print(f"error: `stage {args.action}` needs {' and '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
     project, name = _split_stage(args.stage)
-    with Runtime(args.registry, deliver_webhooks=False) as rt:
+    where = {"project": project, "stage_name": name}
+    with Runtime(args.registry, deliver_webhooks=False, poll_interval=None) as rt:
         info: StageInfo | None
         if args.action == "pause":
-            info = rt.pause_stage(project=project, stage_name=name)
+            info = rt.pause_stage(**where)
         elif args.action == "resume":
-            info = rt.resume_stage(project=project, stage_name=name)
+            info = rt.resume_stage(**where)
+        elif args.action == "shadow":
+            info = rt.shadow_stage(args.version, **where)
+        elif args.action == "rollout":
+            info = rt.rollout_stage(args.version, args.percent, args.key, **where)
+        elif args.action == "promote":
+            info = rt.promote_stage(**where)
+        elif args.action == "rollback":
+            info = rt.rollback_stage(args.version, **where)
+        elif args.action == "clear":
+            info = rt.clear_candidate(**where)
         else:
-            info = rt.get_stage(project=project, stage_name=name)
+            info = rt.get_stage(**where)
             if info is None:
                 print(f"error: no stage {args.stage!r} in {args.registry}", file=sys.stderr)
                 return EXIT_POLICY
         entry = rt.registry.stage_entry(info.project, info.name) if rt.registry else None
         versions = entry.versions if entry is not None else []
+        events = rt.stage_history(project=info.project, stage_name=info.name) \
+            if args.action == "history" else []
         if args.json:
             json.dump({"id": info.id, "project": info.project, "name": info.name,
                        "type": info.type.value, "description": info.description,
                        "paused": info.paused, "version": info.version,
                        "fail_mode": info.fail_mode.value,
-                       "versions": [v.model_dump() for v in versions]}, sys.stdout, indent=2)
+                       "candidate": info.candidate.model_dump() if info.candidate else None,
+                       "versions": [v.model_dump() for v in versions],
+                       **({"events": [e.model_dump() for e in events]}
+                          if args.action == "history" else {})}, sys.stdout, indent=2)
             sys.stdout.write("\n")
             return EXIT_OK
+        serving = f"serving v{info.version}" + (
+            f", candidate {info.candidate.describe()}" if info.candidate else "")
         if args.action in ("pause", "resume"):
             print(f"{info.project}/{info.name}: {'paused' if info.paused else 'running'}")
+        elif args.action in ("shadow", "rollout", "promote", "rollback", "clear"):
+            print(f"{info.project}/{info.name}: {serving}")
         elif args.action == "history":
             for v in versions:
-                latest = "  (latest)" if v.version == info.version else ""
-                print(f"v{v.version}  {v.created_at}  {v.digest}{latest}")
+                mark = "  (serving)" if v.version == info.version else ""
+                print(f"v{v.version}  {v.created_at}  {v.digest}{mark}")
+            if events:
+                print()
+            for e in events:
+                what = f" v{e.version}" if e.version is not None else ""
+                note = f"  ({e.note})" if e.note else ""
+                print(f"r{e.revision}  {e.at}  {e.kind}{what}{note}")
         else:
             art = rt.artifact(project=info.project, stage_name=info.name)
             state = "PAUSED" if info.paused else "running"
-            print(f"id {info.id} · {state}")
+            print(f"id {info.id} · {state} · {serving}")
             print(_summary(art, f"versions {', '.join(f'v{v.version}' for v in versions)}"))
     return EXIT_OK
 

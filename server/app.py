@@ -30,6 +30,7 @@ from stageguard.api import Embedded, PolicyError
 from stageguard.api.publish import SourceRejected, publish_source
 from stageguard.compiler.diagnostics import as_data
 from stageguard.runtime import limits, package_version
+from stageguard.runtime.decision_log import LogSettings
 from stageguard.runtime.engine import (
     InvalidRequest,
     NeedsScorer,
@@ -41,7 +42,12 @@ from stageguard.runtime.engine import (
     project_id,
 )
 from stageguard.runtime.model import IDENTIFIER, NAME, FailMode, MetricSpec, StageType
-from stageguard.runtime.registry import RegistryError, RevisionConflict
+from stageguard.runtime.registry import (
+    Candidate,
+    RegistryError,
+    RevisionConflict,
+    ServingChange,
+)
 from stageguard.server.auth import (
     SESSION_SECONDS,
     Principal,
@@ -55,7 +61,9 @@ from stageguard.server.metrics import ServerMetrics
 from stageguard.server.models import (
     REF,
     ApiKeyLogin,
+    CandidateOut,
     ErrorOut,
+    EventOut,
     InvokeRequest,
     InvokeResponse,
     LoginOut,
@@ -63,6 +71,7 @@ from stageguard.server.models import (
     ProjectOut,
     PublishOut,
     RulesetIn,
+    ServingIn,
     SourcePublish,
     StageCreate,
     StageOut,
@@ -106,6 +115,7 @@ class ServerConfig:
     flush_timeout: float = 10.0
     deliver_webhooks: bool = True
     scorer_threads: int = 8
+    decision_log: LogSettings | None = None  # where decisions are logged (docs/operations.md)
 
 
 # ---- errors -----------------------------------------------------------------------------
@@ -306,7 +316,9 @@ def _stage_out(info: StageInfo) -> StageOut:
                     project_id=project_id(info.project), created_by=CREATED_BY,
                     type=info.type.value,
                     description=info.description, paused=info.paused, version=info.version,
-                    versions=list(info.versions), fail_mode=info.fail_mode.value)
+                    versions=list(info.versions), fail_mode=info.fail_mode.value,
+                    candidate=None if info.candidate is None
+                    else CandidateOut(**info.candidate.model_dump()))
 
 
 def _rulesets_arg(primary: list[RulesetIn] | str | None,
@@ -355,7 +367,9 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                  scorer_threads=config.scorer_threads,
                                  record_local_versions=config.record_local_versions,
                                  max_staleness=config.max_staleness,
-                                 on_stale=config.on_stale, cache_dir=config.cache_dir)
+                                 on_stale=config.on_stale, cache_dir=config.cache_dir,
+                                 decision_log=config.decision_log.open()
+                                 if config.decision_log is not None else None)
     backend = Embedded(runtime)
     metrics = ServerMetrics(runtime)
     bearer = HTTPBearer(auto_error=False, description="A token with role `invoke` or `admin`")
@@ -584,6 +598,42 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         return _stage_out(backend.set_paused(pause, project=key[0], stage_name=key[1],
                                              stage_id=None,
                                              expected_revision=expected(if_match)))
+
+    @app.put("/projects/{project}/stages/{stage}/serving", tags=["stages"],
+             response_model=StageOut, summary="Shadow or roll out a version, promote it, "
+             "roll back, or clear the candidate (one registry event)",
+             responses={409: {"model": ErrorOut, "description": "If-Match is stale"}})
+    def serving(_: Admin, body: ServingIn, project: str = project_param,
+                stage: str = stage_param, if_match: str | None = Header(
+                    default=None, max_length=64, description="Change it only if the registry "
+                    "is still at this revision; 409 otherwise")) -> StageOut:
+        key = stage_key(project, stage)
+        where = {"project": key[0], "stage_name": key[1]}
+        needs = {"shadow": ("version",), "rollout": ("version", "percent", "key"),
+                 "rollback": ("version",)}.get(body.action, ())
+        missing = [n for n in needs if getattr(body, n) is None]
+        if missing:
+            raise InvalidRequest(f"{body.action} needs {' and '.join(missing)}")
+        version, revision = body.version or 0, expected(if_match)
+        change = {
+            "shadow": lambda: ServingChange("shadow", Candidate(version=version,
+                                                                mode="shadow")),
+            "rollout": lambda: ServingChange("rollout", Candidate(
+                version=version, mode="rollout", percent=body.percent, key=body.key)),
+            "promote": lambda: ServingChange("promoted"),
+            "rollback": lambda: ServingChange("rolled_back", version=version),
+            "clear": lambda: ServingChange("cleared"),
+        }[body.action]()
+        return _stage_out(runtime.set_serving(change, expected_revision=revision, **where))
+
+    @app.get("/projects/{project}/stages/{stage}/history", tags=["stages"],
+             response_model=list[EventOut], summary="The stage's registry events, oldest first")
+    def history(_: Admin, project: str = project_param,
+                stage: str = stage_param) -> list[EventOut]:
+        key = stage_key(project, stage)
+        return [EventOut(revision=e.revision, kind=e.kind, version=e.version, at=e.at,
+                         note=e.note)
+                for e in runtime.stage_history(project=key[0], stage_name=key[1])]
 
     @app.get("/projects/{project}/stages/{stage}/versions", tags=["stages"],
              response_model=list[VersionOut], summary="Every published version")

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from stageguard.runtime.decision_log import FieldRule, LogPolicy, LogSettings
 from stageguard.runtime.webhooks import networks
 from stageguard.server.auth import TokenError, TokenFile, load_tokens
 
@@ -80,11 +81,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     serve.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="close a connection whose request body takes longer after its "
                        "headers")
+    serve.add_argument("--decision-log", metavar="FILE",
+                       help="log every decision as a JSON line to FILE, rotated at "
+                       "--decision-log-max-bytes (with --workers, FILE.wN per worker)")
+    serve.add_argument("--decision-log-max-bytes", type=int, default=64 * 2**20,
+                       metavar="BYTES", help="rotate the decision log at this size "
+                       "(default 64 MiB; 5 older files are kept)")
+    serve.add_argument("--decision-log-url", metavar="URL",
+                       help="also POST decision events in gzip batches to this collector")
+    serve.add_argument("--decision-log-store", action="store_true",
+                       help="also log decisions into the PostgreSQL registry's own table")
+    serve.add_argument("--log-payload", action="append", default=[], metavar="STAGES",
+                       help="log the payload text of these stages (PROJECT/STAGE, fnmatch "
+                       "patterns, comma-separated; by default no text is logged)")
+    serve.add_argument("--log-mask", action="append", default=[], metavar="FIELD[@STAGES]",
+                       help="replace a logged field with *** (metadata.user, metadata.*, "
+                       "metrics.NAME, payload.input, payload), for the stages named")
+    serve.add_argument("--log-drop", action="append", default=[], metavar="FIELD[@STAGES]",
+                       help="leave a field out of the decision log, for the stages named")
     serve.add_argument("--log-level", default="info",
                        choices=("debug", "info", "warning", "error"))
     serve.add_argument("--no-access-log", action="store_true")
     serve.add_argument("--openapi", action="store_true",
                        help="print the OpenAPI document and exit")
+
+
+def _decision_log(args: argparse.Namespace, registry: Path | str) -> LogSettings | None:
+    """The decision-log settings the flags give (None: no sink named)."""
+
+    if args.decision_log_store and isinstance(registry, Path):
+        raise ValueError("--decision-log-store logs into a PostgreSQL registry; this one is a "
+                         "directory (use --decision-log FILE)")
+    if not (args.decision_log or args.decision_log_url or args.decision_log_store):
+        if args.log_payload or args.log_mask or args.log_drop:
+            raise ValueError("--log-payload/--log-mask/--log-drop shape a decision log: name "
+                             "one with --decision-log, --decision-log-url or "
+                             "--decision-log-store")
+        return None
+    rules = [FieldRule.parse(text, "mask") for text in args.log_mask] + \
+        [FieldRule.parse(text, "drop") for text in args.log_drop]
+    stages = tuple(p for text in args.log_payload for p in text.split(",") if p)
+    path = args.decision_log
+    index = os.environ.get(WORKER_INDEX_ENV)
+    if path is not None and index is not None:  # one file per worker: no interleaved lines
+        path = f"{path}.w{index}"
+    if args.decision_log_max_bytes < 4096:
+        raise ValueError("--decision-log-max-bytes is at least 4096")
+    return LogSettings(file=path, url=args.decision_log_url,
+                       postgres=str(registry) if args.decision_log_store else None,
+                       policy=LogPolicy(stages, tuple(rules)),
+                       max_bytes=args.decision_log_max_bytes)
 
 
 def _loopback(host: str) -> bool:
@@ -145,8 +191,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --webhook-allow-network: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        decision_log = _decision_log(args, registry)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = ServerConfig(
-        registry=registry, tokens=tokens, max_body=args.max_body,
+        registry=registry, tokens=tokens, max_body=args.max_body, decision_log=decision_log,
         webhook_allow_hosts=tuple(args.webhook_allow_host) if args.webhook_allow_host
         else None, webhook_allow_networks=tuple(args.webhook_allow_network or ()),
         invoke_subscriptions=args.invoke_subscriptions,
@@ -219,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 WORKER_ENV = "STAGEGUARD_SERVE_WORKER"
+WORKER_INDEX_ENV = "STAGEGUARD_SERVE_WORKER_INDEX"
 
 
 def _supervise(workers: int) -> int:
@@ -230,7 +282,8 @@ def _supervise(workers: int) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="stageguard-metrics-")
     env = {**os.environ, WORKER_ENV: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     command = [sys.executable, "-m", "stageguard.cli", *sys.argv[1:]]
-    children = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    children = [subprocess.Popen(command, env={**env, WORKER_INDEX_ENV: str(i)})
+                for i in range(workers)]
     stopping = False
 
     def stop(signum: int, frame: object) -> None:

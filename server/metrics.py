@@ -64,6 +64,32 @@ class _RuntimeCollector(Collector):
                                     "reads of the registry (0: in sync)")
         failing.add_metric([], sync.failures)
         yield failing
+        shadow = rt.shadow.snapshot()
+        decided = CounterMetricFamily("stageguard_shadow_decisions", "Requests a shadow "
+                                      "candidate also decided", labels=["project", "stage"])
+        for (project, stage), count in sorted(shadow.decided.items()):
+            decided.add_metric([project, stage], count)
+        yield decided
+        differ = CounterMetricFamily(
+            "stageguard_shadow_disagreements", "Shadow decisions whose status differs from the "
+            "serving version's", labels=["project", "stage", "from_status", "to_status"])
+        for labels, count in sorted(shadow.disagreements.items()):
+            differ.add_metric(list(labels), count)
+        yield differ
+        if rt.decision_log is not None:
+            stats = rt.decision_log.stats()
+            events = CounterMetricFamily("stageguard_decision_log_events", "Decision-log "
+                                         "events by sink and outcome",
+                                         labels=["sink", "outcome"])
+            retries = CounterMetricFamily("stageguard_decision_log_retries", "Failed batch "
+                                          "writes tried again", labels=["sink"])
+            events.add_metric(["log", "dropped"], stats.dropped)
+            for name, sink in sorted(stats.sinks.items()):
+                events.add_metric([name, "delivered"], sink.delivered)
+                events.add_metric([name, "dropped"], sink.dropped)
+                retries.add_metric([name], sink.retried)
+            yield events
+            yield retries
         info = GaugeMetricFamily("stageguard_build_info", "stageguard version",
                                  labels=["version"])
         info.add_metric([package_version()], 1)

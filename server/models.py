@@ -175,6 +175,33 @@ class StageOut(BaseModel):
     version: int
     versions: list[int]
     fail_mode: Literal["open", "closed"]
+    candidate: CandidateOut | None = Field(default=None, description="stageguard: a shadow or "
+                                           "rollout version beside `version`")
+
+
+class CandidateOut(BaseModel):
+    version: int
+    mode: Literal["shadow", "rollout"]
+    percent: float
+    key: str | None
+
+
+class ServingIn(_In):
+    """Change what a central stage serves: `shadow`/`rollout` a version beside the serving
+    one, `promote` the candidate, `rollback` to a version, `clear` the candidate."""
+
+    action: Literal["shadow", "rollout", "promote", "rollback", "clear"]
+    version: int | None = Field(default=None, ge=1)
+    percent: float | None = Field(default=None, ge=0, le=100)
+    key: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class EventOut(BaseModel):
+    revision: int
+    kind: str
+    version: int | None
+    at: str
+    note: str | None
 
 
 class VersionOut(BaseModel):

@@ -170,7 +170,10 @@ def test_stage_pause_show_history_resume(policies: Path) -> None:
     assert show["paused"] is True and show["version"] == 1 and show["type"] == "central"
     run("stage", "resume", "output_guard", "--registry", "reg", cwd=policies)
     hist = run("stage", "history", "output_guard", "--registry", "reg", cwd=policies).stdout
-    assert hist.startswith("v1  ") and hist.rstrip().endswith("(latest)")
+    versions, events = hist.split("\n\n")
+    assert versions.startswith("v1  ") and versions.rstrip().endswith("(serving)")
+    assert [line.split()[2:] for line in events.splitlines()] == [
+        ["published", "v1"], ["paused"], ["resumed"]]
 
 
 def test_invoke_local_stage_with_source_rulesets(policies: Path) -> None:
