@@ -17,6 +17,7 @@ from typing import Any
 
 from stageguard.cli import galileo as cli_galileo
 from stageguard.cli import policy_tests as cli_test
+from stageguard.cli import replay as cli_replay
 from stageguard.cli import review as cli_review
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
@@ -106,6 +107,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_review.add_parsers(sub)
     cli_galileo.add_parsers(sub)
     cli_test.add_parser(sub)
+    cli_replay.add_parser(sub)
     _add_serve(sub)
     return p
 
@@ -142,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_galileo.run(args)
         if args.command == "test":
             return cli_test.run(args)
+        if args.command == "replay":
+            return cli_replay.run(args)
         if args.command == "serve":
             from stageguard.server.cli import run as serve
 

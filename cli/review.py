@@ -51,6 +51,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     d.add_argument("--registry", default="registry", metavar="DIR",
                    help="registry for registry: sides (default: ./registry)")
     d.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    d.add_argument("--traffic", nargs="+", metavar="LOG",
+                   help="count the logged decisions (JSONL files, or a postgresql:// "
+                   "registry's table) that lie in each changed region")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,6 +204,15 @@ def _diff(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     only = old.only or new.only
     report = diff(_narrow(old, only), _narrow(new, only), old.label, new.label)
+    if args.traffic:
+        from stageguard.cli.replay import log_events, missing_log
+        from stageguard.compiler.traffic import with_traffic
+
+        missing = missing_log(args.traffic)
+        if missing:
+            print(f"error: no decision log {missing}", file=sys.stderr)
+            return EXIT_ERROR
+        report = with_traffic(report, list(log_events(args.traffic)))
     if args.format == "json":
         sys.stdout.write(as_json(report) + "\n")
     elif args.format == "markdown":

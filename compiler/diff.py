@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from stageguard.compiler.analysis import (
     Box,
@@ -27,6 +28,9 @@ from stageguard.compiler.analysis import (
 )
 from stageguard.compiler.unparse import rule_source
 from stageguard.runtime.model import Artifact, MetricSpec, RulesetSpec, RuleSpec, Status
+
+if TYPE_CHECKING:
+    from stageguard.compiler.traffic import StageTraffic
 
 TIGHTENED = "tightened: more payloads trigger"
 LOOSENED = "loosened: fewer payloads trigger"
@@ -107,6 +111,8 @@ class StageDiff:
     regions: tuple[Region, ...]
     space: Space | None = field(default=None, compare=False, repr=False)
     hooks: tuple[HookRegion, ...] = ()
+    # How many logged decisions lie in each region (`diff --traffic`, compiler/traffic.py).
+    traffic: StageTraffic | None = field(default=None, compare=False)
 
     @property
     def behaviour_changed(self) -> bool:
@@ -130,9 +136,18 @@ class StageDiff:
             "new_version": self.new.version if self.new else None,
             "behaviour_changed": self.behaviour_changed,
             "changes": [c.to_data() for c in self.changes],
-            "regions": [r.to_data() for r in self.regions],
+            "regions": [self._region_data(i, r) for i, r in enumerate(self.regions)],
             "webhooks": [h.to_data() for h in self.hooks],
+            **({"traffic": self.traffic.to_data()} if self.traffic is not None else {}),
         }
+
+    def _region_data(self, i: int, region: Region) -> dict[str, object]:
+        data = region.to_data()
+        t = self.traffic
+        if t is not None:
+            data["traffic"] = {"count": t.regions[i], "share": t.share(t.regions[i]),
+                               "examples": t.examples[i]}
+        return data
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import json
 import os
 import ssl
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,15 +120,15 @@ class HttpSink:
 
 
 def read_events(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
-    """Every event of JSONL decision logs (plain or .gz), in file order; an unterminated last
-    line (a crash mid-write) and lines that are not JSON objects are skipped."""
-    events: list[dict[str, Any]] = []
-    for event in iter_events(paths):
-        events.append(event)
-    return events
+    """Every event of JSONL decision logs (plain or .gz), in file order, without the lines
+    `iter_events` cannot read."""
+    return [e for e in iter_events(paths) if e is not None]
 
 
-def iter_events(paths: Sequence[str | os.PathLike[str]]) -> Any:
+def iter_events(paths: Sequence[str | os.PathLike[str]]) -> Iterator[dict[str, Any] | None]:
+    """The events of JSONL decision logs (plain or .gz) one by one, and None for each line
+    that is not a JSON object (a reader counts those); an unterminated last line (a crash
+    mid-write) is not an event and is skipped."""
     for path in paths:
         opener = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "rb") as f:
@@ -138,6 +138,6 @@ def iter_events(paths: Sequence[str | os.PathLike[str]]) -> Any:
                 try:
                     event = json.loads(line)
                 except ValueError:
+                    yield None
                     continue
-                if isinstance(event, dict):
-                    yield event
+                yield event if isinstance(event, dict) else None

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from stageguard.runtime import collector
 from stageguard.runtime.catalog import BUILTIN_METRICS
-from stageguard.runtime.evaluate import Decider, compile_decider, compile_precomputed
+from stageguard.runtime.evaluate import (
+    Decider,
+    Failure,
+    Outcomes,
+    compile_decider,
+    compile_precomputed,
+)
 from stageguard.runtime.identity import StageKeys, stage_id
 from stageguard.runtime.model import Artifact, FailMode, MetricSpec, SourceMap
 from stageguard.runtime.registry import (
@@ -117,6 +124,18 @@ class LoadedStage:
                                 f"v{self.artifact.version} does not match its rulesets")
         self._source_map = smap
         return smap
+
+    def decide_values(self, values: dict[str, object],
+                      resolve: Callable[[str], object]) -> Outcomes:
+        """The outcomes for values that may already hold failures (a logged or an earlier
+        decision's): the precomputed path takes plain values only; `resolve` is asked for
+        what `values` lacks."""
+        quick = self.decide_precomputed
+        if quick is not None and not any(isinstance(v, Failure) for v in values.values()):
+            found = quick(values)
+            if found is not None:
+                return found
+        return self.decide(values, resolve)
 
     def with_paused(self, paused: bool) -> LoadedStage:
         """This stage in the given paused state (itself when that is already its state)."""

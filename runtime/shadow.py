@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from stageguard.runtime.evaluate import Failure, outcomes_status, statuses_of
+from stageguard.runtime.evaluate import outcomes_status, statuses_of
 from stageguard.runtime.model import Status
 from stageguard.runtime.resolution import Resolution
 from stageguard.runtime.workers import WorkQueue
@@ -43,13 +43,9 @@ class ShadowJob:
 
 def shadow_status(candidate: LoadedStage, values: dict[str, object],
                   resolve: Callable[[str], object]) -> tuple[Status, tuple[Status, ...]]:
-    """The candidate's stage status and per-ruleset statuses for these values (which may
-    hold the active decision's failures: the precomputed path takes plain values only)."""
-    quick = candidate.decide_precomputed
-    plain = not any(isinstance(v, Failure) for v in values.values())
-    found = quick(values) if quick is not None and plain else None
-    if found is None:
-        found = candidate.decide(values, resolve)
+    """The candidate's stage status and per-ruleset statuses for these values (which hold
+    the active decision's, failures included)."""
+    found = candidate.decide_values(values, resolve)
     status = _T if _T in found else outcomes_status(found)
     return status, statuses_of(found)
 
