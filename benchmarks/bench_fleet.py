@@ -1,7 +1,8 @@
 """Fleet propagation: a pause made by one process, until each of 3 replica runtimes answers
-`paused`; over a PostgreSQL registry (NOTIFY wakes the replicas; they poll every 30 s, so
-only the notification can be fast) and over a directory registry (polled every 0.5 s),
-measured in the same run. Also the decision with the store up against the store down.
+`paused` (runtimes in this process, and `stageguard serve` processes asked over HTTP); over
+a PostgreSQL registry (NOTIFY wakes the replicas; they poll every 30 s, so only the
+notification can be fast) and over a directory registry (polled every 0.5 s), measured in
+the same run. Also the decision with the store up against the store down.
 
 Run: .venv/bin/python benchmarks/bench_fleet.py [--trials N]
 Goal (issue 15): < 200 ms with NOTIFY; < poll_interval + 200 ms without.
@@ -90,6 +91,46 @@ def _publish_to_served(url: str, trials: int) -> list[float]:
     return took
 
 
+def _process_propagation(target: str, poll: float, trials: int) -> list[float]:
+    """As `_propagation`, to 3 `stageguard serve` processes asked over HTTP (each poll of a
+    replica is one loopback request, so the figure includes up to one request's time)."""
+    import httpx
+
+    from tests.server_helpers import ADMIN, serve_process
+
+    store: RegistryStore = open_store(target)
+    store.migrate()
+    store.publish(compile_paths([str(ROOT / "policies")]).artifacts)
+    project, stage = sorted((p, s) for p, stages in store.read_index().projects.items()
+                            for s in stages)[0]
+    quiet = ("--poll-interval", str(poll), "--no-access-log", "--log-level", "warning")
+    body = {"payload": {"output": "x"}, "project_name": project, "stage_name": stage}
+    took = []
+    with serve_process(target, *quiet) as (a, _), serve_process(target, *quiet) as (b, _), \
+            serve_process(target, *quiet) as (c, _):
+        clients = [httpx.Client(base_url=u, timeout=10,
+                                headers={"Authorization": f"Bearer {ADMIN}"})
+                   for u in (a, b, c)]
+        time.sleep(0.5)
+        for i in range(trials):
+            paused = i % 2 == 0
+            started = time.perf_counter()
+            store.set_paused(project, stage, paused)
+            pending = list(clients)
+            while pending:
+                pending = [cl for cl in pending if (cl.post("/protect/invoke", json=body).json()
+                                                    ["status"].lower() == "paused") != paused]
+                if pending:
+                    time.sleep(0.001)
+            took.append(time.perf_counter() - started)
+        for cl in clients:
+            cl.close()
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+    return took
+
+
 STORM = """
 import sys
 from stageguard.compiler.pipeline import compile_text
@@ -117,9 +158,13 @@ def main() -> int:
         notify = _propagation(server.new_database(), 30.0, args.trials)
         polled = _propagation(str(Path(tmp) / "reg"), 0.5, args.trials)
         served = _publish_to_served(server.new_database(), args.trials)
+        notify_procs = _process_propagation(server.new_database(), 30.0, args.trials)
+        polled_procs = _process_propagation(str(Path(tmp) / "reg-procs"), 0.5, args.trials)
         print(f"pause/resume -> all 3 replicas, {args.trials} trials:")
         for name, values, goal in (("postgresql + NOTIFY (poll 30 s)", notify, 0.2),
-                                   ("directory, poll 0.5 s", polled, 0.7)):
+                                   ("directory, poll 0.5 s", polled, 0.7),
+                                   ("3 serve processes, NOTIFY", notify_procs, 0.2),
+                                   ("3 serve processes, directory 0.5 s", polled_procs, 0.7)):
             print(f"  {name:34}: p50 {statistics.median(values) * 1000:7.1f} ms  p99 "
                   f"{_pct(values, 0.99) * 1000:7.1f} ms  (goal < {goal * 1000:.0f} ms)")
         print(f"publish -> all 3 replicas decide with it (NOTIFY): p50 "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import json
 import logging
 import math
 import threading
@@ -33,6 +34,9 @@ log = logging.getLogger("stageguard.runtime")
 
 EVENT_VERSION = 1
 MASKED = "***"
+LOG_EVERY = 60.0  # seconds between two error lines about one failing sink
+WAIT = 0.05  # how long a buffer's consumer sleeps when fewer than a batch are waiting
+CHUNK = 64  # events built and encoded between two yields of the interpreter
 SECTIONS = ("metadata", "metrics", "payload")
 
 
@@ -149,8 +153,17 @@ class Decision:
     shadow: dict[str, Any] | None = None
 
 
+_second: list[object] = [None, ""]  # the last second formatted, and its text
+
+
 def _iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Epoch nanoseconds as UTC ISO 8601 with microseconds; a log's events mostly share a
+    second, whose text is formatted once."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    if _second[0] != seconds:
+        _second[1] = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = seconds
+    return f"{_second[1]}.{rest // 1000:06d}Z"
 
 
 def build_event(decision: Decision) -> dict[str, Any]:
@@ -189,11 +202,13 @@ def build_event(decision: Decision) -> dict[str, Any]:
 # ---- the log and its sinks -------------------------------------------------------------------
 
 class Sink(Protocol):
-    """Where events go: `write` delivers one batch or raises (the worker retries)."""
+    """Where events go: `write` delivers one batch or raises (the worker retries). `lines`
+    are the events encoded, one JSON line each (encoded once for every sink)."""
 
     name: str
 
-    def write(self, events: Sequence[dict[str, Any]]) -> None: ...
+    def write(self, events: Sequence[dict[str, Any]],
+              lines: Sequence[bytes] | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -208,39 +223,51 @@ class SinkStats:
 
 
 class _Buffer:
-    """A bounded FIFO with a condition: offers never block; a full buffer drops."""
+    """A bounded FIFO that costs an offer one append: no lock, no wake-up per item (a
+    deque's append and popleft are atomic). The consumer wakes every `wait` seconds, or at
+    once when `batch` items are waiting; a full buffer drops."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, batch: int) -> None:
         self.items: deque[Any] = deque()
         self.capacity = capacity
-        self.cond = threading.Condition()
+        self.batch = batch
+        self.wake = threading.Event()
         self.closed = False
-        self.busy = 0  # items taken, not yet finished
+        self.busy = 0  # items taken, not yet finished (written by the consumer only)
 
     def offer(self, item: Any) -> bool:
-        with self.cond:
-            if self.closed or len(self.items) >= self.capacity:
-                return False
-            self.items.append(item)
-            self.cond.notify()
-            return True
+        items = self.items
+        if self.closed or len(items) >= self.capacity:
+            return False
+        items.append(item)
+        if len(items) == self.batch:
+            self.wake.set()
+        return True
 
     def take(self, most: int, wait: float) -> list[Any]:
-        with self.cond:
-            if not self.items and not self.closed:
-                self.cond.wait(wait)
-            batch = [self.items.popleft() for _ in range(min(most, len(self.items)))]
-            self.busy += len(batch)
-            return batch
+        if len(self.items) < self.batch and not self.closed:
+            self.wake.wait(wait)
+        self.wake.clear()
+        batch = []
+        pop = self.items.popleft
+        for _ in range(min(most, len(self.items))):
+            batch.append(pop())
+        self.busy = len(batch)
+        return batch
 
     def done(self, count: int) -> None:
-        with self.cond:
-            self.busy -= count
-            self.cond.notify_all()
+        self.busy = 0
 
     def pending(self) -> int:
-        with self.cond:
-            return len(self.items) + self.busy
+        return len(self.items) + self.busy
+
+    def close(self) -> int:
+        """Stop taking offers; how many items were still waiting (then dropped)."""
+        self.closed = True
+        left = len(self.items)
+        self.items.clear()
+        self.wake.set()
+        return left
 
 
 class SinkWorker:
@@ -251,23 +278,24 @@ class SinkWorker:
                  attempts: int = 8, backoff: float = 0.05, max_backoff: float = 2.0) -> None:
         self.sink = sink
         self.stats = SinkStats()
-        self._buffer = _Buffer(capacity)
+        self._buffer = _Buffer(capacity, batch)
         self._batch = batch
         self._attempts = attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._stop = threading.Event()
+        self._logged_at = -LOG_EVERY
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"stageguard-log-{sink.name}")
         self._thread.start()
 
-    def offer(self, event: dict[str, Any]) -> None:
-        if not self._buffer.offer(event):
+    def offer(self, item: tuple[dict[str, Any], bytes]) -> None:
+        if not self._buffer.offer(item):
             self.stats.dropped += 1
 
     def _run(self) -> None:
         while True:
-            batch = self._buffer.take(self._batch, 0.2)
+            batch = self._buffer.take(self._batch, WAIT)
             if not batch:
                 if self._buffer.closed:
                     return
@@ -277,11 +305,13 @@ class SinkWorker:
             finally:
                 self._buffer.done(len(batch))
 
-    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+    def _deliver(self, batch: list[tuple[dict[str, Any], bytes]]) -> None:
         delay = self._backoff
+        events = [event for event, _ in batch]
+        lines = [line for _, line in batch]
         for attempt in range(1, self._attempts + 1):
             try:
-                self.sink.write(batch)
+                self.sink.write(events, lines)
             except Exception as exc:  # any failure of the sink is the sink's
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -295,25 +325,19 @@ class SinkWorker:
                 self.stats.delivered += len(batch)
                 return
         self.stats.dropped += len(batch)
-        log.error("decision log sink %s dropped %d events: %s", self.sink.name, len(batch),
-                  self.stats.last_error)
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:  # a sink that stays down says so once a minute
+            self._logged_at = now
+            log.error("decision log sink %s dropped %d events so far: %s", self.sink.name,
+                      self.stats.dropped, self.stats.last_error)
 
     def flush(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self._buffer.pending():
-            if time.monotonic() >= deadline:
-                return False
-            self._stop.wait(0.005)
-        return True
+        return _drain(self._buffer, timeout)
 
     def close(self, timeout: float) -> None:
         self.flush(timeout)
         self._stop.set()  # a write still retrying gives up
-        with self._buffer.cond:
-            self._buffer.closed = True
-            self.stats.dropped += len(self._buffer.items)
-            self._buffer.items.clear()
-            self._buffer.cond.notify_all()
+        self.stats.dropped += self._buffer.close()
         self._thread.join(timeout=5)
         try:
             self.sink.close()
@@ -339,7 +363,7 @@ class DecisionLog:
         names = [w.sink.name for w in self.workers]
         if len(set(names)) != len(names):
             raise ValueError(f"two decision log sinks share a name: {names}")
-        self._buffer = _Buffer(capacity)
+        self._buffer = _Buffer(capacity, 500)
         self.recorded = 0
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -357,7 +381,7 @@ class DecisionLog:
 
     def _run(self) -> None:
         while True:
-            batch = self._buffer.take(500, 0.2)
+            batch = self._buffer.take(CHUNK, WAIT)
             if not batch:
                 if self._buffer.closed:
                     return
@@ -366,13 +390,15 @@ class DecisionLog:
                 for decision in batch:
                     try:
                         event = self.policy.redact(build_event(decision))
+                        line = encode_line(event)  # once, for every sink
                     except Exception:
                         log.exception("decision event not built")
                         continue
                     for worker in self.workers:
-                        worker.offer(event)
+                        worker.offer((event, line))
             finally:
                 self._buffer.done(len(batch))
+            time.sleep(0)  # between chunks, let a deciding thread have the interpreter
 
     def stats(self) -> LogStats:
         return LogStats(self.recorded, self.dropped,
@@ -380,22 +406,33 @@ class DecisionLog:
 
     def flush(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
-        while self._buffer.pending():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
+        if not _drain(self._buffer, timeout):
+            return False
         return all(w.flush(max(0.0, deadline - time.monotonic())) for w in self.workers)
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
-        with self._buffer.cond:
-            self._buffer.closed = True
-            self.dropped += len(self._buffer.items)
-            self._buffer.items.clear()
-            self._buffer.cond.notify_all()
+        self.dropped += self._buffer.close()
         self._thread.join(timeout=5)
         for w in self.workers:
             w.close(max(0.1, timeout / 2))
+
+
+def _drain(buffer: _Buffer, timeout: float) -> bool:
+    """Wait until `buffer` is empty and its consumer idle (waking it); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while buffer.pending():
+        if time.monotonic() >= deadline:
+            return False
+        buffer.wake.set()
+        time.sleep(0.005)
+    return True
+
+
+def encode_line(event: Mapping[str, Any]) -> bytes:
+    """An event as one JSON line (strict JSON: non-finite numbers are tagged already)."""
+    return (json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            + "\n").encode("utf-8")
 
 
 def metric_values(event: Mapping[str, Any]) -> dict[str, object] | None:

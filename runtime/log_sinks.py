@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stageguard.runtime.decision_log import encode_line
 
-def encode_lines(events: Sequence[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(e, ensure_ascii=False, allow_nan=False,
-                              separators=(",", ":")) + "\n" for e in events).encode("utf-8")
+
+def encode_lines(events: Sequence[dict[str, Any]],
+                 lines: Sequence[bytes] | None = None) -> bytes:
+    """The batch as JSON lines: `lines` when the log encoded them already."""
+    if lines is not None:
+        return b"".join(lines)
+    return b"".join(encode_line(e) for e in events)
 
 
 class JsonlSink:
@@ -44,8 +49,9 @@ class JsonlSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")  # noqa: SIM115 (held open across batches)
 
-    def write(self, events: Sequence[dict[str, Any]]) -> None:
-        data = encode_lines(events)
+    def write(self, events: Sequence[dict[str, Any]],
+              lines: Sequence[bytes] | None = None) -> None:
+        data = encode_lines(events, lines)
         with self._lock:
             if self._file.tell() and self._file.tell() + len(data) > self.max_bytes:
                 self._rotate()
@@ -98,8 +104,9 @@ class HttpSink:
                           else http.client.HTTPConnection(host, port, timeout=self._timeout))
         return self._conn
 
-    def write(self, events: Sequence[dict[str, Any]]) -> None:
-        body = gzip.compress(encode_lines(events), compresslevel=5)
+    def write(self, events: Sequence[dict[str, Any]],
+              lines: Sequence[bytes] | None = None) -> None:
+        body = gzip.compress(encode_lines(events, lines), compresslevel=5)
         path = (self._parts.path or "/") + (f"?{self._parts.query}" if self._parts.query else "")
         conn = self._connection()
         try:

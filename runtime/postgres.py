@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -378,15 +379,18 @@ class PostgresRegistry:
                 self._commit(cur, [event])
         return entry
 
-    def write_decisions(self, events: Sequence[dict[str, Any]]) -> None:
+    def write_decisions(self, events: Sequence[dict[str, Any]],
+                        lines: Sequence[bytes] | None = None) -> None:
         """Decision-log events into `stageguard_decisions` (a retried batch inserts nothing
-        twice: the decision id is the key)."""
+        twice: the decision id is the key). `lines`: the events as JSON text already."""
+        texts = [line.decode("utf-8") for line in lines] if lines is not None else \
+            [json.dumps(e, allow_nan=False) for e in events]
         with self._transaction() as cur:
             cur.executemany(
-                "INSERT INTO stageguard_decisions VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (decision_id) DO NOTHING",
+                "INSERT INTO stageguard_decisions VALUES (%s, %s, %s, %s, %s, %s, "
+                "%s::jsonb) ON CONFLICT (decision_id) DO NOTHING",
                 [(e["decision_id"], e["at"], e["project"], e["stage"], e["version"],
-                  e["status"], self._jsonb(e)) for e in events])
+                  e["status"], text) for e, text in zip(events, texts, strict=True)])
 
     def read_decisions(self, project: str | None = None, stage: str | None = None
                        ) -> list[dict[str, Any]]:
@@ -459,8 +463,9 @@ class PostgresDecisionSink:
         self.store = PostgresRegistry(url)
         self.name = f"postgresql:{self.store.where}"
 
-    def write(self, events: Sequence[dict[str, Any]]) -> None:
-        self.store.write_decisions(events)
+    def write(self, events: Sequence[dict[str, Any]],
+              lines: Sequence[bytes] | None = None) -> None:
+        self.store.write_decisions(events, lines)
 
     def close(self) -> None:
         self.store.close()

@@ -191,7 +191,7 @@ class ServingIn(_In):
     one, `promote` the candidate, `rollback` to a version, `clear` the candidate."""
 
     action: Literal["shadow", "rollout", "promote", "rollback", "clear"]
-    version: int | None = Field(default=None, ge=1)
+    version: Version | None = None
     percent: float | None = Field(default=None, ge=0, le=100)
     key: str | None = Field(default=None, min_length=1, max_length=256)
 

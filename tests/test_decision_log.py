@@ -4,6 +4,7 @@ and the PostgreSQL store's table, all real."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import math
@@ -146,6 +147,9 @@ def test_an_event_holds_the_decision_and_no_text_unless_asked(tmp_path: Path) ->
     assert event["decision_id"] == r.decision_id == r.trace_metadata.id
     assert (event["project"], event["stage"], event["version"], event["digest"]) == \
         ("p", "s", 1, digest)
+    at = dt.datetime.strptime(event["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    assert (at - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1) == \
+        r.trace_metadata.received_at // 1000
     assert event["revision"] == 1 and event["served"] == "active"
     assert event["status"] == "triggered" and event["ruleset"] == "tox"
     assert event["rulesets"] == [{"name": n, "status": s.value} for n, s in

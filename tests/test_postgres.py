@@ -394,3 +394,43 @@ def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> N
     for versions in seen:
         assert versions == sorted(versions)  # never an older version after a newer one
         assert len(set(versions)) > 1  # the versions did change under the load
+
+
+def test_a_rollout_and_a_rollback_reach_replicas_through_notify(postgres: object) -> None:
+    """Serving changes are registry events like a pause: replicas polling every 30 s follow
+    a rollout, its promotion and a rollback at once."""
+    from stageguard.compiler.pipeline import compile_text
+    from stageguard.runtime.postgres import PostgresRegistry
+    from stageguard.runtime.rollout import takes_candidate
+
+    url = postgres.new_database()  # type: ignore[attr-defined]
+    store = PostgresRegistry(url)
+    store.migrate()
+
+    def version(n: int) -> list[object]:
+        return list(compile_text(f'project f\nstage s {{\n  ruleset r {{\n    when '
+                                 f'output_toxicity > 0.5\n    override {{\n      choice '
+                                 f'"v{n}"\n    }}\n  }}\n}}\n', "s.sg").artifacts)
+
+    store.publish(version(1))  # type: ignore[arg-type]
+    store.publish(version(2), activate=False)  # type: ignore[arg-type]
+    payload = {"output": "x", "metrics": {"output_toxicity": 0.9}}
+    users = [f"u{i}" for i in range(60)]
+    replicas = [Runtime(url, poll_interval=30.0) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        with Runtime(url, poll_interval=None) as admin:
+            admin.rollout_stage(2, 50, "user", stage_name="s")
+            want = {u: "v2" if takes_candidate("f", "s", u, 50) else "v1" for u in users}
+            _until(lambda: all(r.invoke(payload, "s", metadata={"user": u}).text == v
+                               for r in replicas for u, v in want.items()), 5.0)
+            admin.promote_stage(stage_name="s")
+            _until(lambda: all(r.invoke(payload, "s").text == "v2" for r in replicas), 5.0)
+            admin.rollback_stage(1, stage_name="s")
+            _until(lambda: all(r.invoke(payload, "s").text == "v1" for r in replicas), 5.0)
+        kinds = [e.kind for e in store.events_since(0) or []]
+        assert kinds == ["published", "published", "rollout", "promoted", "rolled_back"]
+    finally:
+        for r in replicas:
+            r.close()
+        store.close()

@@ -54,8 +54,10 @@ class ListSink:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def write(self, events: Sequence[dict[str, Any]]) -> None:
-        self.events.extend(json.loads(json.dumps(e, allow_nan=False)) for e in events)
+    def write(self, events: Sequence[dict[str, Any]],
+              lines: Sequence[bytes] | None = None) -> None:
+        assert lines is not None and len(lines) == len(events)
+        self.events.extend(json.loads(line) for line in lines)
 
     def close(self) -> None:
         pass
