@@ -3,7 +3,7 @@ what the service reads of a registry: a mixin of `Runtime`, whose state it uses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,8 @@ from stageguard.runtime.registry import (
     Candidate,
     Event,
     RegistryError,
-    RevisionConflict,
     ServingChange,
+    ServingRefused,
     StageEntry,
     StageExists,
     VersionNotFound,
@@ -192,17 +192,24 @@ class StageManagement:
                          expected_revision=expected_revision)
         return self._changed(key)
 
+    def _write(self, key: Key, write: Callable[[], object]) -> StageInfo:
+        """A registry change to one stage, then how it stands. A missing stage or version is
+        StageNotFound, a change that makes no sense InvalidRequest; RevisionConflict and a
+        store that fails pass through."""
+        try:
+            write()
+        except VersionNotFound as exc:
+            raise StageNotFound(str(exc)) from None
+        except ServingRefused as exc:
+            raise InvalidRequest(str(exc)) from None
+        return self._changed(key)
+
     def _set_paused(self, paused: bool, project: str | None, stage_name: str | None,
                     stage_id: str | None, expected_revision: int | None = None) -> StageInfo:
         registry = self.require_registry()
         key = self._key(project, stage_name, stage_id)
-        try:
-            registry.set_paused(*key, paused, expected_revision=expected_revision)
-        except RevisionConflict:
-            raise
-        except RegistryError as exc:
-            raise StageNotFound(str(exc)) from None
-        return self._changed(key)
+        return self._write(key, lambda: registry.set_paused(
+            *key, paused, expected_revision=expected_revision))
 
     def set_paused(self, paused: bool, *, project: str | None = None,
                    stage_name: str | None = None, stage_id: str | None = None,
@@ -227,15 +234,8 @@ class StageManagement:
         replica); RevisionConflict when `expected_revision` is stale."""
         registry = self.require_registry()
         key = self._key(project, stage_name, stage_id)
-        try:
-            registry.set_serving(*key, change, expected_revision=expected_revision)
-        except RevisionConflict:
-            raise
-        except VersionNotFound as exc:
-            raise StageNotFound(str(exc)) from None
-        except RegistryError as exc:
-            raise InvalidRequest(str(exc)) from None
-        return self._changed(key)
+        return self._write(key, lambda: registry.set_serving(
+            *key, change, expected_revision=expected_revision))
 
     def shadow_stage(self, version: int, **stage: Any) -> StageInfo:
         """`version` decides every request beside the serving one, unseen by callers."""

@@ -32,7 +32,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -73,6 +73,10 @@ class StageExists(RegistryError):
 class RevisionConflict(RegistryError):
     """A conditional write found the store at another revision than the writer read: someone
     else changed it in between, and nothing was written."""
+
+
+class ServingRefused(RegistryError):
+    """A serving change that makes no sense for the stage (nothing written)."""
 
 
 class VersionNotFound(RegistryError):
@@ -222,6 +226,7 @@ def _json_bytes(model: BaseModel) -> bytes:
 
 
 Key = tuple[str, str]
+R = TypeVar("R", bound=BaseModel)
 
 
 class Registry:
@@ -315,34 +320,18 @@ class Registry:
         if revision <= 0:
             return None
         path = self._journal_path(revision)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        commit = _read_record(path, Commit, "journal record")
+        if commit is None:
             return None
-        except OSError as exc:
-            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        try:
-            commit = Commit.model_validate_json(raw)
-        except ValidationError as exc:
-            raise RegistryError(f"{path} is not a valid journal record: "
-                                f"{exc.errors()[0]['msg']}") from exc
         if commit.revision != revision:
             raise RegistryError(f"{path} records revision {commit.revision}, not {revision}")
         return commit
 
     def _stage_file(self, project: str, stage: str) -> StageFile | None:
         path = self._stage_path(project, stage)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        found = _read_record(path, StageFile, "stage entry")
+        if found is None:
             return None
-        except OSError as exc:
-            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        try:
-            found = StageFile.model_validate_json(raw)
-        except ValidationError as exc:
-            raise RegistryError(f"{path} is not a valid stage entry: "
-                                f"{exc.errors()[0]['msg']}") from exc
         problem = _entry_problem(project, stage, found.entry)
         if problem:
             raise RegistryError(f"{path} is not a valid stage entry: {problem}")
@@ -687,17 +676,17 @@ def apply_serving(entry: StageEntry, change: ServingChange, project: str,
     if change.kind in ("shadow", "rollout"):
         cand = change.candidate
         if cand is None or cand.mode != change.kind:
-            raise RegistryError(f"a {change.kind} needs a {change.kind} candidate")
+            raise ServingRefused(f"a {change.kind} needs a {change.kind} candidate")
         if entry.version_entry(cand.version) is None:
             raise VersionNotFound(f"{where} has no version {cand.version}")
         if entry.type is not StageType.CENTRAL:
-            raise RegistryError(f"{where} is a local stage: only central stages have "
+            raise ServingRefused(f"{where} is a local stage: only central stages have "
                                 "candidates")
         serving = entry.serving
         if serving is not None and serving.version == cand.version:
-            raise RegistryError(f"{where} already serves v{cand.version}")
+            raise ServingRefused(f"{where} already serves v{cand.version}")
         if cand.mode == "rollout" and not cand.key:
-            raise RegistryError("a rollout splits traffic by a metadata field: name its key")
+            raise ServingRefused("a rollout splits traffic by a metadata field: name its key")
         if entry.candidate == cand:
             return None
         entry.candidate = cand
@@ -709,7 +698,7 @@ def apply_serving(entry: StageEntry, change: ServingChange, project: str,
         return ("cleared", project, stage, gone.version, gone.describe())
     if change.kind == "promoted":
         if entry.candidate is None:
-            raise RegistryError(f"{where} has no candidate to promote")
+            raise ServingRefused(f"{where} has no candidate to promote")
         promoted, entry.candidate = entry.candidate, None
         latest = entry.latest
         entry.active = None if latest is not None and latest.version == promoted.version \
@@ -766,6 +755,20 @@ def verify_versions(index: Index,
                 except RegistryError as exc:
                     problems.append(str(exc))
     return problems
+
+
+def _read_record(path: Path, model: type[R], what: str) -> R | None:
+    """A small JSON record of the layout (None when the file does not exist)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RegistryError(f"{path} is not a valid {what}: {exc.errors()[0]['msg']}") from exc
 
 
 def _entry_problem(project: str, name: str, entry: StageEntry) -> str | None:
