@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,6 +86,15 @@ def _published(url: str) -> tuple[str, str]:
     return key
 
 
+def version(n: int) -> list[Any]:
+    """Stage f/s whose version n answers "vN" when it triggers."""
+    from stageguard.compiler.pipeline import compile_text
+
+    return list(compile_text(f'project f\nstage s {{\n  ruleset r {{\n    when '
+                             f'output_toxicity > 0.5\n    override {{\n      choice '
+                             f'"v{n}"\n    }}\n  }}\n}}\n', "s.sg").artifacts)
+
+
 def _until(predicate: object, seconds: float) -> float:
     started = time.monotonic()
     while not predicate():  # type: ignore[operator]
@@ -118,7 +128,6 @@ def test_a_pause_and_a_version_reach_three_replica_processes(
     """Three `serve` processes on one registry; another process pauses the stage, resumes
     it and publishes a version: each replica answers with every change. PostgreSQL replicas
     poll every 30 s (only the NOTIFY is in time); directory replicas every 0.3 s."""
-    from stageguard.compiler.pipeline import compile_text
     from stageguard.runtime.store import open_store
 
     target = (request.getfixturevalue("postgres").new_database() if kind == "postgresql"
@@ -126,12 +135,7 @@ def test_a_pause_and_a_version_reach_three_replica_processes(
     store = open_store(target)
     store.migrate()
 
-    def version(n: int) -> list[object]:
-        return list(compile_text(f'project f\nstage s {{\n  ruleset r {{\n    when '
-                                 f'output_toxicity > 0.5\n    override {{\n      choice '
-                                 f'"v{n}"\n    }}\n  }}\n}}\n', "s.sg").artifacts)
-
-    store.publish(version(1))  # type: ignore[arg-type]
+    store.publish(version(1))
     poll = "30" if kind == "postgresql" else "0.3"
     quiet = ("--poll-interval", poll, "--no-access-log", "--log-level", "warning")
     body = {"payload": {"output": "x", "metrics": {"output_toxicity": 0.9}},
@@ -150,7 +154,7 @@ def test_a_pause_and_a_version_reach_three_replica_processes(
         assert answers() == [("triggered", "v1")] * 3
         for change, want in ((lambda: store.set_paused("f", "s", True), ("paused", "x")),
                              (lambda: store.set_paused("f", "s", False), ("triggered", "v1")),
-                             (lambda: store.publish(version(2)),  # type: ignore[arg-type]
+                             (lambda: store.publish(version(2)),
                               ("triggered", "v2"))):
             change()
             _until(lambda want=want: answers() == [want] * 3, 5.0)
@@ -399,7 +403,6 @@ def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> N
 def test_a_rollout_and_a_rollback_reach_replicas_through_notify(postgres: object) -> None:
     """Serving changes are registry events like a pause: replicas polling every 30 s follow
     a rollout, its promotion and a rollback at once."""
-    from stageguard.compiler.pipeline import compile_text
     from stageguard.runtime.postgres import PostgresRegistry
     from stageguard.runtime.rollout import takes_candidate
 
@@ -407,13 +410,8 @@ def test_a_rollout_and_a_rollback_reach_replicas_through_notify(postgres: object
     store = PostgresRegistry(url)
     store.migrate()
 
-    def version(n: int) -> list[object]:
-        return list(compile_text(f'project f\nstage s {{\n  ruleset r {{\n    when '
-                                 f'output_toxicity > 0.5\n    override {{\n      choice '
-                                 f'"v{n}"\n    }}\n  }}\n}}\n', "s.sg").artifacts)
-
-    store.publish(version(1))  # type: ignore[arg-type]
-    store.publish(version(2), activate=False)  # type: ignore[arg-type]
+    store.publish(version(1))
+    store.publish(version(2), activate=False)
     payload = {"output": "x", "metrics": {"output_toxicity": 0.9}}
     users = [f"u{i}" for i in range(60)]
     replicas = [Runtime(url, poll_interval=30.0) for _ in range(2)]
