@@ -21,9 +21,10 @@ from stageguard.cli import replay as cli_replay
 from stageguard.cli import review as cli_review
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
-from stageguard.compiler.pipeline import Compilation, compile_paths
+from stageguard.compiler.pipeline import Compilation, compile_paths, compile_text
 from stageguard.compiler.unparse import rule_source, string_literal
 from stageguard.runtime.engine import InvalidRequest, StageInfo
+from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.galileo import rulesets_of, wire_value
 from stageguard.runtime.model import ActionType, Artifact, Operator
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
@@ -35,19 +36,39 @@ EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        sys.stderr.write(f"stageguard: error: {message}\n")
+        sys.stderr.write(f"stageguard: error: {message}{_suggestion(self, message)}\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """ "; did you mean …?" for a typo'd subcommand, choice or flag (else "")."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found:
+        choices = re.findall(r"'([^']*)'", found.group(2))
+        close = difflib.get_close_matches(found.group(1), choices, n=1)
+    else:
+        found = re.search(r"unrecognized arguments: (\S+)", message)
+        if not found or not found.group(1).startswith("-"):
+            return ""
+        flags = [o for a in parser._actions for o in a.option_strings]  # noqa: SLF001 (argparse has no public list)
+        close = difflib.get_close_matches(found.group(1).split("=")[0], flags, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="stageguard", description="Guardrail policies as code: check, build and "
                 "inspect stageguard policies.")
-    p.add_argument("--version", action="version", version=f"stageguard {compiler_version()}")
+    p.add_argument("-V", "--version", action="version",
+                   version=f"stageguard {compiler_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     check = sub.add_parser("check", help="report problems in policy files (exit 1 on errors)")
-    check.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories")
+    check.add_argument("paths", nargs="+", metavar="PATH",
+                       help="policy files or directories; - reads standard input")
     check.add_argument("--format", choices=("text", "json"), default="text")
 
     build = sub.add_parser("build", help="check, compile and version stages into a registry")
@@ -123,8 +144,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
     try:
-        args = _build_parser().parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # say it with the subcommand's usage, not the top level's
+            _subparser(parser, args.command).error(
+                f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
@@ -170,13 +195,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:  # noqa: SLF001 (argparse has no public lookup)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            found = action.choices.get(command)
+            if isinstance(found, argparse.ArgumentParser):
+                return found
+    return parser
+
+
 def _report(result: Compilation) -> None:
     if result.diagnostics:
         print(diag.render_all(result.diagnostics, result.sources), file=sys.stderr)
 
 
 def _check(paths: list[str], fmt: str) -> int:
-    result = compile_paths(paths)
+    result = compile_text(sys.stdin.read(), "<stdin>") if paths == ["-"] else \
+        compile_paths(paths)
     if fmt == "json":
         json.dump({"ok": result.ok, "diagnostics": diag.as_data(result.diagnostics)},
                   sys.stdout, indent=2, ensure_ascii=False)
@@ -238,6 +273,10 @@ def _registry(target: str) -> int:
 
 def _inspect(target: str) -> int:
     path = Path(target)
+    if path.is_dir() and not (path / "index.json").is_file():
+        print(f"error: {path} is not a registry (no index.json); `stageguard check {path}` "
+              "reads policy sources", file=sys.stderr)
+        return EXIT_USAGE
     if path.is_dir():
         registry = Registry(path)
         index = registry.read_index()
@@ -341,7 +380,11 @@ def _invoke(args: argparse.Namespace) -> int:
     protect = Protect(args.registry, rng=random.Random(args.seed),
                       deliver_webhooks=args.webhooks)
     try:
-        metrics = dict(_metric_arg(m) for m in args.metric)
+        try:
+            metrics = dict(_metric_arg(m) for m in args.metric)
+        except InvalidRequest as exc:  # a command-line mistake
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         rulesets = _read_rulesets(args.rulesets) if args.rulesets else None
         try:
             response = protect.invoke(
@@ -363,8 +406,11 @@ def _invoke(args: argparse.Namespace) -> int:
     for i, rs in enumerate(response.ruleset_results, start=1):
         print(f"  {i}. {rs.name:<24} {rs.status.value}")
         for rule in rs.rule_results:
-            shown = json.dumps(wire_value(rule.value))
-            value = "" if rule.status == "skipped" else f"  (value: {shown})"
+            if isinstance(rule.value, Failure):  # why: the metric lines below
+                value = f"  (value: <{rule.value.status.value}>)"
+            else:
+                shown = json.dumps(wire_value(rule.value))
+                value = "" if rule.status == "skipped" else f"  (value: {shown})"
             when = rule_source(rule.metric, Operator(rule.operator), rule.target_value)
             print(f"       {rule.status:<13} when {when}{value}")
     for m in response.metric_results.values():

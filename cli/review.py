@@ -28,11 +28,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     fmt = sub.add_parser("fmt", help="format policy files in the canonical layout")
     fmt.add_argument("paths", nargs="+", metavar="PATH",
                      help="policy files or directories; - reads standard input")
-    mode = fmt.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite files in place")
-    mode.add_argument("--check", action="store_true",
-                      help="list files that are not formatted; exit 1 if any")
-    mode.add_argument("--diff", action="store_true", help="print a unified diff")
+    fmt.add_argument("--write", action="store_true", help="rewrite files in place")
+    fmt.add_argument("--check", action="store_true",
+                     help="list files that are not formatted; exit 1 if any (with --diff: "
+                     "and show how)")
+    fmt.add_argument("--diff", action="store_true",
+                     help="print a unified diff of what formatting changes; exit 1 if any")
 
     lint_p = sub.add_parser("lint", help="exact analysis: contradictions, shadowing, "
                             "redundancy, vacuous thresholds, overlaps (with witnesses)")
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fmt(args: argparse.Namespace) -> int:
+    if args.write and (args.check or args.diff):
+        print("error: --write rewrites files; --check and --diff only report (black and ruff "
+              "alike)", file=sys.stderr)
+        return EXIT_ERROR
     if args.paths == ["-"]:
         sources: list[Source] = [Source("<stdin>", sys.stdin.read())]
         problems: list[diag.Diagnostic] = []
@@ -87,13 +92,13 @@ def _fmt(args: argparse.Namespace) -> int:
             continue
         new = result.text
         assert new is not None
-        if args.check:
+        if args.check or args.diff:
             if new != src.text:
                 unformatted.append(src.path)
-        elif args.diff:
-            sys.stdout.writelines(difflib.unified_diff(
-                src.text.splitlines(True), new.splitlines(True),
-                f"{src.path}", f"{src.path} (formatted)"))
+            if args.diff:
+                sys.stdout.writelines(difflib.unified_diff(
+                    src.text.splitlines(True), new.splitlines(True),
+                    f"{src.path}", f"{src.path} (formatted)"))
         elif args.write and src.path == "<stdin>":
             sys.stdout.write(new)  # nothing to rewrite: standard input goes to the output
         elif args.write:
@@ -107,8 +112,8 @@ def _fmt(args: argparse.Namespace) -> int:
                 unformatted.append(src.path)
         else:
             sys.stdout.write(new)
-    if args.check:
-        for path in unformatted:
+    if args.check or args.diff:
+        for path in unformatted if not args.diff else ():
             print(path)
         if unformatted:
             n = len(unformatted)

@@ -41,6 +41,7 @@ from stageguard.runtime.model import (
     Action,
     ActionType,
     Artifact,
+    MetricType,
     Operator,
     RulesetSpec,
     Status,
@@ -508,7 +509,10 @@ def suggest(stages: Mapping[str, Artifact], coverage: Coverage) -> str:
             value = _side_value(t, side, spec)
             if value is None:
                 continue
-            values = {**base, rule.metric: value}
+            # Every metric the stage reads gets a value: one left out would be a metric with no
+            # source when the case runs (an error status), not the "missing" the analysis
+            # would otherwise assume.
+            values = {**_defaults(stage), **base, rule.metric: value}
             d = decide(stage, values)
             metrics = ", ".join(f"{m} = {_toml(v)}" for m, v in values.items())
             expect = f'status = "{d.status.value}"' + (
@@ -518,6 +522,20 @@ def suggest(stages: Mapping[str, Artifact], coverage: Coverage) -> str:
                        f'output = "suggested case"\nmetrics = {{ {metrics} }}\n'
                        f"expect = {{ {expect} }}\n")
     return "\n".join(out)
+
+
+def _defaults(stage: StageModel) -> dict[str, object]:
+    """A plain value for each metric the stage reads: the minimum (or 0), the first label,
+    no labels."""
+    out: dict[str, object] = {}
+    for name, spec in sorted(stage.catalog.items()):
+        if spec.type in (MetricType.SCORE, MetricType.NUMBER):
+            out[name] = spec.minimum if spec.minimum is not None else 0.0
+        elif spec.type is MetricType.LABEL:
+            out[name] = (spec.labels or ("none",))[0]
+        else:
+            out[name] = ()
+    return out
 
 
 def _side_value(t: float, side: str, spec: object) -> float | None:

@@ -13,6 +13,7 @@ cp -r policies "$work/policies"
 (
   cd "$work"
   venv/bin/stageguard check policies/ >/dev/null
+  venv/bin/python -m stageguard -V >/dev/null  # python -m stageguard, from the wheel
   venv/bin/stageguard build policies/ --registry reg >/dev/null
   venv/bin/stageguard fmt --check policies/ >/dev/null
   venv/bin/stageguard test policies/ >/dev/null

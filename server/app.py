@@ -171,7 +171,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StageNotFound)
     async def not_found(request: Request, exc: StageNotFound) -> JSONResponse:
-        return _error(request, 404, str(exc).strip("'\""))
+        return _error(request, 404, exc.args[0] if exc.args else "not found")
 
     @app.exception_handler(SubscriptionsNotAllowed)
     async def not_allowed(request: Request, exc: SubscriptionsNotAllowed) -> JSONResponse:

@@ -202,8 +202,6 @@ def test_invoke_local_stage_with_source_rulesets(policies: Path) -> None:
 @pytest.mark.parametrize(("args", "needle"), [
     (("invoke", "nope", "--registry", "reg", "--input", "x"), "no stage named 'nope'"),
     (("invoke", "output_guard", "--registry", "reg"), "non-empty input or output"),
-    (("invoke", "output_guard", "--registry", "reg", "--input", "x", "--metric", "novalue"),
-     "NAME=VALUE"),
     (("stage", "pause", "ghost", "--registry", "reg"), "no stage named 'ghost'"),
     (("invoke", "output_guard", "--registry", "reg", "--input", "x", "--version", "7"),
      "no version 7"),
@@ -215,3 +213,74 @@ def test_runtime_verbs_report_bad_requests(policies: Path, args: tuple[str, ...]
     assert p.returncode == 1
     assert needle in p.stderr
     no_traceback(p)
+
+
+# ---- defects a new user hit (issue 19), each pinned ---------------------------------------------
+
+def test_invoke_text_output_shows_failed_metrics_instead_of_crashing(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    p = run("invoke", "input_guard", "--registry", "reg", "--input", "hello", cwd=policies)
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    assert "(value: <error>)" in p.stdout
+    assert "metric prompt_injection: error: no source for metric" in p.stdout
+
+
+def test_a_malformed_metric_flag_is_a_command_line_mistake(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    p = run("invoke", "input_guard", "--registry", "reg", "--input", "x", "--metric",
+            "toxicity", cwd=policies)
+    assert p.returncode == 2 and "write NAME=VALUE" in p.stderr
+
+
+def test_inspect_of_a_source_directory_says_it_is_not_a_registry(policies: Path) -> None:
+    p = run("inspect", "policies/", cwd=policies)
+    assert p.returncode == 2 and "is not a registry" in p.stderr and "stageguard check" in \
+        p.stderr
+    assert p.stdout == ""
+
+
+def test_version_flags_and_python_dash_m(policies: Path) -> None:
+    import sys
+
+    short, long = run("-V"), run("--version")
+    assert short.returncode == long.returncode == 0 and short.stdout == long.stdout
+    assert short.stdout.startswith("stageguard ")
+    module = subprocess.run([sys.executable, "-m", "stageguard", "--version"],
+                            capture_output=True, text=True, timeout=60)
+    assert module.returncode == 0 and module.stdout == short.stdout
+
+
+def test_typos_get_suggestions_and_the_subcommands_usage() -> None:
+    p = run("chek", "x")
+    assert p.returncode == 2 and "did you mean 'check'?" in p.stderr
+    p = run("lint", "x", "--strct")
+    assert p.returncode == 2 and "did you mean '--strict'?" in p.stderr
+    assert p.stderr.startswith("usage: stageguard lint")
+    p = run("check", "x", "--bogus")
+    assert p.returncode == 2 and p.stderr.startswith("usage: stageguard check")
+
+
+def test_check_reads_standard_input() -> None:
+    bad = "project p\nstage s {\n  ruleset r {\n    when output_toxicty > 0.5\n  }\n}\n"
+    p = subprocess.run([str(EXE), "check", "-"], input=bad, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and "<stdin>:4:10" in p.stderr and "output_toxicity" in p.stderr
+    good = bad.replace("toxicty", "toxicity")
+    p = subprocess.run([str(EXE), "check", "-"], input=good, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "ok: 1 file, 1 stage" in p.stdout
+
+
+def test_fmt_diff_and_check_combine_and_fail_on_changes(tmp_path: Path) -> None:
+    messy = tmp_path / "m.sg"
+    messy.write_text("project p\nstage s {\n ruleset r {\n   when output_toxicity>0.5\n }\n}\n")
+    diff = run("fmt", "--diff", str(messy))
+    assert diff.returncode == 1 and diff.stdout.startswith("---")
+    both = run("fmt", "--check", "--diff", str(messy))
+    assert both.returncode == 1 and "+    when output_toxicity > 0.5" in both.stdout
+    assert "would be reformatted" in both.stderr
+    assert run("fmt", "--write", "--check", str(messy)).returncode == 2
+    assert run("fmt", "--write", str(messy)).returncode == 0
+    clean = run("fmt", "--check", "--diff", str(messy))
+    assert clean.returncode == 0 and clean.stdout == ""

@@ -174,7 +174,7 @@ def test_fmt_write_reports_a_disk_error_and_keeps_the_file(
 def test_fmt_diff_prints_a_unified_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                         ) -> None:
     path = _messy(tmp_path)
-    assert main(["fmt", "--diff", str(path)]) == 0
+    assert main(["fmt", "--diff", str(path)]) == 1  # changes: exit 1, as black and ruff
     out = capsys.readouterr().out
     assert out.startswith("---") and "+  ruleset r {" in out
     assert path.read_text(encoding="utf-8").count("\n") == 2  # untouched

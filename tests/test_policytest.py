@@ -161,3 +161,26 @@ same_as = 1
     assert out.count("PASS") == 3 and out.count("FAIL") == 1
     assert "counterexample: " in out and "version 1: not_triggered" in out
     assert "this version: triggered by `toxic`" in out
+
+
+def test_suggested_cases_pass_when_pasted(tmp_path: Path) -> None:
+    """`test --suggest` proposes each missing threshold side with what the stage decides
+    today; pasted as they are, every one passes (issue 19: 12 of 15 failed, because a metric
+    left out of a case is an error at run time, not the "missing" the analysis assumed)."""
+    for sg in POLICIES.glob("*.sg"):
+        shutil.copy(sg, tmp_path / sg.name)
+    (tmp_path / "one.test.toml").write_text(
+        'policies = ["."]\n\n[[case]]\nname = "clean"\nstage = "output_guard"\n'
+        'output = "fine"\nmetrics = { output_toxicity = 0.1, output_pii = [], '
+        'context_adherence = 0.9, answer_words = 10, competitor_mention = 0.0, '
+        'output_tone = ["joy"] }\nexpect = { status = "not_triggered" }\n')
+    from stageguard.compiler.policytest import run_files, suggest
+
+    first = run_files([str(tmp_path / "one.test.toml")])
+    assert all(o.passed for o in first.outcomes)
+    text = suggest(first.stages, first.coverage)
+    assert text.count("[[case]]") >= 10
+    (tmp_path / "pasted.test.toml").write_text('policies = ["."]\n\n' + text)
+    pasted = run_files([str(tmp_path / "pasted.test.toml")])
+    assert len(pasted.outcomes) == text.count("[[case]]")
+    assert [o.report for o in pasted.outcomes if not o.passed] == []

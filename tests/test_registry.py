@@ -363,3 +363,20 @@ def test_publishing_reads_only_the_stages_it_changes(tmp_path: Path,
     reg.publish(arts(stage_text("0.9", "s7")))
     reg.set_paused("p", "s3", True)
     assert set(read) == {("p", "s0"), ("p", "s7"), ("p", "s3")}
+
+
+def test_registry_files_follow_the_umask_so_a_group_can_share_them(tmp_path: Path) -> None:
+    """A CI user and the server user sharing a group must both read the registry: files get
+    0666 less the umask, as `open` would give them, not a temporary file's 0600."""
+    old = os.umask(0o002)
+    try:
+        reg = Registry(tmp_path / "reg")
+        reg.publish(arts(stage_text("0.5")))
+        reg.publish(arts(stage_text("0.6")))
+    finally:
+        os.umask(old)
+    for name in ("index.json", "p/s/stage.json", "p/s/v1.json", "p/s/v2.json", ".journal/2.json"):
+        assert (tmp_path / "reg" / name).stat().st_mode & 0o777 == 0o664, name
+    (tmp_path / "reg" / "index.json").chmod(0o640)  # an operator's choice is kept
+    Registry(tmp_path / "reg").set_paused("p", "s", True)
+    assert (tmp_path / "reg" / "index.json").stat().st_mode & 0o777 == 0o640

@@ -105,6 +105,7 @@ def test_stage_addressed_by_project_name_or_ids(invoker: httpx.Client) -> None:
 def test_invoke_errors_are_4xx_with_a_reason(invoker: httpx.Client) -> None:
     resp = invoker.post("/protect/invoke", json=invoke_body(CLEAN, stage_name="nope"))
     assert resp.status_code == 404 and resp.json()["code"] == "not_found"
+    assert resp.json()["detail"] == "no stage named 'nope'"  # both quotes (issue 19)
     resp = invoker.post("/protect/invoke", json={"payload": {"output": ""},
                                                  "stage_name": "output_guard"})
     assert resp.status_code == 422 and "non-empty" in resp.json()["detail"]
