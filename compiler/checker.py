@@ -40,6 +40,7 @@ from stageguard.runtime.model import (
 from stageguard.runtime.rule_types import Misfit, Target, rule_type, valid_operators
 
 _SUBSCRIBABLE = tuple(s.value for s in Status)
+_FAILURE_STATUSES = (Status.FAILED.value, Status.ERROR.value, Status.TIMEOUT.value)
 
 TargetValue = float | str | tuple[str, ...] | None
 E = TypeVar("E", bound=StrEnum)
@@ -379,6 +380,8 @@ class _Checker:
             else:
                 checked.append(result)
                 used.update(r.metric for r in result.rules)
+        if fail_mode is FailMode.CLOSED:
+            self.unreachable_statuses(rulesets, fail_prop)
         if not ok or not stage.name.value or self.over_limit(stage.span):
             return None
         if kind is StageType.LOCAL:
@@ -390,6 +393,24 @@ class _Checker:
             fail_mode=fail_mode, rulesets=tuple(checked),
             metrics=tuple(catalog[n] for n in sorted(used)), span=stage.span,
         )
+
+    def unreachable_statuses(self, rulesets: Sequence[ast.Ruleset], fail_prop: object) -> None:
+        """Fail closed, a failed metric holds: a ruleset ends triggered or not_triggered, so
+        a subscription to a failure status can never fire."""
+        for rs in rulesets:
+            for item in rs.items:
+                if not isinstance(item, ast.Notify):
+                    continue
+                for name in item.statuses:
+                    if name.value in _FAILURE_STATUSES:
+                        self.warn("SG0407", f"`{name.value}` can never fire in a fail-closed "
+                                  "stage", name.span, "never fires",
+                                  help="fail closed counts a failed metric as holding, so a "
+                                  "ruleset ends triggered or not_triggered; subscribe to "
+                                  "`triggered`, or make the stage `fail open`",
+                                  related=[Related(fail_prop.span, "the stage fails closed "
+                                                   "here")] if isinstance(
+                                                       fail_prop, ast.FailProp) else [])
 
     # -- rulesets and actions
 
