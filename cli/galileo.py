@@ -28,7 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     imp.add_argument("--type", choices=("central", "local"), help="stage type (default: the "
                      "JSON's)")
     imp.add_argument("--output", metavar="FILE.sg", help="write here (atomically) instead of "
-                     "standard output")
+                     "standard output; an existing file is kept unless --force")
+    imp.add_argument("--force", action="store_true", help="replace an existing --output file")
 
     exp = sub.add_parser("export", help="write Galileo Protect JSON for a stage of a registry")
     exp.add_argument("kind", choices=("galileo",))
@@ -39,10 +40,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     exp.add_argument("--no-names", action="store_true", help="leave out stageguard's ruleset "
                      "names (Galileo's models ignore them; import derives names from "
                      "descriptions)")
-    exp.add_argument("--output", metavar="FILE.json")
+    exp.add_argument("--output", metavar="FILE.json",
+                     help="write here; an existing file is kept unless --force")
+    exp.add_argument("--force", action="store_true", help="replace an existing --output file")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output and Path(args.output).exists() and not args.force:
+        # A user's file is never replaced by surprise (a policy written by hand, say).
+        print(f"error: {args.output} exists; pass --force to replace it", file=sys.stderr)
+        return 2
     return _import(args) if args.command == "import" else _export(args)
 
 

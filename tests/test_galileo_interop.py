@@ -267,3 +267,16 @@ def test_two_stages_cannot_keep_one_id() -> None:
             'stage b {\n  id "3f2b8c1e-5d4a-4e7b-9c2d-1a6f0e8b7c5d"\n  type local\n}\n')
     result = compile_text(text, "p.sg")
     assert [d.code for d in result.diagnostics if d.is_error] == ["SG0312"]
+
+
+def test_import_never_overwrites_a_file_unless_forced(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine.sg"
+    out.write_text("# written by hand\n", encoding="utf-8")
+    args = ["import", "galileo", str(EXAMPLES / "semantics_examples.json"), "--project",
+            "support", "--output", str(out)]
+    assert main(args) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == "# written by hand\n"
+    assert main([*args, "--force"]) == 0
+    assert out.read_text(encoding="utf-8").startswith("project support")
