@@ -29,12 +29,12 @@ from stageguard.compiler.analysis import (
     partition,
     subtract,
 )
-from stageguard.compiler.diagnostics import render_all
+from stageguard.compiler.diagnostics import did_you_mean, render_all
 from stageguard.compiler.diff import joint_space
 from stageguard.compiler.pipeline import compile_paths
 from stageguard.compiler.rulesets import PolicyError, rulesets_from_source
 from stageguard.compiler.unparse import number_literal, rule_source
-from stageguard.runtime.catalog import BUILTIN_METRICS
+from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
 from stageguard.runtime.engine import InvalidRequest, Runtime
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.model import (
@@ -272,6 +272,9 @@ def run_case(suite: Suite, case: Case, coverage: Coverage | None = None) -> Outc
             rulesets = rulesets_from_source(case.rulesets, art.metrics)
         except PolicyError as exc:
             return Outcome(case.id, False, f"the case's rulesets do not compile: {exc}")
+    mistakes = _case_mistakes(suite, case, art)
+    if mistakes:
+        return Outcome(case.id, False, "\n".join(mistakes))
     try:
         r = suite.runtime.invoke(case.payload, case.stage, project=art.project,
                                  rulesets=rulesets, version=case.version)
@@ -284,6 +287,30 @@ def run_case(suite: Suite, case: Case, coverage: Coverage | None = None) -> Outc
     if not problems:
         return Outcome(case.id, True)
     return Outcome(case.id, False, _report(case, r, problems, art))
+
+
+def _case_mistakes(suite: Suite, case: Case, art: Artifact) -> list[str]:
+    """Names in a case that match nothing: a metric no catalog has (the runtime would ignore
+    it, and the case would test something else), a ruleset the stage does not have."""
+    out = []
+    known = {*BUILTIN_METRICS, *(m.name for a in suite.stages.values() for m in a.metrics)}
+    for name in (case.payload.get("metrics") or {}):
+        if canonical_name(name) not in known:
+            hint = did_you_mean(name, known)
+            out.append(f"unknown metric `{name}` in the case's metrics" +
+                       (f" ({hint})" if hint else ""))
+    if case.rulesets is None:  # a local stage's rulesets come with the case
+        names = [rs.name for rs in art.rulesets]
+        wanted = [*(case.expect.get("rulesets") or {})]
+        if case.expect.get("ruleset") not in (None, "", "none"):
+            wanted.append(str(case.expect["ruleset"]))
+        for name in wanted:
+            if name not in names:
+                hint = did_you_mean(name, names)
+                out.append(f"`expect` names ruleset `{name}`, which stage `{case.stage}` "
+                           "does not have" + (f" ({hint})" if hint else
+                                              f" (it has {', '.join(names) or 'none'})"))
+    return out
 
 
 def _winner(r: Response) -> str | None:

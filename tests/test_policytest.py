@@ -184,3 +184,25 @@ def test_suggested_cases_pass_when_pasted(tmp_path: Path) -> None:
     pasted = run_files([str(tmp_path / "pasted.test.toml")])
     assert len(pasted.outcomes) == text.count("[[case]]")
     assert [o.report for o in pasted.outcomes if not o.passed] == []
+
+
+def test_a_typo_in_a_case_fails_it_with_a_suggestion(tmp_path: Path) -> None:
+    """A metric name no catalog has used to be ignored (the case then passed, testing
+    nothing), and an unknown ruleset in `expect` went unflagged (issue 19)."""
+    from stageguard.compiler.policytest import run_files
+
+    for sg in POLICIES.glob("*.sg"):
+        shutil.copy(sg, tmp_path / sg.name)
+    (tmp_path / "typo.test.toml").write_text(
+        'policies = ["."]\n\n[[case]]\nname = "typo"\nstage = "output_guard"\n'
+        'output = "fine"\nmetrics = { output_toxicty = 0.9 }\n'
+        'expect = { status = "not_triggered", ruleset = "toxic_anser" }\n\n'
+        '[[case]]\nname = "fine"\nstage = "output_guard"\noutput = "fine"\n'
+        'metrics = { toxicity = 0.9, output_pii = [] }\n'
+        'expect = { rulesets = { toxic_answer = "triggered" } }\n')
+    typo, fine = run_files([str(tmp_path / "typo.test.toml")]).outcomes
+    assert not typo.passed
+    assert "unknown metric `output_toxicty`" in typo.report
+    assert "did you mean `output_toxicity`?" in typo.report
+    assert "ruleset `toxic_anser`" in typo.report and "`toxic_answer`" in typo.report
+    assert fine.passed, fine.report  # a Galileo label is a known name
