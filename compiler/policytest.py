@@ -36,7 +36,7 @@ from stageguard.compiler.rulesets import PolicyError, rulesets_from_source
 from stageguard.compiler.unparse import number_literal, rule_source
 from stageguard.runtime.catalog import BUILTIN_METRICS, canonical_name
 from stageguard.runtime.engine import InvalidRequest, Runtime
-from stageguard.runtime.evaluate import Failure
+from stageguard.runtime.evaluate import Failure, Value
 from stageguard.runtime.model import (
     Action,
     ActionType,
@@ -551,10 +551,10 @@ def suggest(stages: Mapping[str, Artifact], coverage: Coverage) -> str:
     return "\n".join(out)
 
 
-def _defaults(stage: StageModel) -> dict[str, object]:
+def _defaults(stage: StageModel) -> dict[str, Value]:
     """A plain value for each metric the stage reads: the minimum (or 0), the first label,
     no labels."""
-    out: dict[str, object] = {}
+    out: dict[str, Value] = {}
     for name, spec in sorted(stage.catalog.items()):
         if spec.type in (MetricType.SCORE, MetricType.NUMBER):
             out[name] = spec.minimum if spec.minimum is not None else 0.0
