@@ -112,3 +112,14 @@ def test_rollout_mistakes_are_refused(tmp_path: Path) -> None:
             rt.rollout_stage(1, 120, "user", stage_name="s")
         with pytest.raises(InvalidRequest, match="already serves"):
             rt.shadow_stage(1, stage_name="s")
+
+
+def test_the_split_is_the_one_docs_semantics_md_states() -> None:
+    import hashlib
+
+    for key in ("u1", "user-42", "ünïcode", ""):
+        digest = hashlib.sha256(f"shop/answers\0{key}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * 100
+        assert bucket("shop", "answers", key) == point
+        assert takes_candidate("shop", "answers", key, point + 1e-9)
+        assert not takes_candidate("shop", "answers", key, point)
