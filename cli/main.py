@@ -26,7 +26,7 @@ from stageguard.compiler.unparse import rule_source, string_literal
 from stageguard.runtime.engine import InvalidRequest, StageInfo
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.galileo import rulesets_of, wire_value
-from stageguard.runtime.model import ActionType, Artifact, Operator
+from stageguard.runtime.model import ActionType, Artifact, Operator, Status
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
 from stageguard.runtime.store import open_store
 
@@ -70,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", metavar="PATH",
                        help="policy files or directories; - reads standard input")
     check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--strict", action="store_true", help="warnings fail the check too")
 
     build = sub.add_parser("build", help="check, compile and version stages into a registry")
     build.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories")
@@ -98,7 +99,14 @@ def _build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--seed", type=int, help="seed the override choice (replayable)")
     invoke.add_argument("--webhooks", action="store_true",
                         help="deliver subscriptions (off by default for one-off calls)")
-    invoke.add_argument("--json", action="store_true", help="print the Galileo wire Response")
+    invoke.add_argument("--format", choices=("text", "json"), default="text",
+                        help="json: the Galileo wire Response")
+    invoke.add_argument("--json", dest="format", action="store_const", const="json",
+                        help=argparse.SUPPRESS)  # the older spelling of --format json
+    invoke.add_argument("--fail-on", nargs="+", metavar="STATUS", default=[],
+                        choices=[s.value for s in Status],
+                        help="exit 1 when the decision's status is one of these (e.g. "
+                        "triggered error timeout), for scripts and CI")
 
     stage = sub.add_parser("stage", help="pause, resume, show a stage or its history; shadow, "
                            "roll out, promote, roll back a version")
@@ -116,7 +124,9 @@ def _build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--key", metavar="FIELD",
                        help="rollout: the metadata field that splits traffic (sticky per "
                             "value), e.g. user_id")
-    stage.add_argument("--json", action="store_true")
+    stage.add_argument("--format", choices=("text", "json"), default="text")
+    stage.add_argument("--json", dest="format", action="store_const", const="json",
+                       help=argparse.SUPPRESS)  # the older spelling of --format json
 
     registry = sub.add_parser("registry", help="manage a registry store")
     registry.add_argument("action", choices=("migrate",),
@@ -154,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         if args.command == "check":
-            return _check(args.paths, args.format)
+            return _check(args.paths, args.format, args.strict)
         if args.command == "build":
             return _build(args.paths, args.registry, args.format, not args.no_activate)
         if args.command == "invoke":
@@ -209,20 +219,24 @@ def _report(result: Compilation) -> None:
         print(diag.render_all(result.diagnostics, result.sources), file=sys.stderr)
 
 
-def _check(paths: list[str], fmt: str) -> int:
+def _check(paths: list[str], fmt: str, strict: bool = False) -> int:
     result = compile_text(sys.stdin.read(), "<stdin>") if paths == ["-"] else \
         compile_paths(paths)
+    warned = strict and any(d.severity is diag.Severity.WARNING for d in result.diagnostics)
     if fmt == "json":
-        json.dump({"ok": result.ok, "diagnostics": diag.as_data(result.diagnostics)},
+        json.dump({"ok": result.ok and not warned,
+                   "diagnostics": diag.as_data(result.diagnostics)},
                   sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
         _report(result)
-        if result.ok:
+        if result.ok and not warned:
             stages = len(result.artifacts)
             print(f"ok: {len(result.sources)} file{'s' if len(result.sources) != 1 else ''}, "
                   f"{stages} stage{'s' if stages != 1 else ''}")
-    return EXIT_OK if result.ok else EXIT_POLICY
+        elif warned:
+            print("error: warnings fail the check (--strict)", file=sys.stderr)
+    return EXIT_OK if result.ok and not warned else EXIT_POLICY
 
 
 def _build(paths: list[str], registry_dir: str, fmt: str, activate: bool = True) -> int:
@@ -397,9 +411,10 @@ def _invoke(args: argparse.Namespace) -> int:
         protect.runtime.flush(30)
     finally:
         protect.runtime.close()
-    if args.json:
+    failed = EXIT_POLICY if response.status.value in args.fail_on else EXIT_OK
+    if args.format == "json":
         print(response.to_json(indent=2))
-        return EXIT_OK
+        return failed
     sm = response.stage_metadata
     print(f"{response.status.value.upper()}  {sm.project}/{sm.stage_name} v{sm.stage_version}")
     print(f"text: {response.text}")
@@ -421,7 +436,7 @@ def _invoke(args: argparse.Namespace) -> int:
         for sub in rs.ruleset.action.subscriptions:
             if rs.status in sub.statuses:
                 print(f"  notify {sub.url} for {rs.name}: {state}")
-    return EXIT_OK
+    return failed
 
 
 _NEEDS = {"shadow": ("version",), "rollout": ("version", "percent", "key"),
@@ -462,7 +477,7 @@ def _stage(args: argparse.Namespace) -> int:
         versions = entry.versions if entry is not None else []
         events = rt.stage_history(project=info.project, stage_name=info.name) \
             if args.action == "history" else []
-        if args.json:
+        if args.format == "json":
             json.dump({"id": info.id, "project": info.project, "name": info.name,
                        "type": info.type.value, "description": info.description,
                        "paused": info.paused, "version": info.version,

@@ -284,3 +284,32 @@ def test_fmt_diff_and_check_combine_and_fail_on_changes(tmp_path: Path) -> None:
     assert run("fmt", "--write", str(messy)).returncode == 0
     clean = run("fmt", "--check", "--diff", str(messy))
     assert clean.returncode == 0 and clean.stdout == ""
+
+
+def test_check_strict_fails_on_warnings(tmp_path: Path) -> None:
+    warned = tmp_path / "w.sg"
+    warned.write_text("project p\nstage s {\n  description \"nothing yet\"\n}\n")  # SG0310
+    assert run("check", str(warned)).returncode == 0
+    strict = run("check", "--strict", str(warned))
+    assert strict.returncode == 1 and "SG0310" in strict.stderr and "--strict" in strict.stderr
+    as_json = run("check", "--strict", "--format", "json", str(warned))
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["ok"] is False
+
+
+def test_invoke_fail_on_and_one_format_spelling(policies: Path) -> None:
+    run("build", "policies/", "--registry", "reg", cwd=policies)
+    base = ("invoke", "output_guard", "--registry", "reg", "--output", "x", "--metric",
+            "output_toxicity=0.95", "--metric", "output_pii=[]")
+    assert run(*base, cwd=policies).returncode == 0
+    failing = run(*base, "--fail-on", "triggered", "error", cwd=policies)
+    assert failing.returncode == 1 and failing.stdout.startswith("TRIGGERED")
+    assert run(*base, "--fail-on", "error", cwd=policies).returncode == 0
+    as_json = run(*base, "--format", "json", "--fail-on", "triggered", cwd=policies)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["status"] == "TRIGGERED"
+    older = run(*base, "--json", cwd=policies)  # the older spelling is still accepted
+    assert older.returncode == 0 and json.loads(older.stdout)["status"] == "TRIGGERED"
+    shown = run("stage", "show", "output_guard", "--registry", "reg", "--format", "json",
+                cwd=policies)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["name"] == "output_guard"
+    bad = run(*base, "--fail-on", "trigered", cwd=policies)
+    assert bad.returncode == 2 and "did you mean 'triggered'?" in bad.stderr
