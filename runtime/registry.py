@@ -131,6 +131,11 @@ class StageEntry(BaseModel):
             return self.latest
         return next((v for v in self.versions if v.version == self.active), None)
 
+    def serve(self, version: int) -> None:
+        """Make `version` the one that serves (the latest is kept as None: "the latest")."""
+        latest = self.latest
+        self.active = None if latest is not None and latest.version == version else version
+
     def version_entry(self, version: int) -> VersionEntry | None:
         return next((v for v in self.versions if v.version == version), None)
 
@@ -286,14 +291,15 @@ class Registry:
         if isinstance(top, Index):
             return top
         projects: dict[str, dict[str, StageEntry]] = {}
-        for project, stage in self._stage_keys(top):
-            entry = self._entry(top, project, stage)
+        commit = self._journal(top.revision)  # read once, not once per stage
+        for project, stage in self._stage_keys(commit):
+            entry = self._entry(top, commit, project, stage)
             if entry is not None:
                 projects.setdefault(project, {})[stage] = entry
         return Index(revision=top.revision, projects=projects)
 
-    def _stage_keys(self, head: Head) -> list[Key]:
-        """Every stage with a `stage.json`, and those the current commit adds."""
+    def _stage_keys(self, commit: Commit | None) -> list[Key]:
+        """Every stage with a `stage.json`, and those the current commit (`commit`) adds."""
         keys: set[Key] = set()
         try:
             for project_dir in self.root.iterdir():
@@ -304,7 +310,6 @@ class Registry:
                         keys.add((project_dir.name, stage_dir.name))
         except OSError as exc:
             raise RegistryError(f"cannot list {self.root}: {exc.strerror or exc}") from exc
-        commit = self._journal(head.revision)
         if commit is not None:
             keys.update((c.project, c.stage) for c in commit.changed)
         return sorted(keys)
@@ -337,12 +342,12 @@ class Registry:
             raise RegistryError(f"{path} is not a valid stage entry: {problem}")
         return found
 
-    def _entry(self, head: Head, project: str, stage: str) -> StageEntry | None:
-        """A stage's entry at `head`: its `stage.json`, unless the head's own commit changed
-        it and has not been copied there yet."""
+    def _entry(self, head: Head, commit: Commit | None, project: str,
+               stage: str) -> StageEntry | None:
+        """A stage's entry at `head`: its `stage.json`, unless the head's own commit
+        (`commit`, its journal record) changed it and has not been copied there yet."""
         found = self._stage_file(project, stage)
         if found is None or found.revision < head.revision:
-            commit = self._journal(head.revision)
             for change in commit.changed if commit is not None else ():
                 if (change.project, change.stage) == (project, stage):
                     problem = _entry_problem(project, stage, change.entry)
@@ -441,7 +446,7 @@ class Registry:
         for what, part in (("project", project), ("stage", stage)):
             if name_problem(what, part):
                 return None  # no such stage can exist; never a path outside the registry
-        return self._entry(top, project, stage)
+        return self._entry(top, self._journal(top.revision), project, stage)
 
     # -- writing
 
@@ -700,9 +705,7 @@ def apply_serving(entry: StageEntry, change: ServingChange, project: str,
         if entry.candidate is None:
             raise ServingRefused(f"{where} has no candidate to promote")
         promoted, entry.candidate = entry.candidate, None
-        latest = entry.latest
-        entry.active = None if latest is not None and latest.version == promoted.version \
-            else promoted.version
+        entry.serve(promoted.version)
         return ("promoted", project, stage, promoted.version, promoted.describe())
     if change.version is None or entry.version_entry(change.version) is None:
         raise VersionNotFound(f"{where} has no version {change.version}")
@@ -710,9 +713,7 @@ def apply_serving(entry: StageEntry, change: ServingChange, project: str,
     if serving is not None and serving.version == change.version and entry.candidate is None:
         return None
     entry.candidate = None
-    latest = entry.latest
-    entry.active = None if latest is not None and latest.version == change.version \
-        else change.version
+    entry.serve(change.version)
     return ("rolled_back", project, stage, change.version, None)
 
 
