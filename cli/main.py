@@ -26,6 +26,7 @@ from stageguard.compiler.unparse import rule_source, string_literal
 from stageguard.runtime.engine import InvalidRequest, StageInfo
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.galileo import rulesets_of, wire_value
+from stageguard.runtime.management import SERVING_NEEDS, serving_change
 from stageguard.runtime.model import ActionType, Artifact, Operator, Status
 from stageguard.runtime.registry import Registry, RegistryError, load_artifact
 from stageguard.runtime.store import open_store
@@ -439,14 +440,10 @@ def _invoke(args: argparse.Namespace) -> int:
     return failed
 
 
-_NEEDS = {"shadow": ("version",), "rollout": ("version", "percent", "key"),
-          "rollback": ("version",)}
-
-
 def _stage(args: argparse.Namespace) -> int:
     from stageguard.runtime.engine import Runtime
 
-    missing = [f"--{o}" for o in _NEEDS.get(args.action, ()) if getattr(args, o) is None]
+    missing = [f"--{o}" for o in SERVING_NEEDS.get(args.action, ()) if getattr(args, o) is None]
     if missing:
         print(f"error: `stage {args.action}` needs {' and '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
@@ -458,16 +455,9 @@ def _stage(args: argparse.Namespace) -> int:
             info = rt.pause_stage(**where)
         elif args.action == "resume":
             info = rt.resume_stage(**where)
-        elif args.action == "shadow":
-            info = rt.shadow_stage(args.version, **where)
-        elif args.action == "rollout":
-            info = rt.rollout_stage(args.version, args.percent, args.key, **where)
-        elif args.action == "promote":
-            info = rt.promote_stage(**where)
-        elif args.action == "rollback":
-            info = rt.rollback_stage(args.version, **where)
-        elif args.action == "clear":
-            info = rt.clear_candidate(**where)
+        elif args.action in SERVING_NEEDS:
+            info = rt.set_serving(serving_change(args.action, args.version, args.percent,
+                                                 args.key), project=project, stage_name=name)
         else:
             info = rt.get_stage(**where)
             if info is None:
@@ -492,7 +482,7 @@ def _stage(args: argparse.Namespace) -> int:
             f", candidate {info.candidate.describe()}" if info.candidate else "")
         if args.action in ("pause", "resume"):
             print(f"{info.project}/{info.name}: {'paused' if info.paused else 'running'}")
-        elif args.action in ("shadow", "rollout", "promote", "rollback", "clear"):
+        elif args.action in SERVING_NEEDS:
             print(f"{info.project}/{info.name}: {serving}")
         elif args.action == "history":
             for v in versions:

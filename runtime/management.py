@@ -23,6 +23,7 @@ from stageguard.runtime.registry import (
     EVENTS_KEPT,
     Candidate,
     Event,
+    Index,
     RegistryError,
     ServingChange,
     ServingRefused,
@@ -52,12 +53,39 @@ class StageInfo:
     candidate: Candidate | None = None  # a shadow or rollout beside `version`
 
 
+# What each operator action on what serves needs besides the stage: the CLI's flags and the
+# HTTP body's fields (docs/operations.md).
+SERVING_NEEDS: dict[str, tuple[str, ...]] = {
+    "shadow": ("version",), "rollout": ("version", "percent", "key"), "promote": (),
+    "rollback": ("version",), "clear": ()}
+
+
+def serving_change(action: str, version: int | None = None, percent: float | None = None,
+                   key: str | None = None) -> ServingChange:
+    """The registry change an operator's action names; InvalidRequest when it lacks what
+    SERVING_NEEDS says or its terms are out of range."""
+    given = {"version": version, "percent": percent, "key": key}
+    missing = [n for n in SERVING_NEEDS[action] if given[n] is None]
+    if missing:
+        raise InvalidRequest(f"{action} needs {' and '.join(missing)}")
+    try:
+        if action in ("shadow", "rollout"):
+            return ServingChange(action, Candidate(  # type: ignore[arg-type]
+                version=version, mode=action, percent=percent or 0.0, key=key))
+    except ValueError as exc:
+        raise InvalidRequest(f"{action}: {exc}") from None
+    if action == "rollback":
+        return ServingChange("rolled_back", version=version)
+    return ServingChange("promoted" if action == "promote" else "cleared")
+
+
 class StageManagement:
     """Needs from the runtime: its store, its snapshot, reloading, finding stages and
     checking rulesets (declared here, defined by `Runtime`)."""
 
     registry: RegistryStore | None
     _table: Snapshot
+    _index: Index | None
 
     def refresh(self, force: bool = False) -> bool:
         raise NotImplementedError
@@ -160,12 +188,12 @@ class StageManagement:
                          candidate=self._candidate_of(key))
 
     def _candidate_of(self, key: Key) -> Candidate | None:
+        """The stage's candidate as the registry view last read has it (one that failed to
+        load still is one: its error is in load_errors); no store read per call."""
         held = self._table.candidates.get(key)
         if held is not None:
             return held[0]
-        if self.registry is None:
-            return None
-        entry = self.registry.stage_entry(*key)  # a candidate that did not load still is one
+        entry = self._index.projects.get(key[0], {}).get(key[1]) if self._index else None
         return entry.candidate if entry is not None else None
 
     def _changed(self, key: tuple[str, str]) -> StageInfo:
@@ -239,28 +267,23 @@ class StageManagement:
 
     def shadow_stage(self, version: int, **stage: Any) -> StageInfo:
         """`version` decides every request beside the serving one, unseen by callers."""
-        return self.set_serving(ServingChange("shadow", Candidate(version=version,
-                                                                  mode="shadow")), **stage)
+        return self.set_serving(serving_change("shadow", version), **stage)
 
     def rollout_stage(self, version: int, percent: float, key: str,
                       **stage: Any) -> StageInfo:
         """`version` serves `percent` of requests, split by the metadata field `key`."""
-        try:
-            candidate = Candidate(version=version, mode="rollout", percent=percent, key=key)
-        except ValueError as exc:
-            raise InvalidRequest(f"rollout: {exc}") from None
-        return self.set_serving(ServingChange("rollout", candidate), **stage)
+        return self.set_serving(serving_change("rollout", version, percent, key), **stage)
 
     def promote_stage(self, **stage: Any) -> StageInfo:
         """The candidate becomes the version that serves."""
-        return self.set_serving(ServingChange("promoted"), **stage)
+        return self.set_serving(serving_change("promote"), **stage)
 
     def rollback_stage(self, version: int, **stage: Any) -> StageInfo:
         """`version` serves again (a new event; nothing published is rewritten)."""
-        return self.set_serving(ServingChange("rolled_back", version=version), **stage)
+        return self.set_serving(serving_change("rollback", version), **stage)
 
     def clear_candidate(self, **stage: Any) -> StageInfo:
-        return self.set_serving(ServingChange("cleared"), **stage)
+        return self.set_serving(serving_change("clear"), **stage)
 
     def stage_history(self, *, project: str | None = None, stage_name: str | None = None,
                       stage_id: str | None = None) -> list[Event]:

@@ -41,13 +41,9 @@ from stageguard.runtime.engine import (
     SubscriptionsNotAllowed,
     project_id,
 )
+from stageguard.runtime.management import serving_change
 from stageguard.runtime.model import IDENTIFIER, NAME, FailMode, MetricSpec, StageType
-from stageguard.runtime.registry import (
-    Candidate,
-    RegistryError,
-    RevisionConflict,
-    ServingChange,
-)
+from stageguard.runtime.registry import RegistryError, RevisionConflict
 from stageguard.server.auth import (
     SESSION_SECONDS,
     Principal,
@@ -609,21 +605,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                     "is still at this revision; 409 otherwise")) -> StageOut:
         key = stage_key(project, stage)
         where = {"project": key[0], "stage_name": key[1]}
-        needs = {"shadow": ("version",), "rollout": ("version", "percent", "key"),
-                 "rollback": ("version",)}.get(body.action, ())
-        missing = [n for n in needs if getattr(body, n) is None]
-        if missing:
-            raise InvalidRequest(f"{body.action} needs {' and '.join(missing)}")
-        version, revision = body.version or 0, expected(if_match)
-        change = {
-            "shadow": lambda: ServingChange("shadow", Candidate(version=version,
-                                                                mode="shadow")),
-            "rollout": lambda: ServingChange("rollout", Candidate(
-                version=version, mode="rollout", percent=body.percent, key=body.key)),
-            "promote": lambda: ServingChange("promoted"),
-            "rollback": lambda: ServingChange("rolled_back", version=version),
-            "clear": lambda: ServingChange("cleared"),
-        }[body.action]()
+        change = serving_change(body.action, body.version, body.percent, body.key)
+        revision = expected(if_match)
         return _stage_out(runtime.set_serving(change, expected_revision=revision, **where))
 
     @app.get("/projects/{project}/stages/{stage}/history", tags=["stages"],
