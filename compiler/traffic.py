@@ -15,11 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stageguard.compiler.diff import DiffReport, StageDiff
-from stageguard.runtime.decision_log import metric_values
+from stageguard.runtime.decision_log import decided_nothing, metric_values
 from stageguard.runtime.evaluate import outcomes_status, reference_outcomes
 from stageguard.runtime.model import Artifact, Status
-
-_UNDECIDED = {Status.PAUSED.value, Status.SKIPPED.value}
 
 
 class _Lacking(Exception):
@@ -79,8 +77,7 @@ def stage_traffic(stage: StageDiff, events: Iterable[Mapping[str, Any] | None]) 
         if isinstance(at, str):
             out.first = at if out.first is None or at < out.first else out.first
             out.last = at if out.last is None or at > out.last else out.last
-        if event.get("status") in _UNDECIDED or (event.get("status") == "error"
-                                                 and event.get("error")):
+        if decided_nothing(event):
             out.undecided += 1
             continue
         values = metric_values(event)

@@ -255,7 +255,8 @@ class _Buffer:
         self.busy = len(batch)
         return batch
 
-    def done(self, count: int) -> None:
+    def done(self) -> None:
+        """The batch last taken is finished."""
         self.busy = 0
 
     def pending(self) -> int:
@@ -303,7 +304,7 @@ class SinkWorker:
             try:
                 self._deliver(batch)
             finally:
-                self._buffer.done(len(batch))
+                self._buffer.done()
 
     def _deliver(self, batch: list[tuple[dict[str, Any], bytes]]) -> None:
         delay = self._backoff
@@ -397,7 +398,7 @@ class DecisionLog:
                     for worker in self.workers:
                         worker.offer((event, line))
             finally:
-                self._buffer.done(len(batch))
+                self._buffer.done()
             time.sleep(0)  # between chunks, let a deciding thread have the interpreter
 
     def stats(self) -> LogStats:
@@ -433,6 +434,14 @@ def encode_line(event: Mapping[str, Any]) -> bytes:
     """An event as one JSON line (strict JSON: non-finite numbers are tagged already)."""
     return (json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
             + "\n").encode("utf-8")
+
+
+def decided_nothing(event: Mapping[str, Any]) -> bool:
+    """A logged decision that evaluated no ruleset: paused, skipped, or refused (on_stale
+    fail_closed, with its `error`). Replay and diff --traffic count these apart."""
+    status = event.get("status")
+    return status in (Status.PAUSED.value, Status.SKIPPED.value) or (
+        status == Status.ERROR.value and bool(event.get("error")))
 
 
 def metric_values(event: Mapping[str, Any]) -> dict[str, object] | None:

@@ -435,8 +435,8 @@ class Runtime(RegistryFollower, StageManagement):
             job = ShadowJob(shadow, dict(values), text_in, text_out, metadata, timeout, logged)
             if self.shadow.offer(response, job):
                 logged = None  # the shadow completes the event with its own decision
-        if logged is not None:
-            decisions.record(logged)  # type: ignore[union-attr]
+        if logged is not None and decisions is not None:
+            decisions.record(logged)
         return response
 
     def _notify(self, loaded: LoadedStage, response: Response) -> None:

@@ -438,8 +438,10 @@ class PostgresRegistry:
                 number = versions[-1][0] + 1 if versions else 1
                 raw = doc.to_bytes(number)
                 artifact = parse_artifact(raw, f"{doc.project}/{doc.stage} v{number}")
-                before = self._entries(cur, (doc.project, doc.stage))[doc.project, doc.stage]
-                active = keep_serving(before, activate)
+                # Not activated, the version that served goes on serving: read it (before
+                # the insert). A publish that activates needs no read.
+                active = None if activate else keep_serving(
+                    self._entries(cur, (doc.project, doc.stage))[doc.project, doc.stage], False)
                 cur.execute("INSERT INTO stageguard_versions VALUES "
                             "(%s, %s, %s, %s, %s, %s, %s, %s)",
                             (doc.project, doc.stage, number, doc.digest, raw,

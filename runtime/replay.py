@@ -14,14 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stageguard.runtime.decision_log import metric_values
+from stageguard.runtime.decision_log import decided_nothing, metric_values
 from stageguard.runtime.evaluate import outcomes_status
 from stageguard.runtime.model import Status
 from stageguard.runtime.served import LoadedStage
 
 EXAMPLES = 3
-# Decisions that decided nothing: there is nothing to decide again.
-_UNDECIDED = {Status.PAUSED.value, Status.SKIPPED.value}
 
 
 class Unavailable(Exception):
@@ -152,8 +150,7 @@ def replay(events: Iterable[Mapping[str, Any] | None], project: str, stage: str,
             continue
         report.events += 1
         before_status = event.get("status")
-        if before_status in _UNDECIDED or (before_status == Status.ERROR.value
-                                           and event.get("error")):
+        if decided_nothing(event):  # nothing to decide again
             report.undecided += 1
             continue
         values = metric_values(event)
