@@ -10,18 +10,20 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from stageguard.cli import findings, style
 from stageguard.cli import galileo as cli_galileo
 from stageguard.cli import policy_tests as cli_test
 from stageguard.cli import replay as cli_replay
 from stageguard.cli import review as cli_review
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.artifacts import compiler_version
-from stageguard.compiler.pipeline import Compilation, compile_paths, compile_text
+from stageguard.compiler.pipeline import Compilation, compile_paths
 from stageguard.compiler.unparse import rule_source, string_literal
 from stageguard.runtime.engine import InvalidRequest, StageInfo
 from stageguard.runtime.evaluate import Failure
@@ -67,11 +69,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour diagnostics (auto: on a terminal, unless NO_COLOR is set; "
+                   "FORCE_COLOR forces it)")
     check = sub.add_parser("check", help="report problems in policy files (exit 1 on errors)")
-    check.add_argument("paths", nargs="+", metavar="PATH",
-                       help="policy files or directories; - reads standard input")
-    check.add_argument("--format", choices=("text", "json"), default="text")
-    check.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    findings.add_options(check)
 
     build = sub.add_parser("build", help="check, compile and version stages into a registry")
     build.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories")
@@ -154,8 +156,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add_parser(sub)
 
 
+def _color_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`--color` after the subcommand too (`stageguard lint --color always …`)."""
+    for action in parser._actions:  # noqa: SLF001 (argparse has no public lookup)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in set(action.choices.values()):
+                sub.add_argument("--color", choices=("auto", "always", "never"),
+                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
+    _color_everywhere(parser)
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:  # say it with the subcommand's usage, not the top level's
@@ -163,9 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return int(exc.code or 0)
+    style.configure(args.color)
     try:
         if args.command == "check":
-            return _check(args.paths, args.format, args.strict)
+            return _check(args)
         if args.command == "build":
             return _build(args.paths, args.registry, args.format, not args.no_activate)
         if args.command == "invoke":
@@ -217,27 +230,20 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 
 def _report(result: Compilation) -> None:
     if result.diagnostics:
-        print(diag.render_all(result.diagnostics, result.sources), file=sys.stderr)
+        print(style.render_all(result.diagnostics, result.sources, sys.stderr), file=sys.stderr)
 
 
-def _check(paths: list[str], fmt: str, strict: bool = False) -> int:
-    result = compile_text(sys.stdin.read(), "<stdin>") if paths == ["-"] else \
-        compile_paths(paths)
-    warned = strict and any(d.severity is diag.Severity.WARNING for d in result.diagnostics)
-    if fmt == "json":
-        json.dump({"ok": result.ok and not warned,
-                   "diagnostics": diag.as_data(result.diagnostics)},
-                  sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
-    else:
-        _report(result)
-        if result.ok and not warned:
-            stages = len(result.artifacts)
-            print(f"ok: {len(result.sources)} file{'s' if len(result.sources) != 1 else ''}, "
-                  f"{stages} stage{'s' if stages != 1 else ''}")
-        elif warned:
-            print("error: warnings fail the check (--strict)", file=sys.stderr)
-    return EXIT_OK if result.ok and not warned else EXIT_POLICY
+def _check(args: argparse.Namespace) -> int:
+    began = time.perf_counter()
+    result, named = findings.compile_args(args)
+
+    def ok() -> str:
+        stages = len(result.artifacts)
+        return (f"ok: {len(result.sources)} file{'s' if len(result.sources) != 1 else ''}, "
+                f"{stages} stage{'s' if stages != 1 else ''}")
+
+    return findings.report("check", args, result, result.diagnostics, False, ok, named, began,
+                           text_to_stderr=True)
 
 
 def _build(paths: list[str], registry_dir: str, fmt: str, activate: bool = True) -> int:

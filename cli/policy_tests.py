@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from xml.etree import ElementTree as ET
+import time
+from pathlib import Path
 
-from stageguard.compiler.policytest import SUFFIX, Run, TestFileError, run_files, suggest
+from stageguard.cli import style
+from stageguard.compiler.ci_formats import JUnitCase, annotation, case_line, junit
+from stageguard.compiler.diagnostics import Span
+from stageguard.compiler.policytest import SUFFIX, TestFileError, run_files, suggest
+from stageguard.runtime.fsutil import atomic_write
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,7 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     t.add_argument("paths", nargs="+", metavar="PATH", help=f"{SUFFIX} files or directories")
     t.add_argument("-k", dest="pattern", metavar="PATTERN",
                    help="only cases and properties whose name contains or matches PATTERN")
-    t.add_argument("--format", choices=("text", "json", "junit"), default="text")
+    t.add_argument("--format", choices=("text", "json", "junit", "github"), default="text",
+                   help="text for people; json (docs/schemas/test.schema.json), junit or "
+                   "github (workflow annotations) for CI")
+    t.add_argument("--output-file", metavar="FILE",
+                   help="write the report to FILE (atomically) instead of standard output")
     t.add_argument("--coverage-min", type=float, metavar="PCT",
                    help="fail when boundary coverage is below PCT percent")
     t.add_argument("--suggest", action="store_true",
@@ -24,37 +33,62 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
+    began = time.time()
     try:
-        result = run_files(args.paths, args.pattern)
+        with style.progress("test") as shown:
+            result = run_files(args.paths, args.pattern,
+                               lambda o: shown.update(f"{o.id.rpartition('::')[2]}"))
     except TestFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     failed = [o for o in result.outcomes if not o.passed]
     rulesets, rules, sides = result.coverage.percent()
     if args.format == "json":
-        json.dump({"passed": len(result.outcomes) - len(failed), "failed": len(failed),
-                   "results": [{"id": o.id, "passed": o.passed, "report": o.report}
-                               for o in result.outcomes],
-                   "coverage": {"rulesets": rulesets, "rules": rules, "boundaries": sides}},
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        out = json.dumps({"passed": len(result.outcomes) - len(failed), "failed": len(failed),
+                          "results": [{"id": o.id, "passed": o.passed, "report": o.report,
+                                       "summary": o.summary, "seconds": round(o.seconds, 6)}
+                                      for o in result.outcomes],
+                          "coverage": {"rulesets": rulesets, "rules": rules,
+                                       "boundaries": sides}}, indent=2) + "\n"
     elif args.format == "junit":
-        sys.stdout.write(_junit(result))
+        out = junit([JUnitCase(o.id.partition("::")[0], o.id.partition("::")[2], o.seconds,
+                               None if o.passed else o.headline, o.report)
+                     for o in result.outcomes], "stageguard test", began)
+    elif args.format == "github":
+        lines = []
+        for o in failed:
+            file, _, name = o.id.partition("::")
+            line = case_line(file, name)
+            at = Span(file, 0, 0, line, 1, line, 1) if line else None
+            lines.append(annotation("error", f"{name}: {o.headline}\n{o.report}",
+                                    f"policy test failed: {name}"[:200], at))
+        out = "".join(x + "\n" for x in lines)
     else:
+        paint = style.painter(sys.stdout)
+        parts = []
         for o in result.outcomes:
-            print(f"{'PASS' if o.passed else 'FAIL'}  {o.id}")
-            if not o.passed:
-                print(o.report)
-        print(f"\n{len(result.outcomes) - len(failed)} passed, {len(failed)} failed")
-        print(f"coverage: rulesets triggered {rulesets:.0f}%, rules reached {rules:.0f}%, "
-              f"threshold sides (below / at / above) {sides:.0f}%")
+            parts.append(paint("pass", "PASS") + f"  {o.id}" if o.passed else
+                         paint("fail", "FAIL") + f"  {o.id}\n{o.report}")
+        parts.append(f"\n{len(result.outcomes) - len(failed)} passed, {len(failed)} failed")
+        parts.append(f"coverage: rulesets triggered {rulesets:.0f}%, rules reached "
+                     f"{rules:.0f}%, threshold sides (below / at / above) {sides:.0f}%")
         for (stage, name), n in sorted(result.coverage.triggered.items()):
             if not n:
-                print(f"  never triggered: {stage}/{name}")
+                parts.append(f"  never triggered: {stage}/{name}")
+        out = "\n".join(parts) + "\n"
     if args.suggest:
         text = suggest(result.stages, result.coverage)
-        print(("\n# missing boundary cases (expectations are today's decisions: review them)\n"
-               + text) if text else "\n# every threshold side is covered")
+        out += (("\n# missing boundary cases (expectations are today's decisions: review "
+                 "them)\n" + text) if text else "\n# every threshold side is covered") + "\n"
+    if args.output_file:
+        try:
+            atomic_write(Path(args.output_file), out.encode("utf-8"))
+        except OSError as exc:
+            print(f"error: cannot write {args.output_file}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
+    else:
+        sys.stdout.write(out)
     if failed:
         return 1
     if args.coverage_min is not None and sides < args.coverage_min:
@@ -62,16 +96,3 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-
-def _junit(result: Run) -> str:
-    suite = ET.Element("testsuite", name="stageguard", tests=str(len(result.outcomes)),
-                       failures=str(sum(1 for o in result.outcomes if not o.passed)))
-    for o in result.outcomes:
-        file, _, name = o.id.partition("::")
-        case = ET.SubElement(suite, "testcase", classname=file, name=name)
-        if not o.passed:
-            failure = ET.SubElement(case, "failure", message=o.report.splitlines()[0]
-                                    if o.report else "failed")
-            failure.text = o.report
-    return ET.tostring(suite, encoding="unicode") + "\n"

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
+from stageguard.cli import findings, style
 from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.diff import diff
 from stageguard.compiler.formatter import INTERNAL, format_text
-from stageguard.compiler.lint import lint, strict
+from stageguard.compiler.lint import lint
 from stageguard.compiler.pipeline import compile_paths
-from stageguard.compiler.report import as_json, markdown, text
+from stageguard.compiler.report import COMMENT_LIMIT, as_json, diff_annotations, markdown, text
 from stageguard.compiler.revisions import Side, SideError, compiled_side, from_git, load
 from stageguard.compiler.sources import Source
 from stageguard.compiler.sources import load as load_sources
@@ -37,9 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     lint_p = sub.add_parser("lint", help="exact analysis: contradictions, shadowing, "
                             "redundancy, vacuous thresholds, overlaps (with witnesses)")
-    lint_p.add_argument("paths", nargs="+", metavar="PATH")
-    lint_p.add_argument("--strict", action="store_true", help="warnings are errors")
-    lint_p.add_argument("--format", choices=("text", "json"), default="text")
+    findings.add_options(lint_p)
 
     d = sub.add_parser("diff", help="what a policy change does: structural changes and "
                        "every region of payloads whose decision changes (exit 1 if any)")
@@ -51,7 +50,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "working tree)")
     d.add_argument("--registry", default="registry", metavar="DIR",
                    help="registry for registry: sides (default: ./registry)")
-    d.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    d.add_argument("--format", choices=("text", "markdown", "json", "github"), default="text",
+                   help="text; markdown (a pull-request comment); json "
+                   "(docs/schemas/diff.schema.json); github (one workflow annotation per "
+                   "changed stage)")
+    d.add_argument("--max-regions", type=int, metavar="N",
+                   help="list at most N regions (and N webhook regions) per stage; the count "
+                   "of those left out is given")
+    d.add_argument("--max-chars", type=int, metavar="N",
+                   help=f"markdown: cap regions further until the body fits N characters "
+                   f"(default {COMMENT_LIMIT:,}, under GitHub's comment limit; 0: no limit)")
+    d.add_argument("--full-report", metavar="WHERE",
+                   help="markdown: where the uncapped report is (an artifact's name or url), "
+                   "named wherever regions are left out")
+    d.add_argument("--output-file", metavar="FILE",
+                   help="write the report to FILE (atomically) instead of standard output")
     d.add_argument("--traffic", nargs="+", metavar="LOG",
                    help="count the logged decisions (JSONL files, or a postgresql:// "
                    "registry's table) that lie in each changed region")
@@ -79,14 +92,15 @@ def _fmt(args: argparse.Namespace) -> int:
     else:
         sources, problems = load_sources(args.paths)
     if problems:
-        print(diag.render_all(problems, {}), file=sys.stderr)
+        print(style.render_all(problems, {}, sys.stderr), file=sys.stderr)
         return EXIT_FAIL
     status = EXIT_OK
     unformatted = []
     for src in sources:
         result = format_text(src.text, src.path)
         if not result.ok:
-            print(diag.render_all(result.diagnostics, {src.path: src.text}), file=sys.stderr)
+            print(style.render_all(result.diagnostics, {src.path: src.text}, sys.stderr),
+                  file=sys.stderr)
             internal = any(d.code == INTERNAL for d in result.diagnostics)
             status = max(status, EXIT_INTERNAL if internal else EXIT_FAIL)
             continue
@@ -149,23 +163,21 @@ def _rewrite(path: Path, text: str) -> str | None:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    compilation = compile_paths(args.paths)
+    began = time.perf_counter()
+    compilation, named = findings.compile_args(args)
     found = list(compilation.diagnostics)
     if compilation.ok:
-        found += lint(compilation)
-    if args.strict:
-        found = strict(found)
-    failed = diag.has_errors(found)
-    if args.format == "json":
-        json.dump({"ok": not failed, "diagnostics": diag.as_data(found)}, sys.stdout,
-                  indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
-    elif found:
-        print(diag.render_all(found, compilation.sources))
-    else:
+        with style.progress("lint") as shown:
+            found += lint(compilation, lambda i, n, name: shown.update(
+                f"stage {i} of {n}, {name}"))
+
+    def ok() -> str:
         n = len(compilation.artifacts)
-        print(f"ok: {n} stage{'s' if n != 1 else ''}, no findings")
-    return EXIT_FAIL if failed else EXIT_OK
+        return f"ok: {n} stage{'s' if n != 1 else ''}, no findings"
+
+    # Unused suppressions are judged only when every code was computed (no check error).
+    return findings.report("lint", args, compilation, found, compilation.ok, ok, named, began,
+                           text_to_stderr=False)
 
 
 # ---- diff -------------------------------------------------------------------------------------
@@ -203,12 +215,15 @@ def _diff(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     for side in (old, new):
         if diag.has_errors(side.diagnostics):
-            print(diag.render_all(side.diagnostics, side.sources or {}), file=sys.stderr)
+            print(style.render_all(side.diagnostics, side.sources or {}, sys.stderr),
+                  file=sys.stderr)
             print(f"error: `{side.label}` does not compile; nothing to compare",
                   file=sys.stderr)
             return EXIT_ERROR
     only = old.only or new.only
-    report = diff(_narrow(old, only), _narrow(new, only), old.label, new.label)
+    with style.progress("diff") as shown:
+        report = diff(_narrow(old, only), _narrow(new, only), old.label, new.label,
+                      lambda i, n, name: shown.update(f"stage {i} of {n}, {name}"))
     if args.traffic:
         from stageguard.cli.replay import log_events, missing_log
         from stageguard.compiler.traffic import with_traffic
@@ -218,10 +233,25 @@ def _diff(args: argparse.Namespace) -> int:
             print(f"error: no decision log {missing}", file=sys.stderr)
             return EXIT_ERROR
         report = with_traffic(report, list(log_events(args.traffic)))
+    if args.max_regions is not None and args.max_regions < 0:
+        print("error: --max-regions takes a number of at least 0", file=sys.stderr)
+        return EXIT_ERROR
     if args.format == "json":
-        sys.stdout.write(as_json(report) + "\n")
+        out = as_json(report, args.max_regions) + "\n"
     elif args.format == "markdown":
-        sys.stdout.write(markdown(report))
+        limit = COMMENT_LIMIT if args.max_chars is None else (args.max_chars or None)
+        out = markdown(report, args.max_regions, limit, args.full_report)
+    elif args.format == "github":
+        out = diff_annotations(report)
     else:
-        sys.stdout.write(text(report))
+        out = text(report, args.max_regions)
+    if args.output_file:
+        try:
+            atomic_write(Path(args.output_file), out.encode("utf-8"))
+        except OSError as exc:
+            print(f"error: cannot write {args.output_file}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        sys.stdout.write(out)
     return EXIT_FAIL if report.behaviour_changed else EXIT_OK

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
 from stageguard.runtime.unicode import without_surrogates
+
+# Where each code is explained (SARIF rules and editors link here).
+PROJECT_URL = "https://github.com/stageguard/stageguard"
+DOCS_URL = f"{PROJECT_URL}/blob/main/docs/diagnostics.md"
 
 
 class Severity(StrEnum):
@@ -140,38 +144,50 @@ def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
 # ---- rendering ----------------------------------------------------------------------------
 
 
-def render(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
+def plain(role: str, text: str) -> str:
+    """The identity painter: `render` without colour."""
+    return text
+
+
+Painter = Callable[[str, str], str]  # (role, text) -> text; roles: see cli/style.py
+
+
+def render(diagnostic: Diagnostic, sources: Mapping[str, str], paint: Painter = plain) -> str:
     """rustc-style text: header, location arrow, the source line(s) and carets, then help.
 
     `sources` maps a span's file to its text; a file we cannot show still gets its header and
-    location so the diagnostic is never lost.
+    location so the diagnostic is never lost. `paint` colours the parts (the CLI's, on a
+    terminal); the words are the same either way.
     """
     d = diagnostic
-    lines = [f"{d.severity.value}[{d.code}]: {d.message}"]
+    sev = d.severity.value
+    lines = [paint(sev, f"{sev}[{d.code}]") + paint("message", f": {d.message}")]
     text = sources.get(d.span.file)
     gutter = len(str(max(d.span.end_line, *(r.span.end_line for r in d.related), 1)))
     pad = " " * gutter
-    lines.append(f"{pad}--> {d.span.location}")
+    bar = paint("gutter", f"{pad} |")
+    lines.append(paint("gutter", f"{pad}--> ") + d.span.location)
     if text is not None:
-        lines.append(f"{pad} |")
-        lines.extend(_excerpt(d.span, d.label, text, gutter))
-        lines.append(f"{pad} |")
+        lines.append(bar)
+        lines.extend(_excerpt(d.span, d.label, text, gutter, paint, sev))
+        lines.append(bar)
     for rel in d.related:
-        lines.append(f"{pad} = note: {rel.message}")
-        lines.append(f"{pad}   --> {rel.span.location}")
+        lines.append(paint("gutter", f"{pad} = ") + paint("note", "note") + f": {rel.message}")
+        lines.append(paint("gutter", f"{pad}   --> ") + rel.span.location)
         rel_text = sources.get(rel.span.file)
         if rel_text is not None:
-            lines.append(f"{pad} |")
-            lines.extend(_excerpt(rel.span, "", rel_text, gutter, caret="-"))
-            lines.append(f"{pad} |")
+            lines.append(bar)
+            lines.extend(_excerpt(rel.span, "", rel_text, gutter, paint, "related", caret="-"))
+            lines.append(bar)
     for note in d.notes:
-        lines.append(f"{pad} = {note}")
+        lines.append(paint("gutter", f"{pad} = ") + note)
     if d.help:
-        lines.append(f"{pad} = help: {d.help}")
+        lines.append(paint("gutter", f"{pad} = ") + paint("help", "help") + f": {d.help}")
     return "\n".join(lines)
 
 
-def _excerpt(span: Span, label: str, text: str, gutter: int, caret: str = "^") -> list[str]:
+def _excerpt(span: Span, label: str, text: str, gutter: int, paint: Painter, role: str,
+             caret: str = "^") -> list[str]:
     source_lines = text.splitlines() or [""]
     out: list[str] = []
     first = span.line
@@ -184,14 +200,16 @@ def _excerpt(span: Span, label: str, text: str, gutter: int, caret: str = "^") -
         end_col = max(span.end_column, start_col + 1)
     else:
         end_col = max(len(shown) + 1, start_col + 1)
-    out.append(f"{str(first).rjust(gutter)} | {shown}")
-    marker = " " * (start_col - 1) + caret * (end_col - start_col)
-    out.append(f"{' ' * gutter} | {marker}{' ' + label if label else ''}".rstrip())
+    out.append(paint("gutter", f"{str(first).rjust(gutter)} | ") + shown)
+    marker = (caret * (end_col - start_col) + (" " + label if label else "")).rstrip()
+    out.append(paint("gutter", f"{' ' * gutter} | ") + " " * (start_col - 1)
+               + paint(role, marker))
     return out
 
 
-def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) -> str:
-    blocks = [render(d, sources) for d in sorted(diagnostics, key=sort_key)]
+def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str],
+               paint: Painter = plain) -> str:
+    blocks = [render(d, sources, paint) for d in sorted(diagnostics, key=sort_key)]
     # A source handed over by an API may hold lone surrogates (reported as SG0002); shown
     # as U+FFFD, one for one, so the rendering can be written and the carets still line up.
     blocks = [without_surrogates(b) for b in blocks]
@@ -202,7 +220,7 @@ def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) ->
             if n:
                 plural = "s" if n != 1 and severity is not Severity.INFO else ""
                 summary.append(f"{n} {severity.value}{plural}")
-        blocks.append(" and ".join(summary) + " emitted")
+        blocks.append(paint("summary", " and ".join(summary) + " emitted"))
     return "\n\n".join(blocks)
 
 

@@ -10,7 +10,7 @@ An empty list of such regions is a proof that the stage behaves the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -113,11 +113,15 @@ class StageDiff:
     hooks: tuple[HookRegion, ...] = ()
     # How many logged decisions lie in each region (`diff --traffic`, compiler/traffic.py).
     traffic: StageTraffic | None = field(default=None, compare=False)
+    # Regions and webhook regions a report left out (`--max-regions`, compiler/report.py).
+    regions_left_out: int = field(default=0, compare=False)
+    hooks_left_out: int = field(default=0, compare=False)
 
     @property
     def behaviour_changed(self) -> bool:
         return self.old is None or self.new is None or bool(self.regions) or bool(
-            self.hooks) or any(c.effect for c in self.changes)
+            self.hooks) or bool(self.regions_left_out or self.hooks_left_out) or any(
+            c.effect for c in self.changes)
 
     @property
     def status(self) -> str:
@@ -139,6 +143,10 @@ class StageDiff:
             "regions": [self._region_data(i, r) for i, r in enumerate(self.regions)],
             "webhooks": [h.to_data() for h in self.hooks],
             **({"traffic": self.traffic.to_data()} if self.traffic is not None else {}),
+            **({"regions_total": len(self.regions) + self.regions_left_out}
+               if self.regions_left_out else {}),
+            **({"webhooks_total": len(self.hooks) + self.hooks_left_out}
+               if self.hooks_left_out else {}),
         }
 
     def _region_data(self, i: int, region: Region) -> dict[str, object]:
@@ -170,7 +178,9 @@ class DiffReport:
 
 
 def diff(old: Mapping[tuple[str, str], Artifact], new: Mapping[tuple[str, str], Artifact],
-         old_label: str = "old", new_label: str = "new") -> DiffReport:
+         old_label: str = "old", new_label: str = "new",
+         on_stage: Callable[[int, int, str], None] | None = None) -> DiffReport:
+    """`on_stage(i, n, name)` is told before each stage is compared (for progress)."""
     stages = []
     gone = [k for k in old if k not in new]
     came = [k for k in new if k not in old]
@@ -180,7 +190,10 @@ def diff(old: Mapping[tuple[str, str], Artifact], new: Mapping[tuple[str, str], 
             if n[0] == k[0] and n not in renamed.values() and _same_stage(old[k], new[n]):
                 renamed[k] = n
                 break
-    for key in sorted(set(old) | set(new)):
+    keys = sorted(set(old) | set(new))
+    for i, key in enumerate(keys, 1):
+        if on_stage is not None:
+            on_stage(i, len(keys), key[1])
         if key in renamed.values():
             continue
         if key in renamed:

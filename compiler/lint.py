@@ -10,7 +10,7 @@ missing); metric failures are left to `diff`, which models them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,15 +268,14 @@ def diagnostics_for(stage: CheckedStage, model: StageModel) -> list[Diagnostic]:
     return out
 
 
-def lint(compilation: Compilation) -> list[Diagnostic]:
+def lint(compilation: Compilation,
+         on_stage: Callable[[int, int, str], None] | None = None) -> list[Diagnostic]:
+    """Every stage's findings; `on_stage(i, n, name)` is told before each (for progress)."""
     out: list[Diagnostic] = []
-    for checked, doc in zip(compilation.stages, compilation.artifacts, strict=True):
+    n = len(compilation.stages)
+    for i, (checked, doc) in enumerate(zip(compilation.stages, compilation.artifacts,
+                                           strict=True), 1):
+        if on_stage is not None:
+            on_stage(i, n, checked.name)
         out.extend(diagnostics_for(checked, StageModel.of(doc.to_artifact())))
     return out
-
-
-def strict(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
-    """`--strict`: warnings become errors."""
-    return [d if d.severity is not Severity.WARNING else
-            Diagnostic(d.code, Severity.ERROR, d.message, d.span, d.label, d.help, d.related,
-                       d.notes, d.data) for d in diagnostics]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stageguard.compiler.artifacts import compile_stage
+from stageguard.compiler.ast import PolicyFile
 from stageguard.compiler.checker import CheckedStage, CheckResult, check
 from stageguard.compiler.diagnostics import Diagnostic, has_errors
 from stageguard.compiler.parser import parse
@@ -20,6 +21,7 @@ class Compilation:
     diagnostics: tuple[Diagnostic, ...]
     artifacts: tuple[ArtifactDocument, ...]  # empty whenever there is an error
     stages: tuple[CheckedStage, ...] = ()     # what the artifacts were built from, with spans
+    files: tuple[PolicyFile, ...] = ()        # the syntax trees (comments included) parsed
 
     @property
     def ok(self) -> bool:
@@ -33,14 +35,16 @@ def compile_sources(sources: Sequence[Source],
 
 
 def _compile_sources(sources: Sequence[Source], extra: Sequence[Diagnostic]) -> Compilation:
-    result: CheckResult = check([parse(s.text, s.path) for s in sources])
+    parsed = [parse(s.text, s.path) for s in sources]
+    result: CheckResult = check(parsed)
     diagnostics = (*extra, *result.diagnostics)
     artifacts: tuple[ArtifactDocument, ...] = ()
     stages: tuple[CheckedStage, ...] = ()
     if not has_errors(diagnostics):
         stages = result.stages
         artifacts = tuple(compile_stage(stage) for stage in stages)
-    return Compilation({s.path: s.text for s in sources}, diagnostics, artifacts, stages)
+    files = tuple(r.file for r in parsed if r.file is not None)
+    return Compilation({s.path: s.text for s in sources}, diagnostics, artifacts, stages, files)
 
 
 def compile_paths(paths: Sequence[str]) -> Compilation:

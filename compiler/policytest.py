@@ -14,8 +14,9 @@ from __future__ import annotations
 import fnmatch
 import math
 import tempfile
+import time
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,12 @@ class Outcome:
     id: str
     passed: bool
     report: str = ""  # why it failed: expected beside actual, values, rules
+    summary: str = ""  # one line of it, for CI reports ("status: expected …, got …")
+    seconds: float = 0.0
+
+    @property
+    def headline(self) -> str:
+        return self.summary or (self.report.splitlines()[0] if self.report else "failed")
 
 
 @dataclass
@@ -286,7 +293,9 @@ def run_case(suite: Suite, case: Case, coverage: Coverage | None = None) -> Outc
         _cover(coverage, case.stage, r)
     if not problems:
         return Outcome(case.id, True)
-    return Outcome(case.id, False, _report(case, r, problems, art))
+    return Outcome(case.id, False, _report(case, r, problems, art),
+                   "; ".join(f"{what}: expected {want}, got {got}"
+                             for what, want, got in problems))
 
 
 def _case_mistakes(suite: Suite, case: Case, art: Artifact) -> list[str]:
@@ -638,7 +647,8 @@ class Suites:
         self._tmp.cleanup()
 
 
-def run_files(paths: Sequence[str], pattern: str | None = None) -> Run:
+def run_files(paths: Sequence[str], pattern: str | None = None,
+              on_outcome: Callable[[Outcome], None] | None = None) -> Run:
     coverage = Coverage()
     outcomes: list[Outcome] = []
     stages: dict[str, Artifact] = {}
@@ -651,10 +661,13 @@ def run_files(paths: Sequence[str], pattern: str | None = None) -> Run:
                 seed_coverage(coverage, suite.stages.values())
                 stages.update(suite.stages)
             for item in select([*cases, *props], pattern):
-                if isinstance(item, Case):
-                    outcomes.append(run_case(suite, item, coverage))
-                else:
-                    outcomes.append(check_property(suite, item))
+                began = time.perf_counter()
+                outcome = run_case(suite, item, coverage) if isinstance(item, Case) \
+                    else check_property(suite, item)
+                outcome.seconds = time.perf_counter() - began
+                outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
     finally:
         suites.close()
     return Run(outcomes, coverage, stages)

@@ -4,15 +4,19 @@ package files, for pull-request comments) and JSON."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cache
 
 import jinja2
 
+from stageguard.compiler.ci_formats import annotation
 from stageguard.compiler.diff import DiffReport
 from stageguard.compiler.traffic import StageTraffic
 
-# Regions listed per stage in terminal text; JSON and Markdown list them all.
+# Regions listed per stage in terminal text; JSON and Markdown list them all unless capped.
 SHOWN = 12
+# GitHub refuses a comment body over 65,536 characters; leave room for a marker line.
+COMMENT_LIMIT = 65_000
 
 
 @cache
@@ -24,6 +28,23 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined)
     env.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
     return env
+
+
+def cap(report: DiffReport, max_regions: int | None) -> DiffReport:
+    """At most `max_regions` regions and webhook regions per stage (those reachable without
+    failures first, as the diff orders them); each stage counts what it left out."""
+    if max_regions is None:
+        return report
+    # Traffic counts are indexed by region; the first `max_regions` keep their indices.
+    return replace(report, stages=tuple(replace(
+        s, regions=s.regions[:max_regions], hooks=s.hooks[:max_regions],
+        regions_left_out=s.regions_left_out + max(0, len(s.regions) - max_regions),
+        hooks_left_out=s.hooks_left_out + max(0, len(s.hooks) - max_regions))
+        for s in report.stages))
+
+
+def left_out(report: DiffReport) -> int:
+    return sum(s.regions_left_out + s.hooks_left_out for s in report.stages)
 
 
 def traffic_text(t: StageTraffic, i: int) -> str:
@@ -42,18 +63,53 @@ def traffic_summary(t: StageTraffic) -> str:
             + (f"; not judged: {', '.join(apart)}" if apart else ""))
 
 
-def markdown(report: DiffReport) -> str:
+def _markdown(report: DiffReport, max_regions: int | None, full_report: str | None) -> str:
     changed = [s for s in report.stages if s.behaviour_changed]
     return _environment().get_template("diff.md.j2").render(
         report=report, changed=changed, traffic_text=traffic_text,
-        traffic_summary=traffic_summary)
+        traffic_summary=traffic_summary, max_regions=max_regions, full_report=full_report)
 
 
-def as_json(report: DiffReport) -> str:
-    return json.dumps(report.to_data(), indent=2, ensure_ascii=False)
+def markdown(report: DiffReport, max_regions: int | None = None,
+             max_chars: int | None = None, full_report: str | None = None) -> str:
+    """The pull-request comment. With `max_chars`, regions are capped further (down to a
+    summary of counts) until the body fits; `full_report` says where the uncapped report is
+    (a CI artifact's name or url)."""
+    body = _markdown(cap(report, max_regions), max_regions, full_report)
+    if max_chars is None or len(body) <= max_chars:
+        return body
+    # The most regions per stage that fit: fewer regions never make the body longer.
+    most = max((len(s.regions) + len(s.hooks) for s in report.stages), default=0)
+    lo, hi = -1, min(max_regions if max_regions is not None else most, most)
+    best = None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        candidate = _markdown(cap(report, mid), mid, full_report)
+        if len(candidate) <= max_chars:
+            lo, best = mid, candidate
+        else:
+            hi = mid - 1
+    if best is not None:
+        return best
+    body = _markdown(cap(report, 0), 0, full_report)
+    # Even without regions it is too long (thousands of structural changes): cut at a line.
+    note = ("\n\n*… the report is longer than a comment can be; "
+            + (f"the full report is {full_report}.*\n" if full_report
+               else "run `stageguard diff --format markdown` for all of it.*\n"))
+    cut = body[:max_chars - len(note)]
+    return cut[:cut.rfind("\n")] + note
 
 
-def text(report: DiffReport) -> str:
+def as_json(report: DiffReport, max_regions: int | None = None) -> str:
+    capped = cap(report, max_regions)
+    data = capped.to_data()
+    if left_out(capped):
+        data["truncated"] = {"max_regions": max_regions, "regions_left_out": left_out(capped)}
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def text(report: DiffReport, max_regions: int | None = None) -> str:
+    shown = SHOWN if max_regions is None else max_regions
     out = [f"diff {report.old_label} → {report.new_label}"]
     for s in report.stages:
         if s.status == "unchanged":
@@ -68,7 +124,7 @@ def text(report: DiffReport) -> str:
         if plain:
             out.append(f"  payloads that change fate ({len(plain)} region"
                        f"{'s' if len(plain) != 1 else ''}):")
-        for n, r in enumerate(plain[:SHOWN], 1):
+        for n, r in enumerate(plain[:shown], 1):
             out.append(f"   {n}. where {r.descriptions[0]}"
                        + (f" (+{len(r.descriptions) - 1} more boxes)" if len(r.descriptions) > 1
                           else ""))
@@ -77,8 +133,8 @@ def text(report: DiffReport) -> str:
             out.append(f"      witness: {r.witness.text()}")
             out.append(f"      before:  {r.before.text()}")
             out.append(f"      after:   {r.after.text()}")
-        if len(plain) > SHOWN:
-            out.append(f"   … {len(plain) - SHOWN} more (see --format json)")
+        if len(plain) > shown:
+            out.append(f"   … {len(plain) - shown} more (see --format json)")
         if failing:
             first = failing[0]
             out.append(f"  and {len(failing)} region{'s' if len(failing) != 1 else ''} that "
@@ -94,12 +150,12 @@ def text(report: DiffReport) -> str:
         if s.hooks:
             out.append(f"  webhooks that start or stop being posted ({len(s.hooks)} region"
                        f"{'s' if len(s.hooks) != 1 else ''}):")
-        for h in s.hooks[:SHOWN]:
+        for h in s.hooks[:shown]:
             out.append(f"   - {h.url}: {h.text()}")
             out.append(f"      where {h.descriptions[0]}")
             out.append(f"      witness: {h.witness.text()}")
-        if len(s.hooks) > SHOWN:
-            out.append(f"   … {len(s.hooks) - SHOWN} more (see --format json)")
+        if len(s.hooks) > shown:
+            out.append(f"   … {len(s.hooks) - shown} more (see --format json)")
         if s.traffic is not None:
             out.append(f"  traffic: {traffic_summary(s.traffic)}")
         if s.old and s.new and not s.behaviour_changed:
@@ -109,3 +165,23 @@ def text(report: DiffReport) -> str:
     verdict = "behaviour changes" if report.behaviour_changed else "no behavioural change"
     out.append(f"\n{verdict}")
     return "\n".join(out) + "\n"
+
+
+def diff_annotations(report: DiffReport) -> str:
+    """One GitHub workflow annotation per stage whose behaviour changes (a warning: the
+    reviewer decides), with its first region's witness; nothing when nothing changes."""
+    lines = []
+    for s in report.stages:
+        if not s.behaviour_changed:
+            continue
+        body = [f"stage {s.project}/{s.name}: {s.status}"]
+        body += [f"~ {c.message}" for c in s.changes[:SHOWN]]
+        if s.regions:
+            r = s.regions[0]
+            body.append(f"{len(s.regions):,} region{'s' if len(s.regions) != 1 else ''} change "
+                        f"fate, e.g. {r.witness.text()}: {r.before.text()} → {r.after.text()}")
+        if s.hooks:
+            body.append(f"{len(s.hooks):,} webhook region{'s' if len(s.hooks) != 1 else ''}")
+        lines.append(annotation("warning", "\n".join(body),
+                                f"stageguard diff: {s.project}/{s.name} {s.status}"))
+    return "".join(line + "\n" for line in lines)

@@ -16,9 +16,10 @@ from tests.conftest import POLICIES
 EXE = Path(sys.executable).with_name("stageguard")
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path | None = None,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(EXE), *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120, env={**os.environ, "STAGEGUARD_DEBUG": ""})
+                          timeout=120, input=input, env={**os.environ, "STAGEGUARD_DEBUG": ""})
 
 
 def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
