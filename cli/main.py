@@ -86,6 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="summarise an artifact file or a registry")
     inspect.add_argument("target", metavar="ARTIFACT|DIR")
+    inspect.add_argument("--format", choices=("text", "json"), default="text")
 
     invoke = sub.add_parser("invoke", help="decide one payload with a stage of a registry")
     invoke.add_argument("stage", metavar="STAGE", help="stage name, or PROJECT/STAGE")
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from stageguard.server.cli import run as serve
 
             return serve(args)
-        return _inspect(args.target)
+        return _inspect(args.target, args.format)
     except (RegistryError, InvalidRequest, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_POLICY
@@ -292,7 +293,7 @@ def _registry(target: str) -> int:
     return EXIT_OK
 
 
-def _inspect(target: str) -> int:
+def _inspect(target: str, fmt: str = "text") -> int:
     path = Path(target)
     if path.is_dir() and not (path / "index.json").is_file():
         print(f"error: {path} is not a registry (no index.json); `stageguard check {path}` "
@@ -308,26 +309,59 @@ def _inspect(target: str) -> int:
             print(f"{len(problems)} version file{'s' if len(problems) > 1 else ''} of "
                   f"{path} cannot be trusted", file=sys.stderr)
             return EXIT_POLICY
-        if not index.projects:
+        if not index.projects and fmt == "text":
             print(f"{path}: empty registry")
             return EXIT_OK
+        found = []
         for _project, stages in sorted(index.projects.items()):
             for _name, entry in sorted(stages.items()):
                 latest = entry.latest
                 if latest is None:
                     continue
                 art = load_artifact(registry.root / latest.file)
-                history = ", ".join(f"v{v.version}" for v in entry.versions)
-                state = " · PAUSED" if entry.paused else ""
-                print(_summary(art, f"versions {history}{state}"))
-                print()
+                serving = entry.serving
+                found.append(_summary_data(art, [v.version for v in entry.versions],
+                                           entry.paused, serving.version if serving else None))
+                if fmt == "text":
+                    history = ", ".join(f"v{v.version}" for v in entry.versions)
+                    state = " · PAUSED" if entry.paused else ""
+                    print(_summary(art, f"versions {history}{state}"))
+                    print()
+        if fmt == "json":
+            _print_json({"registry": str(path), "revision": index.revision, "stages": found})
         return EXIT_OK
     if not path.exists():
         print(f"error: `{target}` does not exist", file=sys.stderr)
         return EXIT_POLICY
     art = load_artifact(path)
-    print(_summary(art, f"version {art.version}"))
+    if fmt == "json":
+        _print_json({"artifact": str(path), "stages": [_summary_data(art, [art.version])]})
+    else:
+        print(_summary(art, f"version {art.version}"))
     return EXIT_OK
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _summary_data(art: Artifact, versions: list[int], paused: bool = False,
+                  serving: int | None = None) -> dict[str, object]:
+    """`inspect --format json`: what the text summary says, as data."""
+    stage = art.stage
+    return {
+        "project": art.project, "stage": stage.name, "type": stage.type.value,
+        "fail_mode": stage.fail_mode.value, "version": art.version, "digest": art.digest,
+        "description": stage.description, "versions": versions, "paused": paused,
+        "serving": serving or art.version,
+        "rulesets": [{"name": rs.name, "action": rs.action.type.value,
+                      "choices": len(rs.action.choices or ()),
+                      "notify": len(rs.action.subscriptions),
+                      "rules": [rule_source(r.metric, r.operator, r.target_value)
+                                for r in rs.rules]} for rs in art.rulesets],
+        "metrics": [{"name": m.name, "builtin": m.builtin} for m in art.metrics],
+    }
 
 
 def _summary(art: Artifact, versions: str) -> str:
