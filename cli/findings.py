@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
 from stageguard.cli import style
 from stageguard.compiler import diagnostics as diag
@@ -32,8 +33,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="text",
                    help="text for people; json (docs/schemas/), sarif (code scanning), github "
                    "(workflow annotations) or junit for CI")
-    p.add_argument("--output-file", metavar="FILE",
-                   help="write the report to FILE (atomically) instead of standard output")
+    add_output_options(p, FORMATS)
     p.add_argument("--project", action="store_true",
                    help="the PATHs are files of larger policy directories (as pre-commit "
                    "passes them): each is checked with the other policy files beside it; "
@@ -52,6 +52,48 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="the configuration to use (default: the nearest stageguard.toml or "
                    "pyproject.toml with [tool.stageguard], walking up)")
     p.add_argument("--isolated", action="store_true", help="read no configuration file")
+
+
+def add_output_options(p: argparse.ArgumentParser, formats: Sequence[str]) -> None:
+    p.add_argument("--output-file", metavar="FILE",
+                   help="write the report to FILE (atomically) instead of standard output")
+    p.add_argument("--report", metavar="FORMAT=FILE", action="append", default=[],
+                   help=f"also write the report in FORMAT ({', '.join(formats)}) to FILE, from "
+                   "the same run (e.g. --format github --report sarif=lint.sarif); repeatable")
+
+
+def extra_reports(args: argparse.Namespace, formats: Sequence[str]) -> list[tuple[str, Path]]:
+    """`--report FORMAT=FILE` pairs; ValueError names a bad one."""
+    out = []
+    for item in args.report:
+        fmt, eq, file = item.partition("=")
+        if not eq or not file or fmt not in formats:
+            raise ValueError(f"--report takes FORMAT=FILE with FORMAT one of "
+                             f"{', '.join(formats)} (got `{item}`)")
+        out.append((fmt, Path(file)))
+    return out
+
+
+def write_reports(args: argparse.Namespace, formats: Sequence[str],
+                  render: Callable[[str], str], main: str) -> int:
+    """Write `main` (the --format output) and every --report; an exit code for a failure to
+    write (2), else 0. Each file is replaced whole or not at all."""
+    try:
+        extra = extra_reports(args, formats)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    targets = [(Path(args.output_file), main)] if args.output_file else []
+    targets += [(path, render(fmt)) for fmt, path in extra]
+    for path, text in targets:
+        try:
+            atomic_write(path, text.encode("utf-8"))
+        except OSError as exc:
+            print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.output_file:
+        sys.stdout.write(main)
+    return EXIT_OK
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -107,46 +149,46 @@ def report(command: str, args: argparse.Namespace, compilation: Compilation,
     shown = _only(apply(found, compilation.files, compilation.sources, chosen,
                         report_unused=all_codes), named)
     failed = diag.has_errors(shown)
-    fmt = args.format
-    if fmt == "json":
-        out = json.dumps({"ok": not failed, "diagnostics": diag.as_data(shown)}, indent=2,
-                         ensure_ascii=False) + "\n"
-    elif fmt == "sarif":
-        out = json.dumps(sarif(shown, compiler_version(), command), indent=2,
-                         ensure_ascii=False) + "\n"
-    elif fmt == "github":
-        out = github(shown)
-    elif fmt == "junit":
-        out = diagnostics_junit(shown, compilation.sources, compilation.sources, command,
-                                time.perf_counter() - began)
-    else:
+
+    def text(stream: TextIO | None) -> str:
+        """The rendered diagnostics, coloured when `stream` (their destination) wants it."""
         kept, hidden = limit_errors(shown, chosen.max_errors)
-        if kept:
-            out = style.render_all(kept, compilation.sources, sys.stderr if text_to_stderr
-                                   else sys.stdout) + "\n"
-            if hidden:
-                out += (f"… and {hidden} more error{'s' if hidden != 1 else ''} not shown "
-                        f"(--max-errors {chosen.max_errors})\n")
-        else:
-            out = ""
-        if not failed:
-            ok = ok_line()
-            if text_to_stderr:
-                sys.stderr.write(out)
-                out = ""
-            out += ok + "\n"
-        elif text_to_stderr:
+        paint = style.painter(stream) if stream is not None else diag.plain
+        out = diag.render_all(kept, compilation.sources, paint) + "\n" if kept else ""
+        if hidden:
+            out += (f"… and {hidden} more error{'s' if hidden != 1 else ''} not shown "
+                    f"(--max-errors {chosen.max_errors})\n")
+        return out
+
+    def render(fmt: str) -> str:
+        if fmt == "json":
+            return json.dumps({"ok": not failed, "diagnostics": diag.as_data(shown)},
+                              indent=2, ensure_ascii=False) + "\n"
+        if fmt == "sarif":
+            return json.dumps(sarif(shown, compiler_version(), command), indent=2,
+                              ensure_ascii=False) + "\n"
+        if fmt == "github":
+            return github(shown)
+        if fmt == "junit":
+            return diagnostics_junit(shown, compilation.sources, compilation.sources, command,
+                                     time.perf_counter() - began)
+        return text(None)
+
+    fmt = args.format
+    if fmt == "text":
+        # Diagnostics go where `check` has always put them (standard error), coloured for
+        # that stream; the verdict line goes to standard output.
+        out = text(sys.stderr if text_to_stderr else sys.stdout)
+        if text_to_stderr:
             sys.stderr.write(out)
             out = ""
-    if args.output_file:
-        try:
-            atomic_write(Path(args.output_file), out.encode("utf-8"))
-        except OSError as exc:
-            print(f"error: cannot write {args.output_file}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return EXIT_USAGE
+        if not failed:
+            out += ok_line() + "\n"
     else:
-        sys.stdout.write(out)
+        out = render(fmt)
+    status = write_reports(args, FORMATS, render, out)
+    if status:
+        return status
     if failed and fmt == "text" and chosen.strict and not diag.has_errors(found):
         print("error: warnings fail the run (--strict)", file=sys.stderr)
     return EXIT_FAIL if failed else EXIT_OK

@@ -19,6 +19,7 @@ from typing import Any
 from stageguard.cli import findings, style
 from stageguard.cli import galileo as cli_galileo
 from stageguard.cli import policy_tests as cli_test
+from stageguard.cli import pr_comment as cli_pr_comment
 from stageguard.cli import replay as cli_replay
 from stageguard.cli import review as cli_review
 from stageguard.compiler import diagnostics as diag
@@ -143,6 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_galileo.add_parsers(sub)
     cli_test.add_parser(sub)
     cli_replay.add_parser(sub)
+    cli_pr_comment.add_parser(sub)
     _add_serve(sub)
     return p
 
@@ -196,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_test.run(args)
         if args.command == "replay":
             return cli_replay.run(args)
+        if args.command == "pr-comment":
+            return cli_pr_comment.run(args)
         if args.command == "serve":
             from stageguard.server.cli import run as serve
 

@@ -6,13 +6,22 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from stageguard.cli import style
+from stageguard.cli.findings import add_output_options, write_reports
+from stageguard.compiler import diagnostics as diag
 from stageguard.compiler.ci_formats import JUnitCase, annotation, case_line, junit
-from stageguard.compiler.diagnostics import Span
-from stageguard.compiler.policytest import SUFFIX, TestFileError, run_files, suggest
-from stageguard.runtime.fsutil import atomic_write
+from stageguard.compiler.diagnostics import Painter, Span
+from stageguard.compiler.policytest import (
+    SUFFIX,
+    Outcome,
+    Run,
+    TestFileError,
+    run_files,
+    suggest,
+)
+
+FORMATS = ("text", "json", "junit", "github")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,11 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     t.add_argument("paths", nargs="+", metavar="PATH", help=f"{SUFFIX} files or directories")
     t.add_argument("-k", dest="pattern", metavar="PATTERN",
                    help="only cases and properties whose name contains or matches PATTERN")
-    t.add_argument("--format", choices=("text", "json", "junit", "github"), default="text",
+    t.add_argument("--format", choices=FORMATS, default="text",
                    help="text for people; json (docs/schemas/test.schema.json), junit or "
                    "github (workflow annotations) for CI")
-    t.add_argument("--output-file", metavar="FILE",
-                   help="write the report to FILE (atomically) instead of standard output")
+    add_output_options(t, FORMATS)
     t.add_argument("--coverage-min", type=float, metavar="PCT",
                    help="fail when boundary coverage is below PCT percent")
     t.add_argument("--suggest", action="store_true",
@@ -43,52 +51,45 @@ def run(args: argparse.Namespace) -> int:
         return 1
     failed = [o for o in result.outcomes if not o.passed]
     rulesets, rules, sides = result.coverage.percent()
-    if args.format == "json":
-        out = json.dumps({"passed": len(result.outcomes) - len(failed), "failed": len(failed),
-                          "results": [{"id": o.id, "passed": o.passed, "report": o.report,
-                                       "summary": o.summary, "seconds": round(o.seconds, 6)}
-                                      for o in result.outcomes],
-                          "coverage": {"rulesets": rulesets, "rules": rules,
-                                       "boundaries": sides}}, indent=2) + "\n"
-    elif args.format == "junit":
-        out = junit([JUnitCase(o.id.partition("::")[0], o.id.partition("::")[2], o.seconds,
-                               None if o.passed else o.headline, o.report)
-                     for o in result.outcomes], "stageguard test", began)
-    elif args.format == "github":
-        lines = []
-        for o in failed:
-            file, _, name = o.id.partition("::")
-            line = case_line(file, name)
-            at = Span(file, 0, 0, line, 1, line, 1) if line else None
-            lines.append(annotation("error", f"{name}: {o.headline}\n{o.report}",
-                                    f"policy test failed: {name}"[:200], at))
-        out = "".join(x + "\n" for x in lines)
-    else:
-        paint = style.painter(sys.stdout)
-        parts = []
-        for o in result.outcomes:
-            parts.append(paint("pass", "PASS") + f"  {o.id}" if o.passed else
-                         paint("fail", "FAIL") + f"  {o.id}\n{o.report}")
-        parts.append(f"\n{len(result.outcomes) - len(failed)} passed, {len(failed)} failed")
-        parts.append(f"coverage: rulesets triggered {rulesets:.0f}%, rules reached "
-                     f"{rules:.0f}%, threshold sides (below / at / above) {sides:.0f}%")
-        for (stage, name), n in sorted(result.coverage.triggered.items()):
-            if not n:
-                parts.append(f"  never triggered: {stage}/{name}")
-        out = "\n".join(parts) + "\n"
-    if args.suggest:
+
+    def render(fmt: str) -> str:
+        if fmt == "json":
+            return json.dumps({
+                "passed": len(result.outcomes) - len(failed), "failed": len(failed),
+                "results": [{"id": o.id, "passed": o.passed, "report": o.report,
+                             "summary": o.summary, "seconds": round(o.seconds, 6)}
+                            for o in result.outcomes],
+                "coverage": {"rulesets": rulesets, "rules": rules, "boundaries": sides}},
+                indent=2) + "\n"
+        if fmt == "junit":
+            return junit([JUnitCase(o.id.partition("::")[0], o.id.partition("::")[2],
+                                    o.seconds, None if o.passed else o.headline, o.report)
+                          for o in result.outcomes], "stageguard test", began)
+        if fmt == "github":
+            lines = []
+            for o in failed:
+                file, _, name = o.id.partition("::")
+                line = case_line(file, name)
+                at = Span(file, 0, 0, line, 1, line, 1) if line else None
+                lines.append(annotation("error", f"{name}: {o.headline}\n{o.report}",
+                                        f"policy test failed: {name}"[:200], at))
+            return "".join(x + "\n" for x in lines)
+        return _text(result, failed, style.painter(sys.stdout) if fmt == "tty"
+                     else diag.plain) + _suggestions()
+
+    def _suggestions() -> str:
+        if not args.suggest:
+            return ""
         text = suggest(result.stages, result.coverage)
-        out += (("\n# missing boundary cases (expectations are today's decisions: review "
+        return (("\n# missing boundary cases (expectations are today's decisions: review "
                  "them)\n" + text) if text else "\n# every threshold side is covered") + "\n"
-    if args.output_file:
-        try:
-            atomic_write(Path(args.output_file), out.encode("utf-8"))
-        except OSError as exc:
-            print(f"error: cannot write {args.output_file}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return 2
-    else:
-        sys.stdout.write(out)
+
+    main = render("tty" if args.format == "text" else args.format)
+    if args.format != "text":  # the report stays machine-readable; the cases go aside
+        sys.stderr.write(_suggestions())
+    status = write_reports(args, FORMATS, render, main)
+    if status:
+        return status
     if failed:
         return 1
     if args.coverage_min is not None and sides < args.coverage_min:
@@ -96,3 +97,18 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _text(result: Run, failed: list[Outcome], paint: Painter) -> str:
+    parts = []
+    for o in result.outcomes:
+        parts.append(paint("pass", "PASS") + f"  {o.id}" if o.passed else
+                     paint("fail", "FAIL") + f"  {o.id}\n{o.report}")
+    rulesets, rules, sides = result.coverage.percent()
+    parts.append(f"\n{len(result.outcomes) - len(failed)} passed, {len(failed)} failed")
+    parts.append(f"coverage: rulesets triggered {rulesets:.0f}%, rules reached {rules:.0f}%, "
+                 f"threshold sides (below / at / above) {sides:.0f}%")
+    for (stage, name), n in sorted(result.coverage.triggered.items()):
+        if not n:
+            parts.append(f"  never triggered: {stage}/{name}")
+    return "\n".join(parts) + "\n"

@@ -23,6 +23,7 @@ from stageguard.compiler.sources import load as load_sources
 from stageguard.runtime.fsutil import atomic_write
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
+DIFF_FORMATS = ("text", "markdown", "json", "github")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,21 +51,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "working tree)")
     d.add_argument("--registry", default="registry", metavar="DIR",
                    help="registry for registry: sides (default: ./registry)")
-    d.add_argument("--format", choices=("text", "markdown", "json", "github"), default="text",
+    d.add_argument("--format", choices=DIFF_FORMATS, default="text",
                    help="text; markdown (a pull-request comment); json "
                    "(docs/schemas/diff.schema.json); github (one workflow annotation per "
                    "changed stage)")
     d.add_argument("--max-regions", type=int, metavar="N",
-                   help="list at most N regions (and N webhook regions) per stage; the count "
-                   "of those left out is given")
+                   help="text and markdown: list at most N regions (and N webhook regions) per "
+                   "stage, with the count of those left out (json always lists all)")
     d.add_argument("--max-chars", type=int, metavar="N",
                    help=f"markdown: cap regions further until the body fits N characters "
                    f"(default {COMMENT_LIMIT:,}, under GitHub's comment limit; 0: no limit)")
     d.add_argument("--full-report", metavar="WHERE",
                    help="markdown: where the uncapped report is (an artifact's name or url), "
                    "named wherever regions are left out")
-    d.add_argument("--output-file", metavar="FILE",
-                   help="write the report to FILE (atomically) instead of standard output")
+    findings.add_output_options(d, DIFF_FORMATS)
     d.add_argument("--traffic", nargs="+", metavar="LOG",
                    help="count the logged decisions (JSONL files, or a postgresql:// "
                    "registry's table) that lie in each changed region")
@@ -236,22 +236,17 @@ def _diff(args: argparse.Namespace) -> int:
     if args.max_regions is not None and args.max_regions < 0:
         print("error: --max-regions takes a number of at least 0", file=sys.stderr)
         return EXIT_ERROR
-    if args.format == "json":
-        out = as_json(report, args.max_regions) + "\n"
-    elif args.format == "markdown":
-        limit = COMMENT_LIMIT if args.max_chars is None else (args.max_chars or None)
-        out = markdown(report, args.max_regions, limit, args.full_report)
-    elif args.format == "github":
-        out = diff_annotations(report)
-    else:
-        out = text(report, args.max_regions)
-    if args.output_file:
-        try:
-            atomic_write(Path(args.output_file), out.encode("utf-8"))
-        except OSError as exc:
-            print(f"error: cannot write {args.output_file}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return EXIT_ERROR
-    else:
-        sys.stdout.write(out)
+    def render(fmt: str) -> str:
+        if fmt == "json":
+            return as_json(report) + "\n"
+        if fmt == "markdown":
+            limit = COMMENT_LIMIT if args.max_chars is None else (args.max_chars or None)
+            return markdown(report, args.max_regions, limit, args.full_report)
+        if fmt == "github":
+            return diff_annotations(report)
+        return text(report, args.max_regions)
+
+    status = findings.write_reports(args, DIFF_FORMATS, render, render(args.format))
+    if status:
+        return status
     return EXIT_FAIL if report.behaviour_changed else EXIT_OK

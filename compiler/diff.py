@@ -143,10 +143,6 @@ class StageDiff:
             "regions": [self._region_data(i, r) for i, r in enumerate(self.regions)],
             "webhooks": [h.to_data() for h in self.hooks],
             **({"traffic": self.traffic.to_data()} if self.traffic is not None else {}),
-            **({"regions_total": len(self.regions) + self.regions_left_out}
-               if self.regions_left_out else {}),
-            **({"webhooks_total": len(self.hooks) + self.hooks_left_out}
-               if self.hooks_left_out else {}),
         }
 
     def _region_data(self, i: int, region: Region) -> dict[str, object]:

@@ -43,10 +43,6 @@ def cap(report: DiffReport, max_regions: int | None) -> DiffReport:
         for s in report.stages))
 
 
-def left_out(report: DiffReport) -> int:
-    return sum(s.regions_left_out + s.hooks_left_out for s in report.stages)
-
-
 def traffic_text(t: StageTraffic, i: int) -> str:
     """One region's share of the logged decisions: "1,204 of 66,880 logged (1.80%)"."""
     return f"{t.regions[i]:,} of {t.judged:,} logged decisions ({t.share(t.regions[i]):.2%})"
@@ -100,12 +96,9 @@ def markdown(report: DiffReport, max_regions: int | None = None,
     return cut[:cut.rfind("\n")] + note
 
 
-def as_json(report: DiffReport, max_regions: int | None = None) -> str:
-    capped = cap(report, max_regions)
-    data = capped.to_data()
-    if left_out(capped):
-        data["truncated"] = {"max_regions": max_regions, "regions_left_out": left_out(capped)}
-    return json.dumps(data, indent=2, ensure_ascii=False)
+def as_json(report: DiffReport) -> str:
+    """Every region: JSON is for tools, and is never capped."""
+    return json.dumps(report.to_data(), indent=2, ensure_ascii=False)
 
 
 def text(report: DiffReport, max_regions: int | None = None) -> str:

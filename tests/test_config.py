@@ -51,7 +51,7 @@ def test_every_key(tmp_path: Path) -> None:
 def test_mistakes_are_named(tmp_path: Path, text: str, says: str) -> None:
     f = tmp_path / "stageguard.toml"
     f.write_text(text)
-    with pytest.raises(ConfigError, match="stageguard.toml") as caught:
+    with pytest.raises(ConfigError, match=r"stageguard\.toml") as caught:
         load(f)
     assert says in str(caught.value)
 

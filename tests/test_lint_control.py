@@ -14,7 +14,10 @@ from stageguard.compiler.pipeline import compile_text
 CORPUS = Path(__file__).parent / "lint" / "findings.sg"
 
 
-def findings(text: str, settings: Settings = Settings(),
+DEFAULT = Settings()
+
+
+def findings(text: str, settings: Settings = DEFAULT,
              unused: bool = True) -> list[Diagnostic]:
     c = compile_text(text, "findings.sg")
     found = [*c.diagnostics, *(lint(c) if c.ok else [])]
