@@ -85,8 +85,10 @@ def parse(table: Mapping[str, Any], where: str) -> Settings:
             hint = f" (did you mean `{close[0]}`?)" if close else \
                 f" (known: {', '.join(KEYS)})"
             raise ConfigError(f"{where}: unknown key `{key}`{hint}")
-        if key in ("select", "ignore"):
-            settings = replace(settings, **{key: codes(value, f"{where}: `{key}`")})
+        if key == "select":
+            settings = replace(settings, select=codes(value, f"{where}: `select`"))
+        elif key == "ignore":
+            settings = replace(settings, ignore=codes(value, f"{where}: `ignore`"))
         elif key == "severity":
             settings = replace(settings, severity=severities(value, f"{where}: `severity`"))
         elif key == "strict":

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Builds the wheel, installs it into a brand-new virtual environment (no checkout on the
-# path) and runs the CLI there: proves the grammar and schema ship as package data.
+# Builds the sdist and the wheel (python -m build), installs each into a brand-new virtual
+# environment (no checkout on the path) and runs the CLI there: proves the grammar, the
+# templates and the schema ship as package data, from either distribution.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 quiet() { "$@" >"$work/log" 2>&1 || { cat "$work/log"; exit 1; }; }
-quiet .venv/bin/python -m pip wheel --no-deps --wheel-dir "$work/dist" .
+version=$(.venv/bin/python -c \
+  'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+# The build backend comes from the wheels scripts/setup.sh keeps: no network for the build.
+PIP_NO_INDEX=1 PIP_FIND_LINKS="$PWD/.venv/wheelhouse" quiet .venv/bin/python -m build \
+  --outdir "$work/dist" .
 quiet python3 -m venv "$work/venv"
 quiet "$work/venv/bin/python" -m pip install "$work"/dist/stageguard-*.whl
 cp -r policies "$work/policies"
@@ -42,4 +47,18 @@ quiet "$work/venv/bin/python" -m pip install "$(ls "$work"/dist/stageguard-*.whl
   cmp -s openapi.json "$OLDPWD/docs/openapi.json" || { echo "docs/openapi.json is stale"; exit 1; }
   venv/bin/python "$OLDPWD/scripts/serve_smoke.py" reg >/dev/null
 )
-echo "wheel: installed into a fresh venv, checked and built policies/, served and called"
+# The sdist builds and installs on its own too (core only, offline from the wheelhouse).
+quiet python3 -m venv "$work/sdist-venv"
+PIP_NO_INDEX=1 PIP_FIND_LINKS="$PWD/.venv/wheelhouse" quiet "$work/sdist-venv/bin/python" -m \
+  pip install "$(ls "$work"/dist/stageguard-*.tar.gz)"
+(
+  cd "$work"
+  said=$(sdist-venv/bin/stageguard -V)
+  [ "$said" = "stageguard $version" ] || { echo "the sdist says '$said', not $version"; exit 1; }
+  sdist-venv/bin/stageguard check policies/ >/dev/null
+  sdist-venv/bin/stageguard build policies/ --registry reg-sdist >/dev/null
+  sdist-venv/bin/stageguard test policies/ >/dev/null
+  sdist-venv/bin/stageguard diff policies/ policies/ --format markdown >/dev/null
+)
+echo "wheel and sdist: each installed into a fresh venv, checked and built policies/;" \
+  "the wheel served and called"

@@ -29,6 +29,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -e '.[dev,conformance,langchain]' >"$log" 2>&1 ||
     echo "warning: galileo-core, galileo or langchain-core could not be installed; their" \
       "tests will skip" >&2
+  # Wheels of stageguard's dependencies and build backend, so tests/test_pre_commit.py can
+  # let the real pre-commit build its hook environment with no network (PIP_NO_INDEX).
+  rm -rf .venv/wheelhouse
+  .venv/bin/python -m pip wheel --quiet --wheel-dir .venv/wheelhouse . setuptools wheel \
+    >"$log" 2>&1 || { cat "$log"; exit 1; }
+  rm -f .venv/wheelhouse/stageguard-*.whl
   rm -f "$log"
   touch "$stamp"
 fi
