@@ -240,7 +240,8 @@ def _report(result: Compilation) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     began = time.perf_counter()
-    result, named = findings.compile_args(args)
+    with style.progress("check"):
+        result, named = findings.compile_args(args)
 
     def ok() -> str:
         stages = len(result.artifacts)
@@ -252,10 +253,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _build(paths: list[str], registry_dir: str, fmt: str, activate: bool = True) -> int:
-    result = compile_paths(paths)
-    published = []
-    if result.ok:
-        published = open_store(registry_dir).publish(result.artifacts, activate=activate)
+    with style.progress("build") as shown:
+        result = compile_paths(paths)
+        published = []
+        if result.ok:
+            shown.update(f"publishing {len(result.artifacts)} stages")
+            published = open_store(registry_dir).publish(result.artifacts, activate=activate)
     if fmt == "json":
         json.dump({
             "ok": result.ok,

@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
             result = run_files(args.paths, args.pattern,
                                lambda o: shown.update(f"{o.id.rpartition('::')[2]}"))
     except TestFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if len(exc.problems) > 1:
+            print(f"{len(exc.problems)} problems in the test files", file=sys.stderr)
         return 1
     failed = [o for o in result.outcomes if not o.passed]
     rulesets, rules, sides = result.coverage.percent()

@@ -164,10 +164,10 @@ def _rewrite(path: Path, text: str) -> str | None:
 
 def _lint(args: argparse.Namespace) -> int:
     began = time.perf_counter()
-    compilation, named = findings.compile_args(args)
-    found = list(compilation.diagnostics)
-    if compilation.ok:
-        with style.progress("lint") as shown:
+    with style.progress("lint") as shown:
+        compilation, named = findings.compile_args(args)
+        found = list(compilation.diagnostics)
+        if compilation.ok:
             found += lint(compilation, lambda i, n, name: shown.update(
                 f"stage {i} of {n}, {name}"))
 

@@ -11,12 +11,13 @@ just below, at and just above it.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,32 @@ _THEN = {"override", "passthrough", "triggered", "not_triggered", "not passthrou
 
 
 class TestFileError(ValueError):
-    """A test file that cannot be read; the message names the file and the entry."""
+    """Test files that cannot be read: one message per problem (`problems`), each naming the
+    file and the entry; every problem of every file is found before any is reported."""
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return tuple(str(a) for a in self.args)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+# The keys each kind of entry takes (a typo'd key gets a suggestion, not silence).
+_ENTRY_KEYS = {
+    "case": {"name", "stage", "input", "output", "metrics", "expect", "rulesets", "version"},
+    "table": {"name", "stage", "input", "output", "expect", "rows", "rulesets", "version"},
+    "property": {"name", "stage", "when", "then", "same_as"},
+}
+
+
+def _unknown(keys: Iterable[str], known: set[str], what: str) -> str | None:
+    unknown = sorted(set(keys) - known)
+    if not unknown:
+        return None
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+    hint = f" (did you mean `{close[0]}`?)" if close else f" (known: {', '.join(sorted(known))})"
+    return f"unknown {what} `{unknown[0]}`{hint}"
 
 
 @dataclass(frozen=True)
@@ -147,11 +173,11 @@ def read(path: Path) -> tuple[dict[str, Any], list[Case], list[Property]]:
     default = data.get("stage")
     shown = str(path)
     cases: list[Case] = []
+    problems: list[str] = []
     known = {"stage", "policies", "registry", "case", "table", "property"}
-    unknown = set(data) - known
-    if unknown:
-        raise TestFileError(f"{shown}: unknown key `{sorted(unknown)[0]}` (expected "
-                            f"{', '.join(sorted(known))})")
+    top = _unknown(data, known, "key")
+    if top:
+        problems.append(f"{shown}: {top}")
 
     def stage_of(entry: Mapping[str, Any], where: str) -> str:
         stage = entry.get("stage", default)
@@ -160,44 +186,82 @@ def read(path: Path) -> tuple[dict[str, Any], list[Case], list[Property]]:
                                 "of the file or in the entry)")
         return stage
 
-    for i, entry in enumerate(data.get("case", [])):
-        where = f"case {i + 1} ({entry.get('name', 'unnamed')})"
-        cases.append(Case(shown, str(entry.get("name", f"case {i + 1}")), stage_of(entry, where),
-                          _payload(entry, shown, where), _expect(entry, shown, where),
-                          entry.get("rulesets"), _version(entry, data, shown, where)))
-    for i, entry in enumerate(data.get("table", [])):
-        where = f"table {i + 1} ({entry.get('name', 'unnamed')})"
-        expect = _expect(entry, shown, where)
-        rows = entry.get("rows")
-        if not isinstance(rows, list) or not rows:
-            raise TestFileError(f"{shown}: {where}: `rows` lists the payloads")
-        base = str(entry.get("name", f"table {i + 1}"))
-        for j, row in enumerate(rows):
-            merged = {**{k: v for k, v in entry.items() if k in ("input", "output")}, **row}
-            cases.append(Case(shown, f"{base}[{j + 1}]", stage_of(entry, where),
-                              _payload(merged, shown, f"{where} row {j + 1}"), expect,
+    def entries(kind: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """The entries of a kind, in file order; a malformed one is a problem, in order."""
+        items = data.get(kind, [])
+        if not isinstance(items, list):
+            problems.append(f"{shown}: `{kind}` is a list of tables (write `[[{kind}]]`)")
+            return
+        for i, entry in enumerate(items):
+            where = f"{kind} {i + 1} ({entry.get('name', 'unnamed')})" \
+                if isinstance(entry, dict) else f"{kind} {i + 1}"
+            if not isinstance(entry, dict):
+                problems.append(f"{shown}: {where}: expected a table")
+                continue
+            bad = _unknown(entry, _ENTRY_KEYS[kind], "key")
+            if bad:
+                problems.append(f"{shown}: {where}: {bad}")
+                continue
+            yield where, entry
+
+    for where, entry in entries("case"):
+        try:
+            cases.append(Case(shown, str(entry.get("name", where)), stage_of(entry, where),
+                              _payload(entry, shown, where), _expect(entry, shown, where),
                               entry.get("rulesets"), _version(entry, data, shown, where)))
+        except TestFileError as exc:
+            problems.extend(exc.problems)
+    for where, entry in entries("table"):
+        try:
+            cases.extend(_table(entry, where, shown, data, stage_of))
+        except TestFileError as exc:
+            problems.extend(exc.problems)
     props: list[Property] = []
-    for i, entry in enumerate(data.get("property", [])):
-        where = f"property {i + 1} ({entry.get('name', 'unnamed')})"
-        when = entry.get("when", [])
-        when = [when] if isinstance(when, str) else when
-        then = entry.get("then")
-        same_as = entry.get("same_as")
-        if same_as is not None:
-            if then is not None:
-                raise TestFileError(f"{shown}: {where}: a `same_as` property states no `then`")
-            if isinstance(same_as, int) and "registry" not in data:
-                raise TestFileError(f"{shown}: {where}: `same_as = N` names a version of the "
-                                    "registry given by `registry = \"DIR\"`")
-            if isinstance(same_as, str):
-                same_as = str(path.parent / same_as)
-        elif then not in _THEN and not (isinstance(then, str) and then.startswith("ruleset ")):
-            raise TestFileError(f"{shown}: {where}: `then` is one of {', '.join(sorted(_THEN))}"
-                                " or `ruleset NAME` (or use `same_as`)")
-        props.append(Property(shown, str(entry.get("name", f"property {i + 1}")),
-                              stage_of(entry, where), tuple(when), then, same_as))
+    for where, entry in entries("property"):
+        try:
+            props.append(_property(entry, where, shown, data, path, stage_of))
+        except TestFileError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise TestFileError(*problems)
     return data, cases, props
+
+
+def _table(entry: Mapping[str, Any], where: str, shown: str, data: Mapping[str, Any],
+           stage_of: Callable[[Mapping[str, Any], str], str]) -> list[Case]:
+    cases = []
+    expect = _expect(entry, shown, where)
+    rows = entry.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise TestFileError(f"{shown}: {where}: `rows` lists the payloads")
+    base = str(entry.get("name", where))
+    for j, row in enumerate(rows):
+        merged = {**{k: v for k, v in entry.items() if k in ("input", "output")}, **row}
+        cases.append(Case(shown, f"{base}[{j + 1}]", stage_of(entry, where),
+                          _payload(merged, shown, f"{where} row {j + 1}"), expect,
+                          entry.get("rulesets"), _version(entry, data, shown, where)))
+    return cases
+
+
+def _property(entry: Mapping[str, Any], where: str, shown: str, data: Mapping[str, Any],
+              path: Path, stage_of: Callable[[Mapping[str, Any], str], str]) -> Property:
+    when = entry.get("when", [])
+    when = [when] if isinstance(when, str) else when
+    then = entry.get("then")
+    same_as = entry.get("same_as")
+    if same_as is not None:
+        if then is not None:
+            raise TestFileError(f"{shown}: {where}: a `same_as` property states no `then`")
+        if isinstance(same_as, int) and "registry" not in data:
+            raise TestFileError(f"{shown}: {where}: `same_as = N` names a version of the "
+                                "registry given by `registry = \"DIR\"`")
+        if isinstance(same_as, str):
+            same_as = str(path.parent / same_as)
+    elif then not in _THEN and not (isinstance(then, str) and then.startswith("ruleset ")):
+        raise TestFileError(f"{shown}: {where}: `then` is one of {', '.join(sorted(_THEN))}"
+                            " or `ruleset NAME` (or use `same_as`)")
+    return Property(shown, str(entry.get("name", where)), stage_of(entry, where),
+                    tuple(when), then, same_as)
 
 
 def _version(entry: Mapping[str, Any], data: Mapping[str, Any], file: str,
@@ -224,9 +288,9 @@ def _expect(entry: Mapping[str, Any], file: str, where: str) -> dict[str, Any]:
     if not isinstance(expect, dict) or not expect:
         raise TestFileError(f"{file}: {where}: `expect` states at least one of "
                             f"{', '.join(sorted(_EXPECT_KEYS))}")
-    unknown = set(expect) - _EXPECT_KEYS
-    if unknown:
-        raise TestFileError(f"{file}: {where}: unknown expectation `{sorted(unknown)[0]}`")
+    bad = _unknown(expect, _EXPECT_KEYS, "expectation")
+    if bad:
+        raise TestFileError(f"{file}: {where}: {bad}")
     return expect
 
 
@@ -652,10 +716,19 @@ def run_files(paths: Sequence[str], pattern: str | None = None,
     coverage = Coverage()
     outcomes: list[Outcome] = []
     stages: dict[str, Artifact] = {}
+    # Every file is read before any runs, so one run reports every mistake in them.
+    read_files = []
+    problems: list[str] = []
+    for path in discover(paths):
+        try:
+            read_files.append((path, *read(path)))
+        except TestFileError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise TestFileError(*problems)
     suites = Suites()
     try:
-        for path in discover(paths):
-            data, cases, props = read(path)
+        for path, data, cases, props in read_files:
             suite, new = suites.get(policies_for(path, data), "registry" in data)
             if new:
                 seed_coverage(coverage, suite.stages.values())

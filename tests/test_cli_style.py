@@ -46,6 +46,13 @@ def test_colour_before_the_subcommand_too() -> None:
     assert p.returncode == 1 and "\x1b[1;31merror[SG0001]\x1b[0m" in p.stderr
 
 
+def test_lint_reads_standard_input() -> None:
+    p = subprocess.run([str(EXE), "lint", "-", "--isolated", "--format", "json"],
+                       input=CORPUS.read_text(), capture_output=True, text=True, timeout=60)
+    found = json.loads(p.stdout)["diagnostics"]
+    assert {d["span"]["file"] for d in found} == {"<stdin>"} and len(found) == 9
+
+
 def test_json_is_never_coloured() -> None:
     p = lint("--format", "json", "--color", "always")
     assert "\x1b[" not in p.stdout and json.loads(p.stdout)["diagnostics"]

@@ -67,6 +67,8 @@ def test_corpus_covers_every_documented_code() -> None:
     elsewhere |= {"SG0901", "SG0902", "SG0903", "SG0904", "SG0905", "SG0906"}
     # Publishing source to the server: test_server.
     elsewhere |= {"SG1001", "SG1002", "SG1003"}
+    # Suppressions, judged after the analysis: test_lint_control.
+    elsewhere |= {"SG1101", "SG1102"}
     assert documented - covered == elsewhere
 
 

@@ -101,6 +101,24 @@ def test_bad_test_files_are_reported(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "give the case an `input` or `output` text" in capsys.readouterr().out
 
 
+def test_every_mistake_in_every_test_file_at_once(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.sg").write_text("project p\nstage s {\n  type local\n}\n", encoding="utf-8")
+    (tmp_path / "a.test.toml").write_text(
+        'stage = "s"\n[[case]]\nname = "one"\ninput = "x"\nexpect = { statuz = "skipped" }\n'
+        '[[case]]\nnmae = "two"\nexpect = { status = "skipped" }\n'
+        '[[table]]\nname = "three"\nexpect = { status = "skipped" }\n', encoding="utf-8")
+    (tmp_path / "b.test.toml").write_text('stge = "s"\n', encoding="utf-8")
+    assert main(["test", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": ", 2)[-1] for line in err] == [
+        "case 1 (one): unknown expectation `statuz` (did you mean `status`?)",
+        "case 2 (unnamed): unknown key `nmae` (did you mean `name`?)",
+        "table 1 (three): `rows` lists the payloads",
+        "unknown key `stge` (did you mean `stage`?)",
+        "4 problems in the test files"]
+
+
 def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            *args], capture_output=True, text=True, timeout=120,
