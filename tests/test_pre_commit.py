@@ -35,7 +35,18 @@ def git(repo: Path, *args: str) -> None:
 
 def snapshot(dest: Path) -> str:
     """This checkout's working tree (tracked and new files, not ignored ones) committed in a
-    clone at `dest`; its commit."""
+    clone at `dest`; its commit. A checkout that is not a git repository is copied whole."""
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60).stdout.strip()
+    if inside != "true":
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+            ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
+            "registry"))
+        git(dest, "init", "-q", "-b", "main")
+        git(dest, "add", "-A")
+        git(dest, "commit", "-q", "-m", "snapshot")
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=dest, check=True,
+                              capture_output=True, text=True, timeout=60).stdout.strip()
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(dest)], check=True,
                    capture_output=True, timeout=120)
     changed = subprocess.run(["git", "ls-files", "-m", "-o", "--exclude-standard", "-z"],
