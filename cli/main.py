@@ -145,6 +145,10 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_test.add_parser(sub)
     cli_replay.add_parser(sub)
     cli_pr_comment.add_parser(sub)
+    lsp = sub.add_parser("lsp", help="the language server for editors, over standard input and "
+                         "output (needs the `editor` extra; docs/editors.md)")
+    lsp.add_argument("--stdio", action="store_true", help="accepted for editors that pass it "
+                     "(standard input and output is the only transport)")
     _add_serve(sub)
     return p
 
@@ -200,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_replay.run(args)
         if args.command == "pr-comment":
             return cli_pr_comment.run(args)
+        if args.command == "lsp":
+            return _lsp()
         if args.command == "serve":
             from stageguard.server.cli import run as serve
 
@@ -222,6 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {exc_type.__name__ if exc_type else 'Exception'}: {error_value}"
                   " (set STAGEGUARD_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _lsp() -> int:
+    try:
+        from stageguard.lsp.server import run
+    except ImportError as exc:
+        print(f"error: the language server needs the editor extra: pip install "
+              f"'stageguard[editor]' ({exc})", file=sys.stderr)
+        return EXIT_USAGE
+    return run()
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

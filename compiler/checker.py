@@ -674,3 +674,16 @@ def check(results: Sequence[ParseResult],
     stages = checker.run(files)
     diagnostics.extend(checker.diagnostics)
     return CheckResult(tuple(stages), tuple(diagnostics))
+
+
+def catalog_of(files: Sequence[ast.PolicyFile],
+               extra_metrics: Sequence[MetricSpec] = ()) -> dict[str, dict[str, MetricSpec]]:
+    """Per project, the metric catalog its files see: built-ins, `extra_metrics`, and the
+    metrics they declare (a faulty declaration left out; `check` reports it). For tools that
+    explain a metric where it is used (the language server's hover and completion)."""
+    checker = _Checker({}, extra_metrics, {})
+    projects: dict[str, _Project] = {}
+    for file in files:
+        name = file.projects[0].name.value if file.projects else ""
+        projects.setdefault(name, _Project(name)).files.append(file)
+    return {name: checker.metric_catalog(p) for name, p in projects.items()}

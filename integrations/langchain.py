@@ -100,7 +100,7 @@ class ProtectParser(BaseModel):
     triggered, else the rest of the chain run on the text. Use `.parser` (or `.aparser`)
     as the chain's last step, as with Galileo's."""
 
-    chain: Runnable = Field(description="What runs when nothing triggered")
+    chain: Runnable[str, Any] = Field(description="What runs when nothing triggered")
     ignore_trigger: bool = Field(default=False, description="Always run the chain")
     echo_output: bool = Field(default=False, description="Print each raw response")
     block_on_error: bool = Field(default=False, description="An ERROR answer (the check "

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 mkdir "$tree/stageguard"
-for part in runtime compiler api server client cli testing grammar; do
+for part in runtime compiler api server client cli testing grammar integrations lsp; do
   ln -s "$PWD/$part" "$tree/stageguard/$part"
 done
 status=0

@@ -1,0 +1,1 @@
+"""stageguard.lsp: the language server (`stageguard lsp`, the `editor` extra)."""
