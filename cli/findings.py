@@ -139,7 +139,8 @@ def _only(found: Sequence[diag.Diagnostic], named: list[str] | None) -> list[dia
 
 def report(command: str, args: argparse.Namespace, compilation: Compilation,
            found: Sequence[diag.Diagnostic], all_codes: bool, ok_line: Callable[[], str],
-           named: list[str] | None, began: float, text_to_stderr: bool) -> int:
+           named: list[str] | None, began: float, text_to_stderr: bool,
+           ok_with_findings: bool = True) -> int:
     """Filter, print and judge the findings; the exit code."""
     try:
         chosen = settings(args)
@@ -182,7 +183,7 @@ def report(command: str, args: argparse.Namespace, compilation: Compilation,
         if text_to_stderr:
             sys.stderr.write(out)
             out = ""
-        if not failed:
+        if not failed and (ok_with_findings or not shown):
             out += ok_line() + "\n"
     else:
         out = render(fmt)

@@ -177,7 +177,7 @@ def _lint(args: argparse.Namespace) -> int:
 
     # Unused suppressions are judged only when every code was computed (no check error).
     return findings.report("lint", args, compilation, found, compilation.ok, ok, named, began,
-                           text_to_stderr=False)
+                           text_to_stderr=False, ok_with_findings=False)
 
 
 # ---- diff -------------------------------------------------------------------------------------

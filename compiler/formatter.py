@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Diagnostic, Span, error, has_errors
-from stageguard.compiler.parser import parse
+from stageguard.compiler.parser import parse_file
 from stageguard.compiler.unparse import SPELLING, string_literal
 from stageguard.runtime import collector
 
@@ -45,7 +45,7 @@ def format_text(text: str, path: str = "<input>") -> Formatted:
 
 
 def _format_text(text: str, path: str) -> Formatted:
-    parsed = parse(text, path)
+    parsed = parse_file(text, path)
     if parsed.file is None or has_errors(parsed.diagnostics):
         return Formatted(None, parsed.diagnostics)
     out = _Printer(text, parsed.file).run()
@@ -59,7 +59,7 @@ def _format_text(text: str, path: str) -> Formatted:
 
 
 def _verify(before: ast.PolicyFile, out: str, path: str) -> str | None:
-    again = parse(out, path)
+    again = parse_file(out, path)
     if again.file is None or has_errors(again.diagnostics):
         return "produce text that does not parse"
     if shape(again.file) != shape(before):

@@ -26,6 +26,7 @@ from stageguard.compiler.analysis import (
     partition,
     subtract_all,
 )
+from stageguard.compiler.artifacts import compile_stage
 from stageguard.compiler.checker import CheckedStage
 from stageguard.compiler.diagnostics import Diagnostic, Related, Severity, Span
 from stageguard.compiler.pipeline import Compilation
@@ -272,9 +273,10 @@ def lint(compilation: Compilation,
          on_stage: Callable[[int, int, str], None] | None = None) -> list[Diagnostic]:
     """Every stage's findings; `on_stage(i, n, name)` is told before each (for progress)."""
     out: list[Diagnostic] = []
-    n = len(compilation.stages)
-    for i, (checked, doc) in enumerate(zip(compilation.stages, compilation.artifacts,
-                                           strict=True), 1):
+    pairs = [*zip(compilation.stages, compilation.artifacts, strict=True),
+             *((c, compile_stage(c)) for c in compilation.rulesets)]  # rulesets files
+    n = len(pairs)
+    for i, (checked, doc) in enumerate(pairs, 1):
         if on_stage is not None:
             on_stage(i, n, checked.name)
         out.extend(diagnostics_for(checked, StageModel.of(doc.to_artifact())))

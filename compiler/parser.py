@@ -23,6 +23,7 @@ from lark.parsers.lalr_parser_state import ParserState
 
 from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Diagnostic, Span, did_you_mean, error
+from stageguard.compiler.sources import is_rulesets_file
 from stageguard.runtime import limits
 from stageguard.runtime.model import Operator
 from stageguard.runtime.unicode import first_surrogate, unicode_problem, without_surrogates
@@ -348,6 +349,12 @@ def parse_rulesets(text: str, path: str = "<rulesets>") -> ParseResult:
     API call): the result's file holds `ast.Ruleset` items only, so no text can close a
     block it did not open."""
     return _parse(text, path, "rulesets")
+
+
+def parse_file(text: str, path: str) -> ParseResult:
+    """A policy file as its name says: a rulesets file (`*.rulesets.sg`) holds rulesets only,
+    any other holds projects, metrics and stages."""
+    return parse_rulesets(text, path) if is_rulesets_file(path) else parse(text, path)
 
 
 def _parse(text: str, path: str, start: str) -> ParseResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stageguard.compiler import ast
-from stageguard.compiler.checker import check
+from stageguard.compiler.checker import CheckedStage, check
 from stageguard.compiler.diagnostics import Diagnostic, Span, render_all
 from stageguard.compiler.parser import ParseResult, parse_rulesets
 from stageguard.runtime.catalog import BUILTIN_METRICS
@@ -35,7 +35,7 @@ def rulesets_from_source(text: str, metrics: Sequence[MetricSpec] = ()) -> tuple
         raise InvalidRequest(f"rulesets source is a string, not {type(text).__name__}")
     parsed = parse_rulesets(text, SOURCE_NAME)
     custom = [m for m in metrics if m.name not in BUILTIN_METRICS]
-    result = check([_as_stage_file(parsed, len(text))], extra_metrics=custom)
+    result = check([as_stage_file(parsed, SOURCE_NAME, "api", len(text))], extra_metrics=custom)
     problems = [d for d in result.diagnostics if d.is_error]
     if problems:
         raise PolicyError(problems, text)
@@ -45,17 +45,44 @@ def rulesets_from_source(text: str, metrics: Sequence[MetricSpec] = ()) -> tuple
     return tuple(RulesetSpec.model_validate(r) for r in document(stage)["rulesets"])
 
 
-def _as_stage_file(parsed: ParseResult, size: int) -> ParseResult:
-    """The parsed rulesets as the one stage of a file, built as AST (no text is joined)."""
+def as_stage_file(parsed: ParseResult, path: str, project: str, size: int) -> ParseResult:
+    """The parsed rulesets as the one stage (`rulesets`) of a file of `project`, built as AST
+    (no text is joined)."""
     if parsed.file is None:
         return parsed
-    here = Span(SOURCE_NAME, 0, 0, 1, 1, 1, 1)
-    whole = Span(SOURCE_NAME, 0, size, 1, 1, 1, 1)  # holds every ruleset, as a stage would
+    here = Span(path, 0, 0, 1, 1, 1, 1)
+    whole = Span(path, 0, size, 1, 1, 1, 1)  # holds every ruleset, as a stage would
     rulesets: list[ast.StageItem] = []
     for item in parsed.file.items:  # parse_rulesets yields rulesets only
         if isinstance(item, ast.Ruleset):
             rulesets.append(item)
     stage = ast.Stage(ast.Name("rulesets", here), tuple(rulesets), whole)
-    file = ast.PolicyFile(SOURCE_NAME, (ast.ProjectDecl(ast.Name("api", here), here), stage),
+    file = ast.PolicyFile(path, (ast.ProjectDecl(ast.Name(project, here), here), stage),
                           parsed.file.comments)
     return ParseResult(file, parsed.diagnostics, parsed.error_offsets)
+
+
+def check_rulesets_files(files: Sequence[tuple[ParseResult, int]],
+                         siblings: Sequence[ast.PolicyFile],
+                         ) -> tuple[list[Diagnostic], list[CheckedStage]]:
+    """Check rulesets files (`*.rulesets.sg`, each parsed with its size) against the metrics
+    of the project their directory's policy files declare: as the one stage of a file of
+    that project, beside the project's metric declarations only (so nothing else is
+    reported twice). The diagnostics point into the rulesets files; the stages (named
+    `rulesets`, project as found) are for the analysis, never for a registry."""
+    diagnostics: list[Diagnostic] = []
+    stages: list[CheckedStage] = []
+    for parsed, size in files:
+        path = parsed.file.path if parsed.file else (
+            parsed.diagnostics[0].span.file if parsed.diagnostics else "")
+        folder = path.rsplit("/", 1)[0] if "/" in path else ""
+        near = [f for f in siblings if (f.path.rsplit("/", 1)[0] if "/" in f.path else "")
+                == folder and f.projects]
+        projects = sorted({f.projects[0].name.value for f in near})
+        project = projects[0] if len(projects) == 1 else "rulesets"
+        metric_files = [ParseResult(ast.PolicyFile(f.path, (f.projects[0], *f.metrics), ()),
+                                    (), ()) for f in near if f.projects[0].name.value == project]
+        result = check([*metric_files, as_stage_file(parsed, path, project, size)])
+        diagnostics.extend(d for d in result.diagnostics if d.span.file == path)
+        stages.extend(s for s in result.stages if s.span.file == path)
+    return diagnostics, stages

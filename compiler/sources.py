@@ -9,6 +9,13 @@ from pathlib import Path
 from stageguard.compiler.diagnostics import Diagnostic, Span, error
 
 SUFFIX = ".sg"
+# A rulesets file holds `ruleset` blocks only: a local stage's per-invocation rulesets, kept
+# and reviewed as source (what `invoke --rulesets` and an API call send).
+RULESETS_SUFFIX = ".rulesets.sg"
+
+
+def is_rulesets_file(path: str) -> bool:
+    return path.endswith(RULESETS_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)

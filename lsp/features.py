@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Diagnostic, Span, span_at
+from stageguard.compiler.sources import is_rulesets_file
 from stageguard.compiler.unparse import SPELLING, rule_source
 from stageguard.lsp.analysis import Analysis, Symbol
 from stageguard.runtime.catalog import canonical_name
@@ -261,6 +262,8 @@ def complete(analysis: Analysis | None, file: str, text: str, offset: int) -> li
     if re.match(r"^\s*fail\s+\w*$", prefix) and block == "stage":
         return [Completion(v, "value", "what a failed metric means") for v in FAIL_MODES]
     if re.match(r"^\s*[A-Za-z_]*$", prefix):
+        if block == "top" and is_rulesets_file(file):
+            return [Completion("ruleset", "keyword", "a rulesets file holds rulesets only")]
         return [Completion(k, "keyword") for k in KEYWORDS.get(block, [])]
     return []
 

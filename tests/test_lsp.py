@@ -326,3 +326,16 @@ async def test_code_lenses_run_tests_evaluate_and_diff(
     await asyncio.sleep(0.3)  # past the debounce: the edit is analysed
     moved = await run(titles["diff against the registry"])
     assert moved["behaviour_changed"] is True and moved["regions"] == 9
+
+
+async def test_a_rulesets_file(client: LanguageClient, workspace: Path) -> None:
+    text = "ruleset tools_failing {\n  when tool_eror_rate >= 0.5\n  passthrough\n}\n"
+    u = open_doc(client, workspace, "agent_tools.rulesets.sg", text)
+    found = await diagnostics(client, u, lambda ds: bool(ds))
+    assert codes(found) == ["SG0201"] and found[0].range.start == lsp.Position(1, 7)
+    change(client, u, 2, text.replace("tool_eror_rate", "answer_words") + "\n")
+    await diagnostics(client, u, lambda ds: not ds)  # a metric of metrics.sg, beside it
+    result = await client.text_document_completion_async(lsp.CompletionParams(
+        lsp.TextDocumentIdentifier(u), lsp.Position(5, 0)))
+    assert isinstance(result, lsp.CompletionList)
+    assert [i.label for i in result.items] == ["ruleset"]
