@@ -38,3 +38,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   rm -f "$log"
   touch "$stamp"
 fi
+# The VS Code extension's grammar tests (vscode-tmgrammar-test) run on Node; npm installs
+# them from the lock file. Without npm their tests skip, saying why.
+if command -v npm >/dev/null; then
+  vstamp=editors/vscode/node_modules/.stageguard-installed
+  if [ ! -f "$vstamp" ] || [ editors/vscode/package-lock.json -nt "$vstamp" ]; then
+    log=$(mktemp)
+    (cd editors/vscode && npm ci --no-audit --no-fund) >"$log" 2>&1 || { cat "$log"; exit 1; }
+    rm -f "$log"
+    touch "$vstamp"
+  fi
+else
+  echo "warning: npm is not installed; the editor grammar tests will skip" >&2
+fi
