@@ -88,6 +88,26 @@ class Diagnostic:
         }
 
 
+def from_json(data: Mapping[str, object]) -> Diagnostic:
+    """The Diagnostic `Diagnostic.to_json` gave (for a process that sends diagnostics to
+    another, as the language server's analysis worker does)."""
+    def span(d: object) -> Span:
+        assert isinstance(d, Mapping)
+        return Span(str(d["file"]), *(int(d[k]) for k in (
+            "start", "end", "line", "column", "end_line", "end_column")))
+
+    related = data.get("related") or []
+    notes = data.get("notes") or []
+    assert isinstance(related, list) and isinstance(notes, list)
+    extra = data.get("data")
+    return Diagnostic(str(data["code"]), Severity(str(data["severity"])), str(data["message"]),
+                      span(data["span"]), str(data.get("label") or ""),
+                      None if data.get("help") is None else str(data["help"]),
+                      tuple(Related(span(r["span"]), str(r["message"])) for r in related),
+                      tuple(str(n) for n in notes),
+                      dict(extra) if isinstance(extra, Mapping) else None)
+
+
 def _span_json(span: Span) -> dict[str, object]:
     return {
         "file": span.file,

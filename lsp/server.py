@@ -2,9 +2,9 @@
 
 Diagnostics follow the keystrokes: after a pause (`debounce`, 150 ms) the document's policy
 directory is parsed and checked in the event loop and published at once; the exact
-analysis's findings (lint) follow from a worker thread, and are dropped if the text changed
-meanwhile. Everything else (hover, completion, navigation, rename, formatting, fixes, lenses)
-answers from the last analysis of the directory.
+analysis's findings (lint) follow from a worker process, which the next edit kills.
+Everything else (hover, completion, navigation, rename, formatting, fixes, lenses) answers
+from the last analysis of the directory.
 
 Initialization options: `{"debounce": ms, "lint": true|false, "registry": DIR}`.
 """
@@ -12,6 +12,8 @@ Initialization options: `{"debounce": ms, "lint": true|false, "registry": DIR}`.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,8 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
 from stageguard.compiler.artifacts import compiler_version
-from stageguard.compiler.diagnostics import DOCS_URL, Diagnostic, Severity, Span
+from stageguard.compiler.diagnostics import DOCS_URL, Diagnostic, Severity, Span, from_json
 from stageguard.compiler.formatter import format_text
-from stageguard.compiler.lint import lint
 from stageguard.lsp import commands, features
 from stageguard.lsp.analysis import Analysis, analyse
 from stageguard.lsp.positions import Lines
@@ -45,6 +46,8 @@ class StageguardServer(LanguageServer):
         super().__init__("stageguard", compiler_version())
         self.analyses: dict[Path, Analysis] = {}
         self.timers: dict[Path, asyncio.TimerHandle] = {}
+        self.linters: dict[Path, asyncio.subprocess.Process] = {}
+        self.lint_tasks: dict[Path, asyncio.Task[None]] = {}
         self.generation: dict[Path, int] = {}
         self.debounce = 0.15
         self.lint_enabled = True
@@ -101,21 +104,40 @@ class StageguardServer(LanguageServer):
         return analysis
 
     def start_lint(self, folder: Path, analysis: Analysis) -> None:
+        self.stop_lint(folder)
         generation = self.generation[folder]
-        loop = asyncio.get_running_loop()
-        task = loop.run_in_executor(None, lint, analysis.compilation)
+        self.lint_tasks[folder] = asyncio.get_running_loop().create_task(
+            self.run_lint(folder, generation, analysis))
 
-        def done(fut: asyncio.Future[list[Diagnostic]]) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                return
-            if self.generation.get(folder) != generation:
-                return  # the text changed meanwhile: a fresher analysis is coming
-            analysis.lint = fut.result()
-            self.publish(analysis)
+    async def run_lint(self, folder: Path, generation: int, analysis: Analysis) -> None:
+        """The analysis in its own process (lint_worker.py); its findings are published
+        unless the text changed meanwhile (then this process was killed)."""
+        request = json.dumps({"sources": list(analysis.compilation.sources.items())})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "stageguard.lsp.lint_worker", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        self.linters[folder] = proc
+        try:
+            out, _ = await proc.communicate(request.encode("utf-8"))
+        finally:
+            if self.linters.get(folder) is proc:
+                del self.linters[folder]
+        if proc.returncode != 0 or self.generation.get(folder) != generation:
+            return
+        analysis.lint = [from_json(d) for d in json.loads(out)]
+        self.publish(analysis)
 
-        task.add_done_callback(done)
+    def stop_lint(self, folder: Path) -> None:
+        proc = self.linters.pop(folder, None)
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+
+    def stop_all(self) -> None:
+        for folder in list(self.linters):
+            self.stop_lint(folder)
 
     def schedule(self, folder: Path) -> None:
+        self.stop_lint(folder)  # its text is about to change
         old = self.timers.pop(folder, None)
         if old is not None:
             old.cancel()
@@ -160,6 +182,11 @@ def initialize(ls: StageguardServer, params: lsp.InitializeParams) -> None:
             ls.lint_enabled = options["lint"]
         if isinstance(options.get("registry"), str):
             ls.registry = options["registry"]
+
+
+@server.feature(lsp.SHUTDOWN)
+def shutdown(ls: StageguardServer, params: None) -> None:
+    ls.stop_all()
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)

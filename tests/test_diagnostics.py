@@ -94,3 +94,14 @@ def test_json_format_carries_the_same_facts() -> None:
     assert d["code"] == "SG0201" and d["severity"] == "error"
     assert d["span"]["file"] == "x.sg" and d["span"]["line"] == 4 and d["span"]["column"] == 10
     assert d["span"]["end"] - d["span"]["start"] == 1
+
+
+def test_diagnostics_survive_json() -> None:
+    """What the language server's analysis worker sends back is what it found."""
+    from stageguard.compiler.lint import lint
+
+    text = (CORPUS.parent / "lint" / "findings.sg").read_text()
+    result = compile_text(text, "findings.sg")
+    found = [*result.diagnostics, *lint(result)]
+    assert found and any(d.related for d in found) and any(d.data for d in found)
+    assert [diag.from_json(json.loads(json.dumps(d.to_json()))) for d in found] == found
