@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from itertools import product
 
 from stageguard.runtime.evaluate import Failure, Value, rule_holds
+from stageguard.runtime.galileo import wire_value
 from stageguard.runtime.model import (
     ActionType,
     Artifact,
@@ -66,10 +67,17 @@ class Atom:
     hi: float | None = None
     lo_closed: bool = False
     hi_closed: bool = False
+    # Inside what the catalog declares (the range, the vocabulary). The runtime accepts the
+    # rest too, so the analysis covers it; only SG0704/SG0705 speak of the declared domain.
+    in_domain: bool = True
 
     @property
     def is_value(self) -> bool:
         return self.value is not None and not isinstance(self.value, Failure)
+
+    @property
+    def is_nan(self) -> bool:
+        return isinstance(self.value, float) and self.value != self.value
 
 
 def _between(a: float | None, b: float | None) -> float | None:
@@ -94,9 +102,12 @@ def _between(a: float | None, b: float | None) -> float | None:
 
 
 def _numeric_atoms(spec: MetricSpec | None, targets: Iterable[float]) -> list[Atom]:
+    """The whole number line cut at every threshold and declared bound, then NaN: every
+    number the runtime accepts falls in exactly one atom (the infinities in the outer gaps,
+    where every rule treats them as the gap's representative)."""
     lo = spec.minimum if spec is not None else None
     hi = spec.maximum if spec is not None else None
-    points = {t for t in targets if (lo is None or t >= lo) and (hi is None or t <= hi)}
+    points = {float(t) for t in targets if math.isfinite(t)}
     if lo is not None:
         points.add(lo)
     if hi is not None:
@@ -104,19 +115,19 @@ def _numeric_atoms(spec: MetricSpec | None, targets: Iterable[float]) -> list[At
     ordered = sorted(points)
     atoms: list[Atom] = []
 
+    def within(v: float) -> bool:
+        return (lo is None or v >= lo) and (hi is None or v <= hi)
+
     def gap(a: float | None, b: float | None) -> None:
         v = _between(a, b)
         if v is not None:
-            atoms.append(Atom(v, a, b))
+            atoms.append(Atom(v, a, b, in_domain=within(v)))
 
-    if lo is None:
-        gap(None, ordered[0] if ordered else None)
+    gap(None, ordered[0] if ordered else None)
     for i, p in enumerate(ordered):
-        atoms.append(Atom(p, p, p, True, True))
-        if i + 1 < len(ordered):
-            gap(p, ordered[i + 1])
-        elif hi is None:
-            gap(p, None)
+        atoms.append(Atom(p, p, p, True, True, in_domain=within(p)))
+        gap(p, ordered[i + 1] if i + 1 < len(ordered) else None)
+    atoms.append(Atom(math.nan, in_domain=False))
     return atoms
 
 
@@ -140,6 +151,9 @@ class Dimension:
         self.atoms = tuple(atoms)
         self.full = (1 << len(self.atoms)) - 1
         self.values = sum(1 << i for i, a in enumerate(self.atoms) if a.is_value)
+        # The values the catalog declares (range, vocabulary): what SG0704/SG0705 speak of.
+        self.declared = sum(1 << i for i, a in enumerate(self.atoms)
+                            if a.is_value and a.in_domain)
         self.missing = sum(1 << i for i, a in enumerate(self.atoms) if a.value is None)
         self.failure = {a.value.status: 1 << i for i, a in enumerate(self.atoms)
                         if isinstance(a.value, Failure)}
@@ -161,19 +175,23 @@ class Dimension:
         return mask
 
     def pick(self, mask: int) -> int:
-        """The index of the atom to show for a mask: a value if there is one, preferring
-        values inside the range over its bounds, then missing, then a failure."""
+        """The index of the atom to show for a mask: a declared value if there is one,
+        preferring values inside the range over its bounds, then missing, then a value the
+        catalog does not declare (out of range, NaN, outside the vocabulary), then a
+        failure."""
         best, best_rank = -1, 99
         for i, atom in enumerate(self.atoms):
             if not mask >> i & 1:
                 continue
-            if atom.is_value:
+            if atom.is_value and atom.in_domain:
                 rank = 1 if atom.lo_closed and self.kind in (MetricType.SCORE, MetricType.NUMBER) \
                     and len(self.atoms) > 1 else 0
             elif atom.value is None:
                 rank = 2
+            elif atom.is_value:
+                rank = 3 + atom.is_nan
             else:
-                rank = 3
+                rank = 5
             if rank < best_rank:
                 best, best_rank = i, rank
         return best
@@ -212,8 +230,12 @@ class Dimension:
     def _describe_numbers(self, mask: int) -> list[str]:
         runs: list[tuple[Atom, Atom]] = []
         current: list[Atom] = []
+        nan = False
         for i, atom in enumerate(self.atoms):
             if not atom.is_value:
+                continue
+            if atom.is_nan:
+                nan = bool(mask >> i & 1)
                 continue
             if mask >> i & 1:
                 current.append(atom)
@@ -222,17 +244,13 @@ class Dimension:
                 current = []
         if current:
             runs.append((current[0], current[-1]))
-        m, spec = self.metric, self.spec
+        m = self.metric
         out = []
         for first, last in runs:
             lo, hi = first.lo, last.hi
             if lo is not None and lo == hi:
                 out.append(f"{m} == {_num(lo)}")
                 continue
-            if lo is not None and spec is not None and spec.minimum == lo and first.lo_closed:
-                lo = None  # the range's own bound says nothing
-            if hi is not None and spec is not None and spec.maximum == hi and last.hi_closed:
-                hi = None
             if lo is not None and hi is not None:
                 out.append(f"{_num(lo)} {'<=' if first.lo_closed else '<'} {m} "
                            f"{'<=' if last.hi_closed else '<'} {_num(hi)}")
@@ -241,7 +259,9 @@ class Dimension:
             elif hi is not None:
                 out.append(f"{m} {'<=' if last.hi_closed else '<'} {_num(hi)}")
             else:
-                out.append(f"{m} is present")
+                out.append(f"{m} is a number")
+        if nan:
+            out.append(f"{m} is NaN")
         return out
 
     def _describe_label(self, mask: int) -> str:
@@ -311,14 +331,18 @@ def _dimension(metric: str, spec: MetricSpec | None, rules: Sequence[RuleSpec],
         for label in ((t,) if isinstance(t, str) else t if isinstance(t, tuple) else ()):
             if label not in named and (vocabulary is None or label in vocabulary):
                 named.append(label)
+    # `other` stands for every label no rule names: a spare one of the vocabulary, else one
+    # outside it, since the runtime accepts any label.
     if vocabulary is not None:
         named.sort(key=vocabulary.index)
         spare = [v for v in vocabulary if v not in named]
-        other = spare[0] if spare else None
+        other = spare[0] if spare else _fresh_label(vocabulary)
     else:
         other = _fresh_label(named)
+    declared = set(vocabulary) if vocabulary is not None else None
     if kind is MetricType.LABEL:
-        atoms = [Atom(label) for label in named] + ([Atom(other)] if other is not None else [])
+        atoms = [Atom(label) for label in named] + [
+            Atom(other, in_domain=declared is None or other in declared)]
         return Dimension(metric, spec, [*atoms, *tail], kind, other=other)
     # A list of labels: rules only see which named labels are present (and, for emptiness,
     # whether any other label is). Labels every rule treats alike form one class, whose
@@ -329,7 +353,7 @@ def _dimension(metric: str, spec: MetricSpec | None, rules: Sequence[RuleSpec],
         groups.setdefault(signature, []).append(label)
     classes = tuple(tuple(g) for g in groups.values())
     states = [(0, 2) if len(c) == 1 else (0, 1, 2) for c in classes]
-    count = math.prod(len(s) for s in states) * (2 if other is not None else 1)
+    count = math.prod(len(s) for s in states) * 2
     if count > ATOM_LIMIT:
         raise AnalysisLimit(f"metric `{metric}`: its rules tell apart {count} kinds of label "
                             f"lists (the limit is {ATOM_LIMIT})")
@@ -338,10 +362,12 @@ def _dimension(metric: str, spec: MetricSpec | None, rules: Sequence[RuleSpec],
         chosen: list[str] = []
         for cls, state in zip(classes, combo, strict=True):
             chosen += cls[:1] if state == 1 else list(cls) if state == 2 else []
-        for extra in ((False, True) if other is not None else (False,)):
+        for extra in (False, True):
             labels = [*chosen, other] if extra else chosen
-            order = vocabulary.index if vocabulary is not None else None
-            atoms.append(Atom(tuple(sorted(labels, key=order) if order else labels)))  # type: ignore[arg-type]
+            fresh = declared is not None and other not in declared
+            order = vocabulary.index if vocabulary is not None and not fresh else None
+            atoms.append(Atom(tuple(sorted(labels, key=order) if order else labels),  # type: ignore[arg-type]
+                              in_domain=not (extra and fresh)))
     return Dimension(metric, spec, [*atoms, *tail], kind, classes=classes, other=other)
 
 
@@ -450,22 +476,20 @@ class Space:
             return dim.failure[value.status].bit_length() - 1
         if value is None:
             return dim.missing.bit_length() - 1
-        vocabulary = dim.spec.labels if dim.spec is not None else None
         if dim.kind in (MetricType.SCORE, MetricType.NUMBER):
             if isinstance(value, bool | int | float):
                 for i, atom in enumerate(dim.atoms):
                     if atom.is_value and _in_atom(atom, float(value)):
                         return i
         elif dim.kind is MetricType.LABEL:
-            if isinstance(value, str) and (vocabulary is None or value in vocabulary):
+            if isinstance(value, str):
                 for i, atom in enumerate(dim.atoms):
                     if atom.value == value:
                         return i
                 for i, atom in enumerate(dim.atoms):
                     if atom.is_value and atom.value == dim.other:
                         return i
-        elif isinstance(value, tuple | list) and all(isinstance(x, str) for x in value) and (
-                vocabulary is None or set(value) <= set(vocabulary)):
+        elif isinstance(value, tuple | list) and all(isinstance(x, str) for x in value):
             for i, atom in enumerate(dim.atoms):
                 if atom.is_value and _same_class(dim, atom.value, value):  # type: ignore[arg-type]
                     return i
@@ -473,6 +497,8 @@ class Space:
 
 
 def _in_atom(atom: Atom, v: float) -> bool:
+    if v != v or atom.is_nan:  # NaN is its own atom
+        return v != v and atom.is_nan
     if atom.lo is not None and (v < atom.lo or (v == atom.lo and not atom.lo_closed)):
         return False
     return not (atom.hi is not None and (v > atom.hi or (v == atom.hi and not atom.hi_closed)))
@@ -505,7 +531,7 @@ class Witness:
             if isinstance(value, Failure):
                 failures[name] = value.status.value
             else:
-                metrics[name] = list(value) if isinstance(value, tuple) else value
+                metrics[name] = wire_value(value)  # NaN as "NaN", as every body writes it
         return {"metrics": metrics, **({"failures": failures} if failures else {})}
 
     def text(self) -> str:
@@ -520,6 +546,8 @@ class Witness:
                 parts.append(f"{name}=[{labels}]")
             elif isinstance(value, str):
                 parts.append(f'{name}="{value}"')
+            elif value != value:
+                parts.append(f"{name}=NaN")
             else:
                 parts.append(f"{name}={_num(float(value))}")
         return ", ".join(parts) if parts else "any payload"

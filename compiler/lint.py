@@ -114,15 +114,17 @@ def _rule_findings(space: Space, stage: StageModel, i: int) -> list[Finding]:
     out = []
     for k, rule in enumerate(stage.rulesets[i].rules):
         dim = space.dims[space.index[rule.metric]]
-        sat = dim.sat(rule) & dim.values
+        # Over the declared domain: a rule that only out-of-range values or NaN satisfy is
+        # never true for the values the team said the metric takes.
+        sat = dim.sat(rule) & dim.declared
         text = _rule_text(stage, i, k)
         if sat == 0:
             out.append(Finding(
                 NEVER_TRUE, Severity.WARNING,
                 f"`{text}` is never true for a value {_domain(dim)}", i, k,
                 help="so the ruleset can never trigger; fix the threshold or remove the ruleset"))
-        elif sat == dim.values:
-            w = Witness({rule.metric: dim.atoms[dim.pick(dim.values)].value})
+        elif sat == dim.declared:
+            w = Witness({rule.metric: dim.atoms[dim.pick(dim.declared)].value})
             out.append(Finding(
                 ALWAYS_TRUE, Severity.WARNING,
                 f"`{text}` is true for every value {_domain(dim)}", i, k, witness=w,

@@ -93,7 +93,7 @@ def _in_atom(dim: Dimension, atom: Atom) -> st.SearchStrategy[object]:
     if value is None or isinstance(value, Failure):
         return st.just(value)
     if dim.kind in (MetricType.SCORE, MetricType.NUMBER):
-        if atom.lo_closed and atom.hi_closed:  # a threshold or a bound: the point itself
+        if atom.is_nan or (atom.lo_closed and atom.hi_closed):  # NaN, a threshold, a bound
             return st.just(value)
         return st.floats(atom.lo, atom.hi, exclude_min=atom.lo is not None,
                          exclude_max=atom.hi is not None, allow_nan=False,
@@ -110,11 +110,15 @@ def _other_labels(dim: Dimension) -> st.SearchStrategy[list[str]]:
     named = {x for c in dim.classes for x in c} | {
         a.value for a in dim.atoms if isinstance(a.value, str) and a.value != dim.other}
     vocabulary = dim.spec.labels if dim.spec is not None else None
+    fresh = st.text(min_size=1, max_size=8).filter(lambda t: t not in named)
     if vocabulary is not None:
         spare = [v for v in vocabulary if v not in named]
-        return st.lists(st.sampled_from(spare), min_size=1, max_size=3, unique=True)
-    return st.lists(st.text(min_size=1, max_size=8).filter(lambda t: t not in named),
-                    min_size=1, max_size=2, unique=True)
+        # The runtime accepts labels outside the vocabulary too, and rules cannot tell them
+        # from a spare one: both are "another label".
+        pool = st.one_of(st.sampled_from(spare), fresh) if spare else \
+            fresh.filter(lambda t: t not in vocabulary)
+        return st.lists(pool, min_size=1, max_size=3, unique=True)
+    return st.lists(fresh, min_size=1, max_size=2, unique=True)
 
 
 def _label_list(dim: Dimension, representative: Sequence[str]) -> st.SearchStrategy[object]:

@@ -70,10 +70,14 @@ def _near(x: float) -> list[float]:
 
 @st.composite
 def values(draw: st.DrawFn, metric: MetricSpec, failures: bool) -> object:
-    kinds = ["value"] * 6 + ["missing"] + (["failure"] if failures else [])
+    # "outside": what the runtime accepts beyond the catalog's declaration (a score of 1.5,
+    # NaN, an infinity, a label outside the vocabulary), which the analysis covers too.
+    kinds = ["value"] * 6 + ["missing", "outside"] + (["failure"] if failures else [])
     kind = draw(st.sampled_from(kinds))
     if kind == "missing":
         return None
+    if kind == "outside":
+        return draw(_outside(metric))
     if kind == "failure":
         status = draw(st.sampled_from([Status.TIMEOUT, Status.FAILED, Status.ERROR]))
         return Failure(status, "drawn")
@@ -89,6 +93,29 @@ def values(draw: st.DrawFn, metric: MetricSpec, failures: bool) -> object:
     if metric.type is MetricType.LABEL:
         return draw(st.sampled_from(labels))
     return tuple(draw(st.lists(st.sampled_from(labels), max_size=5)))
+
+
+def _outside(metric: MetricSpec) -> st.SearchStrategy[object]:
+    if metric.type in (MetricType.SCORE, MetricType.NUMBER):
+        beyond: list[st.SearchStrategy[float]] = [
+            st.sampled_from([math.nan, math.inf, -math.inf])]
+        if metric.minimum is not None:
+            beyond.append(st.floats(max_value=metric.minimum, exclude_max=True,
+                                    allow_nan=False, allow_infinity=False))
+        if metric.maximum is not None:
+            beyond.append(st.floats(min_value=metric.maximum, exclude_min=True,
+                                    allow_nan=False, allow_infinity=False))
+        beyond += [st.sampled_from([t for t in THRESHOLDS.get(metric.name, ()) if not (
+            (metric.minimum is None or t >= metric.minimum) and (
+                metric.maximum is None or t <= metric.maximum))] or [math.nan])]
+        return st.one_of(beyond)
+    known = set(metric.labels or ())
+    strange = st.text(min_size=1, max_size=6).filter(lambda t: t not in known)
+    if metric.type is MetricType.LABEL:
+        return strange
+    inside = st.sampled_from(metric.labels or ("x", "y"))
+    return st.lists(st.one_of(strange, inside), min_size=1, max_size=4).filter(
+        lambda xs: not set(xs) <= known).map(tuple)
 
 
 @st.composite

@@ -50,7 +50,7 @@ def test_lint_reads_standard_input() -> None:
     p = subprocess.run([str(EXE), "lint", "-", "--isolated", "--format", "json"],
                        input=CORPUS.read_text(), capture_output=True, text=True, timeout=60)
     found = json.loads(p.stdout)["diagnostics"]
-    assert {d["span"]["file"] for d in found} == {"<stdin>"} and len(found) == 9
+    assert {d["span"]["file"] for d in found} == {"<stdin>"} and len(found) == 11
 
 
 def test_json_is_never_coloured() -> None:

@@ -236,3 +236,32 @@ def test_fixture_notification_added_posts_exactly_where_the_ruleset_triggers(
     # output_guard fails closed: a failing toxicity scorer triggers the ruleset too.
     assert hook["where"] == ["(output_toxicity >= 0.7 or output_toxicity fails)"]
     assert hook["witness"] == {"metrics": {"output_toxicity": 0.71}}
+
+
+def test_proved_for_every_payload_the_runtime_accepts(tmp_path: Path) -> None:
+    """Issue 20's reproduction: a change that shows only for a value outside the declared
+    range (which `invoke` accepts) is a behavioural change, with that value as witness."""
+    from tests.test_cli import run
+
+    base = ("project p\nstage s {{\n  ruleset r {{\n    when output_toxicity > 1\n{extra}"
+            "    override {{\n      choice \"no\"\n    }}\n  }}\n}}\n")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old" / "p.sg").write_text(base.format(extra=""))
+    (tmp_path / "new" / "p.sg").write_text(
+        base.format(extra="    when output_toxicity <= 1\n"))
+    p = run("diff", "old", "new", "--format", "json", cwd=tmp_path)
+    assert p.returncode == 1, p.stdout
+    [stage] = json.loads(p.stdout)["stages"]
+    [region] = stage["regions"]
+    value = region["witness"]["metrics"]["output_toxicity"]
+    assert value > 1 and region["where"] == ["output_toxicity > 1"]
+    assert (region["before"]["status"], region["after"]["status"]) == (
+        "triggered", "not_triggered")
+    # The runtime agrees, for that value and for NaN and infinity too.
+    for side, want in (("old", "TRIGGERED"), ("new", "NOT_TRIGGERED")):
+        assert run("build", side, "--registry", f"reg-{side}", cwd=tmp_path).returncode == 0
+        for v in (str(value), "Infinity"):  # JSON-ish, as --metric reads values
+            out = run("invoke", "s", "--registry", f"reg-{side}", "--input", "x", "--metric",
+                      f"output_toxicity={v}", "--format", "json", cwd=tmp_path)
+            assert json.loads(out.stdout)["status"] == want, (side, v, out.stderr)
