@@ -10,7 +10,7 @@ missing); metric failures are left to `diff`, which models them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,23 +202,51 @@ def _redundant(space: Space, stage: StageModel, i: int, box: Box) -> list[Findin
     return out[::-1]
 
 
+def _volume(box: Box) -> int:
+    """How many atom combinations a box holds: the measure the greedy cover maximises."""
+    n = 1
+    for mask in box:
+        n *= mask.bit_count()
+    return n
+
+
+def smallest_cover(box: Box, candidates: Sequence[tuple[int, Box | None]]) -> list[int]:
+    """Rulesets whose boxes together cover `box`, few: greedily the one covering most of
+    what is left (a single ruleset that covers alone is found first), then pruned so that
+    none can be dropped. Minimum set cover is NP-hard; this is small and minimal."""
+    boxes = {i: b for i, b in candidates if b is not None}
+    chosen: list[int] = []
+    remaining = [box]
+    while remaining:
+        best, gain = None, 0
+        for i, b in boxes.items():
+            if i in chosen:
+                continue
+            covered = sum(_volume(x) for r in remaining if (x := intersect(r, b)) is not None)
+            if covered > gain:
+                best, gain = i, covered
+        if best is None:
+            break  # not covered (cannot happen for a shadowed ruleset): name what helps
+        chosen.append(best)
+        remaining = subtract_all(remaining, boxes[best])
+    for i in list(chosen):
+        rest = [boxes[k] for k in chosen if k != i]
+        left = [box]
+        for b in rest:
+            left = subtract_all(left, b)
+        if not left:
+            chosen.remove(i)
+    return sorted(chosen)
+
+
 def _shadowed(space: Space, stage: StageModel, j: int, box: Box,
               wins: dict[str, list[Box]]) -> Finding:
     covering = []
     for i, earlier in enumerate(stage.rulesets[:j]):
         if any(intersect(b, box) for b in wins.get(earlier.name, ())):
             covering.append(i)
-    # A cover to name, in priority order: each ruleset kept takes part of what is left (one
-    # pass; a smallest cover is a set-cover problem and not worth its cost here).
-    needed = []
-    remaining = [box]
-    for i in covering:
-        b = space.ruleset_box(stage.rulesets[i].rules)
-        if b is not None and any(intersect(r, b) is not None for r in remaining):
-            needed.append(i)
-            remaining = subtract_all(remaining, b)
-            if not remaining:
-                break
+    needed = smallest_cover(box, [(i, space.ruleset_box(stage.rulesets[i].rules))
+                                  for i in covering])
     w = space.witness(box)
     rs = stage.rulesets[j]
     names = ", ".join(f"`{stage.rulesets[i].name}`" for i in needed)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.cli import main
-from stageguard.compiler.analysis import StageModel, decide
+from stageguard.compiler.analysis import Space, StageModel, decide, subtract_all
 from stageguard.compiler.lint import (
     ALWAYS_TRUE,
     NEVER_TRUE,
@@ -22,7 +22,7 @@ from stageguard.compiler.lint import (
     findings,
     lint,
 )
-from stageguard.compiler.pipeline import compile_paths
+from stageguard.compiler.pipeline import compile_paths, compile_text
 from stageguard.runtime.evaluate import rule_holds
 from stageguard.runtime.model import MetricSpec, Status
 from tests.conftest import POLICIES
@@ -155,3 +155,60 @@ def test_a_stage_beyond_the_analysis_gets_a_warning_not_a_crash(tmp_path: Path) 
     assert compilation.ok, compilation.diagnostics
     (found,) = lint(compilation)
     assert found.code == TOO_LARGE and "tags" in found.message and found.span.line == 6
+
+
+def test_the_named_cover_is_the_smallest_when_one_ruleset_covers_alone() -> None:
+    text = """project p
+stage s {
+  ruleset a {
+    when output_toxicity > 0.95
+    passthrough
+  }
+  ruleset b {
+    when output_toxicity > 0.9
+    when output_sexist > 0.9
+    passthrough
+  }
+  ruleset c {
+    when output_toxicity > 0.5
+    passthrough
+  }
+  ruleset late {
+    when output_toxicity > 0.9
+    when output_sexist > 0.7
+    override {
+      choice "never returned"
+    }
+  }
+}
+"""
+    [shadowed] = [d for d in lint(compile_text(text, "cover.sg")) if d.code == SHADOWED]
+    # a and b cover parts of `late`, c covers it alone: c is named, not all three (as a
+    # pass in priority order named them).
+    assert "triggers `c` first" in shadowed.message
+    assert [r.message for r in shadowed.related] == ["triggers first"]
+
+
+@examples(3, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stage_models())
+def test_no_ruleset_of_a_named_cover_can_be_dropped(stage: StageModel) -> None:
+    """For every ruleset a shadowing finding names, a payload shows it is needed: it
+    triggers the shadowed ruleset and that one, and none of the other named (re-evaluated
+    with the reference interpreter)."""
+    space = Space(stage.catalog, stage.rulesets)
+    for f in findings(stage):
+        if f.code != SHADOWED:
+            continue
+        box = space.ruleset_box(stage.rulesets[f.ruleset].rules)
+        assert box is not None
+        for k in f.others:
+            left = [box]
+            for other in f.others:
+                if other != k:
+                    b = space.ruleset_box(stage.rulesets[other].rules)
+                    assert b is not None
+                    left = subtract_all(left, b)
+            assert left, f"ruleset {k} is not needed in the cover"
+            w = dict(space.witness(left[0]).values)
+            assert _triggers(stage, f.ruleset, w) and _triggers(stage, k, w)
+            assert not any(_triggers(stage, o, w) for o in f.others if o != k)
