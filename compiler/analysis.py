@@ -196,6 +196,48 @@ class Dimension:
                 best, best_rank = i, rank
         return best
 
+    # -- as data (docs/schemas/region.schema.json)
+
+    def to_data(self, mask: int) -> dict[str, object] | None:
+        """The exact set of values a mask allows, as data (None: it does not constrain):
+        number intervals with their ends, NaN; labels named or "another label"; label
+        lists as their classes' states; missing; failure kinds."""
+        if mask == self.full:
+            return None
+        out: dict[str, object] = {"kind": self.kind.value}
+        atoms = [a for i, a in enumerate(self.atoms) if mask >> i & 1 and a.is_value]
+        if self.kind in (MetricType.SCORE, MetricType.NUMBER):
+            intervals: list[dict[str, object]] = []
+            for a in atoms:
+                if a.is_nan:
+                    continue
+                last = intervals[-1] if intervals else None
+                # Atoms are in order along the line: adjacent ones join into one interval.
+                if last is not None and last["hi"] == a.lo and (
+                        last["hi_closed"] or a.lo_closed):
+                    last["hi"], last["hi_closed"] = a.hi, a.hi_closed
+                else:
+                    intervals.append({"lo": a.lo, "lo_closed": a.lo_closed, "hi": a.hi,
+                                      "hi_closed": a.hi_closed})
+            out["intervals"] = intervals
+            out["nan"] = any(a.is_nan for a in atoms)
+        elif self.kind is MetricType.LABEL:
+            out["named"] = [a.value for a in self.atoms if a.is_value and a.value != self.other]
+            out["labels"] = [a.value for a in atoms if a.value != self.other]
+            out["another_label"] = any(a.value == self.other for a in atoms)
+        else:
+            named = {x for c in self.classes for x in c}
+            lists = []
+            for a in atoms:
+                present = set(a.value)  # type: ignore[arg-type]
+                lists.append({"classes": [
+                    {"labels": list(c), "present": ("none", "some", "all")[_state(c, present)]}
+                    for c in self.classes], "another_label": bool(present - named)})
+            out["lists"] = lists
+        out["missing"] = bool(mask & self.missing)
+        out["failures"] = [st.value for st, bit in self.failure.items() if mask & bit]
+        return out
+
     # -- descriptions
 
     def describe(self, mask: int) -> str | None:
@@ -453,6 +495,12 @@ class Space:
             if not self._free(dim, mask, plain):
                 values[dim.metric] = dim.atoms[dim.pick(mask)].value
         return Witness(values)
+
+    def box_data(self, box: Box, plain: bool = False) -> dict[str, object]:
+        """A box as data: per constrained metric, the values it allows (Dimension.to_data);
+        an unconstrained metric is left out, as in `describe`."""
+        return {d.metric: data for d, m in zip(self.dims, box, strict=True)
+                if not self._free(d, m, plain) and (data := d.to_data(m)) is not None}
 
     def describe(self, box: Box, plain: bool = False) -> str:
         parts = [t for d, m in zip(self.dims, box, strict=True)

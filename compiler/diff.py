@@ -66,8 +66,12 @@ class Region:
     # True when some metric fails throughout (the region exists only under failures).
     failures: bool = False
 
-    def to_data(self) -> dict[str, object]:
+    def to_data(self, space: Space | None = None) -> dict[str, object]:
+        """`where` describes each box; `boxes` (given the space) says exactly the same as
+        data, every box (docs/schemas/diff.schema.json)."""
         return {"where": list(self.descriptions), "metric_failures": self.failures,
+                **({"boxes": [space.box_data(b, not self.failures) for b in self.boxes]}
+                   if space else {}),
                 "witness": self.witness.to_data(),
                 "before": self.before.to_data(), "after": self.after.to_data()}
 
@@ -93,12 +97,14 @@ class HookRegion:
         return (f"`{self.ruleset}` {side(self.before, self.fires_before)} → "
                 f"{side(self.after, not self.fires_before)}")
 
-    def to_data(self) -> dict[str, object]:
+    def to_data(self, space: Space | None = None) -> dict[str, object]:
         return {"url": self.url, "ruleset": self.ruleset,
                 "before": self.before.value if self.before else None,
                 "after": self.after.value if self.after else None,
                 "fires_before": self.fires_before, "fires_after": not self.fires_before,
-                "where": list(self.descriptions), "witness": self.witness.to_data()}
+                "where": list(self.descriptions),
+                **({"boxes": [space.box_data(b) for b in self.boxes]} if space else {}),
+                "witness": self.witness.to_data()}
 
 
 @dataclass(frozen=True)
@@ -141,12 +147,12 @@ class StageDiff:
             "behaviour_changed": self.behaviour_changed,
             "changes": [c.to_data() for c in self.changes],
             "regions": [self._region_data(i, r) for i, r in enumerate(self.regions)],
-            "webhooks": [h.to_data() for h in self.hooks],
+            "webhooks": [h.to_data(self.space) for h in self.hooks],
             **({"traffic": self.traffic.to_data()} if self.traffic is not None else {}),
         }
 
     def _region_data(self, i: int, region: Region) -> dict[str, object]:
-        data = region.to_data()
+        data = region.to_data(self.space)
         t = self.traffic
         if t is not None:
             data["traffic"] = {"count": t.regions[i], "share": t.share(t.regions[i]),

@@ -56,6 +56,10 @@ class Finding:
     region: str | None = None
     help: str | None = None
     others: tuple[int, ...] = field(default=())  # rulesets the claim involves
+    # The region as data, every box (docs/schemas/region.schema.json); `region` is its
+    # text, shortened after three boxes for the terminal.
+    boxes: tuple[dict[str, object], ...] = ()
+    region_full: str | None = None
 
 
 def _rule_text(stage: StageModel, i: int, k: int) -> str:
@@ -102,7 +106,8 @@ def findings(stage: StageModel) -> list[Finding]:
                     witness=w, decision=decide(stage, w.values),
                     region=" or ".join(space.describe(b) for b in region[:3])
                     + (f" (and {len(region) - 3} more regions)" if len(region) > 3 else ""),
-                    others=(i,)))
+                    others=(i,), boxes=tuple(space.box_data(b) for b in region),
+                    region_full=" or ".join(space.describe(b) for b in region)))
     return out
 
 
@@ -283,7 +288,9 @@ def diagnostics_for(stage: CheckedStage, model: StageModel) -> list[Diagnostic]:
                                    "ruleset": stage.rulesets[f.ruleset].name}
         if f.region:
             notes.append(f"region: {f.region}")
-            data["region"] = f.region
+            data["region"] = f.region_full or f.region  # whole in JSON
+        if f.boxes:
+            data["region_boxes"] = list(f.boxes)
         if f.witness is not None:
             shown = f"witness: {f.witness.text()}"
             if f.decision is not None:

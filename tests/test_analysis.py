@@ -14,6 +14,7 @@ from stageguard.compiler.analysis import (
     partition,
     subtract,
 )
+from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.model import MetricSpec, MetricType, Operator, RulesetSpec
 from tests.profiles import examples
 from tests.strategies import payloads, stage_models
@@ -77,3 +78,51 @@ def test_operators_cover_the_truth_table() -> None:
     # Every operator the language has is analysed through rule_holds, so none is skipped.
     assert {op.value for op in Operator} == {"gt", "lt", "gte", "lte", "eq", "neq",
                                              "contains", "all", "any", "empty", "not_empty"}
+
+
+def _state_of(present: set[str], labels: list[str]) -> str:
+    n = len(present & set(labels))
+    return "none" if n == 0 else "all" if n == len(labels) else "some"
+
+
+def _in_data(data: dict[str, object], payload: dict[str, object]) -> bool:
+    """Whether a payload lies in a box given as data (docs/schemas/region.schema.json),
+    read without the analysis: the data must say exactly what the box holds."""
+    for metric, c in data.items():
+        assert isinstance(c, dict)
+        v = payload.get(metric)
+        if isinstance(v, Failure):
+            ok = v.status.value in c["failures"]
+        elif v is None:
+            ok = c["missing"]
+        elif c["kind"] in ("score", "number"):
+            x = float(v)  # type: ignore[arg-type]
+            ok = c["nan"] if x != x else any(
+                (i["lo"] is None or x > i["lo"] or (x == i["lo"] and i["lo_closed"]))
+                and (i["hi"] is None or x < i["hi"] or (x == i["hi"] and i["hi_closed"]))
+                for i in c["intervals"])
+        elif c["kind"] == "label":
+            ok = v in c["labels"] or (c["another_label"] and v not in c["named"])
+        else:
+            present = set(v)  # type: ignore[arg-type]
+            ok = any(all(_state_of(present, k["labels"]) == k["present"]
+                         for k in lst["classes"])
+                     and lst["another_label"] == bool(
+                         present - {x for k in lst["classes"] for x in k["labels"]})
+                     for lst in c["lists"])
+        if not ok:
+            return False
+    return True
+
+
+@SETTINGS
+@given(stage_models(), st.booleans(), st.data())
+def test_region_data_is_exact(stage: StageModel, failures: bool, data: st.DataObject) -> None:
+    """Every box as data holds exactly the payloads the box holds: out-of-range numbers,
+    NaN, labels outside the vocabulary and failures included."""
+    space = Space(stage.catalog, stage.rulesets, failures)
+    boxes = [box for box, _ in partition(space, stage)]
+    for payload in data.draw(st.lists(payloads(stage.catalog, failures), min_size=1,
+                                      max_size=20)):
+        for box in boxes:
+            assert space.contains(box, payload) == _in_data(space.box_data(box), payload)

@@ -199,7 +199,7 @@ def test_lint_junit_fails_the_files_with_errors(work: Path) -> None:
 
 def test_the_schemas_are_valid_schemas() -> None:
     assert set(SCHEMAS) == {"check.schema.json", "lint.schema.json", "test.schema.json",
-                            "diff.schema.json", "diagnostic.schema.json"}
+                            "diff.schema.json", "diagnostic.schema.json", "region.schema.json"}
     for schema in SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
 
