@@ -40,6 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     lint_p = sub.add_parser("lint", help="exact analysis: contradictions, shadowing, "
                             "redundancy, vacuous thresholds, overlaps (with witnesses)")
     findings.add_options(lint_p)
+    lint_p.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop the analysis after SECONDS: the findings so far, and "
+                        "SG0708 naming the stages not analysed")
 
     d = sub.add_parser("diff", help="what a policy change does: structural changes and "
                        "every region of payloads whose decision changes (exit 1 if any)")
@@ -65,6 +68,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="markdown: where the uncapped report is (an artifact's name or url), "
                    "named wherever regions are left out")
     findings.add_output_options(d, DIFF_FORMATS)
+    d.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop comparing after SECONDS: the stages compared so far are "
+                   "reported, the rest named, and the exit code is 2 (nothing is proved for "
+                   "them)")
     d.add_argument("--traffic", nargs="+", metavar="LOG",
                    help="count the logged decisions (JSONL files, or a postgresql:// "
                    "registry's table) that lie in each changed region")
@@ -163,13 +170,16 @@ def _rewrite(path: Path, text: str) -> str | None:
 
 
 def _lint(args: argparse.Namespace) -> int:
+    if args.timeout is not None and args.timeout <= 0:
+        print("error: --timeout takes a number of seconds above 0", file=sys.stderr)
+        return EXIT_ERROR
     began = time.perf_counter()
     with style.progress("lint") as shown:
         compilation, named = findings.compile_args(args)
         found = list(compilation.diagnostics)
         if compilation.ok:
             found += lint(compilation, lambda i, n, name: shown.update(
-                f"stage {i} of {n}, {name}"))
+                f"stage {i} of {n}, {name}"), timeout=args.timeout)
 
     def ok() -> str:
         n = len(compilation.artifacts)
@@ -208,6 +218,9 @@ def _narrow(side: Side, only: tuple[str | None, str] | None) -> dict:  # type: i
 
 
 def _diff(args: argparse.Namespace) -> int:
+    if args.timeout is not None and args.timeout <= 0:
+        print("error: --timeout takes a number of seconds above 0", file=sys.stderr)
+        return EXIT_ERROR
     try:
         old, new = _sides(args)
     except SideError as exc:
@@ -223,7 +236,8 @@ def _diff(args: argparse.Namespace) -> int:
     only = old.only or new.only
     with style.progress("diff") as shown:
         report = diff(_narrow(old, only), _narrow(new, only), old.label, new.label,
-                      lambda i, n, name: shown.update(f"stage {i} of {n}, {name}"))
+                      lambda i, n, name: shown.update(f"stage {i} of {n}, {name}"),
+                      timeout=args.timeout)
     if args.traffic:
         from stageguard.cli.replay import log_events, missing_log
         from stageguard.compiler.traffic import with_traffic
@@ -249,4 +263,8 @@ def _diff(args: argparse.Namespace) -> int:
     status = findings.write_reports(args, DIFF_FORMATS, render, render(args.format))
     if status:
         return status
+    if report.incomplete:
+        print(f"error: diff stopped at --timeout {args.timeout:g} s; not compared: "
+              f"{', '.join(report.incomplete)}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_FAIL if report.behaviour_changed else EXIT_OK

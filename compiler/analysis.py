@@ -22,8 +22,11 @@ The formatter does not need this module; lint, diff and policy tests share it.
 
 from __future__ import annotations
 
+import contextvars
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import product
 
@@ -52,6 +55,32 @@ _FAILURES = (Status.TIMEOUT, Status.FAILED, Status.ERROR)  # also the stage-stat
 
 class AnalysisLimit(ValueError):
     """The stage is beyond what the exact analysis handles; the message says why."""
+
+
+class AnalysisStopped(Exception):
+    """The analysis ran past its time limit (`time_limit`): nothing is claimed for what it
+    did not finish."""
+
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "analysis_deadline", default=None)
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Stop analyses started inside with AnalysisStopped once `seconds` have passed."""
+    token = _deadline.set(None if seconds is None else time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def check_time() -> None:
+    """Raise AnalysisStopped past the deadline; called between steps of the analyses."""
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise AnalysisStopped
 
 
 # ---- atoms and dimensions -------------------------------------------------------------------
@@ -705,6 +734,7 @@ def refine(space: Space, stage: StageModel,
     for rs in stage.rulesets:
         if not active:
             break
+        check_time()
         trig = space.ruleset_box(rs.rules, stage.fail_closed)
         fails: list[tuple[int, list[Box]]] = []
         if not stage.fail_closed:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from stageguard.compiler.analysis import (
+    AnalysisStopped,
     Box,
     Decision,
     Space,
@@ -25,6 +26,7 @@ from stageguard.compiler.analysis import (
     intersect,
     refine,
     subtract,
+    time_limit,
 )
 from stageguard.compiler.unparse import rule_source
 from stageguard.runtime.model import Artifact, MetricSpec, RulesetSpec, RuleSpec, Status
@@ -165,6 +167,8 @@ class DiffReport:
     old_label: str
     new_label: str
     stages: tuple[StageDiff, ...]
+    # Stages not compared: the analysis stopped at its time limit (`diff --timeout`).
+    incomplete: tuple[str, ...] = ()
 
     @property
     def behaviour_changed(self) -> bool:
@@ -173,7 +177,8 @@ class DiffReport:
     def to_data(self) -> dict[str, object]:
         return {"old": self.old_label, "new": self.new_label,
                 "behaviour_changed": self.behaviour_changed,
-                "stages": [s.to_data() for s in self.stages]}
+                "stages": [s.to_data() for s in self.stages],
+                **({"incomplete": list(self.incomplete)} if self.incomplete else {})}
 
 
 # ---- comparing ------------------------------------------------------------------------------
@@ -181,8 +186,17 @@ class DiffReport:
 
 def diff(old: Mapping[tuple[str, str], Artifact], new: Mapping[tuple[str, str], Artifact],
          old_label: str = "old", new_label: str = "new",
-         on_stage: Callable[[int, int, str], None] | None = None) -> DiffReport:
-    """`on_stage(i, n, name)` is told before each stage is compared (for progress)."""
+         on_stage: Callable[[int, int, str], None] | None = None,
+         timeout: float | None = None) -> DiffReport:
+    """`on_stage(i, n, name)` is told before each stage is compared (for progress). With
+    `timeout` (seconds), comparing stops there: the stages not compared are `incomplete`."""
+    with time_limit(timeout):
+        return _diff(old, new, old_label, new_label, on_stage)
+
+
+def _diff(old: Mapping[tuple[str, str], Artifact], new: Mapping[tuple[str, str], Artifact],
+          old_label: str, new_label: str,
+          on_stage: Callable[[int, int, str], None] | None) -> DiffReport:
     stages = []
     gone = [k for k in old if k not in new]
     came = [k for k in new if k not in old]
@@ -204,7 +218,11 @@ def diff(old: Mapping[tuple[str, str], Artifact], new: Mapping[tuple[str, str], 
                 "stage-renamed", f"stage `{key[1]}` renamed to `{b.stage.name}`: callers of "
                 "the old name no longer find it", effect=True),), ()))
             continue
-        stages.append(diff_stage(old.get(key), new.get(key), key))
+        try:
+            stages.append(diff_stage(old.get(key), new.get(key), key))
+        except AnalysisStopped:
+            rest = tuple(f"{k[0]}/{k[1]}" for k in keys[i - 1:] if k not in renamed.values())
+            return DiffReport(old_label, new_label, tuple(stages), rest)
     return DiffReport(old_label, new_label, tuple(stages))
 
 

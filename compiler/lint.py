@@ -16,15 +16,18 @@ from typing import Any
 
 from stageguard.compiler.analysis import (
     AnalysisLimit,
+    AnalysisStopped,
     Box,
     Decision,
     Space,
     StageModel,
     Witness,
+    check_time,
     decide,
     intersect,
     partition,
     subtract_all,
+    time_limit,
 )
 from stageguard.compiler.artifacts import compile_stage
 from stageguard.compiler.checker import CheckedStage
@@ -39,6 +42,7 @@ ALWAYS_TRUE = "SG0704"
 NEVER_TRUE = "SG0705"
 OVERLAP = "SG0706"
 TOO_LARGE = "SG0707"
+STOPPED = "SG0708"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ def findings(stage: StageModel) -> list[Finding]:
     out: list[Finding] = []
     boxes: list[Box | None] = []
     for i, rs in enumerate(stage.rulesets):
+        check_time()
         out.extend(_rule_findings(space, stage, i))
         box = space.ruleset_box(rs.rules)
         boxes.append(box)
@@ -84,6 +89,7 @@ def findings(stage: StageModel) -> list[Finding]:
         if decision.ruleset is not None:
             wins.setdefault(decision.ruleset, []).append(box)
     for j, rs in enumerate(stage.rulesets):
+        check_time()
         box_j = boxes[j]
         if box_j is None:
             continue
@@ -307,14 +313,30 @@ def diagnostics_for(stage: CheckedStage, model: StageModel) -> list[Diagnostic]:
 
 
 def lint(compilation: Compilation,
-         on_stage: Callable[[int, int, str], None] | None = None) -> list[Diagnostic]:
-    """Every stage's findings; `on_stage(i, n, name)` is told before each (for progress)."""
+         on_stage: Callable[[int, int, str], None] | None = None,
+         timeout: float | None = None) -> list[Diagnostic]:
+    """Every stage's findings; `on_stage(i, n, name)` is told before each (for progress).
+    With `timeout` (seconds), the analysis stops there: the findings so far are returned,
+    with one SG0708 naming the stages not (fully) analysed."""
     out: list[Diagnostic] = []
     pairs = [*zip(compilation.stages, compilation.artifacts, strict=True),
              *((c, compile_stage(c)) for c in compilation.rulesets)]  # rulesets files
     n = len(pairs)
-    for i, (checked, doc) in enumerate(pairs, 1):
-        if on_stage is not None:
-            on_stage(i, n, checked.name)
-        out.extend(diagnostics_for(checked, StageModel.of(doc.to_artifact())))
+    with time_limit(timeout):
+        for i, (checked, doc) in enumerate(pairs, 1):
+            if on_stage is not None:
+                on_stage(i, n, checked.name)
+            try:
+                out.extend(diagnostics_for(checked, StageModel.of(doc.to_artifact())))
+            except AnalysisStopped:
+                rest = [c.name for c, _ in pairs[i - 1:]]
+                more = f" and {len(rest) - 1} more" if len(rest) > 1 else ""
+                out.append(Diagnostic(
+                    STOPPED, Severity.WARNING,
+                    f"the analysis stopped at its time limit ({timeout:g} s): stage "
+                    f"`{checked.name}`{more} not analysed, so no finding is claimed for "
+                    f"{'them' if more else 'it'}", checked.span,
+                    help="raise --timeout, or split the stage; the findings above are "
+                    "exact", data={"not_analysed": rest}))
+                break
     return out

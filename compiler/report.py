@@ -153,9 +153,14 @@ def text(report: DiffReport, max_regions: int | None = None) -> str:
             out.append(f"  traffic: {traffic_summary(s.traffic)}")
         if s.old and s.new and not s.behaviour_changed:
             out.append("  no payload changes fate (proved for every payload)")
+    if report.incomplete:
+        out.append(f"\nnot compared (the analysis stopped at its time limit): "
+                   f"{', '.join(report.incomplete)}")
     if len(out) == 1:
         out.append("no changes")
-    verdict = "behaviour changes" if report.behaviour_changed else "no behavioural change"
+    verdict = "behaviour changes" if report.behaviour_changed else \
+        "incomplete: nothing is proved for the stages not compared" if report.incomplete \
+        else "no behavioural change"
     out.append(f"\n{verdict}")
     return "\n".join(out) + "\n"
 
