@@ -179,7 +179,8 @@ def _lint(args: argparse.Namespace) -> int:
         found = list(compilation.diagnostics)
         if compilation.ok:
             found += lint(compilation, lambda i, n, name: shown.update(
-                f"stage {i} of {n}, {name}"), timeout=args.timeout)
+                f"stage {i} of {n}, {name}"), timeout=args.timeout,
+                full=args.format in ("json", "sarif") or bool(args.report))
 
     def ok() -> str:
         n = len(compilation.artifacts)

@@ -189,6 +189,7 @@ class Dimension:
         self.classes = classes  # label-list metrics: groups of labels rules treat alike
         self.other = other      # a label no rule names, when the domain has one
         self._sat: dict[tuple[Operator, object], int] = {}
+        self._lists: dict[int, dict[str, object]] = {}
 
     def sat(self, rule: RuleSpec) -> int:
         """Atoms on which the rule holds. Failures never hold (fail-closed is the stage's
@@ -255,17 +256,23 @@ class Dimension:
             out["labels"] = [a.value for a in atoms if a.value != self.other]
             out["another_label"] = any(a.value == self.other for a in atoms)
         else:
-            named = {x for c in self.classes for x in c}
-            lists = []
-            for a in atoms:
-                present = set(a.value)  # type: ignore[arg-type]
-                lists.append({"classes": [
-                    {"labels": list(c), "present": ("none", "some", "all")[_state(c, present)]}
-                    for c in self.classes], "another_label": bool(present - named)})
-            out["lists"] = lists
+            out["lists"] = [self._list_data(i) for i, a in enumerate(self.atoms)
+                            if mask >> i & 1 and a.is_value]
         out["missing"] = bool(mask & self.missing)
         out["failures"] = [st.value for st, bit in self.failure.items() if mask & bit]
         return out
+
+    def _list_data(self, i: int) -> dict[str, object]:
+        """A label-list atom as data (cached: a big stage's regions repeat atoms)."""
+        found = self._lists.get(i)
+        if found is None:
+            named = {x for c in self.classes for x in c}
+            present = set(self.atoms[i].value)  # type: ignore[arg-type]
+            found = {"classes": [
+                {"labels": list(c), "present": ("none", "some", "all")[_state(c, present)]}
+                for c in self.classes], "another_label": bool(present - named)}
+            self._lists[i] = found
+        return found
 
     # -- descriptions
 

@@ -60,8 +60,8 @@ class Finding:
     region: str | None = None
     help: str | None = None
     others: tuple[int, ...] = field(default=())  # rulesets the claim involves
-    # The region as data, every box (docs/schemas/region.schema.json); `region` is its
-    # text, shortened after three boxes for the terminal.
+    # The region's boxes (an overlap's), for its data and whole text: computed only when a
+    # JSON report asks (`findings(full=True)`), since a large stage has thousands.
     boxes: tuple[dict[str, object], ...] = ()
     region_full: str | None = None
 
@@ -71,7 +71,9 @@ def _rule_text(stage: StageModel, i: int, k: int) -> str:
     return rule_source(r.metric, r.operator, r.target_value)
 
 
-def findings(stage: StageModel) -> list[Finding]:
+def findings(stage: StageModel, full: bool = False) -> list[Finding]:
+    """Every finding of one stage. `full`: each overlap's region whole, as data and text
+    (the terminal shows three boxes of it)."""
     space = Space(stage.catalog, stage.rulesets)
     out: list[Finding] = []
     boxes: list[Box | None] = []
@@ -112,8 +114,10 @@ def findings(stage: StageModel) -> list[Finding]:
                     witness=w, decision=decide(stage, w.values),
                     region=" or ".join(space.describe(b) for b in region[:3])
                     + (f" (and {len(region) - 3} more regions)" if len(region) > 3 else ""),
-                    others=(i,), boxes=tuple(space.box_data(b) for b in region),
-                    region_full=" or ".join(space.describe(b) for b in region)))
+                    others=(i,),
+                    boxes=tuple(space.box_data(b) for b in region) if full else (),
+                    region_full=" or ".join(space.describe(b) for b in region)
+                    if full else None))
     return out
 
 
@@ -280,9 +284,10 @@ def _spans(stage: CheckedStage, i: int, k: int | None) -> Span:
     return rs.rules[k].span if k is not None else rs.span
 
 
-def diagnostics_for(stage: CheckedStage, model: StageModel) -> list[Diagnostic]:
+def diagnostics_for(stage: CheckedStage, model: StageModel,
+                    full: bool = False) -> list[Diagnostic]:
     try:
-        found = findings(model)
+        found = findings(model, full)
     except AnalysisLimit as exc:
         return [Diagnostic(TOO_LARGE, Severity.WARNING,
                            f"stage `{stage.name}` is too large to analyse exactly: {exc}",
@@ -314,8 +319,9 @@ def diagnostics_for(stage: CheckedStage, model: StageModel) -> list[Diagnostic]:
 
 def lint(compilation: Compilation,
          on_stage: Callable[[int, int, str], None] | None = None,
-         timeout: float | None = None) -> list[Diagnostic]:
+         timeout: float | None = None, full: bool = False) -> list[Diagnostic]:
     """Every stage's findings; `on_stage(i, n, name)` is told before each (for progress).
+    `full`: overlap regions whole in each finding's data (for JSON; slower on big stages).
     With `timeout` (seconds), the analysis stops there: the findings so far are returned,
     with one SG0708 naming the stages not (fully) analysed."""
     out: list[Diagnostic] = []
@@ -327,7 +333,7 @@ def lint(compilation: Compilation,
             if on_stage is not None:
                 on_stage(i, n, checked.name)
             try:
-                out.extend(diagnostics_for(checked, StageModel.of(doc.to_artifact())))
+                out.extend(diagnostics_for(checked, StageModel.of(doc.to_artifact()), full))
             except AnalysisStopped:
                 rest = [c.name for c, _ in pairs[i - 1:]]
                 more = f" and {len(rest) - 1} more" if len(rest) > 1 else ""
