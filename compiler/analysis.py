@@ -190,6 +190,7 @@ class Dimension:
         self.other = other      # a label no rule names, when the domain has one
         self._sat: dict[tuple[Operator, object], int] = {}
         self._lists: dict[int, dict[str, object]] = {}
+        self._described: dict[int, str | None] = {}
 
     def sat(self, rule: RuleSpec) -> int:
         """Atoms on which the rule holds. Failures never hold (fail-closed is the stage's
@@ -277,7 +278,16 @@ class Dimension:
     # -- descriptions
 
     def describe(self, mask: int) -> str | None:
-        """A reader's description of a mask, or None when it does not constrain."""
+        """A reader's description of a mask, or None when it does not constrain (memoised:
+        a stage's regions repeat the same few masks per metric thousands of times)."""
+        try:
+            return self._described[mask]
+        except KeyError:
+            found = self._describe(mask)
+            self._described[mask] = found
+            return found
+
+    def _describe(self, mask: int) -> str | None:
         if mask == self.full:
             return None
         parts: list[str] = []
@@ -641,8 +651,37 @@ class Witness:
 
 
 def intersect(a: Box, b: Box) -> Box | None:
-    out = tuple(x & y for x, y in zip(a, b, strict=True))
+    out = tuple(map(int.__and__, a, b))  # C-level: the analysis's innermost operation
     return None if 0 in out else out
+
+
+Sparse = list[tuple[int, int]]
+
+
+def sparse(box: Box, full: Box) -> Sparse:
+    """The dimensions a box constrains, with their masks: a ruleset's box constrains only
+    its rules' metrics, so cutting by it need not touch the other dimensions."""
+    return [(i, m) for i, (m, f) in enumerate(zip(box, full, strict=True)) if m != f]
+
+
+def cut(box: Box, by: Sparse) -> tuple[Box | None, list[Box]]:
+    """`box` ∩ `by` and `box` − `by` (as disjoint boxes), for a sparse `by`."""
+    inside = list(box)
+    for i, m in by:
+        z = box[i] & m
+        if not z:
+            return None, [box]
+        inside[i] = z
+    rest: list[Box] = []
+    current = list(box)
+    for i, m in by:
+        left = box[i] & ~m
+        if left:
+            piece = current.copy()
+            piece[i] = left
+            rest.append(tuple(piece))
+        current[i] = box[i] & m
+    return tuple(inside), rest
 
 
 def subtract(a: Box, b: Box) -> list[Box]:
@@ -673,6 +712,9 @@ def coalesce(boxes: list[Box]) -> list[Box]:
     if len(boxes) < 2:
         return boxes
     for d in range(len(boxes[0])):
+        first = boxes[0][d]
+        if all(b[d] == first for b in boxes):
+            continue  # every box agrees here: nothing merges along d
         merged: dict[tuple[int, ...], int] = {}
         for box in boxes:
             key = box[:d] + box[d + 1:]
@@ -738,38 +780,57 @@ def refine(space: Space, stage: StageModel,
     active: dict[tuple[object, int], list[Box]] = {}
     for box, tag in pieces:
         active.setdefault((tag, len(_FAILURES)), []).append(box)
+    merged_size: dict[tuple[object, int], int] = {}
     for rs in stage.rulesets:
         if not active:
             break
         check_time()
         trig = space.ruleset_box(rs.rules, stage.fail_closed)
-        fails: list[tuple[int, list[Box]]] = []
+        fails: list[tuple[int, list[Sparse]]] = []
         if not stage.fail_closed:
-            fails = [(k, b) for k, s in enumerate(_FAILURES)
+            fails = [(k, [sparse(fb, space.full) for fb in b]) for k, s in enumerate(_FAILURES)
                      if (b := space.failure_boxes(rs.rules, s))]
         if trig is None and not fails:
             continue
+        by = sparse(trig, space.full) if trig is not None else None
         decision = _triggered(rs)
         nxt: dict[tuple[object, int], list[Box]] = {}
         for (tag, worst), boxes in active.items():
             for box in boxes:
                 rest = [box]
-                if trig is not None and (hit := intersect(box, trig)) is not None:
-                    done.append((hit, tag, decision))
-                    rest = subtract(box, trig)
+                if by is not None:
+                    hit, rest = cut(box, by)
+                    if hit is not None:
+                        done.append((hit, tag, decision))
                 for k, fboxes in fails:
                     for fb in fboxes:
+                        left: list[Box] = []
                         for piece in rest:
-                            if (hit := intersect(piece, fb)) is not None:
+                            hit, outside = cut(piece, fb)
+                            if hit is not None:
                                 nxt.setdefault((tag, min(worst, k)), []).append(hit)
-                        rest = subtract_all(rest, fb)
+                            left.extend(outside)
+                        rest = left
                 if rest:
                     nxt.setdefault((tag, worst), []).extend(rest)
-        active = {key: coalesce(boxes) for key, boxes in nxt.items()}
+        # Merging costs a pass over every box per dimension: done when a group has grown to
+        # twice what its last merge left (pieces are disjoint either way; merging only keeps
+        # their number down).
+        active = {}
+        for key, boxes in nxt.items():
+            if len(boxes) >= 2 * merged_size.get(key, 1):
+                boxes = coalesce(boxes)
+                merged_size[key] = len(boxes)
+            active[key] = boxes
     for (tag, worst), boxes in active.items():
         status = _FAILURES[worst] if worst < len(_FAILURES) else Status.NOT_TRIGGERED
         done.extend((box, tag, Decision(status)) for box in boxes)
-    return done
+    # Fewer, larger pieces for what reads them: boxes with one tag and decision merge.
+    groups: dict[tuple[object, Decision], list[Box]] = {}
+    for box, tag, decision in done:
+        groups.setdefault((tag, decision), []).append(box)
+    return [(box, tag, decision) for (tag, decision), boxes in groups.items()
+            for box in coalesce(boxes)]
 
 
 def partition(space: Space, stage: StageModel) -> list[tuple[Box, Decision]]:
