@@ -454,7 +454,7 @@ def _dimension(metric: str, spec: MetricSpec | None, rules: Sequence[RuleSpec],
             labels = [*chosen, other] if extra else chosen
             fresh = declared is not None and other not in declared
             order = vocabulary.index if vocabulary is not None and not fresh else None
-            atoms.append(Atom(tuple(sorted(labels, key=order) if order else labels),  # type: ignore[arg-type]
+            atoms.append(Atom(tuple(sorted(labels, key=order) if order else labels),
                               in_domain=not (extra and fresh)))
     return Dimension(metric, spec, [*atoms, *tail], kind, classes=classes, other=other)
 

@@ -45,6 +45,15 @@ def work(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def break_a_case(work: Path) -> Path:
+    """One policy test that now fails (its status expected wrongly); its file."""
+    case = work / "policies" / "input_guard.test.toml"
+    case.write_text(case.read_text().replace(
+        'expect = { status = "not_triggered", text = "Please answer briefly." }',
+        'expect = { status = "triggered", text = "Please answer briefly." }'))
+    return case
+
+
 # ---- SARIF --------------------------------------------------------------------------------
 
 
@@ -134,10 +143,7 @@ def test_lint_annotations_point_where_the_findings_are(work: Path) -> None:
 
 
 def test_test_and_diff_annotations(work: Path) -> None:
-    case = work / "policies" / "input_guard.test.toml"
-    case.write_text(case.read_text().replace(
-        'expect = { status = "not_triggered", text = "Please answer briefly." }',
-        'expect = { status = "triggered", text = "Please answer briefly." }'))
+    case = break_a_case(work)
     p = run("test", "policies", "--format", "github", cwd=work)
     assert p.returncode == 1
     [line] = p.stdout.splitlines()
@@ -161,10 +167,7 @@ def test_test_and_diff_annotations(work: Path) -> None:
 
 
 def test_test_junit_is_what_ci_reporters_read(work: Path) -> None:
-    case = work / "policies" / "input_guard.test.toml"
-    case.write_text(case.read_text().replace(
-        'expect = { status = "not_triggered", text = "Please answer briefly." }',
-        'expect = { status = "triggered", text = "Please answer briefly." }'))
+    break_a_case(work)
     p = run("test", "policies", "--format", "junit", cwd=work)
     assert p.returncode == 1
     assert p.stdout.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites ')
