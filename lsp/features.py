@@ -5,11 +5,15 @@ server turns it into protocol types."""
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Diagnostic, Span, span_at
+from stageguard.compiler.policytest import SUFFIX as TEST_SUFFIX
+from stageguard.compiler.policytest import Coverage, suggest
 from stageguard.compiler.sources import is_rulesets_file
 from stageguard.compiler.unparse import SPELLING, rule_source
 from stageguard.lsp.analysis import Analysis, Symbol
@@ -425,3 +429,55 @@ def split_or(text: str, at: Span) -> tuple[Span, str] | None:
     second = body.replace(line, f"{indent}when {right}", 1)
     second = re.sub(r"ruleset\s+" + re.escape(name), f"ruleset {name}_or", second, count=1)
     return span_at(at.file, text, start, end), f"{first}\n\n{second}"
+
+
+# ---- policy test cases for a threshold ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewCases:
+    title: str
+    test_file: Path  # where they go (created when it does not exist)
+    text: str        # `[[case]]` tables to append
+
+
+def threshold_cases(analysis: Analysis, file: str, offset: int) -> NewCases | None:
+    """For the numeric rule under the cursor: policy test cases just below, at and above
+    its threshold, with today's decisions as expectations (the coverage suggestions of
+    `stageguard test --suggest`), for the stage's test file."""
+    for f in analysis.compilation.files:
+        if f.path != file:
+            continue
+        project = f.projects[0].name.value if f.projects else ""
+        for stage in f.stages:
+            for rs in stage.rulesets:
+                for k, rule in enumerate(rs.rules):
+                    if not (rule.span.start <= offset <= rule.span.end
+                            and isinstance(rule.target, ast.Num)):
+                        continue
+                    doc = next((d for d in analysis.compilation.artifacts
+                                if d.project == project and d.stage == stage.name.value), None)
+                    if doc is None:
+                        return None
+                    coverage = Coverage()
+                    coverage.sides[(stage.name.value, rs.name.value, k)] = set()
+                    text = suggest({stage.name.value: doc.to_artifact()}, coverage)
+                    if not text:
+                        return None
+                    shown = rule_source(rule.metric.value, rule.operator, rule.target.value)
+                    return NewCases(f"add policy test cases around `{shown}` (below, at, "
+                                    "above; expectations are today's decisions)",
+                                    test_file_for(analysis.folder, stage.name.value), text)
+    return None
+
+
+def test_file_for(folder: Path, stage: str) -> Path:
+    """The test file of a stage: one in the folder whose top-level `stage` names it, else
+    `STAGE.test.toml`."""
+    for path in sorted(folder.glob(f"*{TEST_SUFFIX}")):
+        try:
+            if tomllib.loads(path.read_text(encoding="utf-8")).get("stage") == stage:
+                return path
+        except (OSError, ValueError):
+            continue
+    return folder / f"{stage}{TEST_SUFFIX}"

@@ -335,7 +335,8 @@ def formatting(ls: StageguardServer,
 
 
 @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION,
-                lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
+                lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix,
+                                                         lsp.CodeActionKind.RefactorRewrite]))
 def code_actions(ls: StageguardServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
     file = _file(params.text_document.uri)
     analysis = ls.ensure(file)
@@ -349,6 +350,25 @@ def code_actions(ls: StageguardServer, params: lsp.CodeActionParams) -> list[lsp
             title=fix.title, kind=lsp.CodeActionKind.QuickFix, edit=edit,
             diagnostics=[ls.diagnostic(fix.diagnostic, lines)] if fix.diagnostic else None,
             is_preferred=fix.title.startswith("replace")))
+    cases = features.threshold_cases(analysis, file, start)
+    if cases is not None:
+        target = cases.test_file
+        turi = ls.uri(str(target))
+        if target.exists():
+            existing = target.read_text(encoding="utf-8")
+            tail = Lines(existing, ls.lines(file).encoding).position(len(existing))
+            text = ("" if existing.endswith("\n") else "\n") + "\n" + cases.text
+            changes: list[Any] = [lsp.TextDocumentEdit(
+                lsp.OptionalVersionedTextDocumentIdentifier(turi, None),
+                [lsp.TextEdit(lsp.Range(tail, tail), text)])]
+        else:
+            stage = target.name.removesuffix(".test.toml")
+            changes = [lsp.CreateFile(uri=turi), lsp.TextDocumentEdit(
+                lsp.OptionalVersionedTextDocumentIdentifier(turi, None),
+                [lsp.TextEdit(lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)),
+                              f'stage = "{stage}"\n\n' + cases.text)])]
+        out.append(lsp.CodeAction(title=cases.title, kind=lsp.CodeActionKind.RefactorRewrite,
+                                  edit=lsp.WorkspaceEdit(document_changes=changes)))
     return out
 
 

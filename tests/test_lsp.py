@@ -339,3 +339,30 @@ async def test_a_rulesets_file(client: LanguageClient, workspace: Path) -> None:
         lsp.TextDocumentIdentifier(u), lsp.Position(5, 0)))
     assert isinstance(result, lsp.CompletionList)
     assert [i.label for i in result.items] == ["ruleset"]
+
+
+async def test_add_cases_around_a_threshold(client: LanguageClient, workspace: Path) -> None:
+    text = (workspace / "policies" / "output_guard.sg").read_text()
+    u = open_doc(client, workspace, "output_guard.sg")
+    await diagnostics(client, u, lambda ds: True)
+    at = position_of(text, "output_toxicity >= 0.7", 20)
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        lsp.TextDocumentIdentifier(u), lsp.Range(at, at), lsp.CodeActionContext([])))
+    assert actions is not None
+    [add] = [a for a in actions if isinstance(a, lsp.CodeAction)
+             and a.title.startswith("add policy test cases around `output_toxicity >= 0.7`")]
+    assert add.edit and add.edit.document_changes
+    [change_] = add.edit.document_changes
+    assert isinstance(change_, lsp.TextDocumentEdit)
+    tests = workspace / "policies" / "output_guard.test.toml"
+    assert change_.text_document.uri == tests.as_uri()
+    [te] = change_.edits
+    before = tests.read_text()
+    assert te.range.start.line == before.count("\n")  # appended at the end
+    tests.write_text(before + te.new_text)
+    assert te.new_text.count("[[case]]") == 3
+    p = subprocess.run([str(EXE), "test", str(tests), "--format", "json"],
+                       capture_output=True, text=True, timeout=60)
+    result = json.loads(p.stdout)
+    added = [r for r in result["results"] if "output_toxicity >= 0.7, " in r["id"]]
+    assert len(added) == 3 and all(r["passed"] for r in added), p.stdout
