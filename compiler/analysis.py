@@ -189,8 +189,9 @@ class Dimension:
         self.classes = classes  # label-list metrics: groups of labels rules treat alike
         self.other = other      # a label no rule names, when the domain has one
         self._sat: dict[tuple[Operator, object], int] = {}
-        self._lists: dict[int, dict[str, object]] = {}
+        self._lists: dict[int, dict[str, object]] = {}  # label-list masks as data
         self._described: dict[int, str | None] = {}
+        self._data: dict[int, dict[str, object] | None] = {}
 
     def sat(self, rule: RuleSpec) -> int:
         """Atoms on which the rule holds. Failures never hold (fail-closed is the stage's
@@ -232,7 +233,16 @@ class Dimension:
     def to_data(self, mask: int) -> dict[str, object] | None:
         """The exact set of values a mask allows, as data (None: it does not constrain):
         number intervals with their ends, NaN; labels named or "another label"; label
-        lists as their classes' states; missing; failure kinds."""
+        lists as their classes' states; missing; failure kinds. Memoised per mask (the
+        same dict each time: callers serialise it, never change it)."""
+        try:
+            return self._data[mask]
+        except KeyError:
+            found = self._to_data(mask)
+            self._data[mask] = found
+            return found
+
+    def _to_data(self, mask: int) -> dict[str, object] | None:
         if mask == self.full:
             return None
         out: dict[str, object] = {"kind": self.kind.value}
@@ -257,22 +267,33 @@ class Dimension:
             out["labels"] = [a.value for a in atoms if a.value != self.other]
             out["another_label"] = any(a.value == self.other for a in atoms)
         else:
-            out["lists"] = [self._list_data(i) for i, a in enumerate(self.atoms)
-                            if mask >> i & 1 and a.is_value]
+            out.update(self._lists_data(mask))
         out["missing"] = bool(mask & self.missing)
         out["failures"] = [st.value for st, bit in self.failure.items() if mask & bit]
         return out
 
-    def _list_data(self, i: int) -> dict[str, object]:
-        """A label-list atom as data (cached: a big stage's regions repeat atoms)."""
-        found = self._lists.get(i)
-        if found is None:
-            named = {x for c in self.classes for x in c}
-            present = set(self.atoms[i].value)  # type: ignore[arg-type]
-            found = {"classes": [
-                {"labels": list(c), "present": ("none", "some", "all")[_state(c, present)]}
-                for c in self.classes], "another_label": bool(present - named)}
-            self._lists[i] = found
+    def _lists_data(self, mask: int) -> dict[str, object]:
+        """The label lists a mask allows, as products: each class of labels in some states
+        and an unnamed label present or not, independently. One product when the mask is
+        one (the usual case); else `any_of`, disjoint products found by splitting on one
+        class at a time. Memoised per mask."""
+        found = self._lists.get(mask)
+        if found is not None:
+            return found
+        named = {x for c in self.classes for x in c}
+        points = {(*(_state(c, set(a.value)) for c in self.classes),  # type: ignore[arg-type]
+                   int(bool(set(a.value) - named)))  # type: ignore[arg-type]
+                  for i, a in enumerate(self.atoms) if mask >> i & 1 and a.is_value}
+        names = ("none", "some", "all")
+
+        def as_data(axes: list[list[int]]) -> dict[str, object]:
+            return {"classes": [{"labels": list(c), "present": [names[k] for k in ax]}
+                                for c, ax in zip(self.classes, axes, strict=False)],
+                    "another_label": [bool(k) for k in axes[-1]]}
+
+        products = [as_data(p) for p in _products(points)]
+        found = products[0] if len(products) == 1 else {"any_of": products}
+        self._lists[mask] = found
         return found
 
     # -- descriptions
@@ -596,6 +617,22 @@ def _in_atom(atom: Atom, v: float) -> bool:
     if atom.lo is not None and (v < atom.lo or (v == atom.lo and not atom.lo_closed)):
         return False
     return not (atom.hi is not None and (v > atom.hi or (v == atom.hi and not atom.hi_closed)))
+
+
+def _products(points: set[tuple[int, ...]]) -> list[list[list[int]]]:
+    """`points` (tuples of coordinates) as a union of disjoint products, each given by the
+    values allowed per coordinate: one product when the set is one; otherwise split by the
+    values of the first coordinate that varies, and so on within each part."""
+    if not points:
+        return []
+    axes = [sorted({p[k] for p in points}) for k in range(len(next(iter(points))))]
+    if math.prod(len(a) for a in axes) == len(points):
+        return [axes]
+    split = next(k for k, a in enumerate(axes) if len(a) > 1)
+    out = []
+    for v in axes[split]:
+        out.extend(_products({p for p in points if p[split] == v}))
+    return out
 
 
 def _state(cls: tuple[str, ...], present: set[str]) -> int:

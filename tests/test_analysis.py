@@ -105,11 +105,11 @@ def _in_data(data: dict[str, object], payload: dict[str, object]) -> bool:
             ok = v in c["labels"] or (c["another_label"] and v not in c["named"])
         else:
             present = set(v)  # type: ignore[arg-type]
-            ok = any(all(_state_of(present, k["labels"]) == k["present"]
-                         for k in lst["classes"])
-                     and lst["another_label"] == bool(
-                         present - {x for k in lst["classes"] for x in k["labels"]})
-                     for lst in c["lists"])
+            named = {x for p in c.get("any_of", [c]) for k in p["classes"] for x in k["labels"]}
+            ok = any(all(_state_of(present, k["labels"]) in k["present"]
+                         for k in p["classes"])
+                     and bool(present - named) in p["another_label"]
+                     for p in c.get("any_of", [c]))
         if not ok:
             return False
     return True
