@@ -115,7 +115,9 @@ def _other_labels(dim: Dimension) -> st.SearchStrategy[list[str]]:
         spare = [v for v in vocabulary if v not in named]
         # The runtime accepts labels outside the vocabulary too, and rules cannot tell them
         # from a spare one: both are "another label".
-        pool = st.one_of(st.sampled_from(spare), fresh) if spare else \
+        # Mostly the vocabulary's: they are what a team's scorers produce.
+        pool = st.one_of(st.sampled_from(spare), st.sampled_from(spare),
+                         st.sampled_from(spare), fresh) if spare else \
             fresh.filter(lambda t: t not in vocabulary)
         return st.lists(pool, min_size=1, max_size=3, unique=True)
     return st.lists(fresh, min_size=1, max_size=2, unique=True)
