@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, find, given
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import find as _find
 from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel, decide
@@ -62,6 +65,14 @@ def _output_guard() -> object:
     compilation = compile_paths([str(POLICIES)])
     return next(d.to_artifact() for d in compilation.artifacts
                 if d.to_artifact().stage.name == "output_guard")
+
+
+def find(strategy: st.SearchStrategy[Any], condition: Callable[[Any], bool]) -> Any:
+    """An example satisfying `condition`: reachability is the point, so the example is
+    not shrunk (shrinking a whole payload took seconds per call), and the draws are
+    derandomized, as in CI."""
+    return _find(strategy, condition, settings=settings(
+        phases=[Phase.generate], derandomize=True, database=None, max_examples=1000))
 
 
 def test_boundaries_labels_and_missing_values_are_reachable() -> None:
