@@ -12,6 +12,7 @@ from typing import Any
 from stageguard.compiler import ast
 from stageguard.compiler.diagnostics import Span
 from stageguard.compiler.diff import diff_stage
+from stageguard.compiler.policytest import SUFFIX as TEST_SUFFIX
 from stageguard.compiler.policytest import TestFileError, run_files
 from stageguard.lsp.analysis import Analysis
 from stageguard.runtime.engine import InvalidRequest, Runtime
@@ -32,7 +33,20 @@ class Lens:
 
 
 def _tests(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.test.toml"))
+    return sorted(folder.glob(f"*{TEST_SUFFIX}"))
+
+
+def test_stages(folder: Path) -> dict[Path, str | None]:
+    """Each policy test file of the folder, with the stage its top level names (None: it
+    names none, or cannot be read)."""
+    out: dict[Path, str | None] = {}
+    for path in _tests(folder):
+        try:
+            stage = tomllib.loads(path.read_text(encoding="utf-8")).get("stage")
+        except (OSError, ValueError):
+            stage = None
+        out[path] = stage if isinstance(stage, str) else None
+    return out
 
 
 def lenses(analysis: Analysis, file: str, registry: str | None) -> list[Lens]:
@@ -57,12 +71,15 @@ def lenses(analysis: Analysis, file: str, registry: str | None) -> list[Lens]:
 
 
 def run_tests(folder: str, stage: str | None = None) -> dict[str, Any]:
-    files = [str(p) for p in _tests(Path(folder))]
+    stages = test_stages(Path(folder))
     try:
-        run = run_files(files)
+        run = run_files([str(p) for p in stages])
     except TestFileError as exc:
         return {"passed": 0, "failed": 0, "failures": [], "summary": f"policy tests: {exc}"}
-    mine = [o for o in run.outcomes if stage is None or _stage_of(o.id, folder) in (None, stage)]
+    # An outcome's id starts with its file as the run named it: the stage per file, once.
+    by_file = {str(p): st for p, st in stages.items()}
+    mine = [o for o in run.outcomes
+            if stage is None or by_file.get(o.id.partition("::")[0]) in (None, stage)]
     failed = [o for o in mine if not o.passed]
     summary = f"policy tests: {len(mine) - len(failed)} passed, {len(failed)} failed"
     if failed:
@@ -70,18 +87,6 @@ def run_tests(folder: str, stage: str | None = None) -> dict[str, Any]:
                                     for o in failed[:3])
     return {"passed": len(mine) - len(failed), "failed": len(failed),
             "failures": [o.id for o in failed], "summary": summary}
-
-
-def _stage_of(case_id: str, folder: str) -> str | None:
-    """The stage a test file's cases test (its top-level `stage`), if it names one."""
-    path = Path(case_id.partition("::")[0])
-    if not path.is_absolute():
-        path = Path(folder) / path.name if not path.exists() else path
-    try:
-        stage = tomllib.loads(path.read_text(encoding="utf-8")).get("stage")
-    except (OSError, ValueError):
-        return None
-    return stage if isinstance(stage, str) else None
 
 
 def evaluate(analysis: Analysis, project: str, stage: str,

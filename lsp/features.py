@@ -5,7 +5,6 @@ server turns it into protocol types."""
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from stageguard.compiler.policytest import Coverage, suggest
 from stageguard.compiler.sources import is_rulesets_file
 from stageguard.compiler.unparse import SPELLING, rule_source
 from stageguard.lsp.analysis import Analysis, Symbol
+from stageguard.lsp.commands import test_stages
 from stageguard.runtime.catalog import canonical_name
 from stageguard.runtime.model import MetricSpec, MetricType, Status
 from stageguard.runtime.rule_types import valid_operators
@@ -474,10 +474,7 @@ def threshold_cases(analysis: Analysis, file: str, offset: int) -> NewCases | No
 def test_file_for(folder: Path, stage: str) -> Path:
     """The test file of a stage: one in the folder whose top-level `stage` names it, else
     `STAGE.test.toml`."""
-    for path in sorted(folder.glob(f"*{TEST_SUFFIX}")):
-        try:
-            if tomllib.loads(path.read_text(encoding="utf-8")).get("stage") == stage:
-                return path
-        except (OSError, ValueError):
-            continue
+    for path, named in test_stages(folder).items():
+        if named == stage:
+            return path
     return folder / f"{stage}{TEST_SUFFIX}"

@@ -47,6 +47,7 @@ class StageguardServer(LanguageServer):
         self.analyses: dict[Path, Analysis] = {}
         self.timers: dict[Path, asyncio.TimerHandle] = {}
         self.linters: dict[Path, asyncio.subprocess.Process] = {}
+        self._lines: dict[str, Lines] = {}
         self.lint_tasks: dict[Path, asyncio.Task[None]] = {}
         self.generation: dict[Path, int] = {}
         self.debounce = 0.15
@@ -69,11 +70,16 @@ class StageguardServer(LanguageServer):
         return str(from_fs_path(file) or file)
 
     def lines(self, file: str, text: str | None = None) -> Lines:
+        """The file's line table for position conversions, built once per text: a
+        request converts many spans of one file (references, rename, publishing)."""
         if text is None:
             found = self.analysis_of(file)
             text = (found.text(file) if found else None) or ""
-        encoding = self.workspace.position_encoding or lsp.PositionEncodingKind.Utf16
-        return Lines(text, str(encoding))
+        encoding = str(self.workspace.position_encoding or lsp.PositionEncodingKind.Utf16)
+        cached = self._lines.get(file)
+        if cached is None or cached.text is not text or cached.encoding != encoding:
+            cached = self._lines[file] = Lines(text, encoding)
+        return cached
 
     def location(self, span: Span) -> lsp.Location:
         return lsp.Location(self.uri(span.file), self.lines(span.file).range(span))
