@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
 import stat
 import sys
@@ -40,7 +41,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     lint_p = sub.add_parser("lint", help="exact analysis: contradictions, shadowing, "
                             "redundancy, vacuous thresholds, overlaps (with witnesses)")
     findings.add_options(lint_p)
-    lint_p.add_argument("--timeout", type=float, metavar="SECONDS",
+    lint_p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                         help="stop the analysis after SECONDS: the findings so far, and "
                         "SG0708 naming the stages not analysed")
 
@@ -68,13 +69,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="markdown: where the uncapped report is (an artifact's name or url), "
                    "named wherever regions are left out")
     findings.add_output_options(d, DIFF_FORMATS)
-    d.add_argument("--timeout", type=float, metavar="SECONDS",
+    d.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="stop comparing after SECONDS: the stages compared so far are "
                    "reported, the rest named, and the exit code is 2 (nothing is proved for "
                    "them)")
     d.add_argument("--traffic", nargs="+", metavar="LOG",
                    help="count the logged decisions (JSONL files, or a postgresql:// "
                    "registry's table) that lie in each changed region")
+
+
+def _seconds(text: str) -> float:
+    """--timeout's value: seconds above 0 (argparse reports anything else, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError("takes a number of seconds above 0")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,9 +182,6 @@ def _rewrite(path: Path, text: str) -> str | None:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    if args.timeout is not None and args.timeout <= 0:
-        print("error: --timeout takes a number of seconds above 0", file=sys.stderr)
-        return EXIT_ERROR
     began = time.perf_counter()
     with style.progress("lint") as shown:
         compilation, named = findings.compile_args(args)
@@ -219,9 +228,6 @@ def _narrow(side: Side, only: tuple[str | None, str] | None) -> dict:  # type: i
 
 
 def _diff(args: argparse.Namespace) -> int:
-    if args.timeout is not None and args.timeout <= 0:
-        print("error: --timeout takes a number of seconds above 0", file=sys.stderr)
-        return EXIT_ERROR
     try:
         old, new = _sides(args)
     except SideError as exc:
