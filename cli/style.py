@@ -35,8 +35,7 @@ def enabled(stream: TextIO) -> bool:
         return False
     if os.environ.get("FORCE_COLOR"):
         return True
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+    return _tty(stream)
 
 
 def _sgr(role: str, text: str) -> str:
