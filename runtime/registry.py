@@ -248,12 +248,9 @@ class Registry:
         """`index.json`: a format-3 head, a whole format 1 or 2 index, or None (no registry
         yet)."""
         path = self.index_path
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = _read_bytes(path)
+        if raw is None:
             return None
-        except OSError as exc:
-            raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -758,14 +755,22 @@ def verify_versions(index: Index,
     return problems
 
 
-def _read_record(path: Path, model: type[R], what: str) -> R | None:
-    """A small JSON record of the layout (None when the file does not exist)."""
+def _read_bytes(path: Path) -> bytes | None:
+    """A layout file's bytes; None when it does not exist; RegistryError when it cannot be
+    read."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _read_record(path: Path, model: type[R], what: str) -> R | None:
+    """A small JSON record of the layout (None when the file does not exist)."""
+    raw = _read_bytes(path)
+    if raw is None:
+        return None
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
