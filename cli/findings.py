@@ -171,7 +171,7 @@ def report(command: str, args: argparse.Namespace, compilation: Compilation,
         if fmt == "github":
             return github(shown)
         if fmt == "junit":
-            return diagnostics_junit(shown, compilation.sources, compilation.sources, command,
+            return diagnostics_junit(shown, compilation.sources, command,
                                      time.perf_counter() - began)
         return text(None)
 

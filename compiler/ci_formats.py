@@ -175,12 +175,12 @@ def junit(cases: Iterable[JUnitCase], name: str, started: float | None = None) -
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 
 
-def diagnostics_junit(diagnostics: Sequence[Diagnostic], files: Iterable[str],
-                      sources: Mapping[str, str], command: str, seconds: float) -> str:
-    """One test case per policy file: failed when the file has an error (after `--strict`),
-    the findings rendered as the text output shows them."""
-
-    names = list(dict.fromkeys([*files, *(d.span.file for d in diagnostics)]))
+def diagnostics_junit(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str],
+                      command: str, seconds: float) -> str:
+    """One test case per policy file read (and per other file a diagnostic names): failed
+    when the file has an error (after `--strict`), the findings rendered as the text output
+    shows them."""
+    names = list(dict.fromkeys([*sources, *(d.span.file for d in diagnostics)]))
     cases = []
     for file in names:
         mine = [d for d in sorted(diagnostics, key=sort_key) if d.span.file == file]
