@@ -722,19 +722,8 @@ def cut(box: Box, by: Sparse) -> tuple[Box | None, list[Box]]:
 
 
 def subtract(a: Box, b: Box) -> list[Box]:
-    """a minus b as disjoint boxes."""
-    if intersect(a, b) is None:
-        return [a]
-    pieces: list[Box] = []
-    current = list(a)
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        rest = x & ~y
-        if rest:
-            piece = list(current)
-            piece[i] = rest
-            pieces.append(tuple(piece))
-        current[i] = x & y
-    return pieces
+    """a minus b as disjoint boxes (`cut` by every dimension of b)."""
+    return cut(a, list(enumerate(b)))[1]
 
 
 def subtract_all(boxes: Iterable[Box], b: Box) -> list[Box]:
