@@ -30,12 +30,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import product
 
-from stageguard.runtime.evaluate import Failure, Value, rule_holds
+from stageguard.runtime.evaluate import (
+    FailClosed,
+    Failure,
+    Value,
+    closes,
+    rule_holds,
+    stage_fail_closed,
+)
 from stageguard.runtime.galileo import wire_value
 from stageguard.runtime.model import (
     ActionType,
     Artifact,
-    FailMode,
     MetricSpec,
     MetricType,
     Operator,
@@ -513,34 +519,39 @@ class Space:
         self.index = {d.metric: i for i, d in enumerate(self.dims)}
         self.full: Box = tuple(d.full for d in self.dims)
 
-    def ruleset_box(self, rules: Sequence[RuleSpec], fail_closed: bool = False) -> Box | None:
+    def ruleset_box(self, rules: Sequence[RuleSpec],
+                    fail_closed: FailClosed = False) -> Box | None:
         """Where every rule holds (fail closed: or its metric failed); None when nowhere."""
         box = list(self.full)
         for rule in rules:
             i = self.index[rule.metric]
             dim = self.dims[i]
             allowed = dim.sat(rule)
-            if fail_closed:
+            if closes(fail_closed, rule.metric):
                 allowed |= sum(dim.failure.values())
             box[i] &= allowed
             if not box[i]:
                 return None
         return tuple(box)
 
-    def failure_boxes(self, rules: Sequence[RuleSpec], status: Status) -> list[Box]:
-        """Fail open: where the ruleset ends with `status` because the first rule not known
-        to be false needs a metric that ended so. Disjoint (they differ at that rule)."""
+    def failure_boxes(self, rules: Sequence[RuleSpec], status: Status,
+                      fail_closed: FailClosed = False) -> list[Box]:
+        """Where the ruleset ends with `status` because the first rule not known to be false
+        needs a metric that ended so, failing open (a metric failing closed holds instead).
+        Disjoint (they differ at that rule)."""
         boxes: list[Box] = []
         if not self.failures:
             return boxes
         prefix = list(self.full)
         for rule in rules:
             i = self.index[rule.metric]
-            if prefix[i] == self.full[i]:  # an earlier rule on this metric needs a value
+            closed = closes(fail_closed, rule.metric)
+            if prefix[i] == self.full[i] and not closed:  # else an earlier rule needs a value
                 box = list(prefix)
                 box[i] = self.dims[i].failure[status]
                 boxes.append(tuple(box))
-            prefix[i] &= self.dims[i].sat(rule)
+            prefix[i] &= self.dims[i].sat(rule) | (
+                sum(self.dims[i].failure.values()) if closed else 0)
             if not prefix[i]:
                 break
         return boxes
@@ -784,13 +795,12 @@ class StageModel:
     name: str
     rulesets: tuple[RulesetSpec, ...]
     catalog: Mapping[str, MetricSpec]
-    fail_closed: bool = False
+    fail_closed: FailClosed = False
 
     @classmethod
     def of(cls, artifact: Artifact) -> StageModel:
         return cls(artifact.stage.name, artifact.rulesets,
-                   {m.name: m for m in artifact.metrics},
-                   artifact.stage.fail_mode is FailMode.CLOSED)
+                   {m.name: m for m in artifact.metrics}, stage_fail_closed(artifact))
 
 
 def _triggered(rs: RulesetSpec) -> Decision:
@@ -813,9 +823,9 @@ def refine(space: Space, stage: StageModel,
         check_time()
         trig = space.ruleset_box(rs.rules, stage.fail_closed)
         fails: list[tuple[int, list[Sparse]]] = []
-        if not stage.fail_closed:
+        if stage.fail_closed is not True:
             fails = [(k, [sparse(fb, space.full) for fb in b]) for k, s in enumerate(_FAILURES)
-                     if (b := space.failure_boxes(rs.rules, s))]
+                     if (b := space.failure_boxes(rs.rules, s, stage.fail_closed))]
         if trig is None and not fails:
             continue
         by = sparse(trig, space.full) if trig is not None else None

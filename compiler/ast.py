@@ -16,6 +16,7 @@ __all__ = [
     "Comment",
     "Description",
     "FailProp",
+    "FieldProp",
     "IdProp",
     "LabelsProp",
     "ListLit",
@@ -32,8 +33,10 @@ __all__ = [
     "ProjectDecl",
     "Rule",
     "Ruleset",
+    "ScorerProp",
     "Stage",
     "Str",
+    "TimeoutProp",
     "TypeProp",
 ]
 
@@ -91,6 +94,25 @@ class TypeProp:
 @dataclass(frozen=True, slots=True)
 class FailProp:
     value: Name
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutProp:
+    value: Num
+    unit: Name | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerProp:
+    url: Str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProp:
+    path: Str
     span: Span
 
 
@@ -167,7 +189,8 @@ class Stage:
         return tuple(i for i in self.items if isinstance(i, Ruleset))
 
 
-MetricItem = TypeProp | Description | MinProp | MaxProp | LabelsProp
+MetricItem = (TypeProp | Description | MinProp | MaxProp | LabelsProp | FailProp | TimeoutProp
+              | ScorerProp | FieldProp)
 
 
 @dataclass(frozen=True, slots=True)

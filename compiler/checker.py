@@ -7,6 +7,7 @@ lists them all.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,11 +27,13 @@ from stageguard.compiler.diagnostics import (
 from stageguard.compiler.limit_check import check_limits
 from stageguard.compiler.parser import ParseResult
 from stageguard.compiler.unparse import SPELLING
+from stageguard.runtime import limits
 from stageguard.runtime.catalog import ALIASES, BUILTIN_METRICS, canonical_name
 from stageguard.runtime.identity import uuid4_text
 from stageguard.runtime.model import (
     ActionType,
     FailMode,
+    HttpScorerSpec,
     MetricSpec,
     MetricType,
     Operator,
@@ -199,12 +202,30 @@ class _Checker:
                 name = decl.name.value
                 if not name:  # placeholder from syntax recovery, already reported
                     continue
+                budget_only = all(isinstance(i, _BUDGET_PROPS) for i in decl.items)
+                if name in BUILTIN_METRICS and budget_only and decl.items:
+                    # A built-in metric may be given a budget (its scorer's timeout, its
+                    # fail mode), not a new definition.
+                    if name in declared:
+                        self.err("SG0303", f"metric `{name}` is declared twice",
+                                 decl.name.span, "second declaration",
+                                 related=[Related(declared[name].name.span,
+                                                  "first declared here")])
+                        continue
+                    declared[name] = decl
+                    budgeted = self.budget(decl, BUILTIN_METRICS[name])
+                    if budgeted is None:
+                        self.poisoned.add(name)
+                    else:
+                        catalog[name] = budgeted
+                    continue
                 if name in BUILTIN_METRICS or name in ALIASES:
                     what = "a built-in metric" if name in BUILTIN_METRICS else (
                         f"an alias of the built-in `{ALIASES[name]}`")
                     self.err("SG0304", f"metric `{name}` is {what}", decl.name.span,
                              "cannot be redeclared",
-                             help="built-in metrics need no declaration; pick another name "
+                             help="built-in metrics need no declaration (a block with only "
+                             "`timeout` and `fail` gives one a budget); pick another name "
                              "for your own metric")
                     continue
                 if name in declared:
@@ -289,11 +310,73 @@ class _Checker:
             return None
         if kind is MetricType.SCORE:
             minimum, maximum = 0.0, 1.0
-        return MetricSpec(
+        return self.budget(decl, MetricSpec(
             name=decl.name.value, type=kind,
             description=desc.text.value if isinstance(desc, ast.Description) else None,
             minimum=minimum, maximum=maximum, labels=labels, builtin=False,
-        )
+        ))
+
+    def budget(self, decl: ast.MetricDecl, spec: MetricSpec) -> MetricSpec | None:
+        """`spec` with the declaration's budget and scorer: `timeout`, `fail`, `scorer`,
+        `field` (None, with diagnostics, when one of them is wrong)."""
+        timeout_prop = self._single(decl.items, ast.TimeoutProp, "the metric's `timeout`")
+        fail_prop = self._single(decl.items, ast.FailProp, "the metric's `fail` mode")
+        scorer_prop = self._single(decl.items, ast.ScorerProp, "the metric's `scorer`")
+        field_prop = self._single(decl.items, ast.FieldProp, "the metric's `field`")
+        ok = True
+        timeout: float | None = None
+        if isinstance(timeout_prop, ast.TimeoutProp):
+            timeout = self.timeout(timeout_prop)
+            ok = timeout is not None
+        fail_mode: FailMode | None = None
+        if isinstance(fail_prop, ast.FailProp):
+            fail_mode = self.keyword(fail_prop.value, FailMode, "SG0309", "failure mode",
+                                     "a metric fails `open` or `closed`")
+            ok = ok and fail_mode is not None
+        scorer: HttpScorerSpec | None = None
+        if isinstance(field_prop, ast.FieldProp) and not isinstance(scorer_prop,
+                                                                      ast.ScorerProp):
+            ok = False
+            self.err("SG0507", "`field` names where a scorer's answer holds the value",
+                     field_prop.span, "no `scorer` to read it from",
+                     help='add `scorer "http://…"` or remove `field`')
+        if isinstance(scorer_prop, ast.ScorerProp):
+            url = scorer_prop.url.value
+            path = field_prop.path.value if isinstance(field_prop, ast.FieldProp) else None
+            problem = _url_problem(url)
+            if problem is not None:
+                ok = False
+                self.err("SG0507", f"scorer url \"{url}\" {problem}", scorer_prop.url.span,
+                         "not a scorer url", help="a scorer is an http:// or https:// url")
+            elif path is not None and not _FIELD.fullmatch(path):
+                ok = False
+                assert isinstance(field_prop, ast.FieldProp)
+                self.err("SG0507", f"field \"{path}\" is not a dotted path",
+                         field_prop.path.span, "not a field path",
+                         help='name the answer\'s field, e.g. "toxicity" or "scores.toxicity"')
+            else:
+                scorer = HttpScorerSpec(url=url, field=path)
+        if not ok:
+            return None
+        if timeout is None and fail_mode is None and scorer is None:
+            return spec
+        return spec.model_copy(update={"timeout": timeout, "fail_mode": fail_mode,
+                                       "scorer": scorer})
+
+    def timeout(self, prop: ast.TimeoutProp) -> float | None:
+        unit = prop.unit.value if prop.unit is not None else "s"
+        scale = _UNITS.get(unit)
+        if scale is None:
+            self.err("SG0506", f"unknown unit `{unit}`", prop.unit.span if prop.unit else
+                     prop.span, "not a unit of time",
+                     help=did_you_mean(unit, list(_UNITS)) or "write `200ms` or `2s`")
+            return None
+        seconds = prop.value.value * scale
+        if not 0 < seconds <= limits.TIMEOUT:
+            self.err("SG0506", f"a metric's timeout is above 0 and at most {limits.TIMEOUT:,} "
+                     "seconds", prop.span, f"{prop.value.text}{unit}")
+            return None
+        return seconds
 
     def vocabulary(self, lit: ast.ListLit) -> tuple[str, ...] | None:
         values: list[str] = []
@@ -479,13 +562,7 @@ class _Checker:
     def notify(self, notify: ast.Notify) -> CheckedSubscription | None:
         ok = True
         url = notify.url.value
-        try:
-            parts = urlsplit(url)
-            valid_url = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(
-                c.isspace() for c in url)
-        except ValueError:  # e.g. an unbalanced `[` of an IPv6 host
-            valid_url = False
-        if not valid_url and not self.damaged(notify.span):
+        if not _http_url(url) and not self.damaged(notify.span):
             self.err("SG0402", f"webhook url \"{url}\" is not an http(s) url", notify.url.span,
                      "not an http(s) url",
                      help="subscriptions POST to a url such as \"https://hooks.example.com/x\"")
@@ -623,6 +700,27 @@ class _Checker:
 
 
 _INVALID = object()
+
+
+_BUDGET_PROPS = (ast.TimeoutProp, ast.FailProp)
+_UNITS = {"ms": 0.001, "s": 1.0}
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*")
+
+
+def _http_url(url: str) -> bool:
+    """An http(s) url with a host and no white space (webhooks and scorers)."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(
+            c.isspace() for c in url)
+    except ValueError:  # e.g. an unbalanced `[` of an IPv6 host
+        return False
+
+
+def _url_problem(url: str) -> str | None:
+    if len(url) > limits.URL:  # webhook urls are held to it by check_limits
+        return limits.over("url", len(url))
+    return None if _http_url(url) else "is not an http(s) url"
 
 
 def _fmt(x: float | None) -> str:

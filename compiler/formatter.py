@@ -303,6 +303,13 @@ class _Printer:
             return f"max {_number(node.value)}", None, ""
         if isinstance(node, ast.LabelsProp):
             return "labels ", node.labels, ""
+        if isinstance(node, ast.TimeoutProp):
+            unit = node.unit.value if node.unit is not None else ""
+            return f"timeout {_number(node.value)}{unit}", None, ""
+        if isinstance(node, ast.ScorerProp):
+            return f"scorer {s(node.url, indent)}", None, ""
+        if isinstance(node, ast.FieldProp):
+            return f"field {s(node.path, indent)}", None, ""
         if isinstance(node, ast.Passthrough):
             return "passthrough", None, ""
         if isinstance(node, ast.Notify):

@@ -245,6 +245,16 @@ class _Builder(Transformer[Token, Any]):
     def max_prop(self, c: list[Any]) -> ast.MaxProp:
         return ast.MaxProp(self._num(c[1]), _span(self.path, c[0], c[1]))
 
+    def timeout_prop(self, c: list[Any]) -> ast.TimeoutProp:
+        unit = self._name(c[2]) if c[2] is not None else None
+        return ast.TimeoutProp(self._num(c[1]), unit, _span(self.path, c[0], c[2] or c[1]))
+
+    def scorer_prop(self, c: list[Any]) -> ast.ScorerProp:
+        return ast.ScorerProp(self._str(c[1]), _span(self.path, c[0], c[1]))
+
+    def field_prop(self, c: list[Any]) -> ast.FieldProp:
+        return ast.FieldProp(self._str(c[1]), _span(self.path, c[0], c[1]))
+
     def labels_prop(self, c: list[Any]) -> ast.LabelsProp:
         return ast.LabelsProp(c[1], _span(self.path, c[0], c[1]))
 

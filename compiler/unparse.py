@@ -57,6 +57,22 @@ def rule_source(metric: str, operator: Operator,
     return f"{text} {target_literal(target)}" if target is not None else text
 
 
+def _budget_lines(m: MetricSpec) -> list[str]:
+    lines = []
+    if m.timeout is not None:
+        ms = m.timeout * 1000
+        lines.append(f"  timeout {number_literal(m.timeout)}s" if m.timeout == int(m.timeout)
+                     else f"  timeout {number_literal(ms)}ms" if ms == round(ms)
+                     else f"  timeout {number_literal(m.timeout)}s")
+    if m.fail_mode is not None:
+        lines.append(f"  fail {m.fail_mode.value}")
+    if m.scorer is not None:
+        lines.append(f"  scorer {string_literal(m.scorer.url)}")
+        if m.scorer.field is not None:
+            lines.append(f"  field {string_literal(m.scorer.field)}")
+    return lines
+
+
 def policy_source(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec],
                   metrics: Sequence[MetricSpec] = ()) -> str:
     """A policy file for one stage, in canonical layout once formatted: the declarations of
@@ -65,6 +81,8 @@ def policy_source(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec
     out = [f"project {project}", ""]
     for m in metrics:
         if m.builtin:
+            if m.timeout is not None or m.fail_mode is not None:
+                out += [f"metric {m.name} {{", *_budget_lines(m), "}", ""]
             continue
         out.append(f"metric {m.name} {{")
         out.append(f"  type {m.type.value}")
@@ -77,7 +95,7 @@ def policy_source(project: str, stage: StageSpec, rulesets: Sequence[RulesetSpec
             out.append(f"  max {number_literal(m.maximum)}")
         if m.labels is not None:
             out.append(f"  labels {target_literal(m.labels)}")
-        out += ["}", ""]
+        out += [*_budget_lines(m), "}", ""]
     out.append(f"stage {stage.name} {{")
     out.append(f"  type {stage.type.value}")
     if stage.description is not None:

@@ -12,10 +12,10 @@ as in galileo-core), strings, tuples of labels, None for missing, or a `Failure`
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
-from stageguard.runtime.model import Operator, RulesetSpec, RuleSpec, Status
+from stageguard.runtime.model import Artifact, FailMode, Operator, RulesetSpec, RuleSpec, Status
 
 Value = float | int | bool | str | tuple[str, ...] | None
 
@@ -30,6 +30,33 @@ class Failure:
 
 class InvalidValue(ValueError):
     pass
+
+
+# What a failed metric means for its rules: True, every metric fails closed (the rule
+# counts as holding); False, every metric fails open (the rule ends its ruleset with the
+# failure's status); a set, exactly those metrics fail closed (a stage whose metrics declare
+# their own `fail` mode, see `fail_modes`).
+FailClosed = bool | Set[str]
+
+
+def closes(fail_closed: FailClosed, metric: str) -> bool:
+    """Whether a failure of `metric` counts as its rules holding."""
+    if fail_closed is True or fail_closed is False:
+        return fail_closed
+    return metric in fail_closed
+
+
+def fail_modes(stage_closed: bool, metric_modes: Mapping[str, bool],
+               metrics: Iterable[str]) -> FailClosed:
+    """The stage's `FailClosed` for the metrics its rules use: the stage's own mode, except
+    where a metric declares its own (`metric_modes`: name -> fails closed)."""
+    used = set(metrics)
+    closed = {m for m in used if metric_modes.get(m, stage_closed)}
+    if not closed:
+        return False
+    if closed == used:
+        return True
+    return frozenset(closed)
 
 
 def normalise_value(value: object) -> Value:
@@ -54,6 +81,17 @@ def normalise_value(value: object) -> Value:
         raise InvalidValue("a list metric holds strings (labels) only")
     raise InvalidValue(f"{type(value).__name__} is not a metric value "
                        "(number, label, list of labels or null)")
+
+
+def stage_fail_closed(artifact: Artifact) -> FailClosed:
+    """`fail_modes` of an artifact: its stage's mode, its metrics' own ones."""
+    stage_closed = artifact.stage.fail_mode is FailMode.CLOSED
+    own = {m.name: m.fail_mode is FailMode.CLOSED for m in artifact.metrics
+           if m.fail_mode is not None}
+    if not own:
+        return stage_closed
+    return fail_modes(stage_closed, own, (r.metric for rs in artifact.rulesets
+                                          for r in rs.rules))
 
 
 # ---- the reference interpreter ----------------------------------------------------------------
@@ -162,7 +200,7 @@ NOT_REACHED = RuleOutcome(False, False)
 
 
 def ruleset_outcome(rules: Sequence[RuleSpec], get: Getter,
-                    fail_closed: bool) -> tuple[Status, tuple[RuleOutcome, ...]]:
+                    fail_closed: FailClosed) -> tuple[Status, tuple[RuleOutcome, ...]]:
     """Rules are taken in order (ours): the first false rule ends the ruleset
     `not_triggered`; a rule whose metric failed ends it with that failure's status (fail open)
     or counts as holding (fail closed). Later rules are not reached, so their metrics are
@@ -171,8 +209,9 @@ def ruleset_outcome(rules: Sequence[RuleSpec], get: Getter,
     for i, rule in enumerate(rules):
         value = get(rule.metric)
         if isinstance(value, Failure):
-            outcomes.append(RuleOutcome(True, fail_closed, value))
-            if not fail_closed:
+            closed = closes(fail_closed, rule.metric)
+            outcomes.append(RuleOutcome(True, closed, value))
+            if not closed:
                 return value.status, (*outcomes, *[NOT_REACHED] * (len(rules) - i - 1))
             continue
         holds = rule_holds(rule.operator, rule.target_value, value)
@@ -183,12 +222,12 @@ def ruleset_outcome(rules: Sequence[RuleSpec], get: Getter,
 
 
 def reference_decide(rulesets: Sequence[RulesetSpec], get: Getter,
-                     fail_closed: bool) -> tuple[Status, ...]:
+                     fail_closed: FailClosed) -> tuple[Status, ...]:
     return tuple(ruleset_outcome(rs.rules, get, fail_closed)[0] for rs in rulesets)
 
 
 def reference_outcomes(rulesets: Sequence[RulesetSpec], get: Getter,
-                       fail_closed: bool) -> Outcomes:
+                       fail_closed: FailClosed) -> Outcomes:
     """The reference interpreter's answer in the compiled deciders' shape (`Outcome`)."""
     out: list[Outcome] = []
     for rs in rulesets:
@@ -262,7 +301,7 @@ def _condition(rule: RuleSpec, k: Callable[[object], str], v: str, c: str) -> st
 CODEGEN_LIMIT = 256
 
 
-def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool,
+def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed,
                     codegen: bool | None = None) -> Decider:
     """`decide(values, resolve) -> outcomes` (see `Outcome`): `values` maps metric names to
     normalised values or Failures (and is filled by `resolve(name)` for metrics not yet known,
@@ -384,7 +423,7 @@ def _predicate(rule: RuleSpec) -> Callable[[object], bool]:
     return lambda v: False
 
 
-def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
+def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed) -> Decider:
     # Rules with the same operator and target share one predicate: large stages repeat
     # thresholds and label lists, and building a closure is the bulk of the work here.
     shared: dict[tuple[Operator, type, object], Callable[[object], bool]] = {}
@@ -396,7 +435,8 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Deci
             found = shared[key] = _predicate(rule)
         return found
 
-    plan = tuple(tuple((j, rule.metric, predicate(rule)) for j, rule in enumerate(rs.rules))
+    plan = tuple(tuple((j, rule.metric, predicate(rule), closes(fail_closed, rule.metric))
+                       for j, rule in enumerate(rs.rules))
                  for rs in rulesets)
     T = Status.TRIGGERED
 
@@ -405,10 +445,10 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Deci
         append = out.append
         for rules in plan:
             outcome: Outcome = T
-            for j, metric, holds in rules:
+            for j, metric, holds, closed in rules:
                 v = values[metric] if metric in values else resolve(metric)
                 if v.__class__ is Failure:
-                    if fail_closed:
+                    if closed:
                         continue
                     outcome = (v.status, j)
                     break
@@ -421,7 +461,7 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Deci
     return decide
 
 
-def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
+def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed) -> Decider:
     chunks = [rulesets[i:i + _CHUNK] for i in range(0, len(rulesets), _CHUNK)]
     parts = [_compile_chunk(chunk, fail_closed) for chunk in chunks]
     if len(parts) == 1:
@@ -436,7 +476,7 @@ def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> De
     return decide
 
 
-def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decider:
+def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed) -> Decider:
     # Each distinct metric lives in a local (`mN`, its class in `cN`), fetched on first use:
     # a metric shared by several rules costs one lookup, and a metric no reached rule needs
     # is never resolved.
@@ -466,7 +506,7 @@ def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: bool) -> Decide
             # A Failure's class satisfies no condition, so failures are told apart only on
             # the (rarer) false branch.
             lines.append(f"        if not {cond}:")
-            if fail_closed:
+            if closes(fail_closed, rule.metric):
                 lines.append(f"            if {c} is not F:")
                 lines.append(f"                s{i} = {j}; break")
             else:

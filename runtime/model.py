@@ -82,8 +82,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class HttpScorerSpec(_Model):
+    """A metric scored by a model service the team runs (runtime/http_scorer.py): the
+    invocation's texts are POSTed to `url`, the value is read at `field` of the answer (a
+    dotted path; the metric's name when absent)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=limits.URL)]
+    field: Annotated[str, Field(min_length=1, max_length=limits.NAME)] | None = Field(
+        default=None, exclude_if=_absent)
+
+
 class MetricSpec(_Model):
-    """A resolved catalog entry: what a metric's values look like."""
+    """A resolved catalog entry: what a metric's values look like, and its budget: how long
+    its scorer may take (`timeout`, seconds) and what its failure means (`fail_mode`, the
+    stage's when absent). Absent fields stay out of the document, so artifacts without them
+    keep their digests."""
 
     name: Identifier
     type: MetricType
@@ -92,6 +109,10 @@ class MetricSpec(_Model):
     maximum: FiniteFloat | None = None
     labels: Annotated[tuple[Label, ...], Field(max_length=limits.LABELS)] | None = None
     builtin: bool = False
+    timeout: Annotated[float, Field(gt=0, le=limits.TIMEOUT, allow_inf_nan=False)] | None = (
+        Field(default=None, exclude_if=_absent))
+    fail_mode: FailMode | None = Field(default=None, exclude_if=_absent)
+    scorer: HttpScorerSpec | None = Field(default=None, exclude_if=_absent)
 
     @model_validator(mode="after")
     def _consistent(self) -> MetricSpec:
@@ -155,8 +176,7 @@ class StageSpec(_Model):
     fail_mode: FailMode = FailMode.OPEN
     # A kept id (Galileo's, `id "…"` in source); absent, the id is derived from the name.
     # Left out of the document when absent, so artifacts without one keep their digests.
-    id: Annotated[str, Field(pattern=UUID4)] | None = Field(
-        default=None, exclude_if=lambda value: value is None)
+    id: Annotated[str, Field(pattern=UUID4)] | None = Field(default=None, exclude_if=_absent)
 
 
 Position = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # (line, column)

@@ -17,9 +17,10 @@ from stageguard.runtime.evaluate import (
     Outcomes,
     compile_decider,
     compile_precomputed,
+    stage_fail_closed,
 )
 from stageguard.runtime.identity import StageKeys, stage_id
-from stageguard.runtime.model import Artifact, FailMode, MetricSpec, SourceMap
+from stageguard.runtime.model import Artifact, MetricSpec, SourceMap
 from stageguard.runtime.registry import (
     Candidate,
     RegistryError,
@@ -98,7 +99,7 @@ class LoadedStage:
         self.key = (artifact.project, artifact.stage.name)
         self.paused = paused
         self.rulesets = artifact.rulesets
-        self.fail_closed = artifact.stage.fail_mode is FailMode.CLOSED
+        self.fail_closed = stage_fail_closed(artifact)
         self.decide: Decider = compile_decider(artifact.rulesets, self.fail_closed)
         self.decide_precomputed = compile_precomputed(artifact.rulesets)
         self.subscriptions = tuple(
