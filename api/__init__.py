@@ -20,7 +20,7 @@ from typing import Any
 
 from stageguard.api.sdk import TIMEOUT, GalileoAPI, Rulesets, in_thread
 from stageguard.compiler.rulesets import PolicyError, rulesets_from_source
-from stageguard.runtime.engine import NeedsScorer, Runtime, StageInfo
+from stageguard.runtime.engine import Runtime, StageInfo
 from stageguard.runtime.errors import InvalidRequest
 from stageguard.runtime.model import FailMode, MetricSpec, StageType
 from stageguard.runtime.response import Response
@@ -69,13 +69,21 @@ class Embedded:
                                    timeout=timeout, metadata=metadata, headers=headers,
                                    allow_subscriptions=allow_subscriptions, scorers=scorers)
 
-    async def ainvoke(self, payload: Mapping[str, Any], **args: Any) -> Response:
-        if not isinstance(args.get("rulesets"), str):
-            try:  # precomputed metrics decide in microseconds: no thread hop
-                return self.invoke(payload, scorers=False, **args)
-            except NeedsScorer:
-                pass
-        return await in_thread(lambda: self.invoke(payload, **args))  # type: ignore[no-any-return]
+    async def ainvoke(self, payload: Mapping[str, Any], *, stage_name: str | None,
+                      project: str | None = None, stage_id: str | None = None,
+                      version: int | None = None, rulesets: str | list[Any] | None = None,
+                      timeout: float = TIMEOUT, metadata: Mapping[str, str] | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      allow_subscriptions: bool = True) -> Response:
+        if isinstance(rulesets, str):  # compiling source would hold the loop
+            return await in_thread(lambda: self.invoke(  # type: ignore[no-any-return]
+                payload, stage_name=stage_name, project=project, stage_id=stage_id,
+                version=version, rulesets=rulesets, timeout=timeout, metadata=metadata,
+                headers=headers, allow_subscriptions=allow_subscriptions))
+        return await self.runtime.ainvoke(
+            payload, stage_name, project=self._project(project), stage_id=stage_id,
+            version=version, rulesets=rulesets, timeout=timeout, metadata=metadata,
+            headers=headers, allow_subscriptions=allow_subscriptions)
 
     def create_stage(self, name: str, *, project: str, type: StageType | None,
                      description: str | None, paused: bool, rulesets: str | list[Any] | None,

@@ -12,9 +12,7 @@ import os
 import random as _random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,7 @@ from stageguard.runtime.follow import RegistryFollower, SyncStatus
 from stageguard.runtime.galileo import rulesets_from_galileo
 from stageguard.runtime.identity import project_id as project_id
 from stageguard.runtime.identity import stage_id as stage_id
+from stageguard.runtime.identity import trace_id
 from stageguard.runtime.local_versions import LocalRecorder
 from stageguard.runtime.management import StageInfo as StageInfo
 from stageguard.runtime.management import StageManagement
@@ -62,9 +61,10 @@ from stageguard.runtime.model import (
     Status,
 )
 from stageguard.runtime.registry import Candidate, Index, VersionNotFound
-from stageguard.runtime.resolution import Resolution
+from stageguard.runtime.resolution import Resolution, ScorerPools
 from stageguard.runtime.response import ActionResult, Response, TraceMetadata
 from stageguard.runtime.rollout import takes_candidate
+from stageguard.runtime.scheduling import decide_on_loop, decide_with_threads
 from stageguard.runtime.scorers import Scorers
 from stageguard.runtime.served import LRU, Snapshot, load_model, load_path
 from stageguard.runtime.served import LoadedStage as LoadedStage
@@ -100,6 +100,39 @@ class _Once:
             if self._build is not None:
                 self._value, self._build = self._build(), None
             return self._value
+
+
+class _Call:
+    """One invocation between `_begin` and `_finish`."""
+
+    __slots__ = ("headers", "loaded", "metadata", "outcomes", "received", "refused",
+                 "resolution", "served", "shadow", "started", "status", "text_in", "text_out",
+                 "timeout", "values")
+
+    def __init__(self, received: int, started: float, text_in: str, text_out: str,
+                 timeout: float, metadata: Mapping[str, str] | None,
+                 headers: Mapping[str, str] | None, loaded: LoadedStage) -> None:
+        self.received = received
+        self.started = started
+        self.text_in = text_in
+        self.text_out = text_out
+        self.timeout = timeout
+        self.metadata = metadata
+        self.headers = headers
+        self.loaded = loaded
+        self.served = "active"
+        self.shadow: LoadedStage | None = None
+        self.refused: str | None = None
+        self.status: Status | None = None  # set when nothing is decided (paused, ...)
+        self.values: dict[str, object] | None = None
+        self.outcomes: Outcomes = ()
+        self.resolution: Resolution | None = None
+
+
+# Metric names as callers spell them -> canonical names: the same few names arrive with
+# every request. Bounded, since callers choose them.
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +173,7 @@ class Runtime(RegistryFollower, StageManagement):
         self.registry: RegistryStore | None = (
             open_store(registry) if isinstance(registry, str | os.PathLike) else registry)
         self._owns_store = isinstance(registry, str | os.PathLike)
+        self._owns_scorers = scorers is None
         self.scorers = scorers or Scorers()
         self.random = rng or _random.Random()
         self._notifier = notifier
@@ -148,8 +182,9 @@ class Runtime(RegistryFollower, StageManagement):
         except ValueError as exc:
             raise InvalidRequest(f"webhook_allow_networks: {exc}") from None
         self.deliver_webhooks = deliver_webhooks
-        self._scorer_threads = scorer_threads
-        self._executor: ThreadPoolExecutor | None = None
+        if scorer_threads < 1:
+            raise InvalidRequest("scorer_threads is at least 1")
+        self._pools = ScorerPools(scorer_threads)
         self._table = Snapshot({})
         # Bounded: a service meets arbitrarily many pinned versions and local rulesets.
         self._pinned = LRU(cache_size)
@@ -160,7 +195,7 @@ class Runtime(RegistryFollower, StageManagement):
         # One event per decision, if asked (runtime/decision_log.py); the runtime closes it.
         self.decision_log = decision_log
         self._logs_payload: dict[tuple[str, str], bool] = {}
-        self.shadow = ShadowRunner(self.scorers.find, lambda: self.scorer_pool, decision_log)
+        self.shadow = ShadowRunner(self.scorers.find, self._pools, decision_log)
         self._files: dict[tuple[str, str], LoadedStage] = {}
         self.load_errors: dict[str, str] = {}
         self._signature: object = None
@@ -229,8 +264,9 @@ class Runtime(RegistryFollower, StageManagement):
         self.shadow.close()
         if self.decision_log is not None:
             self.decision_log.close(flush_timeout or 0.0)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pools.shutdown()
+        if self._owns_scorers:
+            self.scorers.close()  # their HTTP connections
         closing = getattr(self.registry, "close", None)
         if self._owns_store and callable(closing):  # a database connection, say
             closing()
@@ -252,12 +288,9 @@ class Runtime(RegistryFollower, StageManagement):
         self.close()
 
     @property
-    def scorer_pool(self) -> ThreadPoolExecutor:
-        """The threads scorers run on (made on first use)."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._scorer_threads,
-                                                thread_name_prefix="stageguard-scorer")
-        return self._executor
+    def scorer_pools(self) -> ScorerPools:
+        """The threads scorers run on: one bounded pool per scorer, made on first use."""
+        return self._pools
 
     @property
     def notifier(self) -> Notifier:
@@ -309,12 +342,44 @@ class Runtime(RegistryFollower, StageManagement):
                allow_subscriptions: bool = True) -> Response:
         """Decide one payload (docs/semantics.md, "One invocation"). Scorer failures and timeouts
         become statuses; only a request that cannot be decided raises (InvalidRequest,
-        StageNotFound).
+        StageNotFound). Scored metrics are computed concurrently, each on its scorer's pool
+        (docs/semantics.md, "Scored metrics").
 
         `scorers=False` raises NeedsScorer, having done nothing, where the decision would
-        have to wait for a scorer: an event loop decides precomputed payloads in place and
-        sends only the others to a thread. `allow_subscriptions=False` refuses local
-        rulesets that subscribe webhooks (SubscriptionsNotAllowed)."""
+        have to wait for a scorer. `allow_subscriptions=False` refuses local rulesets that
+        subscribe webhooks (SubscriptionsNotAllowed)."""
+        call = self._begin(payload, stage, project, stage_id, version, rulesets, timeout,
+                           metadata, headers, allow_subscriptions)
+        if call.resolution is not None:
+            if not scorers:
+                raise NeedsScorer
+            call.outcomes = decide_with_threads(call.loaded.score_plan, call.resolution)
+        return self._finish(call)
+
+    async def ainvoke(self, payload: Payload | Mapping[str, Any], stage: str | None = None, *,
+                      project: str | None = None, stage_id: str | None = None,
+                      version: int | None = None, rulesets: Sequence[Any] | None = None,
+                      timeout: float = DEFAULT_TIMEOUT,
+                      metadata: Mapping[str, str] | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      allow_subscriptions: bool = True) -> Response:
+        """`invoke` on the running event loop: precomputed payloads are decided in place,
+        async scorers run on the loop and sync ones on their pools, so a scored decision
+        never blocks the loop; what the decision no longer needs is cancelled."""
+        call = self._begin(payload, stage, project, stage_id, version, rulesets, timeout,
+                           metadata, headers, allow_subscriptions)
+        if call.resolution is not None:
+            call.outcomes = await decide_on_loop(call.loaded.score_plan, call.resolution)
+        return self._finish(call)
+
+    def _begin(self, payload: Payload | Mapping[str, Any], stage: str | None,
+               project: str | None, stage_id: str | None, version: int | None,
+               rulesets: Sequence[Any] | None, timeout: float,
+               metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
+               allow_subscriptions: bool) -> _Call:
+        """Everything before waiting for scorers: the arguments checked, the stage found,
+        and the decision made when the payload's metrics suffice (else `resolution` is set
+        and the caller schedules the scorers)."""
         received = time.time_ns()
         started = time.perf_counter()
         given_in: object
@@ -337,73 +402,85 @@ class Runtime(RegistryFollower, StageManagement):
         if headers is not None:
             headers = arguments.string_map("headers", headers)
         version = arguments.version(version)
-        shadow: LoadedStage | None = None
-        text = text_out or text_in
-        if not text:
+        if not (text_out or text_in):
             raise InvalidRequest("payload needs a non-empty input or output")
         table = self._table  # one snapshot for the whole decision
         loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
+        call = _Call(received, started, text_in, text_out, timeout, metadata, headers, loaded)
         if rulesets is not None and not (
                 loaded.artifact.stage.type is StageType.CENTRAL and _empty(rulesets)):
             # (galileo-core's Request always sends a ruleset list; an empty one on a central
             # stage means "the stage's own", as in Galileo.)
-            loaded = self._local_stage(loaded, rulesets, allow_subscriptions, table)
-            served = "local"
+            call.loaded = loaded = self._local_stage(loaded, rulesets, allow_subscriptions,
+                                                     table)
+            call.served = "local"
         elif version is not None:
-            served = "pinned"
+            call.served = "pinned"
         else:
-            served = "active"
             cand = table.candidates.get(loaded.key)
             if cand is not None:
                 terms, cand_stage = cand
                 if terms.mode == "shadow":
-                    shadow = cand_stage
+                    call.shadow = cand_stage
                 elif terms.key is not None and metadata is not None:
                     caller_key = metadata.get(terms.key)
                     if caller_key is not None and takes_candidate(
                             loaded.key[0], loaded.key[1], caller_key, terms.percent):
-                        loaded, served = cand_stage, "candidate"
-        outcomes: Outcomes = ()
-        values: dict[str, object] | None = None
-        resolution = None
-        action = None
+                        call.loaded = loaded = cand_stage
+                        call.served = "candidate"
         # A local stage decides with the rulesets this invocation brought; without any it has
         # none (its latest version may hold an earlier invocation's, recorded for history),
         # unless a version is pinned, which replays that version's recorded rulesets.
         local_without = (rulesets is None and version is None
                          and loaded.artifact.stage.type is StageType.LOCAL)
-        refused = None
         if self._stale_after is not None and self.registry is not None:
             age = self._sync.staleness
             if age is None or age > self._stale_after:
-                refused = ("the registry was last read " + ("never" if age is None else
-                           f"{age:.1f} s ago") + f", more than max_staleness "
-                           f"({self._stale_after:g} s) allows: not deciding (on_stale "
-                           "fail_closed)")
-        if refused is not None:
-            status = Status.ERROR
+                call.refused = ("the registry was last read " + (
+                    "never" if age is None else f"{age:.1f} s ago") + ", more than "
+                    f"max_staleness ({self._stale_after:g} s) allows: not deciding (on_stale "
+                    "fail_closed)")
+        if call.refused is not None:
+            call.status = Status.ERROR
         elif loaded.paused:
-            status = Status.PAUSED
+            call.status = Status.PAUSED
         elif local_without or not loaded.rulesets:
-            status = Status.SKIPPED
+            call.status = Status.SKIPPED
         else:
-            values = {}
+            values: dict[str, object] = {}
+            call.values = values
             if raw_metrics:
+                canonical = _CANONICAL
                 try:
                     for name, value in raw_metrics.items():
-                        values[canonical_name(name)] = normalise_value(value)
+                        key = canonical.get(name)
+                        if key is None:
+                            key = canonical_name(name)
+                            if len(canonical) < _CANONICAL_SIZE:
+                                canonical[name] = key
+                        values[key] = normalise_value(value)
                 except InvalidValue as exc:
                     raise InvalidRequest(f"metric {name!r}: {exc}") from None
             quick = loaded.decide_precomputed
             found = quick(values) if quick is not None else None
             if found is None:  # some metric must come from a scorer
-                if not scorers:
-                    raise NeedsScorer
-                resolution = Resolution(self.scorers.find, self.scorer_pool, text_in,
-                                        text_out, metadata, started + timeout, timeout,
-                                        values)
-                found = loaded.decide(values, resolution.resolve)
-            outcomes = found
+                scorers = self.scorers
+                catalog = loaded.catalog
+                call.resolution = Resolution(
+                    lambda name: scorers.find(name, catalog.get(name)), self._pools,
+                    text_in, text_out, metadata, started + timeout, timeout, values, catalog)
+            else:
+                call.outcomes = found
+        return call
+
+    def _finish(self, call: _Call) -> Response:
+        """The response of a decided call, and what follows it: webhooks, the decision log,
+        the shadow."""
+        loaded, outcomes = call.loaded, call.outcomes
+        text = call.text_out or call.text_in
+        action = None
+        status = call.status
+        if status is None:
             if _T in outcomes:
                 status = _T
                 winner = loaded.rulesets[outcomes.index(_T)].action
@@ -412,13 +489,13 @@ class Runtime(RegistryFollower, StageManagement):
                 action = ActionResult(winner.type, text)
             else:
                 status = outcomes_status(outcomes)
-        response_at = time.time_ns()
+        resolution = call.resolution
         response = Response(
             text, status,
-            TraceMetadata(str(uuid.UUID(bytes=os.urandom(16), version=4)), received,
-                          response_at, time.perf_counter() - started),
-            action, loaded.metadata, metadata, headers, loaded.results, outcomes, values,
-            resolution.timings if resolution is not None else None, refused)
+            TraceMetadata(trace_id(), call.received, time.time_ns(),
+                          time.perf_counter() - call.started),
+            action, loaded.metadata, call.metadata, call.headers, loaded.results, outcomes,
+            call.values, resolution.timings if resolution is not None else None, call.refused)
         if loaded.any_subscriptions and outcomes and self.deliver_webhooks:
             self._notify(loaded, response)
         decisions = self.decision_log
@@ -430,9 +507,12 @@ class Runtime(RegistryFollower, StageManagement):
                     f"{loaded.key[0]}/{loaded.key[1]}")
             logged = Decision(response, loaded.artifact.digest,
                               self._sync.revision if self.registry is not None else None,
-                              served, (text_in, text_out) if wants else None)
-        if shadow is not None and values is not None:
-            job = ShadowJob(shadow, dict(values), text_in, text_out, metadata, timeout, logged)
+                              call.served, (call.text_in, call.text_out) if wants else None)
+        if call.shadow is not None and call.values is not None:
+            scored = frozenset(n for n, (_, source) in resolution.timings.items()
+                               if source == "scorer") if resolution is not None else frozenset()
+            job = ShadowJob(call.shadow, dict(call.values), call.text_in, call.text_out,
+                            call.metadata, call.timeout, logged, scored)
             if self.shadow.offer(response, job):
                 logged = None  # the shadow completes the event with its own decision
         if logged is not None and decisions is not None:

@@ -390,7 +390,7 @@ _COMPARE = {Operator.GT: operator.gt, Operator.LT: operator.lt, Operator.GTE: op
             Operator.LTE: operator.le, Operator.EQ: operator.eq, Operator.NEQ: operator.ne}
 
 
-def _predicate(rule: RuleSpec) -> Callable[[object], bool]:
+def rule_predicate(rule: RuleSpec) -> Callable[[object], bool]:
     """A closure equal to `rule_holds(rule.operator, rule.target_value, v)` for non-Failure
     values."""
     op, t = rule.operator, rule.target_value
@@ -432,7 +432,7 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed) -
         key = (rule.operator, type(rule.target_value), rule.target_value)
         found = shared.get(key)
         if found is None:
-            found = shared[key] = _predicate(rule)
+            found = shared[key] = rule_predicate(rule)
         return found
 
     plan = tuple(tuple((j, rule.metric, predicate(rule), closes(fail_closed, rule.metric))

@@ -1,71 +1,250 @@
-"""The metric values of one invocation: what the caller passed, then scorers on demand,
-each on the scorer pool under the invocation's deadline."""
+"""The metric values of one invocation: what the caller passed, then scorers, each on its own
+pool (or the event loop) under the invocation's deadline and the metric's own budget.
+
+`resolve` scores one metric and waits for it (the serial path: shadow decisions, replays);
+`runtime/scheduling.py` starts several at once through `start`/`astart` and keeps what
+`finish` stores.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from stageguard.runtime.evaluate import Failure, InvalidValue, normalise_value
-from stageguard.runtime.model import Status
+from stageguard.runtime.model import MetricSpec, Status
 from stageguard.runtime.pii import DeadlinePassed, TextTooLong
 from stageguard.runtime.scorers import Scorer, ScoreRequest
+
+Finder = Callable[[str], "Scorer | None"]
+
+
+class ScorerPools:
+    """One bounded thread pool per scorer (per metric, or per service for scorers that batch),
+    made on first use: a scorer that hangs holds only its own threads, so the other metrics
+    go on being scored and its own later invocations end `timeout` at their deadline."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._pools: dict[object, ThreadPoolExecutor] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    def pool(self, key: object) -> ThreadPoolExecutor:
+        found = self._pools.get(key)
+        if found is None:
+            with self._lock:
+                found = self._pools.get(key)
+                if found is None:
+                    name = key if isinstance(key, str) else type(key).__name__
+                    found = self._pools[key] = ThreadPoolExecutor(
+                        self.threads, thread_name_prefix=f"stageguard-scorer-{name}"[:60])
+        return found
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """An event loop on a thread of its own, where a synchronous invocation runs async
+        scorers."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, daemon=True,
+                                          name="stageguard-scorer-loop")
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    @property
+    def count(self) -> int:
+        return len(self._pools)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+            loop, self._loop = self._loop, None
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
+
+def is_async(scorer: object) -> bool:
+    """A coroutine function, or an object whose `ascore` is one (runs on an event loop)."""
+    return inspect.iscoroutinefunction(scorer) or inspect.iscoroutinefunction(
+        getattr(scorer, "ascore", None)) or inspect.iscoroutinefunction(
+        getattr(scorer, "__call__", None))  # noqa: B004 (a callable object's coroutine)
+
+
+def service_of(scorer: object) -> object | None:
+    """What metrics share to be scored in one request (`HttpScorer.service`), or None."""
+    return getattr(scorer, "service", None)
 
 
 class Resolution:
     """Metric values of one invocation: what the caller passed, then scorers on demand."""
 
-    __slots__ = ("deadline", "find", "input", "metadata", "output", "pool", "timeout",
-                 "timings", "values")
+    __slots__ = ("catalog", "deadline", "find", "input", "metadata", "output", "pools",
+                 "scored", "timeout", "timings", "values")
 
-    def __init__(self, find: Callable[[str], Scorer | None], pool: ThreadPoolExecutor,
-                 payload_in: str, payload_out: str, metadata: Mapping[str, str] | None,
-                 deadline: float, timeout: float, values: dict[str, object]) -> None:
+    def __init__(self, find: Finder, pools: ScorerPools, payload_in: str, payload_out: str,
+                 metadata: Mapping[str, str] | None, deadline: float, timeout: float,
+                 values: dict[str, object],
+                 catalog: Mapping[str, MetricSpec] | None = None,
+                 scored: frozenset[str] = frozenset()) -> None:
         self.find = find
-        self.pool = pool
+        self.pools = pools
         self.input = payload_in
         self.output = payload_out
         self.metadata = metadata or {}
         self.deadline = deadline
         self.timeout = timeout
         self.values = values
+        self.catalog = catalog or {}
+        # Which of `values` a scorer gave (an earlier decision's, for a shadow): the rest came
+        # with the payload (scheduling.py decides what follows the winner from those only).
+        self.scored = scored
         self.timings: dict[str, tuple[float, str]] = {}
 
-    def resolve(self, name: str) -> object:
-        started = time.perf_counter()
-        scorer = self.find(name)
-        if scorer is None:
-            value: object = Failure(Status.ERROR, f"no source for metric `{name}`: pass it with "
-                                    "the payload's metrics or register a scorer")
-            source = "none"
-        else:
-            source = "scorer"
-            value = self._score(name, scorer, started)
-        self.timings[name] = (time.perf_counter() - started, source)
-        self.values[name] = value
-        return value
+    # ---- what every path shares
 
-    def _score(self, name: str, scorer: Any, started: float) -> object:
-        remaining = self.deadline - started
-        if remaining <= 0:
-            return Failure(Status.TIMEOUT, f"no time left for metric `{name}` within the "
-                           f"{self.timeout:g}s timeout")
-        request = ScoreRequest(name, self.input, self.output, self.metadata, self.deadline)
-        future = self.pool.submit(scorer, request)
-        try:
-            raw = future.result(timeout=remaining)
-        except (TimeoutError, DeadlinePassed):
-            future.cancel()
-            return Failure(Status.TIMEOUT, f"scorer for `{name}` did not finish within the "
-                           f"{self.timeout:g}s timeout")
-        except TextTooLong as exc:
-            return Failure(Status.FAILED, f"scorer for `{name}`: {exc}")
-        except BaseException as exc:  # SystemExit too: the scorer's, not the caller's
-            return Failure(Status.FAILED, f"scorer for `{name}` raised {type(exc).__name__}: "
-                           f"{exc}")
+    def deadline_of(self, name: str, started: float) -> float:
+        """The earlier of the invocation's deadline and the metric's own budget."""
+        spec = self.catalog.get(name)
+        if spec is not None and spec.timeout is not None:
+            return min(self.deadline, started + spec.timeout)
+        return self.deadline
+
+    def request(self, name: str, deadline: float) -> ScoreRequest:
+        return ScoreRequest(name, self.input, self.output, self.metadata, deadline)
+
+    def no_source(self, name: str) -> None:
+        self.store(name, Failure(Status.ERROR, f"no source for metric `{name}`: pass it "
+                                 "with the payload's metrics or register a scorer"), 0.0,
+                   "none")
+
+    def timed_out(self, name: str, started: float) -> None:
+        self.store(name, Failure(Status.TIMEOUT, self._timeout_message(name)),
+                   time.perf_counter() - started, "scorer")
+
+    def _timeout_message(self, name: str) -> str:
+        spec = self.catalog.get(name)
+        if spec is not None and spec.timeout is not None and spec.timeout < self.timeout:
+            return (f"scorer for `{name}` did not finish within its {spec.timeout:g}s budget "
+                    f"(the invocation's timeout is {self.timeout:g}s)")
+        return f"scorer for `{name}` did not finish within the {self.timeout:g}s timeout"
+
+    def store(self, name: str, value: object, elapsed: float, source: str) -> None:
+        self.timings[name] = (elapsed, source)
+        self.values[name] = value
+
+    def finish(self, name: str, outcome: object, error: BaseException | None,
+               started: float) -> None:
+        """Store what a scorer returned (`outcome`) or raised (`error`)."""
+        self.store(name, self._value(name, outcome, error), time.perf_counter() - started,
+                   "scorer")
+
+    def _value(self, name: str, raw: object, error: BaseException | None) -> object:
+        if error is not None:
+            if isinstance(error, TimeoutError | DeadlinePassed | asyncio.TimeoutError):
+                return Failure(Status.TIMEOUT, self._timeout_message(name))
+            if isinstance(error, TextTooLong):
+                return Failure(Status.FAILED, f"scorer for `{name}`: {error}")
+            return Failure(Status.FAILED, f"scorer for `{name}` raised "
+                           f"{type(error).__name__}: {error}")
         try:
             return normalise_value(raw)
         except InvalidValue as exc:
             return Failure(Status.FAILED, f"scorer for `{name}` returned a bad value: {exc}")
+
+    # ---- starting scorers
+
+    def start(self, names: Sequence[str], scorers: Sequence[Any], deadline: float
+              ) -> Future[Any]:
+        """Score `names` (several only when their scorers share a service) on the scorer's
+        pool, or on the pools' event loop for an async scorer. The future's result is one raw
+        value, or for a service a mapping name -> value or exception."""
+        requests = [self.request(n, deadline) for n in names]
+        service = service_of(scorers[0])
+        if service is not None:
+            return self.pools.pool(service).submit(service.score, requests, scorers)  # type: ignore[attr-defined]
+        if is_async(scorers[0]):
+            return asyncio.run_coroutine_threadsafe(_call_async(scorers[0], requests[0]),
+                                                    self.pools.loop())
+        return self.pools.pool(names[0]).submit(scorers[0], requests[0])
+
+    def astart(self, names: Sequence[str], scorers: Sequence[Any], deadline: float
+               ) -> asyncio.Future[Any]:
+        """`start` for an invocation on the running event loop: async scorers run on it,
+        sync ones on their pool."""
+        requests = [self.request(n, deadline) for n in names]
+        loop = asyncio.get_running_loop()
+        service = service_of(scorers[0])
+        if service is not None:
+            ascore = getattr(service, "ascore", None)
+            if ascore is not None:
+                future: asyncio.Future[Any] = asyncio.ensure_future(ascore(requests, scorers))
+                return future
+            return loop.run_in_executor(self.pools.pool(service), service.score,  # type: ignore[attr-defined]
+                                        requests, scorers)
+        if is_async(scorers[0]):
+            return asyncio.ensure_future(_call_async(scorers[0], requests[0]))
+        return loop.run_in_executor(self.pools.pool(names[0]), scorers[0], requests[0])
+
+    # ---- one at a time
+
+    def resolve(self, name: str) -> object:
+        """Score `name` and wait for it (the serial path)."""
+        started = time.perf_counter()
+        scorer = self.find(name)
+        if scorer is None:
+            self.no_source(name)
+            return self.values[name]
+        deadline = self.deadline_of(name, started)
+        if deadline - started <= 0:
+            self.store(name, Failure(Status.TIMEOUT, f"no time left for metric `{name}` "
+                                     f"within the {self.timeout:g}s timeout"), 0.0, "scorer")
+            return self.values[name]
+        future = self.start([name], [scorer], deadline)
+        try:
+            raw = future.result(timeout=deadline - started)
+        except TimeoutError:
+            future.cancel()
+            self.timed_out(name, started)
+            return self.values[name]
+        except BaseException as exc:  # SystemExit too: the scorer's, not the caller's
+            self.finish(name, None, exc, started)
+            return self.values[name]
+        self.finish_group([name], raw, service_of(scorer) is not None, started)
+        return self.values[name]
+
+    def finish_group(self, names: Sequence[str], raw: object, batched: bool,
+                     started: float) -> None:
+        """Store a finished start's result for each of its names."""
+        if not batched:
+            self.finish(names[0], raw, None, started)
+            return
+        answers = raw if isinstance(raw, Mapping) else {}
+        for name in names:
+            got = answers.get(name, _MISSING_ANSWER)
+            if got is _MISSING_ANSWER:
+                self.finish(name, None, LookupError("the service's answer has no value "
+                                                    f"for `{name}`"), started)
+            elif isinstance(got, BaseException):
+                self.finish(name, None, got, started)
+            else:
+                self.finish(name, got, None, started)
+
+
+_MISSING_ANSWER = object()
+
+
+async def _call_async(scorer: Any, request: ScoreRequest) -> object:
+    ascore = getattr(scorer, "ascore", None)
+    if ascore is not None and inspect.iscoroutinefunction(ascore):
+        return await ascore(request)
+    return await scorer(request)

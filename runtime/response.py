@@ -16,7 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stageguard.runtime.evaluate import Failure, Outcomes, outcome_status, outcome_stop
+from stageguard.runtime.evaluate import (
+    Failure,
+    Outcome,
+    Outcomes,
+    outcome_status,
+    outcome_stop,
+)
 from stageguard.runtime.galileo import ruleset_to_galileo, wire_value
 from stageguard.runtime.model import ActionType, RulesetSpec, Status
 
@@ -162,12 +168,16 @@ class StageResults:
         return self._json
 
 
-def _rule_rows(rules: tuple[_Rule, ...], stop: int, values: Mapping[str, object]
+def _rule_rows(rules: tuple[_Rule, ...], outcome: Outcome, values: Mapping[str, object]
                ) -> list[tuple[_Rule, str, object, str | None]]:
-    """(rule, status, value, error) per rule of a ruleset that stopped at `stop`."""
+    """(rule, status, value, error) per rule of a ruleset that ended with `outcome`. A
+    ruleset the decision did not need (scheduling.py) is `skipped` from its stop on."""
+    stop = outcome_stop(outcome, len(rules))
+    # Skipped at `stop`: rules before it held, it and those after were not reached.
+    last = stop - 1 if outcome.__class__ is tuple and outcome[0] is Status.SKIPPED else stop
     rows: list[tuple[_Rule, str, object, str | None]] = []
     for j, rule in enumerate(rules):
-        if j > stop:
+        if j > last:
             rows.append((rule, "skipped", None, None))
             continue
         value = values.get(rule[0])
@@ -286,7 +296,7 @@ class Response:
             RulesetResult(spec.name, outcome_status(outcome), spec, tuple(
                 RuleResult(rule[0], rule[1], rule[2], rule_status, value, error)
                 for rule, rule_status, value, error in _rule_rows(
-                    rules, outcome_stop(outcome, len(rules)), values)))
+                    rules, outcome, values)))
             for spec, rules, outcome in zip(shared.rulesets, shared.rules, self._outcomes,
                                             strict=True))
 
@@ -318,7 +328,7 @@ class Response:
                                "status": rule_status.upper(), "value": _wire_value(value),
                                "error": error}
                               for rule, rule_status, value, error in _rule_rows(
-                                  rules, outcome_stop(outcome, len(rules)), values)]}
+                                  rules, outcome, values)]}
             for spec, rules, wire, outcome in zip(shared.rulesets, shared.rules, shared.wire,
                                                   self._outcomes, strict=True)]
 
@@ -365,7 +375,7 @@ class Response:
         parts = []
         for (head, middle, rule_heads), rules, outcome in zip(
                 shared.json, shared.rules, self._outcomes, strict=True):
-            rows = _rule_rows(rules, outcome_stop(outcome, len(rules)), values)
+            rows = _rule_rows(rules, outcome, values)
             parts.append(
                 head + _UPPER[outcome_status(outcome)] + middle
                 + ", ".join(

@@ -10,13 +10,19 @@ before all of them (the runtime looks there first).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from stageguard.runtime import pii
 from stageguard.runtime.catalog import canonical_name
+from stageguard.runtime.model import HttpScorerSpec, MetricSpec
+
+if TYPE_CHECKING:
+    from stageguard.runtime.http_scorer import HttpService
 
 log = logging.getLogger("stageguard.scorers")
 
@@ -58,8 +64,14 @@ class Scorers:
     """Looks up the scorer for a metric. Thread-safe for lookups; register before serving."""
 
     def __init__(self, *, entry_point_group: str | None = ENTRY_POINT_GROUP,
-                 builtins: bool = True) -> None:
+                 builtins: bool = True, http_connections: int = 32) -> None:
         self._registered: dict[str, Scorer] = {}
+        # Scorers that policies declare (`scorer "http://…"`): one service per url, shared
+        # by every stage and version that names it, kept until `close`.
+        self._http: dict[tuple[str, str, str | None], Scorer] = {}
+        self._services: dict[str, HttpService] = {}
+        self._http_connections = http_connections
+        self._http_lock = threading.Lock()
         self._group = entry_point_group
         self._entry_points: dict[str, Scorer] | None = None
         self._builtins = BUILTIN_SCORERS if builtins else {}
@@ -78,9 +90,39 @@ class Scorers:
                               ep.value, exc)
         return loaded
 
-    def find(self, metric: str) -> Scorer | None:
+    def find(self, metric: str, spec: MetricSpec | None = None) -> Scorer | None:
+        """The scorer for `metric`: registered in code, else the one its declaration
+        (`spec`) names, else an entry point, else a built-in."""
         if metric in self._registered:
             return self._registered[metric]
+        if spec is not None and spec.scorer is not None:
+            return self.http(metric, spec.scorer)
         if self._entry_points is None:
             self._entry_points = self._load_entry_points()
         return self._entry_points.get(metric) or self._builtins.get(metric)
+
+    def http(self, metric: str, spec: HttpScorerSpec) -> Scorer:
+        key = (metric, spec.url, spec.field)
+        found = self._http.get(key)
+        if found is None:
+            from stageguard.runtime.http_scorer import HttpScorer, HttpService
+
+            with self._http_lock:
+                service = self._services.get(spec.url)
+                if service is None:
+                    service = self._services[spec.url] = HttpService(
+                        spec.url, max_connections=self._http_connections)
+                found = self._http.setdefault(key, HttpScorer(service, metric, spec.field))
+        return found
+
+    @property
+    def services(self) -> dict[str, HttpService]:
+        """The HTTP services declared scorers use, by url."""
+        return dict(self._services)
+
+    def close(self) -> None:
+        """Close the HTTP services' connections."""
+        with self._http_lock:
+            services, self._services, self._http = list(self._services.values()), {}, {}
+        for service in services:
+            service.close()

@@ -28,6 +28,7 @@ from stageguard.runtime.registry import (
     parse_artifact_for_serving,
 )
 from stageguard.runtime.response import StageMetadata, StageResults
+from stageguard.runtime.scheduling import ScorePlan
 
 
 class Snapshot:
@@ -87,7 +88,7 @@ class LoadedStage:
     """A stage version ready to decide: validated values, a compiled decider, and what the
     decision path needs precomputed (subscriptions per ruleset, metadata)."""
 
-    __slots__ = ("_source_map", "any_subscriptions", "artifact", "catalog", "decide",
+    __slots__ = ("_plan", "_source_map", "any_subscriptions", "artifact", "catalog", "decide",
                  "decide_precomputed", "fail_closed", "key", "metadata", "paused", "results",
                  "rulesets", "subscriptions")
 
@@ -106,6 +107,7 @@ class LoadedStage:
             tuple((s.url, frozenset(s.statuses)) for s in rs.action.subscriptions)
             for rs in artifact.rulesets)
         self.any_subscriptions = any(self.subscriptions)
+        self._plan: ScorePlan | None = None
         self.catalog: dict[str, MetricSpec] = {**BUILTIN_METRICS,
                                                **{m.name: m for m in artifact.metrics}}
         self.results = StageResults(artifact.rulesets)
@@ -113,6 +115,16 @@ class LoadedStage:
                                       artifact.stage.id or stage_id(*self.key),
                                       artifact.version,
                                       artifact.stage.type.value)
+
+    @property
+    def score_plan(self) -> ScorePlan:
+        """The rulesets as the metric scheduler walks them (built on the first decision that
+        waits for a scorer; a race only builds it twice)."""
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = ScorePlan(self.rulesets, self.fail_closed,
+                                          [bool(s) for s in self.subscriptions])
+        return plan
 
     @property
     def source_map(self) -> SourceMap | None:

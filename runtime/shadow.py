@@ -11,13 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from stageguard.runtime.evaluate import outcomes_status, statuses_of
-from stageguard.runtime.model import Status
-from stageguard.runtime.resolution import Resolution
+from stageguard.runtime.evaluate import Failure, outcomes_status, statuses_of
+from stageguard.runtime.model import MetricSpec, Status
+from stageguard.runtime.resolution import Resolution, ScorerPools
+from stageguard.runtime.scheduling import decide_with_threads
 from stageguard.runtime.workers import WorkQueue
 
 if TYPE_CHECKING:
@@ -39,13 +39,21 @@ class ShadowJob:
     metadata: Mapping[str, str] | None
     timeout: float
     logged: Decision | None  # the active decision's log record, completed here
+    scored: frozenset[str] = frozenset()  # which of `values` came from scorers
 
 
-def shadow_status(candidate: LoadedStage, values: dict[str, object],
-                  resolve: Callable[[str], object]) -> tuple[Status, tuple[Status, ...]]:
-    """The candidate's stage status and per-ruleset statuses for these values (which hold
-    the active decision's, failures included)."""
-    found = candidate.decide_values(values, resolve)
+def shadow_status(candidate: LoadedStage, resolution: Resolution
+                  ) -> tuple[Status, tuple[Status, ...]]:
+    """The candidate's stage status and per-ruleset statuses, decided as `invoke` decides it
+    (the scheduler's rules for what follows the winner included), over the active decision's
+    values: a metric the active decision scored is not scored again."""
+    values = resolution.values
+    found = None
+    if not resolution.scored and not any(isinstance(v, Failure) for v in values.values()):
+        quick = candidate.decide_precomputed
+        found = quick(values) if quick is not None else None
+    if found is None:
+        found = decide_with_threads(candidate.score_plan, resolution)
     status = _T if _T in found else outcomes_status(found)
     return status, statuses_of(found)
 
@@ -58,11 +66,11 @@ class ShadowStats:
 
 
 class ShadowRunner:
-    def __init__(self, find: Callable[[str], Scorer | None],
-                 pool: Callable[[], ThreadPoolExecutor], decision_log: DecisionLog | None,
+    def __init__(self, find: Callable[[str, MetricSpec | None], Scorer | None],
+                 pools: ScorerPools, decision_log: DecisionLog | None,
                  max_queue: int = 10_000) -> None:
         self._find = find
-        self._pool = pool
+        self._pools = pools
         self._log = decision_log
         self._lock = threading.Lock()
         self.decided: dict[tuple[str, str], int] = {}
@@ -82,10 +90,12 @@ class ShadowRunner:
     def _run(self, item: tuple[Any, ShadowJob]) -> None:
         response, job = item
         started = time.perf_counter()
-        resolution = Resolution(self._find, self._pool(), job.text_in, job.text_out,
-                                job.metadata, started + job.timeout, job.timeout,
-                                job.values)
-        status, statuses = shadow_status(job.candidate, job.values, resolution.resolve)
+        catalog = job.candidate.catalog
+        resolution = Resolution(lambda name: self._find(name, catalog.get(name)), self._pools,
+                                job.text_in, job.text_out, job.metadata,
+                                started + job.timeout, job.timeout, job.values, catalog,
+                                scored=job.scored)
+        status, statuses = shadow_status(job.candidate, resolution)
         project, stage = job.candidate.key
         active = response.status.value
         with self._lock:

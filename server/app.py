@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +23,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from stageguard.api import Embedded, PolicyError
@@ -33,7 +32,6 @@ from stageguard.runtime import limits, package_version
 from stageguard.runtime.decision_log import LogSettings
 from stageguard.runtime.engine import (
     InvalidRequest,
-    NeedsScorer,
     Runtime,
     StageConflict,
     StageInfo,
@@ -477,17 +475,12 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                    "metadata": body.metadata, "headers": body.headers,
                    "allow_subscriptions": who.role is Role.ADMIN or config.invoke_subscriptions}
         rulesets = _rulesets_arg(body.prioritized_rulesets, body.rulesets)
-        result = None
-        if rulesets is None:
-            # Precomputed metrics decide in microseconds: here, without a thread hop. Only a
-            # decision that must wait for a scorer (or compile rulesets) goes to a thread.
-            with suppress(NeedsScorer):
-                result = runtime.invoke(payload, body.stage_name, scorers=False, **options)
-        if result is None:
-            # The backend, not the Galileo-style facade: a request is never completed from
-            # the server's environment (GALILEO_PROJECT and the like).
-            result = await run_in_threadpool(lambda: backend.invoke(
-                payload, stage_name=body.stage_name, rulesets=rulesets, **options))
+        # The backend, not the Galileo-style facade: a request is never completed from the
+        # server's environment (GALILEO_PROJECT and the like). Precomputed metrics decide in
+        # place; scorers run on the loop (async ones) or their pools: the loop never blocks.
+        # Only rulesets sent as source go to a thread, to be compiled.
+        result = await backend.ainvoke(payload, stage_name=body.stage_name,
+                                       rulesets=rulesets, **options)
         tm, sm = result.trace_metadata, result.stage_metadata
         request.scope["state"]["trace_id"] = tm.id
         metrics.decision(sm.project, sm.stage_name, result.status.value, tm.execution_time)

@@ -1,0 +1,218 @@
+"""Metrics scored by a model service the team runs: `scorer "http://…"` on a metric.
+
+One `HttpService` per url: a pooled keep-alive client (one for threads, one per event loop),
+a bound on connections, and batching: the metrics of one invocation that share a service are
+sent in one request. The protocol (docs/runtime.md, "HTTP scorers"):
+
+    POST url  {"input": "…", "output": "…", "metadata": {…}, "metrics": ["a", "b"]}
+    200       {"a": 0.93, "scores": {"b": ["ssn"]}}   each metric's value at its `field`
+
+An answer that is not a JSON object, lacks a field, or holds a value that is no metric value
+makes that metric `failed`; an HTTP error status or a refused connection makes every metric
+of the request `failed`; no answer before the deadline makes them `timeout`. Redirects are not
+followed and answers above `MAX_ANSWER` bytes are refused. httpx is imported on first use
+(the `server` and `http` extras bring it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from stageguard.runtime.scorers import ScoreRequest
+
+if TYPE_CHECKING:
+    import httpx
+
+MAX_ANSWER = 1 << 20  # bytes
+_NOT_FOUND = object()
+
+
+class ScorerAnswerError(ValueError):
+    """The service answered, but not with a value for this metric."""
+
+
+class HttpService:
+    """One model service; thread-safe. `score` blocks, `ascore` runs on the caller's loop."""
+
+    def __init__(self, url: str, *, max_connections: int = 32,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.max_connections = max_connections
+        self.headers = dict(headers or {})
+        self._client: httpx.Client | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary())
+        self._lock = threading.Lock()
+        self.requests = 0  # POSTs sent, for tests and metrics
+
+    def __repr__(self) -> str:
+        return f"HttpService({self.url!r})"
+
+    def _limits(self) -> httpx.Limits:
+        import httpx
+        return httpx.Limits(max_connections=self.max_connections,
+                            max_keepalive_connections=self.max_connections)
+
+    def client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                import httpx
+                self._client = httpx.Client(limits=self._limits(), follow_redirects=False,
+                                            headers=self.headers, trust_env=False)
+            return self._client
+
+    def async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            found = self._async.get(loop)
+            if found is None:
+                import httpx
+                found = self._async[loop] = httpx.AsyncClient(
+                    limits=self._limits(), follow_redirects=False, headers=self.headers,
+                    trust_env=False)
+            return found
+
+    @staticmethod
+    def _body(requests: Sequence[ScoreRequest]) -> bytes:
+        first = requests[0]
+        return json.dumps({"input": first.input, "output": first.output,
+                           "metadata": dict(first.metadata),
+                           "metrics": [r.metric for r in requests]},
+                          ensure_ascii=False).encode("utf-8")
+
+    @staticmethod
+    def _timeout(requests: Sequence[ScoreRequest]) -> float:
+        deadlines = [r.deadline for r in requests if r.deadline is not None]
+        if not deadlines:
+            return 30.0
+        left = min(deadlines) - time.perf_counter()
+        if left <= 0:
+            raise TimeoutError("no time left")
+        return left
+
+    def score(self, requests: Sequence[ScoreRequest], scorers: Sequence[HttpScorer]
+              ) -> dict[str, object]:
+        """One POST for these metrics: name -> value, or the exception that metric fails
+        with."""
+        import httpx
+        timeout = self._timeout(requests)
+        self.requests += 1
+        try:
+            with self.client().stream("POST", self.url, content=self._body(requests),
+                                      headers={"content-type": "application/json"},
+                                      timeout=timeout) as answer:
+                status = answer.status_code
+                raw = _read_capped(answer.iter_bytes())
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(f"{self.url}: no answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        return _answers(self.url, status, raw, scorers)
+
+    async def ascore(self, requests: Sequence[ScoreRequest], scorers: Sequence[HttpScorer]
+                     ) -> dict[str, object]:
+        import httpx
+        timeout = self._timeout(requests)
+        self.requests += 1
+        try:
+            async with self.async_client().stream(
+                    "POST", self.url, content=self._body(requests),
+                    headers={"content-type": "application/json"}, timeout=timeout) as answer:
+                status = answer.status_code
+                chunks = bytearray()
+                async for chunk in answer.aiter_bytes():
+                    chunks += chunk
+                    if len(chunks) > MAX_ANSWER:
+                        raise ScorerAnswerError(f"answer above {MAX_ANSWER:,} bytes")
+                raw = bytes(chunks)
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(f"{self.url}: no answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        return _answers(self.url, status, raw, scorers)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            clients = list(self._async.items())
+            self._async = weakref.WeakKeyDictionary()
+        if client is not None:
+            client.close()
+        for loop, aclient in clients:
+            if not loop.is_closed():
+                try:
+                    running = asyncio.get_running_loop()
+                except RuntimeError:
+                    running = None
+                if running is loop:
+                    loop.create_task(aclient.aclose())
+                elif not loop.is_running():
+                    loop.run_until_complete(aclient.aclose())
+
+
+def _read_capped(chunks: Any) -> bytes:
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) > MAX_ANSWER:
+            raise ScorerAnswerError(f"answer above {MAX_ANSWER:,} bytes")
+    return bytes(out)
+
+
+def _answers(url: str, status: int, raw: bytes, scorers: Sequence[HttpScorer]
+             ) -> dict[str, object]:
+    if status != 200:
+        raise ConnectionError(f"{url} answered HTTP {status}")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ScorerAnswerError(f"{url} answered with something that is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ScorerAnswerError(f"{url} answered with JSON that is not an object")
+    out: dict[str, object] = {}
+    for scorer in scorers:
+        value = _at(doc, scorer.field)
+        out[scorer.metric] = (ScorerAnswerError(f"{url}'s answer has no field "
+                                                f"`{scorer.field}`")
+                              if value is _NOT_FOUND else value)
+    return out
+
+
+def _at(doc: object, path: str) -> object:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return _NOT_FOUND
+        doc = doc[part]
+    return doc
+
+
+class HttpScorer:
+    """The scorer of one metric at a service. Called alone (`__call__`, `ascore`), it sends
+    a request of its own; the scheduler batches metrics that share `service`."""
+
+    def __init__(self, service: HttpService, metric: str, field: str | None = None) -> None:
+        self.service = service
+        self.metric = metric
+        self.field = field or metric
+
+    def __repr__(self) -> str:
+        return f"HttpScorer({self.service.url!r}, {self.metric!r}, field={self.field!r})"
+
+    def __call__(self, request: ScoreRequest) -> object:
+        return _one(self.service.score([request], [self]), self.metric)
+
+    async def ascore(self, request: ScoreRequest) -> object:
+        return _one(await self.service.ascore([request], [self]), self.metric)
+
+
+def _one(answers: Mapping[str, object], metric: str) -> object:
+    value = answers[metric]
+    if isinstance(value, BaseException):
+        raise value
+    return value
