@@ -25,7 +25,8 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 KEYWORDS = {
     "top": ["project", "metric", "stage"],
     "stage": ["type", "description", "fail", "id", "ruleset"],
-    "metric": ["type", "description", "min", "max", "labels"],
+    "metric": ["type", "description", "min", "max", "labels", "timeout", "fail", "scorer",
+               "field"],
     "ruleset": ["when", "description", "override", "passthrough", "notify"],
     "override": ["choice"],
 }

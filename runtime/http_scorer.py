@@ -63,8 +63,10 @@ class HttpService:
         with self._lock:
             if self._client is None:
                 import httpx
-                self._client = httpx.Client(limits=self._limits(), follow_redirects=False,
-                                            headers=self.headers, trust_env=False)
+                # One retry of a refused connect: a service restarting, a full backlog.
+                self._client = httpx.Client(
+                    transport=httpx.HTTPTransport(limits=self._limits(), retries=1),
+                    follow_redirects=False, headers=self.headers, trust_env=False)
             return self._client
 
     def async_client(self) -> httpx.AsyncClient:
@@ -74,8 +76,8 @@ class HttpService:
             if found is None:
                 import httpx
                 found = self._async[loop] = httpx.AsyncClient(
-                    limits=self._limits(), follow_redirects=False, headers=self.headers,
-                    trust_env=False)
+                    transport=httpx.AsyncHTTPTransport(limits=self._limits(), retries=1),
+                    follow_redirects=False, headers=self.headers, trust_env=False)
             return found
 
     @staticmethod

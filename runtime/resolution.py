@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -27,11 +28,15 @@ Finder = Callable[[str], "Scorer | None"]
 class ScorerPools:
     """One bounded thread pool per scorer (per metric, or per service for scorers that batch),
     made on first use: a scorer that hangs holds only its own threads, so the other metrics
-    go on being scored and its own later invocations end `timeout` at their deadline."""
+    go on being scored and its own later invocations end `timeout` at their deadline. An
+    async scorer is bounded alike: at most `threads` of its calls run at once on a loop."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self._pools: dict[object, ThreadPoolExecutor] = {}
+        self._limits: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[object, asyncio.Semaphore]] = (
+            weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -46,6 +51,18 @@ class ScorerPools:
                     found = self._pools[key] = ThreadPoolExecutor(
                         self.threads, thread_name_prefix=f"stageguard-scorer-{name}"[:60])
         return found
+
+    def limit(self, key: object) -> asyncio.Semaphore:
+        """The running loop's bound on concurrent calls of the async scorer `key`."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            per_loop = self._limits.get(loop)
+            if per_loop is None:
+                per_loop = self._limits[loop] = {}
+            found = per_loop.get(key)
+            if found is None:
+                found = per_loop[key] = asyncio.Semaphore(self.threads)
+            return found
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """An event loop on a thread of its own, where a synchronous invocation runs async
@@ -173,8 +190,8 @@ class Resolution:
         if service is not None:
             return self.pools.pool(service).submit(service.score, requests, scorers)  # type: ignore[attr-defined]
         if is_async(scorers[0]):
-            return asyncio.run_coroutine_threadsafe(_call_async(scorers[0], requests[0]),
-                                                    self.pools.loop())
+            return asyncio.run_coroutine_threadsafe(
+                _call_async(scorers[0], requests[0], self.pools, names[0]), self.pools.loop())
         return self.pools.pool(names[0]).submit(scorers[0], requests[0])
 
     def astart(self, names: Sequence[str], scorers: Sequence[Any], deadline: float
@@ -192,7 +209,8 @@ class Resolution:
             return loop.run_in_executor(self.pools.pool(service), service.score,  # type: ignore[attr-defined]
                                         requests, scorers)
         if is_async(scorers[0]):
-            return asyncio.ensure_future(_call_async(scorers[0], requests[0]))
+            return asyncio.ensure_future(_call_async(scorers[0], requests[0], self.pools,
+                                                     names[0]))
         return loop.run_in_executor(self.pools.pool(names[0]), scorers[0], requests[0])
 
     # ---- one at a time
@@ -243,8 +261,10 @@ class Resolution:
 _MISSING_ANSWER = object()
 
 
-async def _call_async(scorer: Any, request: ScoreRequest) -> object:
-    ascore = getattr(scorer, "ascore", None)
-    if ascore is not None and inspect.iscoroutinefunction(ascore):
-        return await ascore(request)
-    return await scorer(request)
+async def _call_async(scorer: Any, request: ScoreRequest, pools: ScorerPools,
+                      key: str) -> object:
+    async with pools.limit(key):
+        ascore = getattr(scorer, "ascore", None)
+        if ascore is not None and inspect.iscoroutinefunction(ascore):
+            return await ascore(request)
+        return await scorer(request)

@@ -186,6 +186,10 @@ def ruleset_lists(draw: st.DrawFn) -> list[RulesetSpec]:
         action=Action(type=ActionType.PASSTHROUGH)) for i in range(n)]
 
 
+# A stage's failure modes: every metric open or closed, or (metrics declaring their own
+# `fail`) exactly a set of them closed.
+fail_modes = st.one_of(st.booleans(), st.frozensets(st.sampled_from(METRICS)))
+
 metric_values = st.one_of(
     st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
     st.booleans(), st.sampled_from([*LABELS, "", "A", 'é "quoted"\n\\', "\U0001f600"]),

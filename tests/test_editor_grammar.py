@@ -61,6 +61,10 @@ metric n {
   type number
   min 0
   max 9
+  timeout 200ms
+  fail closed
+  scorer "http://models.internal/score"
+  field "scores.n"
 }
 stage s {
   type central

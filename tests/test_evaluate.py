@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.runtime.evaluate import (
+    FailClosed,
     Failure,
     InvalidValue,
     compile_decider,
@@ -29,7 +30,7 @@ from stageguard.runtime.model import (
     Status,
 )
 from tests.profiles import examples
-from tests.strategies import METRICS, metric_values, ruleset_lists
+from tests.strategies import METRICS, fail_modes, metric_values, ruleset_lists
 
 Op = Operator
 NAN = float("nan")
@@ -139,17 +140,17 @@ def test_stage_status_precedence() -> None:
 
 @examples(30, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.lists(st.fixed_dictionaries({m: metric_values for m in METRICS}),
-                                 min_size=5, max_size=5), st.booleans())
+                                 min_size=5, max_size=5), fail_modes)
 def test_fast_path_equals_reference(rulesets: list[RulesetSpec],
                                     payloads: list[dict[str, object]],
-                                    fail_closed: bool) -> None:
+                                    fail_closed: FailClosed) -> None:
     # 3,000 stages x 5 payloads x 3 evaluators per CI run.
     for raw in payloads:
         _check_evaluators(rulesets, raw, fail_closed)
 
 
 def _check_evaluators(rulesets: list[RulesetSpec], raw: dict[str, object],
-                      fail_closed: bool) -> None:
+                      fail_closed: FailClosed) -> None:
     present = {k: v for k, v in raw.items() if v != "absent"}
     expected = reference_outcomes(rulesets, values_getter(present), fail_closed)
     assert statuses_of(expected) == reference_decide(rulesets, values_getter(present),
