@@ -29,7 +29,14 @@ from stageguard.compiler.analysis import (
     time_limit,
 )
 from stageguard.compiler.unparse import rule_source
-from stageguard.runtime.model import Artifact, MetricSpec, RulesetSpec, RuleSpec, Status
+from stageguard.runtime.model import (
+    Artifact,
+    FailMode,
+    MetricSpec,
+    RulesetSpec,
+    RuleSpec,
+    Status,
+)
 
 if TYPE_CHECKING:
     from stageguard.compiler.traffic import StageTraffic
@@ -367,6 +374,37 @@ def _renames(old: Sequence[RulesetSpec], new: Sequence[RulesetSpec]) -> dict[str
     return out
 
 
+def _seconds(t: float | None) -> str:
+    return "none" if t is None else f"{t:g}s"
+
+
+def _mode(mode: FailMode | None) -> str:
+    return "as the stage" if mode is None else mode.value
+
+
+def _budgets(old: Artifact, new: Artifact) -> list[Change]:
+    """Metrics whose budget or scorer changed. A timeout or a scorer changes what a payload
+    is decided on in ways no payload shows (how long scoring takes, where a value comes
+    from): those count as behaviour. A fail mode's effect the analysis finds."""
+    out: list[Change] = []
+    was = {m.name: m for m in old.metrics}
+    for m in new.metrics:
+        o = was.get(m.name)
+        if o is None:
+            continue
+        if o.timeout != m.timeout:
+            out.append(Change("metric-budget", f"metric `{m.name}`: timeout "
+                              f"{_seconds(o.timeout)} → {_seconds(m.timeout)}", effect=True))
+        if o.fail_mode != m.fail_mode:
+            out.append(Change("metric-budget", f"metric `{m.name}`: fail {_mode(o.fail_mode)} "
+                              f"→ {_mode(m.fail_mode)}"))
+        if o.scorer != m.scorer:
+            out.append(Change("metric-scorer", f"metric `{m.name}`: scorer "
+                              f"{o.scorer.url if o.scorer else 'none'} → "
+                              f"{m.scorer.url if m.scorer else 'none'}", effect=True))
+    return out
+
+
 def _structural(old: Artifact, new: Artifact, renames: Mapping[str, str]) -> list[Change]:
     out: list[Change] = []
     os_, ns = old.stage, new.stage
@@ -377,6 +415,7 @@ def _structural(old: Artifact, new: Artifact, renames: Mapping[str, str]) -> lis
         out.append(Change("fail-mode", f"fail {os_.fail_mode.value} → fail {ns.fail_mode.value}"))
     if os_.description != ns.description:
         out.append(Change("description", "stage description changed"))
+    out += _budgets(old, new)
     old_by = {r.name: (i, r) for i, r in enumerate(old.rulesets)}
     new_by = {r.name: (i, r) for i, r in enumerate(new.rulesets)}
     inverse = {v: k for k, v in renames.items()}

@@ -435,6 +435,18 @@ def export_galileo(artifact: Artifact, *, paused: bool = False, names: bool = Tr
     if artifact.stage.fail_mode is FailMode.CLOSED:
         notes.append("the stage fails closed; Galileo has no such setting, so there a "
                      "failing scorer lets rules go untriggered (fail open)")
+    closed = sorted(m.name for m in artifact.metrics if m.fail_mode is FailMode.CLOSED)
+    if closed and artifact.stage.fail_mode is not FailMode.CLOSED:
+        notes.append(f"metrics {', '.join(closed)} fail closed; Galileo has no such setting, "
+                     "so there their failures let rules go untriggered (fail open)")
+    budgeted = sorted(m.name for m in artifact.metrics if m.timeout is not None)
+    if budgeted:
+        notes.append(f"metrics {', '.join(budgeted)} have their own timeout; Galileo has "
+                     "only the invocation's")
+    remote = sorted(m.name for m in artifact.metrics if m.scorer is not None)
+    if remote:
+        notes.append(f"metrics {', '.join(remote)} are scored by your HTTP service here; "
+                     "Galileo does not call it")
     custom = sorted({r.metric for rs in artifact.rulesets for r in rs.rules}
                     - set(BUILTIN_METRICS))
     if custom:

@@ -18,6 +18,7 @@ from stageguard.compiler.parser import parse
 from stageguard.compiler.pipeline import compile_text
 from stageguard.compiler.unparse import policy_source
 from stageguard.runtime.catalog import BUILTIN_METRICS
+from stageguard.runtime.evaluate import FailClosed, fail_modes
 from stageguard.runtime.model import (
     Action,
     ActionType,
@@ -96,15 +97,23 @@ def stages(draw: st.DrawFn, max_rulesets: int = 6) -> StageModel:
     names = draw(st.permutations([f"r{i}" for i in range(n)]))
     rs = tuple(draw(rulesets(names[i], metrics)) for i in range(n))
     used = {r.metric for x in rs for r in x.rules}
-    return StageModel("s", rs, {m: CATALOG[m] for m in used}, draw(st.booleans()))
+    mode = draw(st.sampled_from(["open", "closed", "per metric"]))
+    fail_closed: FailClosed = mode == "closed"
+    if mode == "per metric":  # metrics declaring their own `fail closed`
+        closed = draw(st.frozensets(st.sampled_from(sorted(used))))
+        fail_closed = fail_modes(False, dict.fromkeys(closed, True), used)
+    return StageModel("s", rs, {m: CATALOG[m] for m in used}, fail_closed)
 
 
 def source_of(stage: StageModel, project: str = "gen") -> str:
     """A policy file for a generated stage (unformatted; `stageguard fmt` lays it out)."""
     spec = StageSpec(name=stage.name, type=StageType.CENTRAL,
-                     fail_mode=FailMode.CLOSED if stage.fail_closed else FailMode.OPEN)
-    return policy_source(project, spec, stage.rulesets,
-                         sorted(stage.catalog.values(), key=lambda m: m.name))
+                     fail_mode=FailMode.CLOSED if stage.fail_closed is True else FailMode.OPEN)
+    metrics = sorted(stage.catalog.values(), key=lambda m: m.name)
+    if not isinstance(stage.fail_closed, bool):
+        metrics = [m.model_copy(update={"fail_mode": FailMode.CLOSED})
+                   if m.name in stage.fail_closed else m for m in metrics]
+    return policy_source(project, spec, stage.rulesets, metrics)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stageguard.compiler.analysis import StageModel
 from stageguard.runtime.evaluate import Failure
+from stageguard.runtime.evaluate import fail_modes as mixed_modes
 from stageguard.runtime.model import (
     Action,
     ActionType,
@@ -54,7 +55,10 @@ def edited(draw: st.DrawFn, stage: StageModel) -> StageModel:
     names = [r.name for r in rs]
     rs = [r for k, r in enumerate(rs) if r.name not in names[:k]]
     used = {r.metric for x in rs for r in x.rules}
-    fail_closed = stage.fail_closed if draw(st.integers(0, 3)) else not stage.fail_closed
+    # Now and then the other mode (a stage with per-metric modes becomes fail closed).
+    fail_closed = stage.fail_closed if draw(st.integers(0, 3)) else stage.fail_closed is not True
+    if not isinstance(fail_closed, bool):
+        fail_closed = mixed_modes(False, dict.fromkeys(fail_closed, True), used)
     return StageModel("s", tuple(rs), {m: CATALOG[m] for m in used}, fail_closed)
 
 
