@@ -81,6 +81,12 @@ def string_map(name: str, value: object) -> Mapping[str, str] | None:
 def metrics(value: object) -> Mapping[str, Any] | None:
     if value is None:
         return None
+    if value.__class__ is dict:  # the usual case, without the ABC checks below
+        for key in value:
+            if key.__class__ is not str:
+                break
+        else:
+            return value
     if not isinstance(value, Mapping):
         raise InvalidRequest("payload metrics map metric names to values, not a "
                              f"{type(value).__name__}")

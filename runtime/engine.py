@@ -48,7 +48,6 @@ from stageguard.runtime.follow import RegistryFollower, SyncStatus
 from stageguard.runtime.galileo import rulesets_from_galileo
 from stageguard.runtime.identity import project_id as project_id
 from stageguard.runtime.identity import stage_id as stage_id
-from stageguard.runtime.identity import trace_id
 from stageguard.runtime.local_versions import LocalRecorder
 from stageguard.runtime.management import StageInfo as StageInfo
 from stageguard.runtime.management import StageManagement
@@ -303,6 +302,19 @@ class Runtime(RegistryFollower, StageManagement):
     def _key(self, project: str | None, stage: str | None, stage_id_: str | None,
              table: Snapshot | None = None) -> tuple[str, str]:
         table = table or self._table
+        try:
+            found = table.found.get((project, stage, stage_id_))
+        except TypeError:  # not a name at all: _find_key says what is wrong
+            found = None
+        if found is not None:
+            return found
+        key = self._find_key(project, stage, stage_id_, table)
+        if len(table.found) < 1024:  # callers choose the names: bounded
+            table.found[(project, stage, stage_id_)] = key
+        return key
+
+    def _find_key(self, project: str | None, stage: str | None, stage_id_: str | None,
+                  table: Snapshot) -> tuple[str, str]:
         project = arguments.optional_name("project", project)
         stage = arguments.optional_name("stage name", stage)
         stage_id_ = arguments.optional_name("stage id", stage_id_)
@@ -385,7 +397,10 @@ class Runtime(RegistryFollower, StageManagement):
         given_in: object
         given_out: object
         given_metrics: object
-        if isinstance(payload, Payload):
+        if payload.__class__ is dict:  # the usual case: no ABC check
+            given_in, given_out = payload.get("input"), payload.get("output")
+            given_metrics = payload.get("metrics")
+        elif isinstance(payload, Payload):
             given_in, given_out, given_metrics = payload.input, payload.output, payload.metrics
         elif isinstance(payload, Mapping):
             given_in, given_out = payload.get("input"), payload.get("output")
@@ -458,7 +473,11 @@ class Runtime(RegistryFollower, StageManagement):
                             key = canonical_name(name)
                             if len(canonical) < _CANONICAL_SIZE:
                                 canonical[name] = key
-                        values[key] = normalise_value(value)
+                        kind = value.__class__
+                        # Numbers and labels are taken as they are (normalise_value's
+                        # first case, without the call).
+                        values[key] = value if (kind is float or kind is str or kind is int
+                                                or value is None) else normalise_value(value)
                 except InvalidValue as exc:
                     raise InvalidRequest(f"metric {name!r}: {exc}") from None
             quick = loaded.decide_precomputed
@@ -492,7 +511,7 @@ class Runtime(RegistryFollower, StageManagement):
         resolution = call.resolution
         response = Response(
             text, status,
-            TraceMetadata(trace_id(), call.received, time.time_ns(),
+            TraceMetadata(None, call.received, time.time_ns(),
                           time.perf_counter() - call.started),
             action, loaded.metadata, call.metadata, call.headers, loaded.results, outcomes,
             call.values, resolution.timings if resolution is not None else None, call.refused)

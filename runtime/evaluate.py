@@ -75,6 +75,13 @@ def normalise_value(value: object) -> Value:
         return float(value)
     if isinstance(value, str):
         return str(value)
+    if kind is list or kind is tuple:
+        labels: tuple[object, ...] = tuple(value)  # type: ignore[arg-type]
+        for label in labels:
+            if label.__class__ is not str:
+                break
+        else:  # every label is a str
+            return labels  # type: ignore[return-value]
     if isinstance(value, list | tuple):
         if all(isinstance(v, str) for v in value):
             return tuple(str(v) for v in value)

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from math import isfinite as _isfinite
 from typing import Any
 
 from stageguard.runtime.evaluate import (
@@ -24,15 +25,42 @@ from stageguard.runtime.evaluate import (
     outcome_stop,
 )
 from stageguard.runtime.galileo import ruleset_to_galileo, wire_value
+from stageguard.runtime.identity import trace_id
 from stageguard.runtime.model import ActionType, RulesetSpec, Status
 
 
-@dataclass(frozen=True, slots=True)
 class TraceMetadata:
-    id: str
-    received_at: int  # epoch ns
-    response_at: int  # epoch ns
-    execution_time: float  # seconds
+    """When a decision was made, and its id. A decision's id is drawn when first read (a
+    caller who reads only `text` and `status` does not pay for one); read-only."""
+
+    __slots__ = ("_id", "execution_time", "received_at", "response_at")
+
+    def __init__(self, id: str | None, received_at: int, response_at: int,
+                 execution_time: float) -> None:
+        self._id = id
+        self.received_at = received_at  # epoch ns
+        self.response_at = response_at  # epoch ns
+        self.execution_time = execution_time  # seconds
+
+    @property
+    def id(self) -> str:
+        found = self._id
+        if found is None:
+            found = self._id = trace_id()
+        return found
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TraceMetadata):
+            return NotImplemented
+        return (self.id, self.received_at, self.response_at, self.execution_time) == (
+            other.id, other.received_at, other.response_at, other.execution_time)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.received_at, self.response_at))
+
+    def __repr__(self) -> str:
+        return (f"TraceMetadata(id={self.id!r}, received_at={self.received_at}, "
+                f"response_at={self.response_at}, execution_time={self.execution_time})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "received_at": self.received_at, "response_at": self.response_at,
@@ -104,6 +132,17 @@ _UPPER: dict[str, str] = {**{s: s.value.upper() for s in Status},
 def _json_value(value: object) -> str:
     """`_encode(_wire_value(value))` for what a metric can hold, without the encoder's
     per-call cost."""
+    kind = value.__class__
+    if kind is float and _isfinite(value):  # type: ignore[arg-type]
+        return float.__repr__(value)
+    if kind is str:
+        return _string(value)  # type: ignore[arg-type]
+    if kind is tuple:
+        for label in value:  # type: ignore[attr-defined]
+            if label.__class__ is not str:
+                break
+        else:
+            return "[" + ", ".join(map(_string, value)) + "]"  # type: ignore[call-overload]
     if isinstance(value, str):
         return _string(value)
     if isinstance(value, bool):
@@ -119,6 +158,25 @@ def _json_value(value: object) -> str:
     return _encode(_wire_value(value))
 
 
+def _number(x: float) -> str:
+    """A float as json.dumps writes it (the encoder's own rule for non-finite values)."""
+    return float.__repr__(x) if math.isfinite(x) else _encode(x)
+
+
+def _stage_json(sm: StageMetadata) -> str:
+    found = _STAGE_JSON.get(sm)
+    if found is None:
+        found = _encode({"project": sm.project, "stage_name": sm.stage_name,
+                         "stage_id": sm.stage_id, "stage_version": sm.stage_version,
+                         "stage_type": sm.stage_type})
+        if len(_STAGE_JSON) < 4096:
+            _STAGE_JSON[sm] = found
+    return found
+
+
+_STAGE_JSON: dict[StageMetadata, str] = {}
+
+
 # One rule as the response reports it: metric, operator, target (artifact form), target
 # (wire form).
 _Rule = tuple[str, str, "float | str | tuple[str, ...] | None", object]
@@ -129,13 +187,14 @@ class StageResults:
     fields, and each ruleset's Galileo wire form. Built once per loaded stage, on the first
     response that needs it (deciding alone never does); read-only afterwards."""
 
-    __slots__ = ("_json", "_rules", "_wire", "rulesets")
+    __slots__ = ("_json", "_rules", "_templates", "_wire", "rulesets")
 
     def __init__(self, rulesets: tuple[RulesetSpec, ...]) -> None:
         self.rulesets = rulesets
         self._rules: tuple[tuple[_Rule, ...], ...] | None = None
         self._wire: tuple[dict[str, Any], ...] | None = None
         self._json: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None
+        self._templates: dict[Outcomes, tuple[list[str], tuple[str, ...]] | None] = {}
 
     @property
     def rules(self) -> tuple[tuple[_Rule, ...], ...]:
@@ -166,6 +225,53 @@ class StageResults:
                 for spec, wire, rules in zip(self.rulesets, self.wire, self.rules,
                                              strict=True))
         return self._json
+
+    def template(self, outcomes: Outcomes) -> tuple[list[str], tuple[str, ...]] | None:
+        """The `ruleset_results` JSON text of a decision with these outcomes, as the text
+        around each reached rule's value (`chunks`, one more than the values) and those rules'
+        metrics in order; None when a ruleset ended on a failure (its message is the
+        decision's own). A stage's decisions fall into few outcome patterns: each is built
+        once (up to a bound). `chunks[1::2]` are placeholders for the values."""
+        found = self._templates.get(outcomes, _NO_TEMPLATE)
+        if found is not _NO_TEMPLATE:
+            return found  # type: ignore[return-value]
+        made = self._template(outcomes)
+        if len(self._templates) < _TEMPLATES:
+            self._templates[outcomes] = made
+        return made
+
+    def _template(self, outcomes: Outcomes) -> tuple[list[str], tuple[str, ...]] | None:
+        chunks: list[str] = []
+        names: list[str] = []
+        text = ""
+        for i, ((head, middle, rule_heads), rules, outcome) in enumerate(
+                zip(self.json, self.rules, outcomes, strict=True)):
+            status = outcome_status(outcome)
+            if status not in (Status.TRIGGERED, Status.NOT_TRIGGERED, Status.SKIPPED):
+                return None
+            stop = outcome_stop(outcome, len(rules))
+            last = stop - 1 if status is Status.SKIPPED else stop
+            text += (", " if i else "") + head + _UPPER[status] + middle
+            for j, (rule_head, rule) in enumerate(zip(rule_heads, rules, strict=True)):
+                text += ", " if j else ""
+                if j > last:
+                    text += rule_head + 'SKIPPED", "value": null, "error": null}'
+                    continue
+                chunks += [text + rule_head + ("TRIGGERED" if j < stop else "NOT_TRIGGERED")
+                           + '", "value": ', ""]
+                names.append(rule[0])
+                text = ', "error": null}'
+            text += "]}"
+        chunks.append(text)
+        return chunks, tuple(names)
+
+
+_NO_TEMPLATE = object()
+# metric_results of payloads whose values all came with them, by their metrics' names.
+_PAYLOAD_METRICS: dict[tuple[str, ...], str] = {}
+_PAYLOAD_METRIC = (': {"value": %s, "status": "success", "source": "payload", '
+                   '"execution_time": 0.0, "error": null}')
+_TEMPLATES = 4096  # outcome patterns kept per stage
 
 
 def _rule_rows(rules: tuple[_Rule, ...], outcome: Outcome, values: Mapping[str, object]
@@ -358,20 +464,64 @@ class Response:
 
     def to_json(self, **kwargs: Any) -> str:
         """`json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, **kwargs)`, byte
-        for byte; without kwargs the rulesets' fixed text comes pre-encoded."""
+        for byte; without kwargs it is assembled from text encoded once per loaded stage and
+        each metric's value encoded once."""
         if kwargs:
             return json.dumps(self._wire(fresh=False), ensure_ascii=False, allow_nan=False,
                               **kwargs)
-        wire = self._wire(fresh=False, rulesets=False)
-        tail = {k: wire.pop(k) for k in ("metric_results", "metadata", "headers", "error")}
-        return (_encode(wire)[:-1] + ', "ruleset_results": [' + self._json_rulesets() + "], "
-                + _encode(tail)[1:])
+        values = self._values or {}
+        encoded = dict(zip(values, map(_json_value, values.values()), strict=True))
+        plain = Failure not in set(map(type, values.values()))  # no failures to write out
+        tm, action = self.trace_metadata, self.action_result
+        return "".join((
+            '{"text": ', _string(self.text), ', "status": "', _UPPER[self.status],
+            '", "trace_metadata": {"id": ', _string(tm.id), ', "received_at": ',
+            int.__repr__(tm.received_at), ', "response_at": ', int.__repr__(tm.response_at),
+            ', "execution_time": ', _number(tm.execution_time), '}, "action_result": ',
+            "null" if action is None else '{"type": ' + _string(action.type.value)
+            + ', "value": ' + _string(action.value) + "}",
+            ', "stage_metadata": ', _stage_json(self.stage_metadata),
+            ', "ruleset_results": [', self._json_rulesets(encoded, plain),
+            '], "metric_results": {', self._json_metrics(encoded, plain),
+            '}, "metadata": ', "null" if self.metadata is None else _encode(dict(self.metadata)),
+            ', "headers": ', "null" if self.headers is None else _encode(dict(self.headers)),
+            ', "error": ', "null" if self.error is None else _string(self.error), "}"))
 
-    def _json_rulesets(self) -> str:
+    def _json_metrics(self, encoded: Mapping[str, str], plain: bool) -> str:
+        if self._timings is None and plain:  # every value came with the payload
+            names = tuple(encoded)
+            template = _PAYLOAD_METRICS.get(names)
+            if template is None:
+                template = ", ".join(_string(n).replace("%", "%%") + _PAYLOAD_METRIC
+                                     for n in names)
+                if len(_PAYLOAD_METRICS) < _TEMPLATES:
+                    _PAYLOAD_METRICS[names] = template
+            return template % tuple(encoded.values())
+        timings = self._timings or {}
+        parts = []
+        for name, value in (self._values or {}).items():
+            elapsed, source = timings.get(name, (0.0, "payload"))
+            if isinstance(value, Failure):
+                status, error = value.status.value, _string(value.message)
+            else:
+                status, error = "success", "null"
+            parts.append(_string(name) + ': {"value": ' + encoded[name] + ', "status": "'
+                         + status + '", "source": ' + _string(source) + ', "execution_time": '
+                         + _number(elapsed) + ', "error": ' + error + "}")
+        return ", ".join(parts)
+
+    def _json_rulesets(self, encoded: Mapping[str, str], plain: bool) -> str:
         if not self._decided():
             return ""
         assert self._results is not None and self._values is not None
         shared, values = self._results, self._values
+        if plain:
+            found = shared.template(self._outcomes)
+            if found is not None:
+                chunks, names = found
+                filled = chunks.copy()
+                filled[1::2] = [encoded[n] for n in names]
+                return "".join(filled)
         parts = []
         for (head, middle, rule_heads), rules, outcome in zip(
                 shared.json, shared.rules, self._outcomes, strict=True):
@@ -389,3 +539,19 @@ class Response:
     def to_json_bytes(self) -> bytes:
         """`to_json()` encoded as UTF-8: the HTTP body and every webhook body."""
         return self.to_json().encode("utf-8")
+
+    def to_plain_dict(self) -> dict[str, Any]:
+        """Galileo's plain form: `text`, `status` and `trace_metadata` only (what
+        galileo-core's `Response` holds; the rich form adds the per-ruleset and per-metric
+        results)."""
+        return {"text": self.text, "status": self.status.value.upper(),
+                "trace_metadata": self.trace_metadata.to_dict()}
+
+    def to_plain_json(self) -> str:
+        """`json.dumps(self.to_plain_dict(), ensure_ascii=False, allow_nan=False)`."""
+        tm = self.trace_metadata
+        return "".join((
+            '{"text": ', _string(self.text), ', "status": "', _UPPER[self.status],
+            '", "trace_metadata": {"id": ', _string(tm.id), ', "received_at": ',
+            int.__repr__(tm.received_at), ', "response_at": ', int.__repr__(tm.response_at),
+            ', "execution_time": ', _number(tm.execution_time), "}}"))

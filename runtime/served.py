@@ -34,7 +34,7 @@ from stageguard.runtime.scheduling import ScorePlan
 class Snapshot:
     """An immutable snapshot of what a runtime serves, with its lookups."""
 
-    __slots__ = ("candidates", "keys", "local_digests", "stages", "versions")
+    __slots__ = ("candidates", "found", "keys", "local_digests", "stages", "versions")
 
     def __init__(self, stages: dict[tuple[str, str], LoadedStage],
                  versions: dict[tuple[str, str], tuple[int, ...]] | None = None,
@@ -52,6 +52,9 @@ class Snapshot:
         self.local_digests = local_digests or {}
         # A central stage's shadow or rollout candidate, loaded beside what serves.
         self.candidates = candidates or {}
+        # The stage key each (project, stage name, stage id) argument triple found here:
+        # the one thing a snapshot learns after it is made (the same answer every time).
+        self.found: dict[tuple[object, object, object], tuple[str, str]] = {}
 
 
 class LRU:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -62,6 +62,7 @@ from stageguard.server.models import (
     InvokeResponse,
     LoginOut,
     MetricIn,
+    PlainInvokeResponse,
     ProjectOut,
     PublishOut,
     RulesetIn,
@@ -456,9 +457,13 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     # ---- protection -------------------------------------------------------------------
 
     @app.post("/protect/invoke", tags=["protect"], response_model=None,
-              responses={200: {"model": InvokeResponse}},
+              responses={200: {"model": InvokeResponse | PlainInvokeResponse}},
               summary="Decide one payload with a stage")
-    async def invoke(body: InvokeRequest, request: Request, who: Invoker) -> Response:
+    async def invoke(body: InvokeRequest, request: Request, who: Invoker,
+                     form: Literal["rich", "plain"] = Query(
+                         default="rich", description="`plain`: Galileo's plain Response "
+                         "(`text`, `status`, `trace_metadata`) instead of the rich one "
+                         "with per-ruleset and per-metric results")) -> Response:
         for name, value in (body.headers or {}).items():
             if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
                 raise InvalidRequest(f"headers.{name}: not a valid HTTP header")
@@ -494,8 +499,9 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 "execution_time": tm.execution_time, "principal": who.name})
         echoed = {k: v for k, v in (body.headers or {}).items()
                   if k.lower() not in _NOT_ECHOED}
-        return Response(result.to_json_bytes(), media_type="application/json",
-                        headers=echoed)
+        body_bytes = (result.to_plain_json().encode("utf-8") if form == "plain"
+                      else result.to_json_bytes())
+        return Response(body_bytes, media_type="application/json", headers=echoed)
 
     # ---- stage management -------------------------------------------------------------
 

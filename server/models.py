@@ -251,7 +251,8 @@ class RuleResultOut(BaseModel):
     operator: Operator
     target_value: Target
     status: Literal["TRIGGERED", "NOT_TRIGGERED", "FAILED", "TIMEOUT", "ERROR", "SKIPPED"] = \
-        Field(description="SKIPPED: not evaluated, an earlier rule of the ruleset was false")
+        Field(description="SKIPPED: not evaluated: an earlier rule of the ruleset was false, "
+              "or the decision was made before the rule was needed")
     value: MetricValue
     error: str | None
 
@@ -265,7 +266,9 @@ class RulesetOut(BaseModel):
 
 class RulesetResultOut(BaseModel):
     name: str
-    status: Literal["TRIGGERED", "NOT_TRIGGERED", "FAILED", "TIMEOUT", "ERROR"]
+    status: Literal["TRIGGERED", "NOT_TRIGGERED", "FAILED", "TIMEOUT", "ERROR", "SKIPPED"] = \
+        Field(description="SKIPPED: after the winning ruleset, it would have needed a scored "
+              "metric (docs/semantics.md, \"Scored metrics\")")
     ruleset: RulesetOut
     rule_results: list[RuleResultOut]
 
@@ -276,6 +279,15 @@ class MetricResultOut(BaseModel):
     source: Literal["payload", "scorer", "none"]
     execution_time: float
     error: str | None
+
+
+class PlainInvokeResponse(BaseModel):
+    """Galileo's Response in its plain form (`?form=plain`)."""
+
+    text: str
+    status: Literal["TRIGGERED", "NOT_TRIGGERED", "PAUSED", "SKIPPED", "TIMEOUT", "FAILED",
+                    "ERROR"]
+    trace_metadata: TraceMetadataOut
 
 
 class InvokeResponse(BaseModel):

@@ -210,3 +210,32 @@ def test_payload_values_and_code_scorers_come_before_the_service(
         r = rt.invoke({"output": "x"}, "s")
     assert r.metric_results["topic"].value == "shipping"
     assert [b["metrics"] for b in service.bodies] == [["tox"]]
+
+
+def test_the_service_answers_precomputed_invokes_while_a_scorer_is_slow(
+        tmp_path: Path, service: ModelService) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.server_helpers import INVOKER, serving
+
+    service.sleep = 30.0  # until released
+    build(tmp_path / "r", policy(service.url, "/slow"))
+    with serving(tmp_path / "r") as served, served.client(INVOKER) as c, \
+            ThreadPoolExecutor(1) as background:
+        body = {"stage_name": "s", "timeout": 20}
+        slow = background.submit(c.post, "/protect/invoke",
+                                 json={**body, "payload": {"output": "x"}})
+        deadline = time.monotonic() + 5
+        while not service.bodies and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert service.bodies, "the scored invoke reached the model service"
+        with served.client(INVOKER) as other:
+            for _ in range(20):  # one event loop: these are answered while it waits
+                quick = other.post("/protect/invoke", json={
+                    **body, "payload": {"output": "x", "metrics": {"tox": 0.9,
+                                                                   "topic": "billing"}}})
+                assert quick.status_code == 200 and quick.json()["status"] == "TRIGGERED"
+        assert not slow.done()
+        service.release.set()
+        answer = slow.result(timeout=10)
+    assert answer.status_code == 200 and answer.json()["status"] == "TRIGGERED"

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.runtime.evaluate import (
+    FailClosed,
     Failure,
     RuleOutcome,
     compile_decider,
@@ -20,13 +21,13 @@ from stageguard.runtime.evaluate import (
 from stageguard.runtime.model import RulesetSpec, Status
 from stageguard.runtime.response import Response, StageMetadata, StageResults, TraceMetadata
 from tests.profiles import examples
-from tests.strategies import METRICS, metric_values, ruleset_lists
+from tests.strategies import METRICS, fail_modes, metric_values, ruleset_lists
 
 _META = StageMetadata("p", "s", "id", 1, "central")
 
 
 def _response(rulesets: list[RulesetSpec], values: dict[str, object],
-              fail_closed: bool) -> Response:
+              fail_closed: FailClosed) -> Response:
     outcomes = compile_decider(rulesets, fail_closed)(
         values, lambda name: values.setdefault(name, Failure(Status.ERROR, "no value")))
     return Response("t", stage_status(statuses_of(outcomes)), TraceMetadata("x", 1, 2, 0.0),
@@ -43,10 +44,10 @@ def _reference_status(outcome: RuleOutcome) -> str:
 
 @examples(10, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}),
-       st.booleans())
+       fail_modes)
 def test_rule_results_equal_the_reference_interpreter(rulesets: list[RulesetSpec],
                                                       raw: dict[str, object],
-                                                      fail_closed: bool) -> None:
+                                                      fail_closed: FailClosed) -> None:
     values = {k: v for k, v in raw.items() if v != "absent"}
     response = _response(rulesets, values, fail_closed)
     get = values_getter(values)  # every metric a reached rule needs is in `values` now

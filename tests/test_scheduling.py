@@ -5,6 +5,7 @@ a hang past the metric's budget, no scorer at all), on threads and on an event l
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from stageguard.runtime.evaluate import (
     normalise_value,
     outcome_status,
     outcome_stop,
+    outcomes_status,
     reference_outcomes,
     values_getter,
 )
@@ -40,6 +42,7 @@ from stageguard.runtime.model import (
     Subscription,
 )
 from stageguard.runtime.resolution import Resolution, ScorerPools
+from stageguard.runtime.response import Response, StageMetadata, StageResults, TraceMetadata
 from stageguard.runtime.scheduling import ScorePlan, decide_on_loop, decide_with_threads
 from stageguard.runtime.scorers import ScoreRequest, Scorers
 from tests.profiles import examples
@@ -200,12 +203,29 @@ def test_scheduled_decision_equals_the_reference(pools: ScorerPools,
             scorers.release.set()
         assert _equal(got, want), (on_loop, got, want)
         assert all(n == 1 for n in scorers.calls.values())  # each scorer at most once
+        _check_response(rulesets, got, res)
         # What the decision used is what the scorers gave (failures by status).
         for i, o in enumerate(got):
             if outcome_status(o) is Status.SKIPPED:
                 continue
             for rule in rulesets[i].rules[:outcome_stop(o, len(rulesets[i].rules)) + 1]:
                 assert _same(res.values[rule.metric], _expected_value(world[rule.metric]))
+
+
+def _check_response(rulesets: list[RulesetSpec], got: Outcomes, res: Resolution) -> None:
+    """The response of a scheduled decision: skipped rulesets report each rule from the
+    skip on as not reached, and the JSON is to_dict's, byte for byte."""
+    response = Response("t", outcomes_status(got), TraceMetadata(None, 1, 2, 0.5), None,
+                        StageMetadata("p", "s", "id", 1, "central"), None, None,
+                        StageResults(tuple(rulesets)), got, res.values, res.timings)
+    for rs, outcome, result in zip(rulesets, got, response.ruleset_results, strict=True):
+        assert result.status is outcome_status(outcome)
+        if result.status is Status.SKIPPED:
+            j = outcome_stop(outcome, len(rs.rules))
+            assert all(r.status == "skipped" for r in result.rule_results[j:])
+            assert all(r.status != "skipped" for r in result.rule_results[:j])
+    assert response.to_json() == json.dumps(response.to_dict(), ensure_ascii=False,
+                                            allow_nan=False)
 
 
 def _stage(n: int, metric: Callable[[int], str]) -> list[RulesetSpec]:

@@ -14,7 +14,7 @@ import pytest
 
 from stageguard.runtime.engine import Runtime, project_id, stage_id
 from stageguard.runtime.registry import Registry
-from stageguard.server.models import InvokeResponse
+from stageguard.server.models import InvokeResponse, PlainInvokeResponse
 from tests.profiles import examples
 from tests.runtime_helpers import Sink, build
 from tests.server_helpers import ADMIN, INVOKER, ROOT, serving
@@ -91,6 +91,21 @@ def test_invoke_is_galileos_response_and_matches_the_embedded_runtime(
         assert resp.headers["x-guard"] == "on"  # Galileo: headers come back as HTTP headers
         assert resp.headers["x-trace-id"] == data["trace_metadata"]["id"]
     local.close()
+
+
+def test_invoke_answers_galileos_plain_response_when_asked(invoker: httpx.Client) -> None:
+    toxic = {**CLEAN, "output_toxicity": 0.9}
+    rich = invoker.post("/protect/invoke", json=invoke_body(toxic)).json()
+    resp = invoker.post("/protect/invoke", params={"form": "plain"}, json=invoke_body(toxic))
+    assert resp.status_code == 200, resp.text
+    plain = resp.json()
+    PlainInvokeResponse.model_validate(plain)
+    assert set(plain) == {"text", "status", "trace_metadata"}
+    assert (plain["status"], plain["text"] in rich["ruleset_results"][1]["ruleset"]["action"][
+        "choices"]) == ("TRIGGERED", True)
+    assert resp.headers["x-trace-id"] == plain["trace_metadata"]["id"]
+    assert invoker.post("/protect/invoke", params={"form": "lean"},
+                        json=invoke_body(toxic)).status_code == 422
 
 
 def test_stage_addressed_by_project_name_or_ids(invoker: httpx.Client) -> None:
