@@ -266,9 +266,10 @@ def stage_status(statuses: Sequence[Status]) -> Status:
 _MISSING = object()
 Decider = Callable[[dict[str, object], Callable[[str], object]], Outcomes]
 
-# Rulesets per generated function: one function for ordinary stages; very large stages are
-# split so no single code object grows unwieldy to compile.
-_CHUNK = 512
+# Rulesets per generated function: one function for ordinary stages; larger ones are split,
+# so no code object grows unwieldy to compile and a stage compiled in the background
+# (served.py) holds the interpreter for a few milliseconds at a time.
+CHUNK = 128
 
 
 def _condition(rule: RuleSpec, k: Callable[[object], str], v: str, c: str) -> str:
@@ -309,7 +310,7 @@ CODEGEN_LIMIT = 256
 
 
 def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed,
-                    codegen: bool | None = None) -> Decider:
+                    codegen: bool | None = None, chunk: int = CHUNK) -> Decider:
     """`decide(values, resolve) -> outcomes` (see `Outcome`): `values` maps metric names to
     normalised values or Failures (and is filled by `resolve(name)` for metrics not yet known,
     which must store and return the value). Generated code for ordinary stages
@@ -319,7 +320,7 @@ def compile_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed,
         return lambda values, resolve: ()
     if codegen is False or (codegen is None and len(rulesets) > CODEGEN_LIMIT):
         return _closure_decider(rulesets, fail_closed)
-    return _generated_decider(rulesets, fail_closed)
+    return _generated_decider(rulesets, fail_closed, chunk)
 
 
 class _Codegen:
@@ -351,20 +352,53 @@ class _Codegen:
 Precomputed = Callable[[dict[str, object]], "Outcomes | None"]
 
 
-def compile_precomputed(rulesets: Sequence[RulesetSpec]) -> Precomputed | None:
+def compile_precomputed(rulesets: Sequence[RulesetSpec], *, limit: int | None = CODEGEN_LIMIT,
+                        chunk: int = CHUNK) -> Precomputed | None:
     """For the common case where the payload carries every metric the stage uses: such
     values are never Failures (only scorer resolution makes those), so each ruleset is one
     expression over values fetched once. Returns None from the call when some metric is
     missing (the caller then takes the general path), and None instead of a function for
-    stages too large to generate code for."""
-    if not rulesets or len(rulesets) > CODEGEN_LIMIT:
+    stages above `limit` rulesets (None: any size; the runtime compiles those in the
+    background)."""
+    if not rulesets or (limit is not None and len(rulesets) > limit):
         return None
+    if len(rulesets) <= chunk:
+        return _precomputed_chunk(rulesets, 0, guard=True)
+    parts = [_precomputed_chunk(rulesets[i:i + chunk], i // chunk)
+             for i in range(0, len(rulesets), chunk)]
+    return _joined(parts, "values", "decide_precomputed", missing=True)  # type: ignore[return-value]
+
+
+def _joined(parts: Sequence[Callable[..., Outcomes]], args: str, name: str,
+            missing: bool = False) -> Callable[..., object]:
+    """One function returning the concatenated outcomes of `parts`, built in one tuple
+    (adding tuples chunk by chunk would copy the outcomes once per chunk)."""
+    namespace: dict[str, object] = {f"P{i}": p for i, p in enumerate(parts)}
+    call = ", ".join(f"*P{i}({args})" for i in range(len(parts)))
+    lines = [f"def {name}({args}):"]
+    if missing:
+        lines += ["    try:", f"        return ({call},)", "    except KeyError:",
+                  "        return None"]
+    else:
+        lines.append(f"    return ({call},)")
+    exec(compile("\n".join(lines), "<stageguard decider>", "exec"), namespace)
+    return namespace[name]  # type: ignore[return-value]
+
+
+def _precomputed_chunk(rulesets: Sequence[RulesetSpec], n: int,
+                       guard: bool = False) -> Callable[..., Outcomes]:
+    """A chunk's outcomes; raises KeyError when the payload lacks one of its metrics (or,
+    `guard`ed, returns None)."""
     gen = _Codegen(rulesets)
     k, slots = gen.k, gen.slots
-    lines = ["def decide_precomputed(values):", "    try:"]
-    lines += [f"        m{n} = values[{k(metric)}]" for metric, n in slots.items()]
-    lines += ["    except KeyError:", "        return None"]
-    lines += [f"    c{n} = m{n}.__class__" for n in slots.values()]
+    lines = [f"def chunk{n}(values):"]
+    if guard:
+        lines.append("    try:")
+        lines += [f"        m{i} = values[{k(metric)}]" for metric, i in slots.items()]
+        lines += ["    except KeyError:", "        return None"]
+    else:
+        lines += [f"    m{i} = values[{k(metric)}]" for metric, i in slots.items()]
+    lines += [f"    c{i} = m{i}.__class__" for i in slots.values()]
     # One expression per ruleset: `((T if c2 else 1) if c1 else 0)` is as cheap as
     # `T if (c1 and c2) else NT` and also says which rule was false. The nesting grows with
     # the rules, so a stage with a long ruleset gets flat statements instead (the compiler
@@ -386,7 +420,7 @@ def compile_precomputed(rulesets: Sequence[RulesetSpec]) -> Precomputed | None:
                       for j, cond in enumerate(ruleset_conds)]
             lines.append(f"        s{i} = T; break")
         lines.append("    return (" + "".join(f"s{i}, " for i in range(len(conds))) + ")")
-    return gen.build(lines, "decide_precomputed")  # type: ignore[return-value]
+    return gen.build(lines, f"chunk{n}")  # type: ignore[return-value]
 
 
 _NESTING = 32
@@ -468,19 +502,13 @@ def _closure_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed) -
     return decide
 
 
-def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed) -> Decider:
-    chunks = [rulesets[i:i + _CHUNK] for i in range(0, len(rulesets), _CHUNK)]
-    parts = [_compile_chunk(chunk, fail_closed) for chunk in chunks]
+def _generated_decider(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed,
+                       chunk: int = CHUNK) -> Decider:
+    parts = [_compile_chunk(rulesets[i:i + chunk], fail_closed)
+             for i in range(0, len(rulesets), chunk)]
     if len(parts) == 1:
         return parts[0]
-
-    def decide(values: dict[str, object], resolve: Callable[[str], object]) -> Outcomes:
-        out: Outcomes = ()
-        for part in parts:
-            out += part(values, resolve)
-        return out
-
-    return decide
+    return _joined(parts, "values, resolve", "decide")  # type: ignore[return-value]
 
 
 def _compile_chunk(rulesets: Sequence[RulesetSpec], fail_closed: FailClosed) -> Decider:

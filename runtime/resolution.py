@@ -8,19 +8,21 @@ pool (or the event loop) under the invocation's deadline and the metric's own bu
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageguard.runtime.evaluate import Failure, InvalidValue, normalise_value
 from stageguard.runtime.model import MetricSpec, Status
 from stageguard.runtime.pii import DeadlinePassed, TextTooLong
 from stageguard.runtime.scorers import Scorer, ScoreRequest
+
+if TYPE_CHECKING:
+    import asyncio
 
 Finder = Callable[[str], "Scorer | None"]
 
@@ -54,6 +56,7 @@ class ScorerPools:
 
     def limit(self, key: object) -> asyncio.Semaphore:
         """The running loop's bound on concurrent calls of the async scorer `key`."""
+        import asyncio  # only decisions with async scorers need it: imported on first use
         loop = asyncio.get_running_loop()
         with self._lock:
             per_loop = self._limits.get(loop)
@@ -67,6 +70,7 @@ class ScorerPools:
     def loop(self) -> asyncio.AbstractEventLoop:
         """An event loop on a thread of its own, where a synchronous invocation runs async
         scorers."""
+        import asyncio
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -167,7 +171,7 @@ class Resolution:
 
     def _value(self, name: str, raw: object, error: BaseException | None) -> object:
         if error is not None:
-            if isinstance(error, TimeoutError | DeadlinePassed | asyncio.TimeoutError):
+            if isinstance(error, TimeoutError | DeadlinePassed):  # asyncio's is TimeoutError
                 return Failure(Status.TIMEOUT, self._timeout_message(name))
             if isinstance(error, TextTooLong):
                 return Failure(Status.FAILED, f"scorer for `{name}`: {error}")
@@ -190,6 +194,7 @@ class Resolution:
         if service is not None:
             return self.pools.pool(service).submit(service.score, requests, scorers)  # type: ignore[attr-defined]
         if is_async(scorers[0]):
+            import asyncio
             return asyncio.run_coroutine_threadsafe(
                 _call_async(scorers[0], requests[0], self.pools, names[0]), self.pools.loop())
         return self.pools.pool(names[0]).submit(scorers[0], requests[0])
@@ -198,6 +203,7 @@ class Resolution:
                ) -> asyncio.Future[Any]:
         """`start` for an invocation on the running event loop: async scorers run on it,
         sync ones on their pool."""
+        import asyncio
         requests = [self.request(n, deadline) for n in names]
         loop = asyncio.get_running_loop()
         service = service_of(scorers[0])

@@ -15,11 +15,10 @@ does not depend on which scorer happened to finish first.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageguard.runtime.evaluate import (
     FailClosed,
@@ -31,6 +30,9 @@ from stageguard.runtime.evaluate import (
 )
 from stageguard.runtime.model import RulesetSpec, Status
 from stageguard.runtime.resolution import Resolution, service_of
+
+if TYPE_CHECKING:
+    import asyncio
 
 _T = Status.TRIGGERED
 _SKIPPED = Status.SKIPPED
@@ -223,6 +225,7 @@ def decide_with_threads(plan: ScorePlan, res: Resolution) -> Outcomes:
 async def decide_on_loop(plan: ScorePlan, res: Resolution) -> Outcomes:
     """`decide_with_threads` on the running event loop: async scorers run on it, sync ones
     on their pools; what the decision no longer needs is cancelled."""
+    import asyncio  # imported on first use: `import stageguard.runtime` stays light
     given, scorers = _classify(plan, res)
     values = res.values
     running: dict[asyncio.Future[Any], _Started] = {}

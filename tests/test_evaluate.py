@@ -156,8 +156,9 @@ def _check_evaluators(rulesets: list[RulesetSpec], raw: dict[str, object],
     assert statuses_of(expected) == reference_decide(rulesets, values_getter(present),
                                                      fail_closed)
     assert outcomes_status(expected) is stage_status(statuses_of(expected))
-    for codegen in (True, False):  # generated code and the closure evaluator
-        decide = compile_decider(rulesets, fail_closed, codegen=codegen)
+    # Generated code in one function and in chunks of two rulesets, and the closures.
+    for codegen, chunk in ((True, 128), (True, 2), (False, 128)):
+        decide = compile_decider(rulesets, fail_closed, codegen=codegen, chunk=chunk)
         values = dict(present)
         resolved: list[str] = []
 
@@ -171,14 +172,17 @@ def _check_evaluators(rulesets: list[RulesetSpec], raw: dict[str, object],
         assert set(resolved) <= set(METRICS) - set(present)
     # The precomputed path answers exactly when every metric came with the payload (such
     # values are never Failures), and equals the reference then.
-    quick = compile_precomputed(rulesets)
     payload_only = {k: v for k, v in present.items() if not isinstance(v, Failure)}
     used = {r.metric for rs in rulesets for r in rs.rules}
-    got = quick(dict(payload_only))
-    if used <= payload_only.keys():
-        assert got == reference_outcomes(rulesets, values_getter(payload_only), fail_closed)
-    else:
-        assert got is None
+    for chunk in (128, 2):
+        quick = compile_precomputed(rulesets, chunk=chunk)
+        assert quick is not None
+        got = quick(dict(payload_only))
+        if used <= payload_only.keys():
+            assert got == reference_outcomes(rulesets, values_getter(payload_only),
+                                             fail_closed)
+        else:
+            assert got is None
 
 
 def test_fast_path_resolves_only_what_rules_reach() -> None:

@@ -324,3 +324,27 @@ def test_scorers_false_refuses_before_doing_anything(tmp_path: Path) -> None:
     decided = rt.invoke({"output": "x", "metrics": {"output_pii": ["ssn"]}}, "s", scorers=False)
     assert decided.status is Status.TRIGGERED
     assert rt.invoke({"output": "x"}, "s").status is Status.TRIGGERED and len(calls) == 1
+
+
+def test_a_large_stage_serves_at_once_and_gets_generated_code_in_the_background() -> None:
+    from stageguard.compiler.pipeline import compile_text
+    from stageguard.runtime.evaluate import CODEGEN_LIMIT, reference_outcomes, values_getter
+    from stageguard.runtime.served import load_model
+
+    n = CODEGEN_LIMIT + 44
+    text = "project p\nstage big {\n  type central\n" + "".join(
+        f"  ruleset r{i} {{\n    when input_toxicity > {i / n:.4f}\n"
+        f"    when output_toxicity < {1 - i / n:.4f}\n    passthrough\n  }}\n"
+        for i in range(n)) + "}\n"
+    artifact = compile_text(text, "big.sg").artifacts[0].to_artifact()
+    stage = load_model(artifact)
+    closures = stage.decide
+    assert stage.decide_precomputed is None  # until its code is compiled
+    assert stage.compiled.wait(30)
+    assert stage.decide is not closures and stage.decide_precomputed is not None
+    for a, b in ((0.5, 0.4), (0.99, 0.01), (0.0, 1.0)):
+        values = {"input_toxicity": a, "output_toxicity": b}
+        want = reference_outcomes(artifact.rulesets, values_getter(values), False)
+        assert stage.decide_precomputed(dict(values)) == want
+        assert stage.decide(dict(values), lambda m: None) == want == closures(dict(values),
+                                                                             lambda m: None)
