@@ -173,7 +173,9 @@ class Runtime(RegistryFollower, StageManagement):
             open_store(registry) if isinstance(registry, str | os.PathLike) else registry)
         self._owns_store = isinstance(registry, str | os.PathLike)
         self._owns_scorers = scorers is None
-        self.scorers = scorers or Scorers()
+        # A declared HTTP scorer's service takes as many requests at once as a scorer has
+        # threads (at least 32).
+        self.scorers = scorers or Scorers(http_connections=max(32, scorer_threads))
         self.random = rng or _random.Random()
         self._notifier = notifier
         try:

@@ -10,8 +10,10 @@ sent in one request. The protocol (docs/runtime.md, "HTTP scorers"):
 An answer that is not a JSON object, lacks a field, or holds a value that is no metric value
 makes that metric `failed`; an HTTP error status or a refused connection makes every metric
 of the request `failed`; no answer before the deadline makes them `timeout`. Redirects are not
-followed and answers above `MAX_ANSWER` bytes are refused. httpx is imported on first use
-(the `server` and `http` extras bring it).
+followed and answers above `MAX_ANSWER` bytes are refused. The client is httpx2 (pydantic's
+maintained successor of httpx, same API), imported on first use (the `server` and `http`
+extras bring it): httpx 0.28's connection pool spends most of a busy scorer's CPU on its own
+bookkeeping, a quarter of the throughput at 32 connections (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from stageguard.runtime.scorers import ScoreRequest
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2 as httpx
 
 MAX_ANSWER = 1 << 20  # bytes
 _NOT_FOUND = object()
@@ -46,8 +48,12 @@ class HttpService:
         self.max_connections = max_connections
         self.headers = dict(headers or {})
         self._client: httpx.Client | None = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]] = (
             weakref.WeakKeyDictionary())
+        # Requests wait here, not in httpcore's pool, whose bookkeeping grows with the square
+        # of its queue (640 queued requests cost it seconds).
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
         self.requests = 0  # POSTs sent, for tests and metrics
 
@@ -55,29 +61,31 @@ class HttpService:
         return f"HttpService({self.url!r})"
 
     def _limits(self) -> httpx.Limits:
-        import httpx
+        import httpx2 as httpx
         return httpx.Limits(max_connections=self.max_connections,
                             max_keepalive_connections=self.max_connections)
 
     def client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                import httpx
+                import httpx2 as httpx
                 # One retry of a refused connect: a service restarting, a full backlog.
                 self._client = httpx.Client(
                     transport=httpx.HTTPTransport(limits=self._limits(), retries=1),
                     follow_redirects=False, headers=self.headers, trust_env=False)
             return self._client
 
-    def async_client(self) -> httpx.AsyncClient:
+    def async_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        """The running loop's client, and its bound on requests in flight."""
         loop = asyncio.get_running_loop()
         with self._lock:
             found = self._async.get(loop)
             if found is None:
-                import httpx
-                found = self._async[loop] = httpx.AsyncClient(
+                import httpx2 as httpx
+                found = self._async[loop] = (httpx.AsyncClient(
                     transport=httpx.AsyncHTTPTransport(limits=self._limits(), retries=1),
-                    follow_redirects=False, headers=self.headers, trust_env=False)
+                    follow_redirects=False, headers=self.headers, trust_env=False),
+                    asyncio.Semaphore(self.max_connections))
             return found
 
     @staticmethod
@@ -102,10 +110,12 @@ class HttpService:
               ) -> dict[str, object]:
         """One POST for these metrics: name -> value, or the exception that metric fails
         with."""
-        import httpx
-        timeout = self._timeout(requests)
-        self.requests += 1
+        import httpx2 as httpx
+        if not self._slots.acquire(timeout=self._timeout(requests)):
+            raise TimeoutError(f"{self.url}: every connection stayed busy")
         try:
+            timeout = self._timeout(requests)
+            self.requests += 1
             with self.client().stream("POST", self.url, content=self._body(requests),
                                       headers={"content-type": "application/json"},
                                       timeout=timeout) as answer:
@@ -115,15 +125,22 @@ class HttpService:
             raise TimeoutError(f"{self.url}: no answer in time") from exc
         except httpx.HTTPError as exc:
             raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._slots.release()
         return _answers(self.url, status, raw, scorers)
 
     async def ascore(self, requests: Sequence[ScoreRequest], scorers: Sequence[HttpScorer]
                      ) -> dict[str, object]:
-        import httpx
-        timeout = self._timeout(requests)
-        self.requests += 1
+        import httpx2 as httpx
+        client, slots = self.async_client()
         try:
-            async with self.async_client().stream(
+            await asyncio.wait_for(slots.acquire(), self._timeout(requests))
+        except TimeoutError:
+            raise TimeoutError(f"{self.url}: every connection stayed busy") from None
+        try:
+            timeout = self._timeout(requests)
+            self.requests += 1
+            async with client.stream(
                     "POST", self.url, content=self._body(requests),
                     headers={"content-type": "application/json"}, timeout=timeout) as answer:
                 status = answer.status_code
@@ -137,6 +154,8 @@ class HttpService:
             raise TimeoutError(f"{self.url}: no answer in time") from exc
         except httpx.HTTPError as exc:
             raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        finally:
+            slots.release()
         return _answers(self.url, status, raw, scorers)
 
     def close(self) -> None:
@@ -146,7 +165,7 @@ class HttpService:
             self._async = weakref.WeakKeyDictionary()
         if client is not None:
             client.close()
-        for loop, aclient in clients:
+        for loop, (aclient, _) in clients:
             if not loop.is_closed():
                 try:
                     running = asyncio.get_running_loop()

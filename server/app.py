@@ -39,9 +39,11 @@ from stageguard.runtime.engine import (
     SubscriptionsNotAllowed,
     project_id,
 )
+from stageguard.runtime.identity import trace_id
 from stageguard.runtime.management import serving_change
 from stageguard.runtime.model import IDENTIFIER, NAME, FailMode, MetricSpec, StageType
 from stageguard.runtime.registry import RegistryError, RevisionConflict
+from stageguard.server import logs
 from stageguard.server.auth import (
     SESSION_SECONDS,
     Principal,
@@ -199,8 +201,11 @@ class Edge:
     """Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
 
     def __init__(self, app: ASGIApp, max_body: int, metrics: ServerMetrics,
-                 methods: Callable[[str], list[str]]) -> None:
+                 methods: Callable[[str], list[str]],
+                 fast_invoke: Callable[[Scope, bytes], Awaitable[
+                     tuple[bytes, dict[str, str]] | None]] | None = None) -> None:
         self.app = app
+        self.fast_invoke = fast_invoke
         self.max_body = max_body
         self.metrics = metrics
         self.methods = methods  # every method some route serves at a path (for 405's Allow)
@@ -211,9 +216,8 @@ class Edge:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        trace_id = str(uuid.uuid4())
         state = scope.setdefault("state", {})
-        state["trace_id"] = trace_id
+        state["trace_id"] = trace_id()
         status = 500
         started_response = False
 
@@ -256,6 +260,9 @@ class Edge:
                     return buffered.pop(0) if buffered else await receive()
 
                 await self.app(scope, replay, send_wrapped)
+            elif (self.fast_invoke is not None and scope["method"] == "POST"
+                  and scope["path"] == "/protect/invoke"):
+                await self._invoke(scope, receive, send_wrapped)
             else:
                 await self.app(scope, receive, send_wrapped)
         except Exception:
@@ -272,12 +279,44 @@ class Edge:
             self.metrics.request(scope["method"], template, status, elapsed)
             if not ACCESS.disabled and ACCESS.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                ACCESS.info("request", extra={
+                logs.info(ACCESS, "request", {
                     "trace_id": state["trace_id"], "method": scope["method"],
                     "path": scope["path"], "route": template, "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "client": client[0] if client else None,
                     "principal": state.get("principal")})
+
+    async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /protect/invoke: the fast path when it answers, else the app (given the body
+        read here again)."""
+        messages: list[Message] = []
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        answered = None
+        if messages[-1]["type"] == "http.request":
+            assert self.fast_invoke is not None
+            answered = await self.fast_invoke(scope, b"".join(chunks))
+        if answered is None:
+            async def replay() -> Message:
+                return messages.pop(0) if messages else await receive()
+
+            await self.app(scope, replay, send)
+            return
+        body, echoed = answered
+        scope["route"] = _INVOKE_ROUTE
+        headers = [(b"content-length", str(len(body)).encode()),
+                   (b"content-type", b"application/json")]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in echoed.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _reply(self, send: Send, state: dict[str, Any], status: int, code: str,
                      detail: str) -> None:
@@ -287,6 +326,15 @@ class Edge:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Route:
+    """What the access log and the request metrics read of a route (`path`)."""
+
+    path = "/protect/invoke"
+
+
+_INVOKE_ROUTE = _Route()
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -394,7 +442,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 found |= served
         return sorted(found)
 
-    app.add_middleware(Edge, max_body=config.max_body, metrics=metrics, methods=methods)
+    app.add_middleware(Edge, max_body=config.max_body, metrics=metrics, methods=methods,
+                       fast_invoke=lambda scope, raw: fast_invoke(scope, raw))
 
     def principal(request: Request,
                   credentials: HTTPAuthorizationCredentials | None) -> Principal:
@@ -464,6 +513,13 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                          default="rich", description="`plain`: Galileo's plain Response "
                          "(`text`, `status`, `trace_metadata`) instead of the rich one "
                          "with per-ruleset and per-metric results")) -> Response:
+        answer, echoed = await decide(body, who, form == "plain", request.scope["state"])
+        return Response(answer, media_type="application/json", headers=echoed)
+
+    async def decide(body: InvokeRequest, who: Principal, plain: bool,
+                     state: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """An invoke request's answer and the headers it echoes; raises what the error
+        handlers answer. The route and the edge's fast path (`fast_invoke`) share it."""
         for name, value in (body.headers or {}).items():
             if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
                 raise InvalidRequest(f"headers.{name}: not a valid HTTP header")
@@ -475,23 +531,22 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                  "or project_id when the name is not unique)")
         p = body.payload
         payload = {"input": p.input or "", "output": p.output or "", "metrics": p.metrics}
-        options: dict[str, Any] = {"project": project, "stage_id": body.stage_id,
-                   "version": body.stage_version, "timeout": body.timeout,
-                   "metadata": body.metadata, "headers": body.headers,
-                   "allow_subscriptions": who.role is Role.ADMIN or config.invoke_subscriptions}
         rulesets = _rulesets_arg(body.prioritized_rulesets, body.rulesets)
         # The backend, not the Galileo-style facade: a request is never completed from the
         # server's environment (GALILEO_PROJECT and the like). Precomputed metrics decide in
         # place; scorers run on the loop (async ones) or their pools: the loop never blocks.
         # Only rulesets sent as source go to a thread, to be compiled.
-        result = await backend.ainvoke(payload, stage_name=body.stage_name,
-                                       rulesets=rulesets, **options)
+        result = await backend.ainvoke(
+            payload, stage_name=body.stage_name, rulesets=rulesets, project=project,
+            stage_id=body.stage_id, version=body.stage_version, timeout=body.timeout,
+            metadata=body.metadata, headers=body.headers,
+            allow_subscriptions=who.role is Role.ADMIN or config.invoke_subscriptions)
         tm, sm = result.trace_metadata, result.stage_metadata
-        request.scope["state"]["trace_id"] = tm.id
+        state["trace_id"] = tm.id
         metrics.decision(sm.project, sm.stage_name, result.status.value, tm.execution_time)
         if DECISION.isEnabledFor(logging.INFO):
             winner = result.winner
-            DECISION.info("decision", extra={
+            logs.info(DECISION, "decision", {
                 "trace_id": tm.id, "project": sm.project, "stage": sm.stage_name,
                 "stage_version": sm.stage_version, "status": result.status.value,
                 "ruleset": winner.name if winner is not None else None,
@@ -499,9 +554,50 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 "execution_time": tm.execution_time, "principal": who.name})
         echoed = {k: v for k, v in (body.headers or {}).items()
                   if k.lower() not in _NOT_ECHOED}
-        body_bytes = (result.to_plain_json().encode("utf-8") if form == "plain"
-                      else result.to_json_bytes())
-        return Response(body_bytes, media_type="application/json", headers=echoed)
+        answer = (result.to_plain_json().encode("utf-8") if plain
+                  else result.to_json_bytes())
+        return answer, echoed
+
+    async def fast_invoke(scope: Scope, raw: bytes) -> tuple[bytes, dict[str, str]] | None:
+        """The invoke route without FastAPI's per-request machinery (dependency solving,
+        parameter checks), for the requests that succeed: the same token check, body model,
+        decision and answer. Anything else (no or a bad token, a body the model refuses, an
+        unknown query parameter, any error while deciding, which is raised before anything is
+        done) returns None, and the request goes through FastAPI, which answers it exactly
+        as without this path."""
+        query = scope.get("query_string", b"")
+        plain = False
+        if query:
+            if query == b"form=plain":
+                plain = True
+            elif query != b"form=rich":
+                return None
+        if config.tokens is None:
+            who = Principal("anonymous", Role.ADMIN)
+        else:
+            token = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    scheme, _, rest = value.partition(b" ")
+                    if scheme.lower() == b"bearer":
+                        token = rest.strip().decode("latin-1")
+                    break
+            found = config.tokens.find(token) if token else None
+            if found is None:
+                return None
+            who = found
+        try:
+            body = InvokeRequest.model_validate_json(raw)
+        except ValidationError:
+            return None
+        state = scope.setdefault("state", {})
+        try:
+            answer = await decide(body, who, plain, state)
+        except (InvalidRequest, StageNotFound, SubscriptionsNotAllowed, PolicyError,
+                RegistryError):
+            return None
+        state["principal"] = who.name
+        return answer
 
     # ---- stage management -------------------------------------------------------------
 

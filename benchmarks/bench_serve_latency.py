@@ -1,0 +1,258 @@
+"""`stageguard serve` against a minimal FastAPI route, and with a scored metric (issue 17).
+
+Run: .venv/bin/python benchmarks/bench_serve_latency.py [--seconds 8]
+
+In one run, on the same machine, each with wrk (one thread) over loopback:
+- **baseline**: a minimal FastAPI route (`POST`, reads the body, returns a fixed body of
+  the size of stageguard's answer) under the same uvicorn settings as `stageguard serve`
+  (one process, uvloop, the same httptools protocol, no access log of uvicorn's own);
+- **precomputed**: `stageguard serve` (one worker, its JSON access and decision logs on, as
+  users run it) deciding the example `output_guard` stage with every metric in the payload.
+  Target: >= 0.7 x the baseline's invokes/s;
+- **scored**: the same server deciding a stage whose metric is scored over HTTP by a model
+  service on 127.0.0.1 that answers after 20 ms (its own process, asyncio). At 64
+  connections the scorer bounds the rate at 64 / 20 ms = 3,200/s. Target: >= 90% of that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_server import METRICS, TOKEN, lua_script, wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASELINE = textwrap.dedent("""
+    import sys
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from stageguard.server.protocol import protocol
+
+    BODY = b"x" * int(sys.argv[2])
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True}
+
+    @app.post("/protect/invoke")
+    async def invoke(request: Request) -> Response:
+        await request.body()
+        return Response(BODY, media_type="application/json")
+
+    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]),
+                                  log_config=None, access_log=False, http=protocol(10, 30),
+                                  lifespan="on", server_header=False)).run()
+""")
+
+MODEL_SERVICE = textwrap.dedent("""
+    import asyncio, json, sys
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await asyncio.sleep(0.020)
+        body = json.dumps({"tox": 0.1}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+                access_log=False, loop="uvloop", http="httptools", backlog=4096)
+""")
+
+
+def scored_policy(url: str) -> str:
+    return f"""project scored
+metric tox {{
+  type score
+  scorer "{url}/score"
+}}
+stage guard {{
+  type central
+  ruleset toxic {{
+    when tox > 0.5
+    override {{
+      choice "blocked"
+    }}
+  }}
+}}
+"""
+
+
+def raw_client_rate(url: str, connections: int, seconds: float) -> float:
+    """Requests/s the scorer's HTTP client reaches against the model service by itself."""
+    import asyncio
+
+    import httpx2
+
+    async def run() -> float:
+        limits = httpx2.Limits(max_connections=connections,
+                               max_keepalive_connections=connections)
+        async with httpx2.AsyncClient(limits=limits) as client:
+            done = 0
+            end = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                nonlocal done
+                while time.perf_counter() < end:
+                    (await client.post(url, content=b"{}")).raise_for_status()
+                    done += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            return done / (time.perf_counter() - started)
+
+    return asyncio.run(run())
+
+
+def wait_up(url: str, proc: subprocess.Popen) -> None:
+    for _ in range(400):
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: the process exited")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # answering
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not start")
+
+
+def start(cmd: list[str], health: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_up(health, proc)
+    time.sleep(0.5)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--port", type=int, default=8795)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="sg-bench-serve-"))
+    py = sys.executable
+    registry = work / "registry"
+    subprocess.run([py, "-m", "stageguard.cli", "build", str(ROOT / "policies"),
+                    "--registry", str(registry)], check=True, stdout=subprocess.DEVNULL)
+    script = work / "invoke.lua"
+    lua_script(script)
+    port, model_port, base_port = args.port, args.port + 1, args.port + 2
+    env = {"STAGEGUARD_INVOKE_TOKENS": TOKEN}
+    ok = True
+    try:
+        # The size of stageguard's answers, for the baseline's fixed body.
+        # --no-webhooks: the example stage notifies hooks.example.com; traffic stays local.
+        server = start([py, "-m", "stageguard.cli", "serve", "--registry", str(registry),
+                        "--port", str(port), "--no-webhooks"],
+                       f"http://127.0.0.1:{port}/healthz", env)
+        try:
+            sizes = []
+            for m in METRICS:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/protect/invoke", method="POST",
+                    data=json.dumps({"payload": {"output": "Your order ships on Monday.",
+                                                 "metrics": m},
+                                     "stage_name": "output_guard"}).encode(),
+                    headers={"Authorization": f"Bearer {TOKEN}",
+                             "Content-Type": "application/json"})
+                sizes.append(len(urllib.request.urlopen(req).read()))
+            size = sum(sizes) // len(sizes)
+            wrk(f"http://127.0.0.1:{port}/protect/invoke", 2, 16, script)  # warm-up
+            ours = {c: wrk(f"http://127.0.0.1:{port}/protect/invoke", args.seconds, c, script)
+                    for c in (1, 16, 64)}
+        finally:
+            stop(server)
+        base_file = work / "baseline.py"
+        base_file.write_text(BASELINE)
+        baseline = start([py, str(base_file), str(base_port), str(size)],
+                         f"http://127.0.0.1:{base_port}/healthz")
+        try:
+            wrk(f"http://127.0.0.1:{base_port}/protect/invoke", 2, 16, script)
+            theirs = {c: wrk(f"http://127.0.0.1:{base_port}/protect/invoke", args.seconds, c,
+                             script) for c in (1, 16, 64)}
+        finally:
+            stop(baseline)
+        print(f"precomputed metrics, answers of {size:,} bytes, one worker, logs on:")
+        print("| connections | stageguard invokes/s | p99 ms | minimal FastAPI route/s | "
+              "p99 ms | ratio (target >= 0.7) |")
+        print("|---|---|---|---|---|---|")
+        for c in (1, 16, 64):
+            ratio = ours[c]["rate"] / theirs[c]["rate"]
+            ok &= ratio >= 0.7
+            print(f"| {c} | {ours[c]['rate']:,.0f} | {ours[c]['p99']:.2f} | "
+                  f"{theirs[c]['rate']:,.0f} | {theirs[c]['p99']:.2f} | {ratio:.2f} |")
+
+        model_file = work / "model.py"
+        model_file.write_text(MODEL_SERVICE)
+        model = start([py, str(model_file), str(model_port)],
+                      f"http://127.0.0.1:{model_port}/score")
+        scored_reg = work / "scored"
+        (work / "scored.sg").write_text(scored_policy(f"http://127.0.0.1:{model_port}"))
+        subprocess.run([py, "-m", "stageguard.cli", "build", str(work / "scored.sg"),
+                        "--registry", str(scored_reg)], check=True, stdout=subprocess.DEVNULL)
+        scored_script = work / "scored.lua"
+        scored_script.write_text(f"""wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {TOKEN}"
+wrk.body = {json.dumps(json.dumps({"payload": {"output": "hello"}, "stage_name": "guard",
+                                   "timeout": 5}))}
+""")
+        server = start([py, "-m", "stageguard.cli", "serve", "--registry", str(scored_reg),
+                        "--port", str(port), "--scorer-threads", "64"],
+                       f"http://127.0.0.1:{port}/healthz", env)
+        try:
+            wrk(f"http://127.0.0.1:{port}/protect/invoke", 2, 64, scored_script)
+            got = wrk(f"http://127.0.0.1:{port}/protect/invoke", args.seconds, 64,
+                      scored_script)
+            client_rate = raw_client_rate(f"http://127.0.0.1:{model_port}/score", 64,
+                                          args.seconds)
+        finally:
+            stop(server)
+            stop(model)
+        limit = 64 / 0.020
+        share = got["rate"] / limit
+        ok &= share >= 0.9 and got["non_2xx"] == 0
+        print(f"scored metric (HTTP scorer answering after 20 ms), 64 connections: "
+              f"{got['rate']:,.0f} invokes/s (p50 {got['p50']:.1f} ms, p99 {got['p99']:.1f} ms,"
+              f" non-2xx {got['non_2xx']}) = {share:.0%} of the scorer-bound {limit:,.0f}/s "
+              "(target >= 90%)")
+        print(f"  the same HTTP client alone (httpx2, 64 connections, no server around it): "
+              f"{client_rate:,.0f} requests/s = {client_rate / limit:.0%} of the bound")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("targets met" if ok else "TARGETS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
