@@ -463,8 +463,7 @@ class _Checker:
             else:
                 checked.append(result)
                 used.update(r.metric for r in result.rules)
-        if fail_mode is FailMode.CLOSED:
-            self.unreachable_statuses(rulesets, fail_prop)
+        self.unreachable_statuses(rulesets, fail_prop, fail_mode, catalog)
         if not ok or not stage.name.value or self.over_limit(stage.span):
             return None
         if kind is StageType.LOCAL:
@@ -477,15 +476,26 @@ class _Checker:
             metrics=tuple(catalog[n] for n in sorted(used)), span=stage.span,
         )
 
-    def unreachable_statuses(self, rulesets: Sequence[ast.Ruleset], fail_prop: object) -> None:
-        """Fail closed, a failed metric holds: a ruleset ends triggered or not_triggered, so
-        a subscription to a failure status can never fire."""
+    def unreachable_statuses(self, rulesets: Sequence[ast.Ruleset], fail_prop: object,
+                             fail_mode: FailMode, catalog: dict[str, MetricSpec]) -> None:
+        """Fail closed, a failed metric holds: a ruleset whose every metric fails closed (the
+        stage's mode, or the metric's own) ends triggered or not_triggered, so a
+        subscription to a failure status can never fire."""
+        def closed(name: str) -> bool:
+            spec = catalog.get(canonical_name(name))
+            return spec is not None and (spec.fail_mode or fail_mode) is FailMode.CLOSED
+
         for rs in rulesets:
+            metrics = [i.metric.value for i in rs.items if isinstance(i, ast.Rule)]
+            if not metrics or not all(closed(m) for m in metrics):
+                continue
             for item in rs.items:
                 if not isinstance(item, ast.Notify):
                     continue
                 for name in item.statuses:
-                    if name.value in _FAILURE_STATUSES:
+                    if name.value not in _FAILURE_STATUSES:
+                        continue
+                    if fail_mode is FailMode.CLOSED:
                         self.warn("SG0407", f"`{name.value}` can never fire in a fail-closed "
                                   "stage", name.span, "never fires",
                                   help="fail closed counts a failed metric as holding, so a "
@@ -494,6 +504,12 @@ class _Checker:
                                   related=[Related(fail_prop.span, "the stage fails closed "
                                                    "here")] if isinstance(
                                                        fail_prop, ast.FailProp) else [])
+                    else:
+                        self.warn("SG0407", f"`{name.value}` can never fire: every metric of "
+                                  f"ruleset `{rs.name.value}` fails closed", name.span,
+                                  "never fires",
+                                  help="a metric that fails closed counts as holding when it "
+                                  "fails, so the ruleset ends triggered or not_triggered")
 
     # -- rulesets and actions
 

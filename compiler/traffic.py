@@ -16,7 +16,7 @@ from typing import Any
 
 from stageguard.compiler.diff import DiffReport, StageDiff
 from stageguard.runtime.decision_log import decided_nothing, metric_values
-from stageguard.runtime.evaluate import outcomes_status, reference_outcomes
+from stageguard.runtime.evaluate import outcomes_status, reference_outcomes, stage_fail_closed
 from stageguard.runtime.model import Artifact, Status
 
 
@@ -54,7 +54,7 @@ def _decide(artifact: Artifact, values: Mapping[str, object]) -> tuple[str, str 
         return values[name]
 
     outcomes = reference_outcomes(artifact.rulesets, get,  # type: ignore[arg-type]
-                                  artifact.stage.fail_mode.value == "closed")
+                                  stage_fail_closed(artifact))
     if Status.TRIGGERED in outcomes:
         return Status.TRIGGERED.value, artifact.rulesets[outcomes.index(Status.TRIGGERED)].name
     return outcomes_status(outcomes).value, None

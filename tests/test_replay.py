@@ -20,7 +20,11 @@ from hypothesis import strategies as st
 from stageguard.compiler.pipeline import compile_text
 from stageguard.runtime.decision_log import DecisionLog, metric_values
 from stageguard.runtime.engine import Runtime
-from stageguard.runtime.evaluate import outcomes_status, reference_outcomes
+from stageguard.runtime.evaluate import (
+    outcomes_status,
+    reference_outcomes,
+    stage_fail_closed,
+)
 from stageguard.runtime.log_sinks import JsonlSink, read_events
 from stageguard.runtime.model import Artifact, Status
 from stageguard.runtime.registry import Registry
@@ -83,7 +87,7 @@ def brute(artifact: Artifact, event: Mapping[str, Any]) -> tuple[str, str | None
 
     try:
         outcomes = reference_outcomes(artifact.rulesets, get,  # type: ignore[arg-type]
-                                      artifact.stage.fail_mode.value == "closed")
+                                      stage_fail_closed(artifact))
     except Lacks:
         return None
     if Status.TRIGGERED in outcomes:
