@@ -56,6 +56,11 @@ def describe_metric(spec: MetricSpec | None, name: str, decl: Symbol | None) -> 
         lines.append("labels: " + ", ".join(f"`{label}`" for label in spec.labels))
     operators = ", ".join(f"`{SPELLING[o]}`" for o in valid_operators(spec.type))
     lines.append(f"operators: {operators}")
+    budget = [f"timeout {spec.timeout:g}s" if spec.timeout is not None else "",
+              f"fails {spec.fail_mode.value}" if spec.fail_mode is not None else "",
+              f"scored by `{spec.scorer.url}`" if spec.scorer is not None else ""]
+    if any(budget):
+        lines.append("budget: " + ", ".join(b for b in budget if b))
     if decl is not None:
         lines.append(f"declared at {_short(decl.span)}")
     elif spec.builtin:

@@ -6,5 +6,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 bash scripts/typecheck.sh
 bash scripts/check-wheel.sh
-# pytest last, so its summary line closes the output.
-.venv/bin/python -m pytest -q "$@"
+# pytest last, so its summary line closes the output; one worker per core (pytest-xdist):
+# every test keeps to its own temporary directory, port and database server.
+.venv/bin/python -m pytest -q -n auto "$@"
