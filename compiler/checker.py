@@ -604,6 +604,11 @@ class _Checker:
                 self.warn("SG0404", "`paused` on a ruleset subscription can never fire",
                           name.span, "never fires",
                           help="only stages pause, and a paused stage evaluates no ruleset")
+            elif status is Status.SKIPPED:
+                self.warn("SG0404", "`skipped` on a ruleset subscription can never fire",
+                          name.span, "never fires",
+                          help="a ruleset that subscribes a webhook is always decided in "
+                          "full; only a stage without rulesets is skipped")
             statuses.append(status)
         if not ok:
             return None
