@@ -12,7 +12,7 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +218,23 @@ class Resolution:
             return asyncio.ensure_future(_call_async(scorers[0], requests[0], self.pools,
                                                      names[0]))
         return loop.run_in_executor(self.pools.pool(names[0]), scorers[0], requests[0])
+
+    def acall(self, names: Sequence[str], scorers: Sequence[Any], deadline: float
+              ) -> Awaitable[Any]:
+        """`astart` without a task of its own: the awaitable to await in place."""
+        import asyncio
+        requests = [self.request(n, deadline) for n in names]
+        service = service_of(scorers[0])
+        if service is not None:
+            ascore = getattr(service, "ascore", None)
+            if ascore is not None:
+                return ascore(requests, scorers)  # type: ignore[no-any-return]
+            return asyncio.get_running_loop().run_in_executor(
+                self.pools.pool(service), service.score, requests, scorers)  # type: ignore[attr-defined]
+        if is_async(scorers[0]):
+            return _call_async(scorers[0], requests[0], self.pools, names[0])
+        return asyncio.get_running_loop().run_in_executor(self.pools.pool(names[0]),
+                                                          scorers[0], requests[0])
 
     # ---- one at a time
 

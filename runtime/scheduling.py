@@ -237,7 +237,16 @@ async def decide_on_loop(plan: ScorePlan, res: Resolution) -> Outcomes:
                 return outcomes
             fresh = [n for n in need if n not in started]
             now = time.perf_counter()
-            for names, group in _groups(fresh, scorers):
+            groups = _groups(fresh, scorers)
+            if not running and len(groups) == 1:
+                # One scorer to wait for and nothing else running (a stage with one scored
+                # metric, or the last one needed): awaited in place, without a task, a
+                # set of futures to wait on and their callbacks.
+                names, group = groups[0]
+                started.update(names)
+                await _await_one(res, names, group, now)
+                continue
+            for names, group in groups:
                 started.update(names)
                 deadline = _deadline(res, names, now)
                 if deadline <= now:
@@ -272,3 +281,33 @@ async def decide_on_loop(plan: ScorePlan, res: Resolution) -> Outcomes:
     finally:
         for future in running:
             future.cancel()
+
+
+async def _await_one(res: Resolution, names: list[str], group: list[Any],
+                     now: float) -> None:
+    """Score one group on the running loop and store what it gave (or why it did not)."""
+    import asyncio
+    deadline = _deadline(res, names, now)
+    if deadline <= now:
+        for n in names:
+            res.timed_out(n, now)
+        return
+    try:
+        async with asyncio.timeout(deadline - time.perf_counter()):
+            raw = await res.acall(names, group, deadline)
+    except TimeoutError:  # the deadline, or the scorer's own: a timeout either way
+        for n in names:
+            res.timed_out(n, now)
+        return
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the invocation itself is being cancelled
+        for n in names:
+            res.finish(n, None, exc, now)
+        return
+    except (Exception, SystemExit) as exc:  # the scorer's, not the caller's
+        for n in names:
+            res.finish(n, None, exc, now)
+        return
+    res.finish_group(names, raw, service_of(group[0]) is not None, now)

@@ -367,17 +367,3 @@ async def test_add_cases_around_a_threshold(client: LanguageClient, workspace: P
     added = [r for r in result["results"] if "output_toxicity >= 0.7, " in r["id"]]
     assert len(added) == 3 and all(r["passed"] for r in added), p.stdout
 
-
-def test_a_metrics_budget_is_part_of_its_description() -> None:
-    from stageguard.lsp.features import describe_metric
-    from stageguard.runtime.model import FailMode, HttpScorerSpec, MetricSpec, MetricType
-
-    spec = MetricSpec(name="brand", type=MetricType.SCORE, minimum=0, maximum=1, timeout=0.25,
-                      fail_mode=FailMode.CLOSED,
-                      scorer=HttpScorerSpec(url="http://models.internal/score"))
-    text = describe_metric(spec, "brand", None)
-    assert "budget: timeout 0.25s, fails closed, scored by `http://models.internal/score`" \
-        in text
-    plain = describe_metric(spec.model_copy(update={"timeout": None, "fail_mode": None,
-                                                    "scorer": None}), "brand", None)
-    assert "budget" not in plain
