@@ -28,11 +28,25 @@ _encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
-    """`logger.info(message, extra=fields)` without its look-up of the calling frame (a
-    stack walk per record that nothing here reads)."""
-    if logger.isEnabledFor(logging.INFO):
-        logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None,
-                                        extra=fields))
+    """`logger.info(message, extra=fields)`, the same line, for the per-request lines. When
+    `configure` installed the only handler (no filters, nothing else listening), the line is
+    written without a LogRecord; otherwise it goes through logging, without the look-up of
+    the calling frame (a stack walk per record that nothing here reads)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _installed
+    if (handler is not None and logger.propagate and not logger.handlers
+            and not logger.filters and logging.root.handlers == [handler]
+            and not logging.root.filters and not handler.filters):
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+        handler.line(_encode({"ts": now.replace("+00:00", "Z"), "level": "info",
+                              "logger": logger.name, "message": message, **fields}))
+        return
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None,
+                                    extra=fields))
+
+
+_installed: BatchedLines | None = None  # the handler `configure` put on the root logger
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,6 +92,10 @@ class BatchedLines(logging.Handler):
         if record.levelno >= logging.WARNING:
             self.flush()
 
+    def line(self, text: str) -> None:
+        """An info line formatted by the caller (`info`)."""
+        self._lines.append(text)
+
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self.interval)
@@ -108,8 +126,10 @@ def configure(level: str = "info", access_log: bool = True) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global _installed
     handler = BatchedLines(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    _installed = handler
     root = logging.getLogger()
     for old in root.handlers:
         if isinstance(old, BatchedLines):
