@@ -23,9 +23,9 @@ from stageguard.compiler.analysis import (
     StageModel,
     Witness,
     check_time,
-    decide,
     intersect,
     partition,
+    quick_decide,
     subtract_all,
     time_limit,
 )
@@ -96,7 +96,7 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
         if box_j is None:
             continue
         if rs.name not in wins:
-            out.append(_shadowed(space, stage, j, box_j, wins))
+            out.append(_shadowed(space, stage, j, box_j, wins, boxes))
             continue
         for i in range(j):
             earlier = stage.rulesets[i]
@@ -111,7 +111,7 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
                     f"ruleset `{rs.name}` overlaps `{earlier.name}`, which has a different "
                     f"action and wins there", j,
                     related=((i, None, f"`{earlier.name}` wins on the overlap"),),
-                    witness=w, decision=decide(stage, w.values),
+                    witness=w, decision=quick_decide(stage, w.values),
                     region=" or ".join(space.describe(b) for b in region[:3])
                     + (f" (and {len(region) - 3} more regions)" if len(region) > 3 else ""),
                     others=(i,),
@@ -212,7 +212,7 @@ def _redundant(space: Space, stage: StageModel, i: int, box: Box) -> list[Findin
                 REDUNDANT, Severity.WARNING,
                 f"`{_rule_text(stage, i, k)}` is implied by the other rules on `{metric}`",
                 i, k, related=tuple((i, x, "implies it") for x in sorted(others)),
-                witness=w, decision=decide(stage, w.values),
+                witness=w, decision=quick_decide(stage, w.values),
                 help="remove it: the ruleset triggers on exactly the same payloads"))
     return out[::-1]
 
@@ -255,9 +255,13 @@ def smallest_cover(box: Box, candidates: Sequence[tuple[int, Box | None]]) -> li
 
 
 def _shadowed(space: Space, stage: StageModel, j: int, box: Box,
-              wins: dict[str, list[Box]]) -> Finding:
+              wins: dict[str, list[Box]], boxes: list[Box | None]) -> Finding:
     covering = []
     for i, earlier in enumerate(stage.rulesets[:j]):
+        # A ruleset wins only inside its own box: most are ruled out by one intersection.
+        b_i = boxes[i]
+        if b_i is None or intersect(b_i, box) is None:
+            continue
         if any(intersect(b, box) for b in wins.get(earlier.name, ())):
             covering.append(i)
     needed = smallest_cover(box, [(i, space.ruleset_box(stage.rulesets[i].rules))
@@ -272,7 +276,7 @@ def _shadowed(space: Space, stage: StageModel, j: int, box: Box,
         f"ruleset `{rs.name}` is shadowed: every payload that triggers it triggers "
         f"{names} first, so its action is never returned{hooks}", j,
         related=tuple((i, None, "triggers first") for i in needed),
-        witness=w, decision=decide(stage, w.values), others=tuple(needed),
+        witness=w, decision=quick_decide(stage, w.values), others=tuple(needed),
         help="move it above the rulesets that cover it, narrow them, or remove it")
 
 
