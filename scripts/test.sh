@@ -4,8 +4,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-bash scripts/typecheck.sh
-bash scripts/check-wheel.sh
+# The type check and the wheel check each use one core: side by side, each reporting in
+# full, in order, and either failing the run.
+types_log=$(mktemp)
+wheel_log=$(mktemp)
+trap 'rm -f "$types_log" "$wheel_log"' EXIT
+bash scripts/typecheck.sh >"$types_log" 2>&1 & types=$!
+bash scripts/check-wheel.sh >"$wheel_log" 2>&1 & wheel=$!
+failed=0
+wait "$types" || failed=1
+cat "$types_log"
+wait "$wheel" || failed=1
+cat "$wheel_log"
+[ "$failed" = 0 ] || exit 1
 # pytest last, so its summary line closes the output; one worker per core (pytest-xdist):
 # every test keeps to its own temporary directory, port and database server.
 .venv/bin/python -m pytest -q -n auto "$@"
