@@ -130,7 +130,8 @@ def main() -> None:
                          ("logs off (--log-level warning)", ("--log-level", "warning")),
                          ("logs off, --workers 2", ("--log-level", "warning",
                                                     "--workers", "2"))):
-        proc = serve(registry, args.port, *extra)
+        # --no-webhooks: the example stages notify hooks.example.com; traffic stays local.
+        proc = serve(registry, args.port, "--no-webhooks", *extra)
         try:
             url = f"http://127.0.0.1:{args.port}"
             wrk(f"{url}/protect/invoke", 2, 16, script)  # warm-up
