@@ -201,27 +201,15 @@ class Resolution:
 
     def astart(self, names: Sequence[str], scorers: Sequence[Any], deadline: float
                ) -> asyncio.Future[Any]:
-        """`start` for an invocation on the running event loop: async scorers run on it,
-        sync ones on their pool."""
+        """`start` for an invocation on the running event loop (`acall` as a task)."""
         import asyncio
-        requests = [self.request(n, deadline) for n in names]
-        loop = asyncio.get_running_loop()
-        service = service_of(scorers[0])
-        if service is not None:
-            ascore = getattr(service, "ascore", None)
-            if ascore is not None:
-                future: asyncio.Future[Any] = asyncio.ensure_future(ascore(requests, scorers))
-                return future
-            return loop.run_in_executor(self.pools.pool(service), service.score,  # type: ignore[attr-defined]
-                                        requests, scorers)
-        if is_async(scorers[0]):
-            return asyncio.ensure_future(_call_async(scorers[0], requests[0], self.pools,
-                                                     names[0]))
-        return loop.run_in_executor(self.pools.pool(names[0]), scorers[0], requests[0])
+        return asyncio.ensure_future(self.acall(names, scorers, deadline))
 
     def acall(self, names: Sequence[str], scorers: Sequence[Any], deadline: float
               ) -> Awaitable[Any]:
-        """`astart` without a task of its own: the awaitable to await in place."""
+        """What `start` does, for the running event loop, as an awaitable to await in place
+        (or wrap in a task: `astart`): async scorers run on the loop, sync ones on their
+        pool."""
         import asyncio
         requests = [self.request(n, deadline) for n in names]
         service = service_of(scorers[0])

@@ -174,6 +174,42 @@ def _deadline(res: Resolution, names: Sequence[str], now: float) -> float:
     return min(res.deadline_of(n, now) for n in names)
 
 
+def _launch(res: Resolution, groups: Sequence[tuple[list[str], list[Any]]],
+            started: set[str], running: dict[Any, _Started],
+            start: Callable[[list[str], list[Any], float], Any], now: float) -> None:
+    """Start each group (`start`: the thread or the loop way) unless its deadline passed."""
+    for names, group in groups:
+        started.update(names)
+        deadline = _deadline(res, names, now)
+        if deadline <= now:
+            for n in names:
+                res.timed_out(n, now)
+            continue
+        running[start(names, group, deadline)] = _Started(
+            names, service_of(group[0]) is not None, now, deadline)
+
+
+def _record(res: Resolution, item: _Started, raw: object,
+            error: BaseException | None) -> None:
+    """Store what a finished start gave, or the error it ended with."""
+    if error is not None:
+        for n in item.names:
+            res.finish(n, None, error, item.started)
+    else:
+        res.finish_group(item.names, raw, item.batched, item.started)
+
+
+def _expire(res: Resolution, running: dict[Any, _Started]) -> None:
+    """Give up (cancel) the starts whose deadline passed: their metrics time out."""
+    now = time.perf_counter()
+    for future, item in list(running.items()):
+        if item.deadline <= now:
+            del running[future]
+            future.cancel()
+            for n in item.names:
+                res.timed_out(n, item.started)
+
+
 def decide_with_threads(plan: ScorePlan, res: Resolution) -> Outcomes:
     """Decide on the calling thread, scorers on their pools (or the pools' loop)."""
     given, scorers = _classify(plan, res)
@@ -186,16 +222,8 @@ def decide_with_threads(plan: ScorePlan, res: Resolution) -> Outcomes:
             if outcomes is not None:
                 return outcomes
             fresh = [n for n in need if n not in started]
-            now = time.perf_counter()
-            for names, group in _groups(fresh, scorers):
-                started.update(names)
-                deadline = _deadline(res, names, now)
-                if deadline <= now:
-                    for n in names:
-                        res.timed_out(n, now)
-                    continue
-                running[res.start(names, group, deadline)] = _Started(
-                    names, service_of(group[0]) is not None, now, deadline)
+            _launch(res, _groups(fresh, scorers), started, running, res.start,
+                    time.perf_counter())
             if not running:
                 continue  # everything just started already timed out: settle again
             nearest = min(s.deadline for s in running.values())
@@ -206,17 +234,10 @@ def decide_with_threads(plan: ScorePlan, res: Resolution) -> Outcomes:
                 try:
                     raw = future.result()
                 except BaseException as exc:  # SystemExit too: the scorer's
-                    for n in item.names:
-                        res.finish(n, None, exc, item.started)
+                    _record(res, item, None, exc)
                     continue
-                res.finish_group(item.names, raw, item.batched, item.started)
-            now = time.perf_counter()
-            for future, item in list(running.items()):
-                if item.deadline <= now:
-                    del running[future]
-                    future.cancel()
-                    for n in item.names:
-                        res.timed_out(n, item.started)
+                _record(res, item, raw, None)
+            _expire(res, running)
     finally:
         for future in running:  # the decision no longer needs them
             future.cancel()
@@ -246,15 +267,7 @@ async def decide_on_loop(plan: ScorePlan, res: Resolution) -> Outcomes:
                 started.update(names)
                 await _await_one(res, names, group, now)
                 continue
-            for names, group in groups:
-                started.update(names)
-                deadline = _deadline(res, names, now)
-                if deadline <= now:
-                    for n in names:
-                        res.timed_out(n, now)
-                    continue
-                running[res.astart(names, group, deadline)] = _Started(
-                    names, service_of(group[0]) is not None, now, deadline)
+            _launch(res, groups, started, running, res.astart, now)
             if not running:
                 continue
             nearest = min(s.deadline for s in running.values())
@@ -262,22 +275,10 @@ async def decide_on_loop(plan: ScorePlan, res: Resolution) -> Outcomes:
                                          return_when=asyncio.FIRST_COMPLETED)
             for future in done:
                 item = running.pop(future)
-                if future.cancelled():
-                    error: BaseException | None = asyncio.CancelledError()
-                else:
-                    error = future.exception()
-                if error is not None:
-                    for n in item.names:
-                        res.finish(n, None, error, item.started)
-                    continue
-                res.finish_group(item.names, future.result(), item.batched, item.started)
-            now = time.perf_counter()
-            for future, item in list(running.items()):
-                if item.deadline <= now:
-                    del running[future]
-                    future.cancel()
-                    for n in item.names:
-                        res.timed_out(n, item.started)
+                error = (asyncio.CancelledError() if future.cancelled()
+                         else future.exception())
+                _record(res, item, None if error is not None else future.result(), error)
+            _expire(res, running)
     finally:
         for future in running:
             future.cancel()
@@ -292,6 +293,7 @@ async def _await_one(res: Resolution, names: list[str], group: list[Any],
         for n in names:
             res.timed_out(n, now)
         return
+    item = _Started(names, service_of(group[0]) is not None, now, deadline)
     try:
         async with asyncio.timeout(deadline - time.perf_counter()):
             raw = await res.acall(names, group, deadline)
@@ -303,11 +305,9 @@ async def _await_one(res: Resolution, names: list[str], group: list[Any],
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # the invocation itself is being cancelled
-        for n in names:
-            res.finish(n, None, exc, now)
+        _record(res, item, None, exc)
         return
     except (Exception, SystemExit) as exc:  # the scorer's, not the caller's
-        for n in names:
-            res.finish(n, None, exc, now)
+        _record(res, item, None, exc)
         return
-    res.finish_group(names, raw, service_of(group[0]) is not None, now)
+    _record(res, item, raw, None)
