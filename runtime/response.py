@@ -472,12 +472,9 @@ class Response:
         values = self._values or {}
         encoded = dict(zip(values, map(_json_value, values.values()), strict=True))
         plain = Failure not in set(map(type, values.values()))  # no failures to write out
-        tm, action = self.trace_metadata, self.action_result
+        action = self.action_result
         return "".join((
-            '{"text": ', _string(self.text), ', "status": "', _UPPER[self.status],
-            '", "trace_metadata": {"id": ', _string(tm.id), ', "received_at": ',
-            int.__repr__(tm.received_at), ', "response_at": ', int.__repr__(tm.response_at),
-            ', "execution_time": ', _number(tm.execution_time), '}, "action_result": ',
+            self._json_head(), '}, "action_result": ',
             "null" if action is None else '{"type": ' + _string(action.type.value)
             + ', "value": ' + _string(action.value) + "}",
             ', "stage_metadata": ', _stage_json(self.stage_metadata),
@@ -549,9 +546,14 @@ class Response:
 
     def to_plain_json(self) -> str:
         """`json.dumps(self.to_plain_dict(), ensure_ascii=False, allow_nan=False)`."""
+        return self._json_head() + "}}"
+
+    def _json_head(self) -> str:
+        """The JSON both forms begin with: text, status and trace_metadata, up to its last
+        value."""
         tm = self.trace_metadata
         return "".join((
             '{"text": ', _string(self.text), ', "status": "', _UPPER[self.status],
             '", "trace_metadata": {"id": ', _string(tm.id), ', "received_at": ',
             int.__repr__(tm.received_at), ', "response_at": ', int.__repr__(tm.response_at),
-            ', "execution_time": ', _number(tm.execution_time), "}}"))
+            ', "execution_time": ', _number(tm.execution_time)))

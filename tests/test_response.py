@@ -127,3 +127,7 @@ def test_to_json_equals_json_dumps_through_the_runtime(tmp_path) -> None:
     for r in responses:
         assert r.to_json() == json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False)
         assert r.to_json_bytes() == r.to_json().encode()
+        assert r.to_plain_json() == json.dumps(r.to_plain_dict(), ensure_ascii=False,
+                                               allow_nan=False)
+        assert r.to_plain_dict() == {k: r.to_dict()[k] for k in ("text", "status",
+                                                                  "trace_metadata")}
