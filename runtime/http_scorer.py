@@ -19,12 +19,13 @@ bookkeeping, a quarter of the throughput at 32 connections (benchmarks/RESULTS.m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from stageguard.runtime.scorers import ScoreRequest
 
@@ -110,28 +111,24 @@ class HttpService:
               ) -> dict[str, object]:
         """One POST for these metrics: name -> value, or the exception that metric fails
         with."""
-        import httpx2 as httpx
         if not self._slots.acquire(timeout=self._timeout(requests)):
             raise TimeoutError(f"{self.url}: every connection stayed busy")
         try:
             timeout = self._timeout(requests)
             self.requests += 1
-            with self.client().stream("POST", self.url, content=self._body(requests),
-                                      headers={"content-type": "application/json"},
-                                      timeout=timeout) as answer:
+            with self._errors(), self.client().stream(
+                    "POST", self.url, content=self._body(requests),
+                    headers={"content-type": "application/json"}, timeout=timeout) as answer:
                 status = answer.status_code
-                raw = _read_capped(answer.iter_bytes())
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(f"{self.url}: no answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+                raw = bytearray()
+                for chunk in answer.iter_bytes():
+                    _grow(raw, chunk)
         finally:
             self._slots.release()
-        return _answers(self.url, status, raw, scorers)
+        return _answers(self.url, status, bytes(raw), scorers)
 
     async def ascore(self, requests: Sequence[ScoreRequest], scorers: Sequence[HttpScorer]
                      ) -> dict[str, object]:
-        import httpx2 as httpx
         client, slots = self.async_client()
         try:
             await asyncio.wait_for(slots.acquire(), self._timeout(requests))
@@ -140,23 +137,30 @@ class HttpService:
         try:
             timeout = self._timeout(requests)
             self.requests += 1
-            async with client.stream(
-                    "POST", self.url, content=self._body(requests),
-                    headers={"content-type": "application/json"}, timeout=timeout) as answer:
-                status = answer.status_code
-                chunks = bytearray()
-                async for chunk in answer.aiter_bytes():
-                    chunks += chunk
-                    if len(chunks) > MAX_ANSWER:
-                        raise ScorerAnswerError(f"answer above {MAX_ANSWER:,} bytes")
-                raw = bytes(chunks)
+            with self._errors():
+                async with client.stream(
+                        "POST", self.url, content=self._body(requests),
+                        headers={"content-type": "application/json"},
+                        timeout=timeout) as answer:
+                    status = answer.status_code
+                    raw = bytearray()
+                    async for chunk in answer.aiter_bytes():
+                        _grow(raw, chunk)
+        finally:
+            slots.release()
+        return _answers(self.url, status, bytes(raw), scorers)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """httpx2's exceptions as the scorer's: no answer in time is a TimeoutError (the
+        metric times out), anything else on the wire a ConnectionError (it fails)."""
+        import httpx2 as httpx
+        try:
+            yield
         except httpx.TimeoutException as exc:
             raise TimeoutError(f"{self.url}: no answer in time") from exc
         except httpx.HTTPError as exc:
             raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
-        finally:
-            slots.release()
-        return _answers(self.url, status, raw, scorers)
 
     def close(self) -> None:
         with self._lock:
@@ -177,13 +181,11 @@ class HttpService:
                     loop.run_until_complete(aclient.aclose())
 
 
-def _read_capped(chunks: Any) -> bytes:
-    out = bytearray()
-    for chunk in chunks:
-        out += chunk
-        if len(out) > MAX_ANSWER:
-            raise ScorerAnswerError(f"answer above {MAX_ANSWER:,} bytes")
-    return bytes(out)
+def _grow(answer: bytearray, chunk: bytes) -> None:
+    """Add a chunk of the answer, refusing answers above MAX_ANSWER bytes."""
+    answer += chunk
+    if len(answer) > MAX_ANSWER:
+        raise ScorerAnswerError(f"answer above {MAX_ANSWER:,} bytes")
 
 
 def _answers(url: str, status: int, raw: bytes, scorers: Sequence[HttpScorer]
