@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from typing import IO, Any
 
 ACCESS = logging.getLogger("stageguard.access")
@@ -38,8 +39,7 @@ def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
     if (handler is not None and logger.propagate and not logger.handlers
             and not logger.filters and logging.root.handlers == [handler]
             and not logging.root.filters and not handler.filters):
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-        handler.line(_encode({"ts": now.replace("+00:00", "Z"), "level": "info",
+        handler.line(_encode({"ts": _timestamp(time.time()), "level": "info",
                               "logger": logger.name, "message": message, **fields}))
         return
     logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None,
@@ -49,11 +49,16 @@ def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
 _installed: BatchedLines | None = None  # the handler `configure` put on the root logger
 
 
+def _timestamp(seconds: float) -> str:
+    """An epoch time as the lines write it: UTC, microseconds, `Z`."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(
+        timespec="microseconds").replace("+00:00", "Z")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="microseconds").replace("+00:00", "Z"),
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
