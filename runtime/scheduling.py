@@ -102,23 +102,19 @@ class ScorePlan:
                 first_trigger = i
         if unsettled:
             return None, list(need)
-        return tuple(o if o is not None else self._given_only(self.rules[i], values, given)
-                     for i, o in enumerate(out)), []
-
-    @staticmethod
-    def _given_only(rules: Sequence[_Rule], values: Mapping[str, object],
-                    given: Mapping[str, object] | set[str]) -> Outcome:
-        for j, (metric, holds, closed) in enumerate(rules):
-            if metric not in given:
-                return (_SKIPPED, j)
-            v = values[metric]
-            if v.__class__ is Failure:
-                if closed:
-                    continue
-                return (v.status, j)
-            if not holds(v):
-                return j
-        return _T
+        if None not in out:
+            return tuple(out), []  # type: ignore[arg-type]
+        # What cannot win is walked over the given values alone: where it would reach a
+        # scored metric it is skipped from that rule on.
+        visible = {m: values[m] for m in given}
+        decided: list[Outcome] = []
+        for rules, outcome in zip(self.rules, out, strict=True):
+            if outcome is None:
+                outcome, j = _walk(rules, visible)
+                if outcome is None:
+                    outcome = (_SKIPPED, j)
+            decided.append(outcome)
+        return tuple(decided), []
 
 
 def _classify(plan: ScorePlan, res: Resolution) -> tuple[set[str], dict[str, Any]]:
