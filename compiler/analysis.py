@@ -199,6 +199,7 @@ class Dimension:
         self._lists: dict[int, dict[str, object]] = {}  # label-list masks as data
         self._described: dict[int, str | None] = {}
         self._data: dict[int, dict[str, object] | None] = {}
+        self._picked: dict[int, int] = {}
 
     def sat(self, rule: RuleSpec) -> int:
         """Atoms on which the rule holds. Failures never hold (fail-closed is the stage's
@@ -218,6 +219,12 @@ class Dimension:
         preferring values inside the range over its bounds, then missing, then a value the
         catalog does not declare (out of range, NaN, outside the vocabulary), then a
         failure."""
+        best = self._picked.get(mask)
+        if best is None:
+            best = self._picked[mask] = self._pick(mask)
+        return best
+
+    def _pick(self, mask: int) -> int:
         best, best_rank = -1, 99
         for i, atom in enumerate(self.atoms):
             if not mask >> i & 1:
@@ -870,6 +877,50 @@ def refine(space: Space, stage: StageModel,
             for box in coalesce(boxes)]
 
 
+def endings(space: Space, stage: StageModel, pieces: Iterable[tuple[Box, object]]
+            ) -> list[tuple[Box, object, Decision]]:
+    """`refine` where the caller knows that no ruleset of the stage triggers anywhere in
+    the pieces. The stage's status is then the worst of its rulesets' endings, whatever
+    their order, so the pieces are cut by the union of all failure endings of each kind,
+    worst first, each union pruned of repeats and of boxes inside another (a metric that
+    some ruleset reads first fails alike everywhere: one box, not one per ruleset)."""
+    layers: list[tuple[Decision, list[Sparse]]] = []
+    for status in _FAILURES:
+        boxes = sorted({b for rs in stage.rulesets
+                        for b in space.failure_boxes(rs.rules, status, stage.fail_closed)},
+                       key=lambda b: sum(m != f for m, f in zip(b, space.full, strict=True)))
+        kept: list[Box] = []
+        # A failure box fails one metric and holds values elsewhere: it can lie only inside
+        # one failing the same metric, and (broadest first) only one kept before it.
+        by_failed: dict[int, list[Box]] = {}
+        for b in boxes:
+            failed = by_failed.setdefault(next(
+                i for i, (m, d) in enumerate(zip(b, space.dims, strict=True))
+                if m & ~(d.values | d.missing)), [])
+            if not any(all(x & ~y == 0 for x, y in zip(b, k, strict=True)) for k in failed):
+                failed.append(b)
+                kept.append(b)
+        layers.append((Decision(status), [sparse(b, space.full) for b in kept]))
+    groups: dict[tuple[object, Decision], list[Box]] = {}
+    quiet = Decision(Status.NOT_TRIGGERED)
+    for box, tag in pieces:
+        check_time()
+        rest = [box]
+        for decision, cuts in layers:
+            for by in cuts:
+                left: list[Box] = []
+                for piece in rest:
+                    hit, outside = cut(piece, by)
+                    if hit is not None:
+                        groups.setdefault((tag, decision), []).append(hit)
+                    left.extend(outside)
+                rest = left
+        if rest:
+            groups.setdefault((tag, quiet), []).extend(rest)
+    return [(b, tag, decision) for (tag, decision), boxes in groups.items()
+            for b in coalesce(boxes)]
+
+
 def partition(space: Space, stage: StageModel) -> list[tuple[Box, Decision]]:
     """The stage's decision on every part of the space, as disjoint boxes."""
     return [(box, d) for box, _, d in refine(space, stage, [(space.full, None)])]
@@ -903,8 +954,10 @@ def quick_decide(stage: StageModel, values: Mapping[str, Value | Failure]) -> De
     if found is None or found[0] is not stage:
         if len(_COMPILED) >= 32:
             _COMPILED.clear()
-        found = _COMPILED[id(stage)] = (stage, compile_decider(stage.rulesets,
-                                                               stage.fail_closed))
+        # Generated code even for a large stage: its compile (~0.1 ms a ruleset) is soon
+        # repaid over a lint's thousands of witnesses.
+        found = _COMPILED[id(stage)] = (stage, compile_decider(
+            stage.rulesets, stage.fail_closed, codegen=True))
     plain: dict[str, object] = {
         k: v if isinstance(v, Failure) else normalise_value(v) for k, v in values.items()}
     outcomes = found[1](plain, lambda name: plain.setdefault(name, None))
@@ -931,47 +984,60 @@ def _disjoint(boxes: Iterable[Box]) -> list[Box]:
     return coalesce(out)
 
 
-def differences(space: Space, old: StageModel, new: StageModel,
-                rename: Mapping[str, str] | None = None
-                ) -> list[tuple[Box, Decision, Decision]]:
-    """Every box of `space` (which must model failures) where the stages decide differently,
-    with both decisions; new rulesets are named as `rename` maps them.
+def _moved(old: StageModel, new: StageModel, rename: Mapping[str, str]
+           ) -> tuple[list[RulesetSpec], list[RulesetSpec]]:
+    """The rulesets, on each side, whose triggering can make the stages decide differently.
 
-    Modelling failures naively splits the space by every rule of every ruleset three times
-    over. When both stages fail open it need not: a failed metric, like a missing one, makes
-    every rule on it false, so *which ruleset wins* is decided in the value space, where
-    "missing" stands for "missing or failed". Failure kinds matter only where neither stage
-    triggers, and there only through the rulesets whose rules changed: rulesets with the
-    same rules end the same way on both sides, whatever their order or action."""
-    rename = rename or {}
-    if old.fail_closed or new.fail_closed:
-        # Fail closed, a failed metric makes its rules hold: no failure statuses, no
-        # splitting by failure, so the direct refinement is cheap (and exact for mixed modes).
-        return _compare(space, old, new, [space.full], rename)
-    values = Space({d.metric: d.spec for d in space.dims if d.spec is not None},
-                   (*old.rulesets, *new.rulesets), failures=False)
-    assert [len(v.atoms) + 3 for v in values.dims] == [len(d.atoms) for d in space.dims]
+    A new ruleset is the *twin* of an old one when it has the old one's name (after
+    `rename`), rules and action: the two trigger on exactly the same payloads (the fail
+    modes being equal) and decide alike. Twins that keep their relative order (a longest
+    common subsequence) cannot change a decision; every other ruleset can. Where no
+    ruleset returned here triggers, both stages trigger the same twin or neither triggers."""
+    olds = {rs.name: i for i, rs in enumerate(old.rulesets)}
+    pairs: list[tuple[int, int]] = []  # (old index, new index) of twins, in new order
+    for j, rs in enumerate(new.rulesets):
+        i = olds.get(rename.get(rs.name, rs.name), -1)
+        twin = old.rulesets[i] if i >= 0 else None
+        if twin is not None and twin.rules == rs.rules and (
+                twin.action.type, twin.action.choices) == (rs.action.type, rs.action.choices):
+            pairs.append((i, j))
+    kept = longest_increasing([i for i, _ in pairs])
+    stay_old = {pairs[k][0] for k in kept}
+    stay_new = {pairs[k][1] for k in kept}
+    return ([rs for i, rs in enumerate(old.rulesets) if i not in stay_old],
+            [rs for j, rs in enumerate(new.rulesets) if j not in stay_new])
 
-    def widen(box: Box) -> Box:
-        return tuple(m | (sum(d.failure.values()) if m & v.missing else 0)
-                     for m, v, d in zip(box, values.dims, space.dims, strict=True))
 
-    out = []
-    quiet: list[Box] = []  # neither stage triggers
-    mixed: list[Box] = []  # one does: the other's status may still depend on failures
-    for box, was, now in _compare(values, old, new, [values.full], rename, keep_same=True):
-        idle = (was.status is Status.NOT_TRIGGERED, now.status is Status.NOT_TRIGGERED)
-        if all(idle):
-            quiet.append(widen(box))
-        elif any(idle):
-            mixed.append(widen(box))
-        elif was != now:
-            out.append((widen(box), was, now))
-    out.extend(_compare(space, old, new, mixed, rename))
-    # Where neither triggers, a stage's status is the worst ending of its rulesets, whatever
-    # their order: rulesets with the same rules on both sides (`common`) end alike, so the
-    # statuses can differ only where the changed ones end differently (a != b), and only
-    # where the common ones do not already end at least as badly as the worse of a and b.
+def longest_increasing(seq: Sequence[int]) -> list[int]:
+    """Positions of a longest strictly increasing subsequence of `seq` (patience sorting)."""
+    tails: list[int] = []   # per length, the position whose value ends the best run
+    back: list[int] = [-1] * len(seq)
+    for k, v in enumerate(seq):
+        lo, hi = 0, len(tails)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if seq[tails[mid]] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        back[k] = tails[lo - 1] if lo else -1
+        if lo == len(tails):
+            tails.append(k)
+        else:
+            tails[lo] = k
+    out: list[int] = []
+    k = tails[-1] if tails else -1
+    while k >= 0:
+        out.append(k)
+        k = back[k]
+    return out[::-1]
+
+
+def _unmatched(old: StageModel, new: StageModel
+               ) -> tuple[list[RulesetSpec], list[RulesetSpec], list[RulesetSpec]]:
+    """Rulesets paired across the sides by their rules alone (`common`, old side), and
+    those left on each side: paired rulesets end alike (triggered, or the same failure)
+    on every payload, whatever their names, order or actions."""
     left = list(old.rulesets)
     right = list(new.rulesets)
     common = []
@@ -981,25 +1047,128 @@ def differences(space: Space, old: StageModel, new: StageModel,
             left.remove(rs)
             right.remove(twin)
             common.append(rs)
-    if not (left or right) or not quiet:
-        return out
+    return common, left, right
+
+
+def differences(space: Space, old: StageModel, new: StageModel,
+                rename: Mapping[str, str] | None = None
+                ) -> list[tuple[Box, Decision, Decision]]:
+    """Every box of `space` (which must model failures) where the stages decide differently,
+    with both decisions; new rulesets are named as `rename` maps them.
+
+    The stages can decide differently only where a ruleset that is not a twin kept in
+    order (`_moved`) triggers, or where a ruleset whose rules changed (`_unmatched`) ends
+    with a failure: elsewhere they trigger the same twin, or neither triggers and every
+    ruleset ends alike. A change of fail mode changes every ruleset: then the whole space
+    is refined.
+
+    Modelling failures naively splits the space by every rule of every ruleset three times
+    over. When both stages fail open it need not: a failed metric, like a missing one, makes
+    every rule on it false, so *which ruleset wins* is decided in the value space, where
+    "missing" stands for "missing or failed". Failure kinds matter only where a stage
+    triggers nothing, and there only through its failure endings (`endings`)."""
+    rename = rename or {}
+    if old.fail_closed != new.fail_closed:
+        return _compare(space, old, new, [space.full], rename)
+    common, left, right = _unmatched(old, new)
+    moved_old, moved_new = _moved(old, new, rename)
+    mode = old.fail_closed
     search = _disjoint(b for rs in (*left, *right) for status in _FAILURES
-                       for b in space.failure_boxes(rs.rules, status))
-    pieces = [hit for q in quiet for b in search if (hit := intersect(q, b)) is not None]
+                       for b in space.failure_boxes(rs.rules, status, mode))
+    if mode:
+        # Fail closed, a failed metric makes its rules hold: no splitting by failure
+        # kinds, so the direct refinement is cheap (and exact for mixed modes).
+        region = _disjoint([*(b for rs in (*moved_old, *moved_new)
+                              if (b := space.ruleset_box(rs.rules, mode)) is not None),
+                            *search])
+        return _compare(space, old, new, region, rename) if region else []
+    values = Space({d.metric: d.spec for d in space.dims if d.spec is not None},
+                   (*old.rulesets, *new.rulesets), failures=False)
+    assert [len(v.atoms) + 3 for v in values.dims] == [len(d.atoms) for d in space.dims]
+
+    def widen(box: Box) -> Box:
+        return tuple(m | (sum(d.failure.values()) if m & v.missing else 0)
+                     for m, v, d in zip(box, values.dims, space.dims, strict=True))
+
+    # Which ruleset wins, in the value space: only where a moved ruleset triggers, unless
+    # rules changed, when the region where neither stage triggers is needed everywhere.
+    region = [values.full] if search else _disjoint(
+        b for rs in (*moved_old, *moved_new) if (b := values.ruleset_box(rs.rules)) is not None)
+    out = []
+    quiet: list[Box] = []  # neither stage triggers
+    old_quiet: list[tuple[Box, object]] = []  # only the new one does (tagged with it)
+    new_quiet: list[tuple[Box, object]] = []  # only the old one does
+    before = refine(values, old, [(box, None) for box in region])
+    for box, was, now in _renamed(_then(values, old, new, before), rename):
+        idle = (was.status is Status.NOT_TRIGGERED, now.status is Status.NOT_TRIGGERED)
+        if all(idle):
+            quiet.append(widen(box))
+        elif idle[0]:
+            old_quiet.append((widen(box), now))
+        elif idle[1]:
+            new_quiet.append((widen(box), was))
+        elif was != now:
+            out.append((widen(box), was, now))
+    # Where one stage triggers, it does whatever fails; the other ends as its failures say,
+    # which is never a trigger, so every such box differs.
+    out.extend((box, ending, now) for box, now, ending  # type: ignore[misc]
+               in endings(space, old, old_quiet))
+    out.extend((box, was, ending) for box, was, ending  # type: ignore[misc]
+               in endings(space, new, new_quiet))
+    # Where neither triggers, a stage's status is the worst ending of its rulesets, whatever
+    # their order: rulesets with the same rules on both sides (`common`) end alike, so the
+    # statuses can differ only where the changed ones end differently (a != b), and only
+    # where the common ones do not already end at least as badly as the worse of a and b.
+    if not search or not quiet:
+        return out
+    pieces = [hit for q in quiet for s in search if (hit := intersect(q, s)) is not None]
     only_old = StageModel(old.name, tuple(left), old.catalog)
     only_new = StageModel(new.name, tuple(right), new.catalog)
     candidates = []
-    for box, a, b in _compare(space, only_old, only_new, pieces, {}):
-        worse = min(_rank(a.status), _rank(b.status))
-        region = [box]
+    for box, a, z in _compare(space, only_old, only_new, pieces, {}, quiet=True):
+        worse = min(_rank(a.status), _rank(z.status))
+        part = [box]
         for rs in common:
             for k in range(worse + 1):
                 for fb in space.failure_boxes(rs.rules, _FAILURES[k]):
-                    region = subtract_all(region, fb)
-            if not region:
+                    part = subtract_all(part, fb)
+            if not part:
                 break
-        candidates.extend(region)
-    out.extend(_compare(space, old, new, coalesce(candidates), rename))
+        candidates.extend(part)
+    out.extend(_compare(space, old, new, coalesce(candidates), rename, quiet=True))
+    return out
+
+
+def _then(space: Space, old: StageModel, new: StageModel,
+          before: list[tuple[Box, object, Decision]]) -> list[tuple[Box, object, Decision]]:
+    """`refine(space, new, ...)` of the old stage's pieces, tagged with the old decision,
+    where no ruleset ends with a failure (failures not modelled, or every metric failing
+    closed).
+
+    On a piece the old stage gives to its ruleset i, none of the old rulesets before i
+    triggers and i triggers everywhere. So no new ruleset with the rules of one of those
+    triggers there, and the first with i's rules triggers on all of it: only the new
+    rulesets in between can split the piece, which after a small change are few."""
+    first: dict[object, int] = {}
+    for k, rs in enumerate(old.rulesets):
+        first.setdefault(rs.rules, k)
+    index = {rs.name: k for k, rs in enumerate(old.rulesets)}
+    groups: dict[int, list[tuple[Box, object]]] = {}
+    for box, _, was in before:
+        k = index[was.ruleset] if was.ruleset is not None else len(old.rulesets)
+        groups.setdefault(k, []).append((box, was))
+    out: list[tuple[Box, object, Decision]] = []
+    for k, pieces in groups.items():
+        ends = old.rulesets[k].rules if k < len(old.rulesets) else None
+        kept = []
+        for rs in new.rulesets:
+            if rs.rules == ends:
+                kept.append(rs)
+                break
+            if first.get(rs.rules, k) >= k:
+                kept.append(rs)
+        out.extend(refine(space, StageModel(new.name, tuple(kept), new.catalog,
+                                            new.fail_closed), pieces))
     return out
 
 
@@ -1009,15 +1178,20 @@ def _rank(status: Status) -> int:
 
 
 def _compare(space: Space, old: StageModel, new: StageModel, pieces: list[Box],
-             rename: Mapping[str, str], keep_same: bool = False
+             rename: Mapping[str, str], keep_same: bool = False, quiet: bool = False
              ) -> list[tuple[Box, Decision, Decision]]:
-    before = refine(space, old, [(box, None) for box in pieces])
-    after = refine(space, new, [(box, d) for box, _, d in before])
-    out = []
-    for box, was, now in after:
+    split = endings if quiet else refine
+    before = split(space, old, [(box, None) for box in pieces])
+    after = split(space, new, [(box, d) for box, _, d in before])
+    return [(box, was, now) for box, was, now in _renamed(after, rename)
+            if keep_same or was != now]
+
+
+def _renamed(refined: Iterable[tuple[Box, object, Decision]], rename: Mapping[str, str]
+             ) -> Iterator[tuple[Box, Decision, Decision]]:
+    """Refined pieces tagged with the old decision, the new one named as `rename` says."""
+    for box, was, now in refined:
         assert isinstance(was, Decision)
         if now.ruleset is not None and now.ruleset in rename:
             now = Decision(now.status, rename[now.ruleset], now.action, now.choices)
-        if keep_same or was != now:
-            out.append((box, was, now))
-    return out
+        yield box, was, now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
@@ -11,6 +13,8 @@ from stageguard.compiler.analysis import (
     Space,
     StageModel,
     decide,
+    endings,
+    longest_increasing,
     partition,
     subtract,
 )
@@ -36,6 +40,41 @@ def test_partition_is_exact(stage: StageModel, failures: bool, data: st.DataObje
                                       max_size=20)):
         holding = [d for box, d in parts if space.contains(box, payload)]
         assert holding == [decide(stage, payload)], payload
+
+
+@SETTINGS
+@given(stage_models(), st.data())
+def test_endings_decide_as_the_stage_where_nothing_triggers(
+        stage: StageModel, data: st.DataObject) -> None:
+    # The regions where no ruleset triggers, as the partition finds them, merged into one
+    # tag: `endings` must split them by status exactly as the reference decides.
+    space = Space(stage.catalog, stage.rulesets, failures=True)
+    quiet = [(box, None) for box, d in partition(space, stage) if d.ruleset is None]
+    split = endings(space, stage, quiet)
+    for box, _, decision in split:
+        assert decide(stage, space.witness(box).values) == decision
+    for payload in data.draw(st.lists(payloads(stage.catalog, True), min_size=1,
+                                      max_size=20)):
+        if any(space.contains(box, payload) for box, _ in quiet):
+            holding = [d for box, _, d in split if space.contains(box, payload)]
+            assert holding == [decide(stage, payload)], payload
+        else:
+            assert not any(space.contains(box, payload) for box, _, _ in split)
+
+
+@examples(3)
+@given(st.lists(st.integers(0, 30), max_size=40))
+def test_increasing_finds_a_longest_increasing_subsequence(seq: list[int]) -> None:
+    picked = longest_increasing(seq)
+    assert picked == sorted(set(picked))
+    assert all(seq[a] < seq[b] for a, b in itertools.pairwise(picked))
+    # The longest length, by the quadratic recurrence.
+    best = [1] * len(seq)
+    for j in range(len(seq)):
+        for i in range(j):
+            if seq[i] < seq[j]:
+                best[j] = max(best[j], best[i] + 1)
+    assert len(picked) == max(best, default=0)
 
 
 def test_witness_numbers_sit_next_to_the_thresholds() -> None:

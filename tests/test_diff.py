@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from stageguard.cli import main
-from stageguard.compiler.analysis import StageModel, decide
+from stageguard.compiler.analysis import Decision, StageModel, decide
 from stageguard.compiler.diff import TIGHTENED, behaviour, webhooks
 from stageguard.runtime.evaluate import ruleset_outcome
 from tests.conftest import POLICIES
@@ -38,6 +39,36 @@ def test_diff_regions_are_exactly_where_decisions_differ(
     catalog = {**old.catalog, **new.catalog}
     for p in data.draw(st.lists(payloads(catalog, failures=True), min_size=20, max_size=20)):
         differs = decide(old, p) != decide(new, p)
+        inside = any(space.contains(b, p) for r in regions for b in r.boxes)
+        assert differs == inside, p
+
+
+@examples(3,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stage_pairs(), st.data())
+def test_diff_regions_are_exact_across_renames(
+        pair: tuple[StageModel, StageModel], data: st.DataObject) -> None:
+    # Rulesets renamed on the new side (as `diff` detects them) are the same rulesets: a
+    # decision differs only if it differs once names are mapped back.
+    old, new = pair
+    renamed = set(data.draw(st.lists(st.sampled_from([rs.name for rs in new.rulesets]))
+                            if new.rulesets else st.just([])))
+    new = StageModel(new.name, tuple(rs.model_copy(update={"name": f"{rs.name}_2"})
+                                     if rs.name in renamed else rs for rs in new.rulesets),
+                     new.catalog, new.fail_closed)
+    rename = {f"{name}_2": name for name in renamed}
+
+    def named(d: Decision) -> Decision:
+        return replace(d, ruleset=rename.get(d.ruleset, d.ruleset)) if d.ruleset else d
+
+    space, regions = behaviour(old, new, rename)
+    for r in regions:
+        w = r.witness.values
+        assert decide(old, w) == r.before and decide(new, w) == r.after
+        assert r.before != named(r.after)
+    catalog = {**old.catalog, **new.catalog}
+    for p in data.draw(st.lists(payloads(catalog, failures=True), min_size=20, max_size=20)):
+        differs = decide(old, p) != named(decide(new, p))
         inside = any(space.contains(b, p) for r in regions for b in r.boxes)
         assert differs == inside, p
 
