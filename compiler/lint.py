@@ -20,13 +20,15 @@ from stageguard.compiler.analysis import (
     Box,
     Decision,
     Space,
+    Sparse,
     StageModel,
     Witness,
     check_time,
+    cut,
     intersect,
     partition,
     quick_decide,
-    subtract_all,
+    sparse,
     time_limit,
 )
 from stageguard.compiler.artifacts import compile_stage
@@ -86,6 +88,7 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
             out.append(_unsatisfiable(space, stage, i))
         elif box is not None:
             out.extend(_redundant(space, stage, i, box))
+    shapes = [sparse(b, space.full) if b is not None else None for b in boxes]
     wins: dict[str, list[Box]] = {}
     for box, decision in partition(space, stage):
         if decision.ruleset is not None:
@@ -96,7 +99,7 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
         if box_j is None:
             continue
         if rs.name not in wins:
-            out.append(_shadowed(space, stage, j, box_j, wins, boxes))
+            out.append(_shadowed(space, stage, j, box_j, shapes))
             continue
         for i in range(j):
             earlier = stage.rulesets[i]
@@ -225,47 +228,56 @@ def _volume(box: Box) -> int:
     return n
 
 
-def smallest_cover(box: Box, candidates: Sequence[tuple[int, Box | None]]) -> list[int]:
-    """Rulesets whose boxes together cover `box`, few: greedily the one covering most of
-    what is left (a single ruleset that covers alone is found first), then pruned so that
-    none can be dropped. Minimum set cover is NP-hard; this is small and minimal."""
-    boxes = {i: b for i, b in candidates if b is not None}
+def _overlap(box: Box, volume: int, by: Sparse) -> int:
+    """`_volume(box ∩ by)` for a sparse `by`, from the box's own volume: only the
+    dimensions `by` constrains change it (each factor divides what is left exactly)."""
+    for i, m in by:
+        common = (box[i] & m).bit_count()
+        if not common:
+            return 0
+        volume = volume // box[i].bit_count() * common
+    return volume
+
+
+def smallest_cover(box: Box, candidates: Sequence[tuple[int, Sparse]]) -> list[int]:
+    """Rulesets whose boxes (sparse, in the box's space) together cover `box`, few: the
+    first that covers alone if there is one, else greedily the one covering most of what
+    is left, then pruned so that none can be dropped. Minimum set cover is NP-hard; this
+    is small and minimal."""
+    boxes = dict(candidates)
+    for i, by in boxes.items():
+        if all(box[d] & ~m == 0 for d, m in by):
+            return [i]
     chosen: list[int] = []
-    remaining = [box]
+    remaining = [(box, _volume(box))]
     while remaining:
         best, gain = None, 0
-        for i, b in boxes.items():
+        for i, by in boxes.items():
             if i in chosen:
                 continue
-            covered = sum(_volume(x) for r in remaining if (x := intersect(r, b)) is not None)
+            covered = sum(_overlap(r, v, by) for r, v in remaining)
             if covered > gain:
                 best, gain = i, covered
         if best is None:
             break  # not covered (cannot happen for a shadowed ruleset): name what helps
         chosen.append(best)
-        remaining = subtract_all(remaining, boxes[best])
+        remaining = [(x, _volume(x)) for r, _ in remaining for x in cut(r, boxes[best])[1]]
     for i in list(chosen):
-        rest = [boxes[k] for k in chosen if k != i]
         left = [box]
-        for b in rest:
-            left = subtract_all(left, b)
+        for k in chosen:
+            if k != i:
+                left = [x for r in left for x in cut(r, boxes[k])[1]]
         if not left:
             chosen.remove(i)
     return sorted(chosen)
 
 
 def _shadowed(space: Space, stage: StageModel, j: int, box: Box,
-              wins: dict[str, list[Box]], boxes: list[Box | None]) -> Finding:
-    covering = []
-    for i, earlier in enumerate(stage.rulesets[:j]):
-        # A ruleset wins only inside its own box: most are ruled out by one intersection.
-        b_i = boxes[i]
-        if b_i is None or intersect(b_i, box) is None:
-            continue
-        if any(intersect(b, box) for b in wins.get(earlier.name, ())):
-            covering.append(i)
-    needed = smallest_cover(box, [(i, space.ruleset_box(stage.rulesets[i].rules))
-                                  for i in covering])
+              shapes: list[Sparse | None]) -> Finding:
+    # Any earlier rulesets whose boxes cover this one's make a true claim; the cover is
+    # drawn from those that meet it at all.
+    needed = smallest_cover(box, [(i, by) for i, by in enumerate(shapes[:j])
+                                  if by is not None and all(box[d] & m for d, m in by)])
     w = space.witness(box)
     rs = stage.rulesets[j]
     names = ", ".join(f"`{stage.rulesets[i].name}`" for i in needed)
