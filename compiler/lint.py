@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from stageguard.compiler.analysis import (
     AnalysisLimit,
@@ -90,9 +89,12 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
             out.extend(_redundant(space, stage, i, box))
     shapes = [sparse(b, space.full) if b is not None else None for b in boxes]
     wins: dict[str, list[Box]] = {}
+    won: dict[str, Decision] = {}  # what the partition decides where each ruleset wins
     for box, decision in partition(space, stage):
         if decision.ruleset is not None:
             wins.setdefault(decision.ruleset, []).append(box)
+            won[decision.ruleset] = decision
+    actions = [(rs.action.type, rs.action.choices) for rs in stage.rulesets]
     for j, rs in enumerate(stage.rulesets):
         check_time()
         box_j = boxes[j]
@@ -103,8 +105,8 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
             continue
         for i in range(j):
             earlier = stage.rulesets[i]
-            b_i = boxes[i]
-            if b_i is None or _same_action(earlier, rs) or intersect(b_i, box_j) is None:
+            by = shapes[i]
+            if by is None or actions[i] == actions[j] or not all(box_j[d] & m for d, m in by):
                 continue
             region = [hit for b in wins.get(earlier.name, ()) if (hit := intersect(b, box_j))]
             if region:
@@ -114,7 +116,7 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
                     f"ruleset `{rs.name}` overlaps `{earlier.name}`, which has a different "
                     f"action and wins there", j,
                     related=((i, None, f"`{earlier.name}` wins on the overlap"),),
-                    witness=w, decision=quick_decide(stage, w.values),
+                    witness=w, decision=won[earlier.name],
                     region=" or ".join(space.describe(b) for b in region[:3])
                     + (f" (and {len(region) - 3} more regions)" if len(region) > 3 else ""),
                     others=(i,),
@@ -122,10 +124,6 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
                     region_full=" or ".join(space.describe(b) for b in region)
                     if full else None))
     return out
-
-
-def _same_action(a: Any, b: Any) -> bool:  # checked rulesets or artifact rulesets
-    return bool(a.action.type == b.action.type and a.action.choices == b.action.choices)
 
 
 def _rule_findings(space: Space, stage: StageModel, i: int) -> list[Finding]:
