@@ -517,6 +517,7 @@ class Space:
 
     def __init__(self, catalog: Mapping[str, MetricSpec],
                  rulesets: Iterable[RulesetSpec], failures: bool = False) -> None:
+        rulesets = tuple(rulesets)
         by_metric: dict[str, list[RuleSpec]] = {}
         for rs in rulesets:
             for rule in rs.rules:
@@ -526,6 +527,28 @@ class Space:
                           for m, rules in sorted(by_metric.items()))
         self.index = {d.metric: i for i, d in enumerate(self.dims)}
         self.full: Box = tuple(d.full for d in self.dims)
+        self._made = (catalog, rulesets)
+        self._values: Space | None = None if failures else self
+
+    def value_space(self) -> Space:
+        """This space without failure atoms, where a failed metric reads as missing (as it
+        does for a rule failing open): its value atoms sit at the same bits (`widen`)."""
+        if self._values is None:
+            self._values = Space(*self._made, failures=False)
+            assert [len(v.atoms) + 3 for v in self._values.dims] == [
+                len(d.atoms) for d in self.dims]
+        return self._values
+
+    def widen(self, box: Box) -> Box:
+        """A box of `value_space()` here: where a metric may be missing, it may fail."""
+        return tuple(m | (sum(d.failure.values()) if m & d.missing else 0)
+                     for m, d in zip(box, self.dims, strict=True))
+
+    def narrow(self, box: Box) -> Box:
+        """The smallest box of `value_space()` whose `widen` holds this one."""
+        return tuple((m & (d.values | d.missing)) | (d.missing if m & ~(d.values | d.missing)
+                                                      else 0)
+                     for m, d in zip(box, self.dims, strict=True))
 
     def ruleset_box(self, rules: Sequence[RuleSpec],
                     fail_closed: FailClosed = False) -> Box | None:
@@ -819,6 +842,35 @@ def refine(space: Space, stage: StageModel,
            pieces: Iterable[tuple[Box, object]]) -> list[tuple[Box, object, Decision]]:
     """Split tagged regions by what the stage decides on them. The result's boxes are
     disjoint within each input piece and cover it exactly."""
+    if space.failures and stage.fail_closed is False:
+        return _refine_open(space, stage, list(pieces))
+    return _refine(space, stage, pieces)
+
+
+def _refine_open(space: Space, stage: StageModel, pieces: list[tuple[Box, object]]
+                 ) -> list[tuple[Box, object, Decision]]:
+    """`refine` for a stage failing open everywhere. A failed metric makes its rules false,
+    as a missing one does, so which ruleset wins is decided in the value space; failure
+    kinds then split only what nothing triggers, once per failing metric (`endings`),
+    instead of every piece being cut by every rule's failures."""
+    found = _refine(space.value_space(), stage,
+                    [(space.narrow(box), k) for k, (box, _) in enumerate(pieces)])
+    done: list[tuple[Box, object, Decision]] = []
+    quiet: list[tuple[Box, object]] = []
+    for x, k, decision in found:
+        assert isinstance(k, int)
+        box, tag = pieces[k]
+        hit = intersect(space.widen(x), box)
+        assert hit is not None  # x lies in narrow(box), so widen(x) meets box
+        if decision.ruleset is not None:
+            done.append((hit, tag, decision))
+        else:
+            quiet.append((hit, tag))
+    return done + endings(space, stage, quiet)
+
+
+def _refine(space: Space, stage: StageModel,
+            pieces: Iterable[tuple[Box, object]]) -> list[tuple[Box, object, Decision]]:
     done: list[tuple[Box, object, Decision]] = []
     # Active pieces, grouped by (tag, worst failure status so far) so they can be merged.
     active: dict[tuple[object, int], list[Box]] = {}
@@ -1082,13 +1134,8 @@ def differences(space: Space, old: StageModel, new: StageModel,
                               if (b := space.ruleset_box(rs.rules, mode)) is not None),
                             *search])
         return _compare(space, old, new, region, rename) if region else []
-    values = Space({d.metric: d.spec for d in space.dims if d.spec is not None},
-                   (*old.rulesets, *new.rulesets), failures=False)
-    assert [len(v.atoms) + 3 for v in values.dims] == [len(d.atoms) for d in space.dims]
-
-    def widen(box: Box) -> Box:
-        return tuple(m | (sum(d.failure.values()) if m & v.missing else 0)
-                     for m, v, d in zip(box, values.dims, space.dims, strict=True))
+    values = space.value_space()
+    widen = space.widen
 
     # Which ruleset wins, in the value space: only where a moved ruleset triggers, unless
     # rules changed, when the region where neither stage triggers is needed everywhere.
