@@ -70,15 +70,19 @@ class Region:
     before: Decision
     after: Decision
     boxes: tuple[Box, ...]
-    descriptions: tuple[str, ...]
     witness: Witness
     # True when some metric fails throughout (the region exists only under failures).
     failures: bool = False
 
+    def where(self, space: Space, limit: int | None = None) -> list[str]:
+        """The boxes (the first `limit` of them) in words: worded when asked, since a
+        region of a large stage can hold many thousands."""
+        return [space.describe(b, not self.failures) for b in self.boxes[:limit]]
+
     def to_data(self, space: Space | None = None) -> dict[str, object]:
         """`where` describes each box; `boxes` (given the space) says exactly the same as
         data, every box (docs/schemas/diff.schema.json)."""
-        return {"where": list(self.descriptions), "metric_failures": self.failures,
+        return {"where": self.where(space) if space else [], "metric_failures": self.failures,
                 **({"boxes": [space.box_data(b, not self.failures) for b in self.boxes]}
                    if space else {}),
                 "witness": self.witness.to_data(),
@@ -96,8 +100,10 @@ class HookRegion:
     after: Status | None
     fires_before: bool
     boxes: tuple[Box, ...]
-    descriptions: tuple[str, ...]
     witness: Witness
+
+    def where(self, space: Space, limit: int | None = None) -> list[str]:
+        return [space.describe(b) for b in self.boxes[:limit]]
 
     def text(self) -> str:
         def side(status: Status | None, fires: bool) -> str:
@@ -111,7 +117,7 @@ class HookRegion:
                 "before": self.before.value if self.before else None,
                 "after": self.after.value if self.after else None,
                 "fires_before": self.fires_before, "fires_after": not self.fires_before,
-                "where": list(self.descriptions),
+                "where": self.where(space) if space else [],
                 **({"boxes": [space.box_data(b) for b in self.boxes]} if space else {}),
                 "witness": self.witness.to_data()}
 
@@ -303,8 +309,7 @@ def webhooks(space: Space, old: StageModel, new: StageModel,
                 merged = coalesce(boxes)
                 out.append(HookRegion(
                     url, back.get(name, name), was, now,  # type: ignore[arg-type]
-                    was in hooks_a.get(url, ()), tuple(merged),
-                    tuple(space.describe(x) for x in merged), space.witness(merged[0])))
+                    was in hooks_a.get(url, ()), tuple(merged), space.witness(merged[0])))
     return out
 
 
@@ -330,7 +335,6 @@ def behaviour(old: StageModel, new: StageModel,
         for merged, failures in ((plain, False), (failing, True)):
             if merged:
                 regions.append(Region(was, now, tuple(merged),
-                                      tuple(space.describe(b, not failures) for b in merged),
                                       space.witness(merged[0], not failures), failures))
     regions.sort(key=lambda r: (r.failures, r.before.status != Status.TRIGGERED,
                                 r.before.ruleset or "", r.after.ruleset or "", r.after.status))

@@ -118,9 +118,9 @@ def text(report: DiffReport, max_regions: int | None = None) -> str:
             out.append(f"  payloads that change fate ({len(plain)} region"
                        f"{'s' if len(plain) != 1 else ''}):")
         for n, r in enumerate(plain[:shown], 1):
-            out.append(f"   {n}. where {r.descriptions[0]}"
-                       + (f" (+{len(r.descriptions) - 1} more boxes)" if len(r.descriptions) > 1
-                          else ""))
+            assert s.space is not None  # a stage with regions was compared
+            out.append(f"   {n}. where {r.where(s.space, 1)[0]}"
+                       + (f" (+{len(r.boxes) - 1} more boxes)" if len(r.boxes) > 1 else ""))
             if s.traffic is not None:
                 out.append(f"      traffic: {traffic_text(s.traffic, s.regions.index(r))}")
             out.append(f"      witness: {r.witness.text()}")
@@ -145,7 +145,8 @@ def text(report: DiffReport, max_regions: int | None = None) -> str:
                        f"{'s' if len(s.hooks) != 1 else ''}):")
         for h in s.hooks[:shown]:
             out.append(f"   - {h.url}: {h.text()}")
-            out.append(f"      where {h.descriptions[0]}")
+            assert s.space is not None
+            out.append(f"      where {h.where(s.space, 1)[0]}")
             out.append(f"      witness: {h.witness.text()}")
         if len(s.hooks) > shown:
             out.append(f"   … {len(s.hooks) - shown} more (see --format json)")
