@@ -33,9 +33,14 @@ LISTS = ("output_pii", "input_pii")
 
 
 def policy(rulesets: int, metrics: int, seed: int = 11, edit: bool = False) -> str:
+    """Beyond the 10 built-in scores and 2 label lists, the stage's project declares
+    score metrics of its own (`custom_1`, ...), so `metrics` is always what the stage uses."""
     rnd = random.Random(seed)
-    scores = SCORES[:max(1, metrics - 2)]
+    wanted = max(1, metrics - 2)
+    scores = SCORES[:wanted] + tuple(f"custom_{k}" for k in range(1, wanted - len(SCORES) + 1))
     lists = LISTS[:max(0, metrics - len(scores))]
+    declared = "".join(f"metric {m} {{\n  type score\n}}\n\n" for m in scores
+                       if m not in SCORES)
     thresholds = [round(0.05 + 0.075 * k, 3) for k in range(12)]
     blocks = []
     for i in range(rulesets):
@@ -66,8 +71,8 @@ def policy(rulesets: int, metrics: int, seed: int = 11, edit: bool = False) -> s
         blocks[a], blocks[b] = blocks[b], blocks[a]
         blocks.insert(er.randrange(len(blocks)), f"  ruleset added {{\n    when {scores[0]} > "
                       "0.9\n    passthrough\n  }")
-    return ("project bench\n\nstage big {\n  type central\n\n" + "\n\n".join(blocks)
-            + "\n}\n")
+    return ("project bench\n\n" + declared + "stage big {\n  type central\n\n"
+            + "\n\n".join(blocks) + "\n}\n")
 
 
 def _move_threshold(block: str) -> str:

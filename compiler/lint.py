@@ -95,6 +95,7 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
             wins.setdefault(decision.ruleset, []).append(box)
             won[decision.ruleset] = decision
     actions = [(rs.action.type, rs.action.choices) for rs in stage.rulesets]
+    columns: dict[str, list[tuple[int, ...]]] = {}
     for j, rs in enumerate(stage.rulesets):
         check_time()
         box_j = boxes[j]
@@ -108,8 +109,9 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
             by = shapes[i]
             if by is None or actions[i] == actions[j] or not all(box_j[d] & m for d, m in by):
                 continue
-            region = [hit for b in wins.get(earlier.name, ()) if (hit := intersect(b, box_j))]
-            if region:
+            region, count = _meeting(wins.get(earlier.name, []), columns, earlier.name,
+                                     shapes[j] or [], box_j, None if full else 3)
+            if count:
                 w = space.witness(region[0])
                 out.append(Finding(
                     OVERLAP, Severity.INFO,
@@ -118,12 +120,31 @@ def findings(stage: StageModel, full: bool = False) -> list[Finding]:
                     related=((i, None, f"`{earlier.name}` wins on the overlap"),),
                     witness=w, decision=won[earlier.name],
                     region=" or ".join(space.describe(b) for b in region[:3])
-                    + (f" (and {len(region) - 3} more regions)" if len(region) > 3 else ""),
+                    + (f" (and {count - 3} more regions)" if count > 3 else ""),
                     others=(i,),
                     boxes=tuple(space.box_data(b) for b in region) if full else (),
                     region_full=" or ".join(space.describe(b) for b in region)
                     if full else None))
     return out
+
+
+def _meeting(boxes: list[Box], columns: dict[str, list[tuple[int, ...]]], key: str,
+             by: Sparse, box: Box, limit: int | None) -> tuple[list[Box], int]:
+    """The parts of `boxes` inside `box` (sparse: `by`), the first `limit` of them, and how
+    many there are. Boxes are tested a dimension at a
+    time over their columns (one mask per box), built once per key: a stage over many
+    metrics has thousands of win boxes per ruleset, and `box` constrains few dimensions."""
+    if not boxes:
+        return [], 0
+    cols = columns.get(key)
+    if cols is None:
+        cols = columns[key] = list(zip(*boxes, strict=True))
+    picked: Sequence[int] = range(len(boxes))
+    for d, m in by:
+        col = cols[d]
+        picked = [k for k in picked if col[k] & m]
+    return [hit for k in picked[:limit] if (hit := intersect(boxes[k], box)) is not None], len(
+        picked)
 
 
 def _rule_findings(space: Space, stage: StageModel, i: int) -> list[Finding]:
