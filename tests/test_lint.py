@@ -218,9 +218,13 @@ def test_a_time_limit_stops_with_a_clear_partial_result(tmp_path: Path) -> None:
     """lint and diff --timeout: what was finished is reported, the rest named, no claim."""
     from tests.test_cli import run
 
-    big = "\n".join(f"  ruleset r{i} {{\n    when output_toxicity > {i / 400:.4f}\n"
-                    f"    when input_toxicity <= {(i % 97) / 97:.4f}\n    passthrough\n  }}"
-                    for i in range(300))
+    # Large enough that neither analysis finishes within its limit on a fast machine
+    # (lint ~2 s, diff ~2.5 s unbounded).
+    scores = ("output_toxicity", "input_toxicity", "completeness", "context_adherence",
+              "input_sexist", "output_sexist")
+    big = "\n".join(f"  ruleset r{i} {{\n    when {scores[i % 6]} > {i / 1200:.4f}\n"
+                    f"    when {scores[(i * 7 + 1) % 6]} <= {(i % 97) / 97:.4f}\n"
+                    "    passthrough\n  }" for i in range(600))
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "p.sg").write_text(
         "project p\nstage small {\n  ruleset only {\n    when output_toxicity > 0.5\n"
