@@ -6,21 +6,24 @@ diffed against an edited copy (5 thresholds moved, 2 rulesets swapped, 1 added),
 metric failures modelled. Baseline, measured in the same run: compiling the same policy
 from source (parse, check, artifact), the cheapest thing a reviewer's CI does anyway.
 
-Run: .venv/bin/python benchmarks/bench_analysis.py [--repeat R]
-Target (issue 4): lint and diff of the headline case each under 2 s on one core.
+Run: .venv/bin/python benchmarks/bench_analysis.py [--repeat R] [--scale [--cap S]]
+Targets: issue 4, lint and diff of the headline case each under 2 s on one core; issue 20,
+200 x 12 each <= 0.5 s, the fail-mode flip at 200 rulesets <= 1 s, 1,000 x 20 each <= 5 s
+(`--scale`, which also prints the growth tables).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import platform
 import random
 import time
 from collections.abc import Callable
 
-from stageguard.compiler.analysis import StageModel
+from stageguard.compiler.analysis import AnalysisStopped, StageModel, time_limit
 from stageguard.compiler.diff import behaviour
 from stageguard.compiler.lint import findings
 from stageguard.compiler.pipeline import compile_text
@@ -91,29 +94,56 @@ def model(text: str) -> StageModel:
     return StageModel.of(c.artifacts[0].to_artifact())
 
 
-def best(fn: Callable[[], object], repeat: int) -> float:
+def best(fn: Callable[[], object], repeat: int, cap: float | None = None) -> float:
+    """Best of `repeat` runs; with `cap` (seconds), a run stopped there counts as inf."""
     times = []
     for _ in range(repeat):
         gc.collect()
         t = time.perf_counter()
-        fn()
+        try:
+            with time_limit(cap):
+                fn()
+        except AnalysisStopped:
+            return math.inf
         times.append(time.perf_counter() - t)
     return min(times)
 
 
-def row(rulesets: int, metrics: int, repeat: int) -> tuple[float, float, float, int, int]:
+def row(rulesets: int, metrics: int, repeat: int, cap: float | None = None
+        ) -> tuple[float, float, float, int, int]:
     old_text = policy(rulesets, metrics)
     new_text = policy(rulesets, metrics, edit=True)
     old, new = model(old_text), model(new_text)
     base = best(lambda: compile_text(old_text), repeat)
-    t_lint = best(lambda: findings(old), repeat)
-    t_diff = best(lambda: behaviour(old, new), repeat)
-    return base, t_lint, t_diff, len(findings(old)), len(behaviour(old, new)[1])
+    t_lint = best(lambda: findings(old), repeat, cap)
+    t_diff = best(lambda: behaviour(old, new), repeat, cap)
+    nf = len(findings(old)) if t_lint < math.inf else -1
+    nr = len(behaviour(old, new)[1]) if t_diff < math.inf else -1
+    return base, t_lint, t_diff, nf, nr
+
+
+def _s(t: float) -> str:
+    return f"{t:.2f}s" if t < math.inf else "stopped"
+
+
+def growth(repeat: int, cap: float) -> None:
+    """Issue 20's growth tables: rulesets at 8 metrics, then metrics at 200 rulesets."""
+    print(f"\ngrowth (each analysis stopped at {cap:.0f} s)")
+    print(f"{'rulesets':>8} {'metrics':>7} {'compile':>9} {'lint':>9} {'diff':>9}")
+    cases = [(n, 8) for n in (25, 100, 500, 1000, 2000)] + \
+        [(200, m) for m in (2, 4, 8, 12, 16, 20, 24)]
+    for n, m in cases:
+        base, t_lint, t_diff, _, _ = row(n, m, repeat, cap)
+        print(f"{n:>8} {m:>7} {base * 1e3:>7.0f}ms {_s(t_lint):>9} {_s(t_diff):>9}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--scale", action="store_true",
+                    help="also issue 20's 1,000-ruleset cases and growth tables")
+    ap.add_argument("--cap", type=float, default=60.0,
+                    help="seconds after which a --scale analysis is stopped")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
@@ -121,10 +151,12 @@ def main() -> None:
     print(f"{'rulesets':>8} {'metrics':>7} {'compile':>9} {'lint':>9} {'diff':>9} "
           f"{'lint/compile':>12} {'diff/compile':>12} {'findings':>8} {'regions':>7}")
     cases = [(200, 8)] + [(n, 8) for n in (25, 50, 100, 400)] + [(200, m) for m in (2, 4, 12)]
+    if args.scale:
+        cases += [(1000, 12), (1000, 20)]
     for n, m in cases:
-        base, t_lint, t_diff, nf, nr = row(n, m, args.repeat)
+        base, t_lint, t_diff, nf, nr = row(n, m, args.repeat, args.cap if args.scale else None)
         print(f"{n:>8} {m:>7} {base * 1e3:>7.1f}ms {t_lint * 1e3:>7.1f}ms {t_diff * 1e3:>7.1f}ms "
-              f"{t_lint / base:>11.1f}x {t_diff / base:>11.1f}x {nf:>8} {nr:>7}")
+              f"{t_lint / base:>11.1f}x {t_diff / base:>11.1f}x {nf:>8} {nr:>7}", flush=True)
     # The worst case for diff: flipping the fail mode changes behaviour wherever any metric
     # can fail, so failure kinds must be modelled across the whole stage.
     for n in (25, 200):
@@ -135,6 +167,8 @@ def main() -> None:
         t_diff = best(lambda o=old, w=new: behaviour(o, w), args.repeat)
         print(f"fail-mode flip, {n} rulesets x 8 metrics: diff {t_diff * 1e3:.0f}ms "
               f"({t_diff / base:.0f}x compile), {len(behaviour(old, new)[1])} regions")
+    if args.scale:
+        growth(1, args.cap)
 
 
 if __name__ == "__main__":

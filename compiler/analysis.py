@@ -921,12 +921,9 @@ def _refine(space: Space, stage: StageModel,
     for (tag, worst), boxes in active.items():
         status = _FAILURES[worst] if worst < len(_FAILURES) else Status.NOT_TRIGGERED
         done.extend((box, tag, Decision(status)) for box in boxes)
-    # Fewer, larger pieces for what reads them: boxes with one tag and decision merge.
-    groups: dict[tuple[object, Decision], list[Box]] = {}
-    for box, tag, decision in done:
-        groups.setdefault((tag, decision), []).append(box)
-    return [(box, tag, decision) for (tag, decision), boxes in groups.items()
-            for box in coalesce(boxes)]
+    # Not merged once more by tag and decision: over many metrics that pass cost as much
+    # as the splitting, and what reports regions merges its own (fewer) boxes.
+    return done
 
 
 def endings(space: Space, stage: StageModel, pieces: Iterable[tuple[Box, object]]
