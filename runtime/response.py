@@ -187,7 +187,7 @@ class StageResults:
     fields, and each ruleset's Galileo wire form. Built once per loaded stage, on the first
     response that needs it (deciding alone never does); read-only afterwards."""
 
-    __slots__ = ("_json", "_rules", "_templates", "_wire", "rulesets")
+    __slots__ = ("_bodies", "_json", "_rules", "_templates", "_wire", "rulesets")
 
     def __init__(self, rulesets: tuple[RulesetSpec, ...]) -> None:
         self.rulesets = rulesets
@@ -195,6 +195,7 @@ class StageResults:
         self._wire: tuple[dict[str, Any], ...] | None = None
         self._json: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None
         self._templates: dict[Outcomes, tuple[list[str], tuple[str, ...]] | None] = {}
+        self._bodies: dict[tuple[object, ...], tuple[str, tuple[int, ...]] | None] = {}
 
     @property
     def rules(self) -> tuple[tuple[_Rule, ...], ...]:
@@ -264,6 +265,49 @@ class StageResults:
             text += "]}"
         chunks.append(text)
         return chunks, tuple(names)
+
+
+    def body(self, outcomes: Outcomes, names: tuple[str, ...], status: Status,
+             action: ActionType | None, stage: StageMetadata
+             ) -> tuple[str, tuple[int, ...]] | None:
+        """The whole JSON body of a response whose metrics (`names`, in order) all came with
+        the payload, without metadata, headers or error, as a %-format and, for each
+        reached rule, the index in `names` of its metric. Its slots are the text, the trace
+        metadata's four values, the action's value (if `action`), each reached rule's value
+        and each metric's value, all as JSON. None where `template` is."""
+        key = (outcomes, names, status, action, stage)
+        found = self._bodies.get(key, _NO_TEMPLATE)
+        if found is not _NO_TEMPLATE:
+            return found  # type: ignore[return-value]
+        made: tuple[str, tuple[int, ...]] | None = None
+        rulesets = self.template(outcomes)
+        if rulesets is not None and set(rulesets[1]) <= set(names):
+            chunks, reached = rulesets
+            fmt = "".join((
+                '{"text": %s, "status": "', _UPPER[status], '", "trace_metadata": {"id": %s, '
+                '"received_at": %s, "response_at": %s, "execution_time": %s}, '
+                '"action_result": ',
+                "null" if action is None else '{"type": ' + _string(action.value).replace(
+                    "%", "%%") + ', "value": %s}',
+                ', "stage_metadata": ', _stage_json(stage).replace("%", "%%"),
+                ', "ruleset_results": [', "%s".join(c.replace("%", "%%") for c in chunks[::2]),
+                '], "metric_results": {', _payload_metrics(names),
+                '}, "metadata": null, "headers": null, "error": null}'))
+            made = fmt, tuple(names.index(n) for n in reached)
+        if len(self._bodies) < _TEMPLATES:
+            self._bodies[key] = made
+        return made
+
+
+def _payload_metrics(names: tuple[str, ...]) -> str:
+    """`metric_results` of metrics that all came with the payload, a %-format with one
+    slot per value."""
+    template = _PAYLOAD_METRICS.get(names)
+    if template is None:
+        template = ", ".join(_string(n).replace("%", "%%") + _PAYLOAD_METRIC for n in names)
+        if len(_PAYLOAD_METRICS) < _TEMPLATES:
+            _PAYLOAD_METRICS[names] = template
+    return template
 
 
 _NO_TEMPLATE = object()
@@ -470,9 +514,25 @@ class Response:
             return json.dumps(self._wire(fresh=False), ensure_ascii=False, allow_nan=False,
                               **kwargs)
         values = self._values or {}
-        encoded = dict(zip(values, map(_json_value, values.values()), strict=True))
         plain = Failure not in set(map(type, values.values()))  # no failures to write out
         action = self.action_result
+        if (plain and self._timings is None and self.metadata is None and self.headers is None
+                and self.error is None and self._decided()):
+            # The common case, one format per outcome pattern (StageResults.body).
+            assert self._results is not None
+            found = self._results.body(self._outcomes, tuple(values), self.status,
+                                       None if action is None else action.type,
+                                       self.stage_metadata)
+            if found is not None:
+                fmt, reached = found
+                encoded_values = tuple(map(_json_value, values.values()))
+                tm = self.trace_metadata
+                head = [_string(self.text), _string(tm.id), int.__repr__(tm.received_at),
+                        int.__repr__(tm.response_at), _number(tm.execution_time)]
+                if action is not None:
+                    head.append(_string(action.value))
+                return fmt % (*head, *[encoded_values[i] for i in reached], *encoded_values)
+        encoded = dict(zip(values, map(_json_value, values.values()), strict=True))
         return "".join((
             self._json_head(), '}, "action_result": ',
             "null" if action is None else '{"type": ' + _string(action.type.value)
@@ -486,14 +546,7 @@ class Response:
 
     def _json_metrics(self, encoded: Mapping[str, str], plain: bool) -> str:
         if self._timings is None and plain:  # every value came with the payload
-            names = tuple(encoded)
-            template = _PAYLOAD_METRICS.get(names)
-            if template is None:
-                template = ", ".join(_string(n).replace("%", "%%") + _PAYLOAD_METRIC
-                                     for n in names)
-                if len(_PAYLOAD_METRICS) < _TEMPLATES:
-                    _PAYLOAD_METRICS[names] = template
-            return template % tuple(encoded.values())
+            return _payload_metrics(tuple(encoded)) % tuple(encoded.values())
         timings = self._timings or {}
         parts = []
         for name, value in (self._values or {}).items():

@@ -118,12 +118,16 @@ def test_to_json_equals_json_dumps_through_the_runtime(tmp_path) -> None:
             rt.invoke({"output": "x", "metrics": {"a": 0.9, "b": 0.1, "tone2": "angry"}}, "s",
                       metadata={"user": "ü \"1\""}, headers={"x-req": "9\n"}),
             rt.invoke({"output": "x", "metrics": {"a": 0.2, "b": 0.1, "tone2": "calm"}}, "s"),
+            # the one-format path (no metadata): a triggered action, and text with %
+            rt.invoke({"output": '50% "ü" %s', "metrics": {"a": 0.9, "b": 0.1, "tone2": "angry"}},
+                      "s"),
             rt.invoke({"output": "x"}, "empty_local"),  # skipped: nothing decided
         ]
         rt.pause_stage(project="p", stage_name="s")
         responses.append(rt.invoke({"output": "x", "metrics": {"a": 0.9}}, "s"))
     assert [r.status for r in responses] == [Status.TRIGGERED, Status.NOT_TRIGGERED,
-                                             Status.SKIPPED, Status.PAUSED]
+                                             Status.TRIGGERED, Status.SKIPPED, Status.PAUSED]
+    assert responses[2].action_result is not None
     for r in responses:
         assert r.to_json() == json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False)
         assert r.to_json_bytes() == r.to_json().encode()
