@@ -409,8 +409,11 @@ class Runtime(RegistryFollower, StageManagement):
             given_metrics = payload.get("metrics")
         else:
             raise InvalidRequest("payload is a Payload or a mapping with input/output")
-        text_in = arguments.text("payload input", given_in)
-        text_out = arguments.text("payload output", given_out)
+        # (ASCII strings, the usual case, need no surrogate check: no call for them)
+        text_in = given_in if given_in.__class__ is str and given_in.isascii() else \
+            arguments.text("payload input", given_in)
+        text_out = given_out if given_out.__class__ is str and given_out.isascii() else \
+            arguments.text("payload output", given_out)
         raw_metrics = arguments.metrics(given_metrics)
         if timeout != DEFAULT_TIMEOUT:
             timeout = arguments.timeout(timeout)
@@ -418,7 +421,8 @@ class Runtime(RegistryFollower, StageManagement):
             metadata = arguments.string_map("metadata", metadata)
         if headers is not None:
             headers = arguments.string_map("headers", headers)
-        version = arguments.version(version)
+        if version is not None:
+            version = arguments.version(version)
         if not (text_out or text_in):
             raise InvalidRequest("payload needs a non-empty input or output")
         table = self._table  # one snapshot for the whole decision
