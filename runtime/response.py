@@ -195,7 +195,7 @@ class StageResults:
         self._wire: tuple[dict[str, Any], ...] | None = None
         self._json: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None
         self._templates: dict[Outcomes, tuple[list[str], tuple[str, ...]] | None] = {}
-        self._bodies: dict[tuple[object, ...], tuple[str, tuple[int, ...]] | None] = {}
+        self._bodies: dict[tuple[Outcomes, tuple[str, ...]], tuple[Any, ...]] = {}
 
     @property
     def rules(self) -> tuple[tuple[_Rule, ...], ...]:
@@ -269,33 +269,44 @@ class StageResults:
 
     def body(self, outcomes: Outcomes, names: tuple[str, ...], status: Status,
              action: ActionType | None, stage: StageMetadata
-             ) -> tuple[str, tuple[int, ...]] | None:
+             ) -> tuple[list[str], tuple[int, ...]] | None:
         """The whole JSON body of a response whose metrics (`names`, in order) all came with
-        the payload, without metadata, headers or error, as a %-format and, for each
-        reached rule, the index in `names` of its metric. Its slots are the text, the trace
-        metadata's four values, the action's value (if `action`), each reached rule's value
-        and each metric's value, all as JSON. None where `template` is."""
-        key = (outcomes, names, status, action, stage)
-        found = self._bodies.get(key, _NO_TEMPLATE)
-        if found is not _NO_TEMPLATE:
-            return found  # type: ignore[return-value]
-        made: tuple[str, tuple[int, ...]] | None = None
+        the payload, without metadata, headers or error: its text around each value
+        (`chunks`, as `template`'s) and, for each reached rule, the index in `names` of its
+        metric. The slots (`chunks[1::2]`) take the text, the trace metadata's four values,
+        the action's value (if `action`), each reached rule's value and each metric's
+        value, all as JSON. None where `template` is. Kept by outcomes and names alone
+        (status and action follow from the outcomes, and the stage is this one's): hashing
+        the rest would cost what the body saves."""
+        found = self._bodies.get((outcomes, names))
+        if found is not None and found[2] is status and found[3] is action and found[4] is stage:
+            return found[:2] if found[0] is not None else None
+        made: tuple[list[str], tuple[int, ...]] | None = None
         rulesets = self.template(outcomes)
-        if rulesets is not None and set(rulesets[1]) <= set(names):
+        if rulesets is not None and names and set(rulesets[1]) <= set(names):
             chunks, reached = rulesets
-            fmt = "".join((
-                '{"text": %s, "status": "', _UPPER[status], '", "trace_metadata": {"id": %s, '
-                '"received_at": %s, "response_at": %s, "execution_time": %s}, '
-                '"action_result": ',
-                "null" if action is None else '{"type": ' + _string(action.value).replace(
-                    "%", "%%") + ', "value": %s}',
-                ', "stage_metadata": ', _stage_json(stage).replace("%", "%%"),
-                ', "ruleset_results": [', "%s".join(c.replace("%", "%%") for c in chunks[::2]),
-                '], "metric_results": {', _payload_metrics(names),
-                '}, "metadata": null, "headers": null, "error": null}'))
-            made = fmt, tuple(names.index(n) for n in reached)
+            around = ['{"text": ', '", "status": "' + _UPPER[status] + '", "trace_metadata": '
+                      '{"id": ', ', "received_at": ', ', "response_at": ',
+                      ', "execution_time": ']
+            around[1] = around[1][1:]  # (the text slot holds its own quotes)
+            tail = ', "stage_metadata": ' + _stage_json(stage) + ', "ruleset_results": ['
+            if action is None:
+                around.append('}, "action_result": null' + tail + chunks[0])
+            else:
+                around += ['}, "action_result": {"type": ' + _string(action.value)
+                           + ', "value": ', "}" + tail + chunks[0]]
+            around += chunks[2:-1:2]
+            metrics = [_string(n) + ': {"value": ' for n in names]
+            around.append(chunks[-1] + '], "metric_results": {' + metrics[0])
+            middle = ', "status": "success", "source": "payload", "execution_time": 0.0, ' \
+                '"error": null}, '
+            around += [middle + m for m in metrics[1:]]
+            around.append(middle[:-2] + '}, "metadata": null, "headers": null, "error": null}')
+            body = [""] * (2 * len(around) - 1)
+            body[::2] = around
+            made = body, tuple(names.index(n) for n in reached)
         if len(self._bodies) < _TEMPLATES:
-            self._bodies[key] = made
+            self._bodies[(outcomes, names)] = (*(made or (None, None)), status, action, stage)
         return made
 
 
@@ -524,14 +535,18 @@ class Response:
                                        None if action is None else action.type,
                                        self.stage_metadata)
             if found is not None:
-                fmt, reached = found
-                encoded_values = tuple(map(_json_value, values.values()))
+                chunks, reached = found
+                encoded_values = list(map(_json_value, values.values()))
                 tm = self.trace_metadata
-                head = [_string(self.text), _string(tm.id), int.__repr__(tm.received_at),
-                        int.__repr__(tm.response_at), _number(tm.execution_time)]
+                slots = [_string(self.text), _string(tm.id), int.__repr__(tm.received_at),
+                         int.__repr__(tm.response_at), _number(tm.execution_time)]
                 if action is not None:
-                    head.append(_string(action.value))
-                return fmt % (*head, *[encoded_values[i] for i in reached], *encoded_values)
+                    slots.append(_string(action.value))
+                slots += [encoded_values[i] for i in reached]
+                slots += encoded_values
+                filled = chunks.copy()
+                filled[1::2] = slots
+                return "".join(filled)
         encoded = dict(zip(values, map(_json_value, values.values()), strict=True))
         return "".join((
             self._json_head(), '}, "action_result": ',
