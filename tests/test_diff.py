@@ -43,7 +43,7 @@ def test_diff_regions_are_exactly_where_decisions_differ(
         assert differs == inside, p
 
 
-@examples(3,
+@examples(1,  # the same edits as the property above, renamed: fewer draws suffice
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_pairs(), st.data())
 def test_diff_regions_are_exact_across_renames(
