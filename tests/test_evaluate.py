@@ -138,7 +138,7 @@ def test_stage_status_precedence() -> None:
 
 # ---- fast path == reference interpreter ------------------------------------------------------
 
-@examples(14, suppress_health_check=[HealthCheck.too_slow])
+@examples(10, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.lists(st.fixed_dictionaries({m: metric_values for m in METRICS}),
                                  min_size=5, max_size=5), fail_modes)
 def test_fast_path_equals_reference(rulesets: list[RulesetSpec],
