@@ -763,6 +763,18 @@ def cut(box: Box, by: Sparse) -> tuple[Box | None, list[Box]]:
     return tuple(inside), rest
 
 
+def cut_all(boxes: Iterable[Box], by: Sparse) -> tuple[list[Box], list[Box]]:
+    """`cut` of each box: the parts inside `by`, and the disjoint parts outside it."""
+    inside: list[Box] = []
+    outside: list[Box] = []
+    for box in boxes:
+        hit, rest = cut(box, by)
+        if hit is not None:
+            inside.append(hit)
+        outside.extend(rest)
+    return inside, outside
+
+
 def subtract(a: Box, b: Box) -> list[Box]:
     """a minus b as disjoint boxes (`cut` by every dimension of b)."""
     return cut(a, list(enumerate(b)))[1]
@@ -900,13 +912,9 @@ def _refine(space: Space, stage: StageModel,
                         done.append((hit, tag, decision))
                 for k, fboxes in fails:
                     for fb in fboxes:
-                        left: list[Box] = []
-                        for piece in rest:
-                            hit, outside = cut(piece, fb)
-                            if hit is not None:
-                                nxt.setdefault((tag, min(worst, k)), []).append(hit)
-                            left.extend(outside)
-                        rest = left
+                        hits, rest = cut_all(rest, fb)
+                        if hits:
+                            nxt.setdefault((tag, min(worst, k)), []).extend(hits)
                 if rest:
                     nxt.setdefault((tag, worst), []).extend(rest)
         # Merging costs a pass over every box per dimension: done when a group has grown to
@@ -957,13 +965,9 @@ def endings(space: Space, stage: StageModel, pieces: Iterable[tuple[Box, object]
         rest = [box]
         for decision, cuts in layers:
             for by in cuts:
-                left: list[Box] = []
-                for piece in rest:
-                    hit, outside = cut(piece, by)
-                    if hit is not None:
-                        groups.setdefault((tag, decision), []).append(hit)
-                    left.extend(outside)
-                rest = left
+                hits, rest = cut_all(rest, by)
+                if hits:
+                    groups.setdefault((tag, decision), []).extend(hits)
         if rest:
             groups.setdefault((tag, quiet), []).extend(rest)
     return [(b, tag, decision) for (tag, decision), boxes in groups.items()

@@ -23,7 +23,7 @@ from stageguard.compiler.analysis import (
     StageModel,
     Witness,
     check_time,
-    cut,
+    cut_all,
     intersect,
     partition,
     quick_decide,
@@ -280,12 +280,13 @@ def smallest_cover(box: Box, candidates: Sequence[tuple[int, Sparse]]) -> list[i
         if best is None:
             break  # not covered (cannot happen for a shadowed ruleset): name what helps
         chosen.append(best)
-        remaining = [(x, _volume(x)) for r, _ in remaining for x in cut(r, boxes[best])[1]]
+        remaining = [(x, _volume(x))
+                     for x in cut_all([r for r, _ in remaining], boxes[best])[1]]
     for i in list(chosen):
         left = [box]
         for k in chosen:
             if k != i:
-                left = [x for r in left for x in cut(r, boxes[k])[1]]
+                left = cut_all(left, boxes[k])[1]
         if not left:
             chosen.remove(i)
     return sorted(chosen)
