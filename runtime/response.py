@@ -283,31 +283,48 @@ class StageResults:
             return found[:2] if found[0] is not None else None
         made: tuple[list[str], tuple[int, ...]] | None = None
         rulesets = self.template(outcomes)
-        if rulesets is not None and names and set(rulesets[1]) <= set(names):
+        if rulesets is not None and set(rulesets[1]) <= set(names):
+            # The assembled form (`_head`, `_body`) with a marker in every slot, split there.
             chunks, reached = rulesets
-            around = ['{"text": ', '", "status": "' + _UPPER[status] + '", "trace_metadata": '
-                      '{"id": ', ', "received_at": ', ', "response_at": ',
-                      ', "execution_time": ']
-            around[1] = around[1][1:]  # (the text slot holds its own quotes)
-            tail = ', "stage_metadata": ' + _stage_json(stage) + ', "ruleset_results": ['
-            if action is None:
-                around.append('}, "action_result": null' + tail + chunks[0])
-            else:
-                around += ['}, "action_result": {"type": ' + _string(action.value)
-                           + ', "value": ', "}" + tail + chunks[0]]
-            around += chunks[2:-1:2]
-            metrics = [_string(n) + ': {"value": ' for n in names]
-            around.append(chunks[-1] + '], "metric_results": {' + metrics[0])
-            middle = ', "status": "success", "source": "payload", "execution_time": 0.0, ' \
-                '"error": null}, '
-            around += [middle + m for m in metrics[1:]]
-            around.append(middle[:-2] + '}, "metadata": null, "headers": null, "error": null}')
+            text = _body(_head(_SLOT, _UPPER[status], _SLOT, _SLOT, _SLOT, _SLOT),
+                         "null" if action is None else _action(_string(action.value), _SLOT),
+                         _stage_json(stage), _SLOT.join(chunks[::2]),
+                         _payload_metrics(names) % ((_SLOT,) * len(names)), "null", "null",
+                         "null")
+            around = text.split(_SLOT)
             body = [""] * (2 * len(around) - 1)
             body[::2] = around
             made = body, tuple(names.index(n) for n in reached)
         if len(self._bodies) < _TEMPLATES:
             self._bodies[(outcomes, names)] = (*(made or (None, None)), status, action, stage)
         return made
+
+
+# A slot in a body built once (`StageResults.body`): never in JSON text, whose encoder
+# escapes every control character.
+_SLOT = "\x00"
+
+
+def _head(text: str, status: str, trace_id: str, received: str, responded: str,
+          elapsed: str) -> str:
+    """The JSON both forms of a response begin with, from its values as JSON, up to the
+    trace metadata's last value."""
+    return "".join(('{"text": ', text, ', "status": "', status, '", "trace_metadata": {"id": ',
+                    trace_id, ', "received_at": ', received, ', "response_at": ', responded,
+                    ', "execution_time": ', elapsed))
+
+
+def _body(head: str, action: str, stage: str, rulesets: str, metrics: str, metadata: str,
+          headers: str, error: str) -> str:
+    """The rich form from its parts as JSON (`rulesets` and `metrics` without brackets)."""
+    return "".join((head, '}, "action_result": ', action, ', "stage_metadata": ', stage,
+                    ', "ruleset_results": [', rulesets, '], "metric_results": {', metrics,
+                    '}, "metadata": ', metadata, ', "headers": ', headers, ', "error": ',
+                    error, "}"))
+
+
+def _action(type_: str, value: str) -> str:
+    return '{"type": ' + type_ + ', "value": ' + value + "}"
 
 
 def _payload_metrics(names: tuple[str, ...]) -> str:
@@ -548,16 +565,15 @@ class Response:
                 filled[1::2] = slots
                 return "".join(filled)
         encoded = dict(zip(values, map(_json_value, values.values()), strict=True))
-        return "".join((
-            self._json_head(), '}, "action_result": ',
-            "null" if action is None else '{"type": ' + _string(action.type.value)
-            + ', "value": ' + _string(action.value) + "}",
-            ', "stage_metadata": ', _stage_json(self.stage_metadata),
-            ', "ruleset_results": [', self._json_rulesets(encoded, plain),
-            '], "metric_results": {', self._json_metrics(encoded, plain),
-            '}, "metadata": ', "null" if self.metadata is None else _encode(dict(self.metadata)),
-            ', "headers": ', "null" if self.headers is None else _encode(dict(self.headers)),
-            ', "error": ', "null" if self.error is None else _string(self.error), "}"))
+        return _body(
+            self._json_head(),
+            "null" if action is None else _action(_string(action.type.value),
+                                                  _string(action.value)),
+            _stage_json(self.stage_metadata), self._json_rulesets(encoded, plain),
+            self._json_metrics(encoded, plain),
+            "null" if self.metadata is None else _encode(dict(self.metadata)),
+            "null" if self.headers is None else _encode(dict(self.headers)),
+            "null" if self.error is None else _string(self.error))
 
     def _json_metrics(self, encoded: Mapping[str, str], plain: bool) -> str:
         if self._timings is None and plain:  # every value came with the payload
@@ -620,8 +636,6 @@ class Response:
         """The JSON both forms begin with: text, status and trace_metadata, up to its last
         value."""
         tm = self.trace_metadata
-        return "".join((
-            '{"text": ', _string(self.text), ', "status": "', _UPPER[self.status],
-            '", "trace_metadata": {"id": ', _string(tm.id), ', "received_at": ',
-            int.__repr__(tm.received_at), ', "response_at": ', int.__repr__(tm.response_at),
-            ', "execution_time": ', _number(tm.execution_time)))
+        return _head(_string(self.text), _UPPER[self.status], _string(tm.id),
+                     int.__repr__(tm.received_at), int.__repr__(tm.response_at),
+                     _number(tm.execution_time))
