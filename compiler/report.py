@@ -4,8 +4,10 @@ package files, for pull-request comments) and JSON."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from functools import cache
+from typing import Any, cast
 
 import jinja2
 
@@ -97,8 +99,30 @@ def markdown(report: DiffReport, max_regions: int | None = None,
 
 
 def as_json(report: DiffReport) -> str:
-    """Every region: JSON is for tools, and is never capped."""
-    return json.dumps(report.to_data(), indent=2, ensure_ascii=False)
+    """Every region: JSON is for tools, and is never capped. Indented, except that each box
+    is written on one line: a large change holds tens of thousands of boxes, which the
+    indenting encoder (pure Python) writes 8 times slower and 3 times longer."""
+    data = report.to_data()
+    boxes: list[str] = []
+    compact = _COMPACT.encode
+    for stage in cast(list[dict[str, Any]], data["stages"]):
+        for region in (*stage["regions"], *stage["webhooks"]):
+            if "boxes" in region:
+                held = []
+                for box in region["boxes"]:
+                    held.append(_HOLD + str(len(boxes)))
+                    boxes.append(compact(box))
+                region["boxes"] = held
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if text.count('"\\u0000') != len(boxes):  # a string of the report itself is like a hold
+        return json.dumps(report.to_data(), indent=2, ensure_ascii=False)
+    return _HELD.sub(lambda m: boxes[int(m[1])], text)
+
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False)
+# Where a box goes in the indented text: a string that JSON writes as "\u0000<n>".
+_HOLD = "\x00"
+_HELD = re.compile(r'"\\u0000(\d+)"')
 
 
 def text(report: DiffReport, max_regions: int | None = None) -> str:

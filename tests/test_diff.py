@@ -296,3 +296,27 @@ def test_proved_for_every_payload_the_runtime_accepts(tmp_path: Path) -> None:
             out = run("invoke", "s", "--registry", f"reg-{side}", "--input", "x", "--metric",
                       f"output_toxicity={v}", "--format", "json", cwd=tmp_path)
             assert json.loads(out.stdout)["status"] == want, (side, v, out.stderr)
+
+
+def test_the_json_report_holds_the_data_with_each_box_on_one_line() -> None:
+    from stageguard.compiler.diff import diff
+    from stageguard.compiler.pipeline import compile_paths
+    from stageguard.compiler.report import as_json
+
+    case = REVIEW / "threshold_tightened"
+    before, after = ({(a.project, a.stage.name): a
+                      for a in (d.to_artifact()
+                                for d in compile_paths([str(case / side)]).artifacts)}
+                     for side in ("before", "after"))
+    report = diff(before, after, "old", "new")
+    text = as_json(report)
+    assert json.loads(text) == json.loads(json.dumps(report.to_data()))
+    [stage] = [s for s in report.stages if s.regions]
+    boxes = [line for line in text.splitlines() if line.lstrip().startswith('{"')]
+    assert len(boxes) == sum(len(r.boxes) for r in (*stage.regions, *stage.hooks)) > 0
+    assert text.startswith('{\n  "old": "old",\n')  # indented around the boxes
+    # A string of the report's own that reads like a box's place in the text: the plain
+    # indented form, the same data.
+    odd = replace(report, old_label="\x000")
+    assert json.loads(as_json(odd)) == json.loads(json.dumps(odd.to_data()))
+    assert as_json(odd) == json.dumps(odd.to_data(), indent=2, ensure_ascii=False)
