@@ -138,52 +138,48 @@ def test_stage_status_precedence() -> None:
 
 # ---- fast path == reference interpreter ------------------------------------------------------
 
-@examples(10, suppress_health_check=[HealthCheck.too_slow])
+@examples(6, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.lists(st.fixed_dictionaries({m: metric_values for m in METRICS}),
                                  min_size=5, max_size=5), fail_modes)
 def test_fast_path_equals_reference(rulesets: list[RulesetSpec],
                                     payloads: list[dict[str, object]],
                                     fail_closed: FailClosed) -> None:
-    # 1,400 stages x 5 payloads x 5 evaluators (generated in one function and in chunks,
-    # closures, precomputed in one function and in chunks) per CI run.
-    for raw in payloads:
-        _check_evaluators(rulesets, raw, fail_closed)
-
-
-def _check_evaluators(rulesets: list[RulesetSpec], raw: dict[str, object],
-                      fail_closed: FailClosed) -> None:
-    present = {k: v for k, v in raw.items() if v != "absent"}
-    expected = reference_outcomes(rulesets, values_getter(present), fail_closed)
-    assert statuses_of(expected) == reference_decide(rulesets, values_getter(present),
-                                                     fail_closed)
-    assert outcomes_status(expected) is stage_status(statuses_of(expected))
-    # Generated code in one function and in chunks of two rulesets, and the closures.
-    for codegen, chunk in ((True, 128), (True, 2), (False, 128)):
-        decide = compile_decider(rulesets, fail_closed, codegen=codegen, chunk=chunk)
-        values = dict(present)
-        resolved: list[str] = []
-
-        def resolve(name: str, values=values, resolved=resolved) -> object:
-            resolved.append(name)
-            values[name] = Failure(Status.ERROR, "no value")
-            return values[name]
-
-        assert decide(values, resolve) == expected
-        assert len(resolved) == len(set(resolved))  # each metric resolved at most once
-        assert set(resolved) <= set(METRICS) - set(present)
-    # The precomputed path answers exactly when every metric came with the payload (such
-    # values are never Failures), and equals the reference then.
-    payload_only = {k: v for k, v in present.items() if not isinstance(v, Failure)}
+    # 600 stages x 5 payloads x 5 evaluators (generated in one function and in chunks of
+    # two rulesets, closures, precomputed in one function and in chunks) per CI run; each
+    # evaluator is built once per stage, as a served stage's is.
+    deciders = [compile_decider(rulesets, fail_closed, codegen=codegen, chunk=chunk)
+                for codegen, chunk in ((True, 128), (True, 2), (False, 128))]
+    quicks = [compile_precomputed(rulesets, chunk=chunk) for chunk in (128, 2)]
     used = {r.metric for rs in rulesets for r in rs.rules}
-    for chunk in (128, 2):
-        quick = compile_precomputed(rulesets, chunk=chunk)
-        assert quick is not None
-        got = quick(dict(payload_only))
-        if used <= payload_only.keys():
-            assert got == reference_outcomes(rulesets, values_getter(payload_only),
-                                             fail_closed)
-        else:
-            assert got is None
+    for raw in payloads:
+        present = {k: v for k, v in raw.items() if v != "absent"}
+        expected = reference_outcomes(rulesets, values_getter(present), fail_closed)
+        assert statuses_of(expected) == reference_decide(rulesets, values_getter(present),
+                                                         fail_closed)
+        assert outcomes_status(expected) is stage_status(statuses_of(expected))
+        for decide in deciders:
+            values = dict(present)
+            resolved: list[str] = []
+
+            def resolve(name: str, values=values, resolved=resolved) -> object:
+                resolved.append(name)
+                values[name] = Failure(Status.ERROR, "no value")
+                return values[name]
+
+            assert decide(values, resolve) == expected
+            assert len(resolved) == len(set(resolved))  # each metric resolved at most once
+            assert set(resolved) <= set(METRICS) - set(present)
+        # The precomputed path answers exactly when every metric came with the payload
+        # (such values are never Failures), and equals the reference then.
+        payload_only = {k: v for k, v in present.items() if not isinstance(v, Failure)}
+        for quick in quicks:
+            assert quick is not None
+            got = quick(dict(payload_only))
+            if used <= payload_only.keys():
+                assert got == reference_outcomes(rulesets, values_getter(payload_only),
+                                                 fail_closed)
+            else:
+                assert got is None
 
 
 def test_fast_path_resolves_only_what_rules_reach() -> None:

@@ -93,7 +93,7 @@ VALUES = st.one_of(
     st.lists(LABELS, max_size=4))
 
 
-@examples(100,
+@examples(50,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.sampled_from(list(Operator)), TARGETS, VALUES)
 def test_single_rule_evaluation_equals_galileo(op: Operator, target: object,

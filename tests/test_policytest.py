@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -119,20 +120,26 @@ def test_every_mistake_in_every_test_file_at_once(tmp_path: Path,
         "4 problems in the test files"]
 
 
-def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+def _pytest(*args: str, autoload: bool = True) -> subprocess.CompletedProcess[str]:
+    """pytest in a process of its own. `autoload=False` loads stageguard's plugin alone,
+    by name: every installed plugin is 5 s of start-up here."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
+    if not autoload:
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        args = ("-p", "stageguard.compiler.pytest_plugin", *args)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            *args], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).parent.parent)
+                          cwd=Path(__file__).parent.parent, env=env)
 
 
 def test_pytest_collects_policy_tests(tmp_path: Path) -> None:
-    done = _pytest("policies/")
+    done = _pytest("policies/")  # found through its entry point, as users' pytest finds it
     assert done.returncode == 0, done.stdout + done.stderr
     n = len(run_files([str(POLICIES)]).outcomes)
     assert f"{n} passed" in done.stdout
     broken = tmp_path / "broken"
     shutil.copytree(BROKEN, broken)
-    done = _pytest(str(broken), "--rootdir", str(tmp_path))
+    done = _pytest(str(broken), "--rootdir", str(tmp_path), autoload=False)
     assert done.returncode == 1
     assert "3 failed" in done.stdout
     assert "not_triggered when output_toxicity >= 0.9 (value 0.75)" in done.stdout

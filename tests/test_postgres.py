@@ -327,9 +327,9 @@ def test_cold_start_with_the_store_down_serves_the_disk_cache(tmp_path: Path) ->
 
 
 def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> None:
-    """10,000 invokes over 3 `serve` replicas while 50 versions are published and 20
-    pauses/resumes happen: no 5xx, every answer is one version's own, and each replica's
-    versions only move forward."""
+    """3 `serve` replicas invoked without a pause for as long as 50 versions are published
+    and 20 pauses/resumes happen (at least 500 invokes each): no 5xx, every answer is one
+    version's own, and each replica's versions only move forward."""
     import threading
 
     from stageguard.compiler.pipeline import compile_text
@@ -355,10 +355,10 @@ def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> N
             serve_process(url, *quiet) as (b, _), \
             serve_process(url, *quiet) as (c, _):
 
-        def hammer(i: int, base: str, count: int) -> None:
+        def hammer(i: int, base: str, least: int) -> None:
             with httpx.Client(base_url=base, timeout=30,
                               headers={"Authorization": f"Bearer {ADMIN}"}) as http:
-                for _ in range(count):
+                while len(seen[i]) < least or not done.is_set():
                     try:
                         resp = http.post("/protect/invoke", json=body)
                     except httpx.HTTPError as exc:
@@ -366,7 +366,7 @@ def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> N
                         return
                     if resp.status_code >= 500:
                         problems.append(f"{base}: {resp.status_code}")
-                        continue
+                        return
                     answer = resp.json()
                     if resp.status_code != 200:
                         problems.append(f"{base}: {resp.status_code} {answer}")
@@ -385,7 +385,7 @@ def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> N
                 time.sleep(0.01)
             done.set()
 
-        threads = [threading.Thread(target=hammer, args=(i, base, 3334))
+        threads = [threading.Thread(target=hammer, args=(i, base, 500))
                    for i, base in enumerate((a, b, c))]
         writer = threading.Thread(target=publish)
         for t in (*threads, writer):
@@ -394,7 +394,7 @@ def test_soak_three_replicas_while_publishing_and_pausing(postgres: object) -> N
             t.join(timeout=300)
     store.close()
     assert done.is_set() and not problems, problems[:5]
-    assert sum(len(s) for s in seen) == 3 * 3334
+    assert min(len(s) for s in seen) >= 500
     for versions in seen:
         assert versions == sorted(versions)  # never an older version after a newer one
         assert len(set(versions)) > 1  # the versions did change under the load
