@@ -23,7 +23,7 @@ from tests.strategies import payloads, stage_models, stage_pairs
 REVIEW = Path(__file__).parent / "review"
 
 
-@examples(3,
+@examples(2,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_pairs(), st.data())
 def test_diff_regions_are_exactly_where_decisions_differ(
@@ -82,7 +82,7 @@ def _posts(stage: StageModel, values: dict[str, object]) -> set[tuple[str, str]]
     return out
 
 
-@examples(3,
+@examples(2,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_pairs(), st.data())
 def test_webhook_regions_are_exactly_where_posts_change(

@@ -239,7 +239,7 @@ def test_long_rulesets_on_the_precomputed_path(length: int) -> None:
 
 # ---- fail closed: what docs/semantics.md rule 6 says, over generated stages --------------------
 
-@examples(10, suppress_health_check=[HealthCheck.too_slow])
+@examples(5, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}))
 def test_fail_closed_triggers_exactly_when_every_had_rule_holds(
         rulesets: list[RulesetSpec], raw: dict[str, object]) -> None:
@@ -255,7 +255,7 @@ def test_fail_closed_triggers_exactly_when_every_had_rule_holds(
         assert status is (Status.TRIGGERED if expected else Status.NOT_TRIGGERED)
 
 
-@examples(10, suppress_health_check=[HealthCheck.too_slow])
+@examples(5, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}),
        st.fixed_dictionaries({m: metric_values for m in METRICS}))
 def test_fail_closed_is_never_less_strict_than_a_value_the_metric_could_have(
