@@ -508,10 +508,16 @@ class Runtime(RegistryFollower, StageManagement):
         if status is None:
             if _T in outcomes:
                 status = _T
-                winner = loaded.rulesets[outcomes.index(_T)].action
+                first = outcomes.index(_T)
+                winner = loaded.rulesets[first].action
                 if winner.type is ActionType.OVERRIDE:
-                    text = self.random.choice(winner.choices)  # type: ignore[arg-type]
-                action = ActionResult(winner.type, text)
+                    # One result per choice, built once per stage; a lone choice needs no
+                    # draw.
+                    choices = loaded.results.overrides(first)
+                    action = choices[0] if len(choices) == 1 else self.random.choice(choices)
+                    text = action.value
+                else:
+                    action = ActionResult(winner.type, text)
             else:
                 status = outcomes_status(outcomes)
         resolution = call.resolution

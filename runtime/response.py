@@ -138,11 +138,20 @@ def _json_value(value: object) -> str:
     if kind is str:
         return _string(value)  # type: ignore[arg-type]
     if kind is tuple:
+        try:
+            found = _LABELS.get(value)  # label sets come from a small vocabulary: kept
+        except TypeError:  # unhashable: not labels
+            found = None
+        if found is not None:
+            return found
         for label in value:  # type: ignore[attr-defined]
             if label.__class__ is not str:
                 break
         else:
-            return "[" + ", ".join(map(_string, value)) + "]"  # type: ignore[call-overload]
+            found = "[" + ", ".join(map(_string, value)) + "]"  # type: ignore[call-overload]
+            if len(_LABELS) < _LABELS_SIZE:
+                _LABELS[value] = found  # type: ignore[index]
+            return found
     if isinstance(value, str):
         return _string(value)
     if isinstance(value, bool):
@@ -156,6 +165,11 @@ def _json_value(value: object) -> str:
     if isinstance(value, tuple) and all(isinstance(x, str) for x in value):
         return "[" + ", ".join(map(_string, value)) + "]"
     return _encode(_wire_value(value))
+
+
+# Label tuples -> their JSON; bounded, since callers choose the labels.
+_LABELS: dict[tuple[str, ...], str] = {}
+_LABELS_SIZE = 4096
 
 
 def _number(x: float) -> str:
@@ -187,7 +201,7 @@ class StageResults:
     fields, and each ruleset's Galileo wire form. Built once per loaded stage, on the first
     response that needs it (deciding alone never does); read-only afterwards."""
 
-    __slots__ = ("_bodies", "_json", "_rules", "_templates", "_wire", "rulesets")
+    __slots__ = ("_bodies", "_json", "_overrides", "_rules", "_templates", "_wire", "rulesets")
 
     def __init__(self, rulesets: tuple[RulesetSpec, ...]) -> None:
         self.rulesets = rulesets
@@ -196,6 +210,17 @@ class StageResults:
         self._json: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None
         self._templates: dict[Outcomes, tuple[list[str], tuple[str, ...]] | None] = {}
         self._bodies: dict[tuple[Outcomes, tuple[str, ...]], tuple[Any, ...]] = {}
+        self._overrides: dict[int, tuple[ActionResult, ...]] = {}
+
+    def overrides(self, index: int) -> tuple[ActionResult, ...]:
+        """The action results of the override ruleset at `index`, one per choice, in order
+        (shared by its responses: they are frozen)."""
+        found = self._overrides.get(index)
+        if found is None:
+            action = self.rulesets[index].action
+            found = self._overrides[index] = tuple(
+                ActionResult(action.type, choice) for choice in action.choices or ())
+        return found
 
     @property
     def rules(self) -> tuple[tuple[_Rule, ...], ...]:
@@ -542,7 +567,7 @@ class Response:
             return json.dumps(self._wire(fresh=False), ensure_ascii=False, allow_nan=False,
                               **kwargs)
         values = self._values or {}
-        plain = Failure not in set(map(type, values.values()))  # no failures to write out
+        plain = Failure not in map(type, values.values())  # no failures to write out
         action = self.action_result
         if (plain and self._timings is None and self.metadata is None and self.headers is None
                 and self.error is None and self._decided()):

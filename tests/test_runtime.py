@@ -142,6 +142,19 @@ def test_rule5_override_choice_is_uniform_and_replayable(tmp_path: Path) -> None
     assert all(850 < c < 1150 for c in counts.values()), counts  # ~1000 each
 
 
+def test_rule5_a_lone_choice_is_the_text_and_draws_nothing(rt: Runtime) -> None:
+    state = rt.random.getstate()
+    first = rt.invoke(m(a=0.3, b=0.1, tone2="angry"), "s")
+    again = rt.invoke(m(a=0.3, b=0.1, tone2="angry"), "s")
+    assert first.text == again.text == "calm down"
+    assert first.action_result == again.action_result
+    assert first.action_result is not None and first.action_result.value == "calm down"
+    assert first.action_result.type is ActionType.OVERRIDE
+    assert rt.random.getstate() == state  # the choices of other rulesets replay as before
+    drawn = rt.invoke(m(a=0.9), "s")
+    assert drawn.text in ("one", "two", "three") and rt.random.getstate() != state
+
+
 def test_rule6_failed_scorer_fails_its_rulesets_never_the_caller(tmp_path: Path) -> None:
     build(tmp_path / "r", STAGE)
     scorers = Scorers(entry_point_group=None)
