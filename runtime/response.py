@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from math import isfinite as _isfinite
-from typing import Any
+from typing import Any, cast
 
 from stageguard.runtime.evaluate import (
     Failure,
@@ -138,19 +138,20 @@ def _json_value(value: object) -> str:
     if kind is str:
         return _string(value)  # type: ignore[arg-type]
     if kind is tuple:
+        labels = cast("tuple[str, ...]", value)
         try:
-            found = _LABELS.get(value)  # label sets come from a small vocabulary: kept
+            found = _LABELS.get(labels)  # label sets come from a small vocabulary: kept
         except TypeError:  # unhashable: not labels
             found = None
         if found is not None:
             return found
-        for label in value:  # type: ignore[attr-defined]
+        for label in labels:
             if label.__class__ is not str:
                 break
         else:
-            found = "[" + ", ".join(map(_string, value)) + "]"  # type: ignore[call-overload]
+            found = "[" + ", ".join(map(_string, labels)) + "]"
             if len(_LABELS) < _LABELS_SIZE:
-                _LABELS[value] = found  # type: ignore[index]
+                _LABELS[labels] = found
             return found
     if isinstance(value, str):
         return _string(value)
