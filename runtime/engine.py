@@ -309,10 +309,11 @@ class Runtime(RegistryFollower, StageManagement):
         except TypeError:  # not a name at all: _find_key says what is wrong
             found = None
         if found is not None:
-            return found
+            return found.key
         key = self._find_key(project, stage, stage_id_, table)
-        if len(table.found) < 1024:  # callers choose the names: bounded
-            table.found[(project, stage, stage_id_)] = key
+        current = table.stages.get(key)
+        if current is not None and len(table.found) < 1024:  # callers choose: bounded
+            table.found[(project, stage, stage_id_)] = current
         return key
 
     def _find_key(self, project: str | None, stage: str | None, stage_id_: str | None,
@@ -411,9 +412,9 @@ class Runtime(RegistryFollower, StageManagement):
             raise InvalidRequest("payload is a Payload or a mapping with input/output")
         # (ASCII strings, the usual case, need no surrogate check: no call for them)
         text_in = given_in if given_in.__class__ is str and given_in.isascii() else \
-            arguments.text("payload input", given_in)
+            "" if given_in is None else arguments.text("payload input", given_in)
         text_out = given_out if given_out.__class__ is str and given_out.isascii() else \
-            arguments.text("payload output", given_out)
+            "" if given_out is None else arguments.text("payload output", given_out)
         raw_metrics = arguments.metrics(given_metrics)
         if timeout != DEFAULT_TIMEOUT:
             timeout = arguments.timeout(timeout)
@@ -426,7 +427,12 @@ class Runtime(RegistryFollower, StageManagement):
         if not (text_out or text_in):
             raise InvalidRequest("payload needs a non-empty input or output")
         table = self._table  # one snapshot for the whole decision
-        loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
+        try:  # the latest version, as these arguments found it before (_key)
+            loaded = table.found.get((project, stage, stage_id)) if version is None else None
+        except TypeError:  # not names: _key says what is wrong
+            loaded = None
+        if loaded is None:
+            loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
         call = _Call(received, started, text_in, text_out, timeout, metadata, headers, loaded)
         if rulesets is not None and not (
                 loaded.artifact.stage.type is StageType.CENTRAL and _empty(rulesets)):

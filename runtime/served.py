@@ -55,9 +55,10 @@ class Snapshot:
         self.local_digests = local_digests or {}
         # A central stage's shadow or rollout candidate, loaded beside what serves.
         self.candidates = candidates or {}
-        # The stage key each (project, stage name, stage id) argument triple found here:
-        # the one thing a snapshot learns after it is made (the same answer every time).
-        self.found: dict[tuple[object, object, object], tuple[str, str]] = {}
+        # The stage each (project, stage name, stage id) argument triple found here (its
+        # latest version): the one thing a snapshot learns after it is made (the same
+        # answer every time).
+        self.found: dict[tuple[object, object, object], LoadedStage] = {}
 
 
 class LRU:
