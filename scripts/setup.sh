@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs stageguard into it, editable, with the dev tools.
-# Sourced by the other scripts; safe to run again.
+# Run by the other scripts; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # PostgreSQL for the registry's fleet backend and its tests (Debian's package; the tests
 # start their own server from its binaries). Root installs it; otherwise it must be there.
+# apt runs beside pip (each waits on the network and one core): waited for at the end.
+apt_pid=
+apt_log=$(mktemp)
+trap 'rm -f "$apt_log"' EXIT
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log=$(mktemp)
     { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; } \
-      >"$log" 2>&1 || { cat "$log"; exit 1; }
-    rm -f "$log"
+      >"$apt_log" 2>&1 &
+    apt_pid=$!
   else
     echo "warning: PostgreSQL is not installed; the PostgreSQL store tests will skip" >&2
   fi
@@ -52,4 +55,7 @@ if command -v npm >/dev/null; then
   fi
 else
   echo "warning: npm is not installed; the editor grammar tests will skip" >&2
+fi
+if [ -n "$apt_pid" ]; then
+  wait "$apt_pid" || { cat "$apt_log"; exit 1; }
 fi

@@ -24,6 +24,7 @@ cat "$wheel_log"
 [ "$failed" = 0 ] || exit 1
 # pytest last, so its summary line closes the output; one worker per core (pytest-xdist):
 # every test keeps to its own temporary directory, port and database server.
+checked=$SECONDS
 .venv/bin/python -m pytest -q -n auto -m "not solo" "$@"
 # Then the few tests whose bars are wall-clock latencies under load (marked solo), alone:
 # beside another worker's CPU-heavy test they would measure their neighbour. Only the files
@@ -32,3 +33,5 @@ status=0
 .venv/bin/python -m pytest -q -m solo "$@" $(grep -l "pytest.mark.solo" tests/*.py) ||
   status=$?
 [ "$status" = 0 ] || [ "$status" = 5 ] || exit "$status"  # 5: the arguments chose none
+# CI allows 6 minutes for all of it: where they went.
+echo "test.sh: set-up and checks $checked s, pytest $((SECONDS - checked)) s"
