@@ -40,6 +40,10 @@ class ScorerPools:
             asyncio.AbstractEventLoop, dict[object, asyncio.Semaphore]] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
+        # The last loop's semaphores, read without the lock or the weak dictionary (a
+        # service has one loop: every call of an async scorer asks).
+        self._last_limits: tuple[weakref.ref[asyncio.AbstractEventLoop],
+                                 dict[object, asyncio.Semaphore]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
@@ -58,6 +62,11 @@ class ScorerPools:
         """The running loop's bound on concurrent calls of the async scorer `key`."""
         import asyncio  # only decisions with async scorers need it: imported on first use
         loop = asyncio.get_running_loop()
+        last = self._last_limits
+        if last is not None and last[0]() is loop:
+            found = last[1].get(key)
+            if found is not None:
+                return found
         with self._lock:
             per_loop = self._limits.get(loop)
             if per_loop is None:
@@ -65,6 +74,7 @@ class ScorerPools:
             found = per_loop.get(key)
             if found is None:
                 found = per_loop[key] = asyncio.Semaphore(self.threads)
+            self._last_limits = (weakref.ref(loop), per_loop)
             return found
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -94,11 +104,33 @@ class ScorerPools:
             loop.call_soon_threadsafe(loop.stop)
 
 
-def is_async(scorer: object) -> bool:
-    """A coroutine function, or an object whose `ascore` is one (runs on an event loop)."""
-    return inspect.iscoroutinefunction(scorer) or inspect.iscoroutinefunction(
-        getattr(scorer, "ascore", None)) or inspect.iscoroutinefunction(
-        getattr(scorer, "__call__", None))  # noqa: B004 (a callable object's coroutine)
+def async_entry(scorer: object) -> Callable[[ScoreRequest], Awaitable[object]] | None:
+    """The coroutine function that scores with `scorer` (its `ascore`, or itself), or None
+    for a synchronous scorer. Kept per scorer: every scored decision asks, and inspect's
+    checks cost microseconds."""
+    try:
+        return _ENTRIES[scorer]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable: decided every time
+        return _async_entry(scorer)
+    found = _ENTRIES[scorer] = _async_entry(scorer)
+    if len(_ENTRIES) > 1024:  # scorers are registered, few; a caller's fresh objects: bounded
+        _ENTRIES.clear()
+    return found
+
+
+def _async_entry(scorer: Any) -> Callable[[ScoreRequest], Awaitable[object]] | None:
+    ascore = getattr(scorer, "ascore", None)
+    if ascore is not None and inspect.iscoroutinefunction(ascore):
+        return ascore  # type: ignore[no-any-return]
+    if inspect.iscoroutinefunction(scorer) or inspect.iscoroutinefunction(
+            getattr(scorer, "__call__", None)):  # noqa: B004 (a callable object's coroutine)
+        return scorer  # type: ignore[no-any-return]
+    return None
+
+
+_ENTRIES: dict[object, Callable[[ScoreRequest], Awaitable[object]] | None] = {}
 
 
 def service_of(scorer: object) -> object | None:
@@ -193,10 +225,11 @@ class Resolution:
         service = service_of(scorers[0])
         if service is not None:
             return self.pools.pool(service).submit(service.score, requests, scorers)  # type: ignore[attr-defined]
-        if is_async(scorers[0]):
+        entry = async_entry(scorers[0])
+        if entry is not None:
             import asyncio
             return asyncio.run_coroutine_threadsafe(
-                _call_async(scorers[0], requests[0], self.pools, names[0]), self.pools.loop())
+                _call_async(entry, requests[0], self.pools, names[0]), self.pools.loop())
         return self.pools.pool(names[0]).submit(scorers[0], requests[0])
 
     def astart(self, names: Sequence[str], scorers: Sequence[Any], deadline: float
@@ -219,8 +252,9 @@ class Resolution:
                 return ascore(requests, scorers)  # type: ignore[no-any-return]
             return asyncio.get_running_loop().run_in_executor(
                 self.pools.pool(service), service.score, requests, scorers)  # type: ignore[attr-defined]
-        if is_async(scorers[0]):
-            return _call_async(scorers[0], requests[0], self.pools, names[0])
+        entry = async_entry(scorers[0])
+        if entry is not None:
+            return _call_async(entry, requests[0], self.pools, names[0])
         return asyncio.get_running_loop().run_in_executor(self.pools.pool(names[0]),
                                                           scorers[0], requests[0])
 
@@ -272,10 +306,7 @@ class Resolution:
 _MISSING_ANSWER = object()
 
 
-async def _call_async(scorer: Any, request: ScoreRequest, pools: ScorerPools,
-                      key: str) -> object:
+async def _call_async(entry: Callable[[ScoreRequest], Awaitable[object]],
+                      request: ScoreRequest, pools: ScorerPools, key: str) -> object:
     async with pools.limit(key):
-        ascore = getattr(scorer, "ascore", None)
-        if ascore is not None and inspect.iscoroutinefunction(ascore):
-            return await ascore(request)
-        return await scorer(request)
+        return await entry(request)

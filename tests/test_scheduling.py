@@ -41,7 +41,7 @@ from stageguard.runtime.model import (
     Status,
     Subscription,
 )
-from stageguard.runtime.resolution import Resolution, ScorerPools
+from stageguard.runtime.resolution import Resolution, ScorerPools, async_entry
 from stageguard.runtime.response import Response, StageMetadata, StageResults, TraceMetadata
 from stageguard.runtime.scheduling import ScorePlan, decide_on_loop, decide_with_threads
 from stageguard.runtime.scorers import ScoreRequest, Scorers
@@ -379,3 +379,38 @@ stage s {
   }
 }
 """
+
+
+def test_async_entry_is_the_coroutine_function_a_scorer_scores_with() -> None:
+    async def coro(req: ScoreRequest) -> float:
+        return 0.1
+
+    def sync(req: ScoreRequest) -> float:
+        return 0.1
+
+    class WithAscore:  # sync when called, async through ascore (LangChain's shape)
+        def __call__(self, req: ScoreRequest) -> float:
+            return 0.1
+
+        async def ascore(self, req: ScoreRequest) -> float:
+            return 0.2
+
+    class AsyncCall:
+        async def __call__(self, req: ScoreRequest) -> float:
+            return 0.3
+
+    class SyncAscore:
+        def ascore(self, req: ScoreRequest) -> float:
+            return 0.4
+
+    class Unhashable(WithAscore):
+        __hash__ = None  # type: ignore[assignment]
+
+    with_ascore, async_call, unhashable = WithAscore(), AsyncCall(), Unhashable()
+    for _ in range(2):  # the second time from what was kept
+        assert async_entry(coro) is coro
+        assert async_entry(sync) is None
+        assert async_entry(with_ascore) == with_ascore.ascore
+        assert async_entry(async_call) is async_call
+        assert async_entry(SyncAscore()) is None
+        assert async_entry(unhashable) == unhashable.ascore
