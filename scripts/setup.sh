@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # PostgreSQL for the registry's fleet backend and its tests (Debian's package; the tests
 # start their own server from its binaries). Root installs it; otherwise it must be there.
-# apt runs beside pip (each waits on the network and one core): waited for at the end.
+# apt and npm run beside pip (each waits on the network and one core), waited for at the end.
 apt_pid=
+npm_pid=
 apt_log=$(mktemp)
-trap 'rm -f "$apt_log"' EXIT
+npm_log=$(mktemp)
+trap 'rm -f "$apt_log" "$npm_log"' EXIT
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; } \
@@ -18,6 +20,16 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   else
     echo "warning: PostgreSQL is not installed; the PostgreSQL store tests will skip" >&2
   fi
+fi
+# The VS Code extension's grammar tests (vscode-tmgrammar-test) run on Node; npm installs
+# them from the lock file. Without npm their tests skip, saying why.
+vstamp=editors/vscode/node_modules/.stageguard-installed
+if ! command -v npm >/dev/null; then
+  echo "warning: npm is not installed; the editor grammar tests will skip" >&2
+elif [ ! -f "$vstamp" ] || [ editors/vscode/package-lock.json -nt "$vstamp" ]; then
+  (cd editors/vscode && npm ci --no-audit --no-fund && touch node_modules/.stageguard-installed) \
+    >"$npm_log" 2>&1 &
+  npm_pid=$!
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
@@ -43,18 +55,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   rm -f "$log"
   touch "$stamp"
 fi
-# The VS Code extension's grammar tests (vscode-tmgrammar-test) run on Node; npm installs
-# them from the lock file. Without npm their tests skip, saying why.
-if command -v npm >/dev/null; then
-  vstamp=editors/vscode/node_modules/.stageguard-installed
-  if [ ! -f "$vstamp" ] || [ editors/vscode/package-lock.json -nt "$vstamp" ]; then
-    log=$(mktemp)
-    (cd editors/vscode && npm ci --no-audit --no-fund) >"$log" 2>&1 || { cat "$log"; exit 1; }
-    rm -f "$log"
-    touch "$vstamp"
-  fi
-else
-  echo "warning: npm is not installed; the editor grammar tests will skip" >&2
+if [ -n "$npm_pid" ]; then
+  wait "$npm_pid" || { cat "$npm_log"; exit 1; }
 fi
 if [ -n "$apt_pid" ]; then
   wait "$apt_pid" || { cat "$apt_log"; exit 1; }
