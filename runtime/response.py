@@ -210,7 +210,8 @@ class StageResults:
         self._wire: tuple[dict[str, Any], ...] | None = None
         self._json: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None
         self._templates: dict[Outcomes, tuple[list[str], tuple[str, ...]] | None] = {}
-        self._bodies: dict[tuple[Outcomes, tuple[str, ...]], tuple[Any, ...]] = {}
+        self._bodies: dict[tuple[Outcomes, tuple[str, ...], tuple[bool, ...] | None],
+                           tuple[Any, ...]] = {}
         self._overrides: dict[int, tuple[ActionResult, ...]] = {}
 
     def overrides(self, index: int) -> tuple[ActionResult, ...]:
@@ -294,17 +295,20 @@ class StageResults:
 
 
     def body(self, outcomes: Outcomes, names: tuple[str, ...], status: Status,
-             action: ActionType | None, stage: StageMetadata
+             action: ActionType | None, stage: StageMetadata,
+             scored: tuple[bool, ...] | None = None
              ) -> tuple[list[str], tuple[int, ...]] | None:
-        """The whole JSON body of a response whose metrics (`names`, in order) all came with
-        the payload, without metadata, headers or error: its text around each value
+        """The whole JSON body of a response whose metrics (`names`, in order) all have
+        values (none failed), without metadata, headers or error: its text around each value
         (`chunks`, as `template`'s) and, for each reached rule, the index in `names` of its
-        metric. The slots (`chunks[1::2]`) take the text, the trace metadata's four values,
-        the action's value (if `action`), each reached rule's value and each metric's
-        value, all as JSON. None where `template` is. Kept by outcomes and names alone
-        (status and action follow from the outcomes, and the stage is this one's): hashing
-        the rest would cost what the body saves."""
-        found = self._bodies.get((outcomes, names))
+        metric. `scored` says which metrics came from a scorer (None: all came with the
+        payload). The slots (`chunks[1::2]`) take the text, the trace metadata's four
+        values, the action's value (if `action`), each reached rule's value and each
+        metric's value (followed, for a scored one, by its execution time), all as JSON.
+        None where `template` is. Kept by outcomes, names and sources alone (status and
+        action follow from the outcomes, and the stage is this one's): hashing the rest
+        would cost what the body saves."""
+        found = self._bodies.get((outcomes, names, scored))
         if found is not None and found[2] is status and found[3] is action and found[4] is stage:
             return found[:2] if found[0] is not None else None
         made: tuple[list[str], tuple[int, ...]] | None = None
@@ -315,14 +319,16 @@ class StageResults:
             text = _body(_head(_SLOT, _UPPER[status], _SLOT, _SLOT, _SLOT, _SLOT),
                          "null" if action is None else _action(_string(action.value), _SLOT),
                          _stage_json(stage), _SLOT.join(chunks[::2]),
-                         _payload_metrics(names) % ((_SLOT,) * len(names)), "null", "null",
+                         _payload_metrics(names, scored)
+                         % ((_SLOT,) * (len(names) + sum(scored or ()))), "null", "null",
                          "null")
             around = text.split(_SLOT)
             body = [""] * (2 * len(around) - 1)
             body[::2] = around
             made = body, tuple(names.index(n) for n in reached)
         if len(self._bodies) < _TEMPLATES:
-            self._bodies[(outcomes, names)] = (*(made or (None, None)), status, action, stage)
+            self._bodies[(outcomes, names, scored)] = (*(made or (None, None)), status, action,
+                                                       stage)
         return made
 
 
@@ -353,22 +359,28 @@ def _action(type_: str, value: str) -> str:
     return '{"type": ' + type_ + ', "value": ' + value + "}"
 
 
-def _payload_metrics(names: tuple[str, ...]) -> str:
-    """`metric_results` of metrics that all came with the payload, a %-format with one
-    slot per value."""
-    template = _PAYLOAD_METRICS.get(names)
+def _payload_metrics(names: tuple[str, ...], scored: tuple[bool, ...] | None = None) -> str:
+    """`metric_results` of metrics that all have values, a %-format with one slot per value
+    and one more per scored metric (`scored`; None: all came with the payload), for its
+    execution time."""
+    template = _PAYLOAD_METRICS.get((names, scored))
     if template is None:
-        template = ", ".join(_string(n).replace("%", "%%") + _PAYLOAD_METRIC for n in names)
+        template = ", ".join(
+            _string(n).replace("%", "%%") + (_SCORED_METRIC if scored and scored[i]
+                                             else _PAYLOAD_METRIC)
+            for i, n in enumerate(names))
         if len(_PAYLOAD_METRICS) < _TEMPLATES:
-            _PAYLOAD_METRICS[names] = template
+            _PAYLOAD_METRICS[(names, scored)] = template
     return template
 
 
 _NO_TEMPLATE = object()
 # metric_results of payloads whose values all came with them, by their metrics' names.
-_PAYLOAD_METRICS: dict[tuple[str, ...], str] = {}
+_PAYLOAD_METRICS: dict[tuple[tuple[str, ...], tuple[bool, ...] | None], str] = {}
 _PAYLOAD_METRIC = (': {"value": %s, "status": "success", "source": "payload", '
                    '"execution_time": 0.0, "error": null}')
+_SCORED_METRIC = (': {"value": %s, "status": "success", "source": "scorer", '
+                  '"execution_time": %s, "error": null}')
 _TEMPLATES = 4096  # outcome patterns kept per stage
 
 
@@ -570,13 +582,16 @@ class Response:
         values = self._values or {}
         plain = Failure not in map(type, values.values())  # no failures to write out
         action = self.action_result
-        if (plain and self._timings is None and self.metadata is None and self.headers is None
-                and self.error is None and self._decided()):
-            # The common case, one format per outcome pattern (StageResults.body).
+        timings = self._timings
+        if (plain and self.metadata is None and self.headers is None and self.error is None
+                and self._decided()):
+            # The common case, one body per outcome pattern (StageResults.body). Without
+            # failures, a metric with a timing came from a scorer (Resolution.store).
             assert self._results is not None
+            scored = tuple(n in timings for n in values) if timings else None
             found = self._results.body(self._outcomes, tuple(values), self.status,
                                        None if action is None else action.type,
-                                       self.stage_metadata)
+                                       self.stage_metadata, scored)
             if found is not None:
                 chunks, reached = found
                 encoded_values = list(map(_json_value, values.values()))
@@ -586,7 +601,15 @@ class Response:
                 if action is not None:
                     slots.append(_string(action.value))
                 slots += [encoded_values[i] for i in reached]
-                slots += encoded_values
+                if scored is None:
+                    slots += encoded_values
+                else:
+                    assert timings is not None
+                    for name, value, by_scorer in zip(values, encoded_values, scored,
+                                                      strict=True):
+                        slots.append(value)
+                        if by_scorer:
+                            slots.append(_number(timings[name][0]))
                 filled = chunks.copy()
                 filled[1::2] = slots
                 return "".join(filled)

@@ -135,3 +135,34 @@ def test_to_json_equals_json_dumps_through_the_runtime(tmp_path) -> None:
                                                allow_nan=False)
         assert r.to_plain_dict() == {k: r.to_dict()[k] for k in ("text", "status",
                                                                   "trace_metadata")}
+
+
+def test_a_scored_response_is_written_as_to_dict_says(tmp_path) -> None:
+    """Scored metrics (source, execution time) in the one-body form, and a failure in the
+    general form: both byte for byte json.dumps of to_dict."""
+    import random
+
+    from stageguard.runtime.engine import Runtime
+    from stageguard.runtime.scorers import Scorers
+    from tests.runtime_helpers import build
+    from tests.test_runtime import STAGE
+
+    build(tmp_path / "reg", STAGE)
+    scorers = Scorers(entry_point_group=None)
+    scorers.register("b", lambda req: 0.7 if req.output == "high" else 0.1)
+    scorers.register("tone2", lambda req: 1 / 0)
+    with Runtime(tmp_path / "reg", rng=random.Random(7), scorers=scorers) as rt:
+        responses = [rt.invoke({"output": text, "metrics": metrics}, "s") for text, metrics in (
+            ("low", {"a": 0.05}),  # b scored: nothing triggers
+            ("high", {"a": 0.05}),  # b scored: `second` triggers
+            ("x", {"a": 0.3, "b": 0.1}),  # tone2's scorer fails
+        )]
+    sources = [{n: m.source for n, m in r.metric_results.items()} for r in responses]
+    assert sources[:2] == [{"a": "payload", "b": "scorer"}] * 2
+    assert responses[2].metric_results["tone2"].status == "failed"
+    assert [r.status for r in responses] == [Status.NOT_TRIGGERED, Status.TRIGGERED,
+                                             Status.FAILED]  # nothing triggered but it
+    for r in responses:
+        assert r.metric_results["a"].execution_time == 0.0
+        assert r.to_json() == json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False)
+    assert responses[0].metric_results["b"].execution_time > 0
