@@ -121,22 +121,26 @@ def if_chain(m: dict[str, object]) -> tuple[Status, ...]:
     )
 
 
-def per_call_ns(fn: Callable[[object], object], items: list, rounds: int = 5) -> list[int]:
-    """Per-call times (ns), best round by median; the collector paused as in timeit."""
-    best: list[int] | None = None
+def per_call_each(fns: dict[str, tuple[Callable[[object], object], list]],
+                  rounds: int = 7) -> dict[str, list[int]]:
+    """Per-call times (ns) of several functions, each its best round by median, the
+    collector paused as in timeit. Their rounds are taken in turn (a round of each, then
+    the next round of each): the machine's drift over the run falls on all of them alike,
+    so their ratios hold where sequential measurements would not."""
+    best: dict[str, list[int]] = {}
     clock = time.perf_counter_ns
     for _ in range(rounds):
-        gc.collect()
-        gc.disable()
-        times = []
-        for item in items:
-            t0 = clock()
-            fn(item)
-            times.append(clock() - t0)
-        gc.enable()
-        if best is None or statistics.median(times) < statistics.median(best):
-            best = times
-    assert best is not None
+        for name, (fn, items) in fns.items():
+            gc.collect()
+            gc.disable()
+            times = []
+            for item in items:
+                t0 = clock()
+                fn(item)
+                times.append(clock() - t0)
+            gc.enable()
+            if name not in best or statistics.median(times) < statistics.median(best[name]):
+                best[name] = times
     return best
 
 
@@ -218,10 +222,10 @@ def main() -> int:
         chain_ns = total_ns(if_chain, payloads)
         fast_ns = total_ns(quick, normalised)
         general_ns = total_ns(decide, normalised, second=_no_resolve)
-        invoke_calls = per_call_ns(invoke, payloads)
-        json_calls = per_call_ns(invoke_json, payloads)
-        chain_calls = per_call_ns(if_chain, payloads)
-        fast_calls = per_call_ns(quick, normalised)
+        calls = per_call_each({"invoke": (invoke, payloads), "json": (invoke_json, payloads),
+                               "chain": (if_chain, payloads), "fast": (quick, normalised)})
+        invoke_calls, json_calls = calls["invoke"], calls["json"]
+        chain_calls, fast_calls = calls["chain"], calls["fast"]
         triggered = sum(1 for m in payloads if T in if_chain(m))
         print(f"8 rulesets / 6 metrics, 10,000 seeded payloads ({triggered} trigger):")
         print(f"  hand-written if-chain : {chain_ns:8.0f} ns/decision (batch)  "

@@ -443,7 +443,7 @@ class Runtime(RegistryFollower, StageManagement):
             call.served = "local"
         elif version is not None:
             call.served = "pinned"
-        else:
+        elif table.candidates:
             cand = table.candidates.get(loaded.key)
             if cand is not None:
                 terms, cand_stage = cand
@@ -458,8 +458,7 @@ class Runtime(RegistryFollower, StageManagement):
         # A local stage decides with the rulesets this invocation brought; without any it has
         # none (its latest version may hold an earlier invocation's, recorded for history),
         # unless a version is pinned, which replays that version's recorded rulesets.
-        local_without = (rulesets is None and version is None
-                         and loaded.artifact.stage.type is StageType.LOCAL)
+        local_without = rulesets is None and version is None and loaded.local
         if self._stale_after is not None and self.registry is not None:
             age = self._sync.staleness
             if age is None or age > self._stale_after:

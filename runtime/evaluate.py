@@ -65,6 +65,13 @@ def normalise_value(value: object) -> Value:
     kind = value.__class__
     if value is None or kind is str or kind is float or kind is int or kind is bool:
         return value  # type: ignore[return-value]
+    if kind is list or kind is tuple:  # (before the subclass checks: no scalar is a list)
+        labels: tuple[object, ...] = tuple(value)  # type: ignore[arg-type]
+        for label in labels:
+            if label.__class__ is not str:
+                break
+        else:  # every label is a str
+            return labels  # type: ignore[return-value]
     # Subclasses (numpy.float64, str enums, ...) become the plain type: the fast path tests
     # exact classes.
     if isinstance(value, bool):
@@ -75,13 +82,6 @@ def normalise_value(value: object) -> Value:
         return float(value)
     if isinstance(value, str):
         return str(value)
-    if kind is list or kind is tuple:
-        labels: tuple[object, ...] = tuple(value)  # type: ignore[arg-type]
-        for label in labels:
-            if label.__class__ is not str:
-                break
-        else:  # every label is a str
-            return labels  # type: ignore[return-value]
     if isinstance(value, list | tuple):
         if all(isinstance(v, str) for v in value):
             return tuple(str(v) for v in value)

@@ -22,7 +22,7 @@ from stageguard.runtime.evaluate import (
     stage_fail_closed,
 )
 from stageguard.runtime.identity import StageKeys, stage_id
-from stageguard.runtime.model import Artifact, MetricSpec, SourceMap
+from stageguard.runtime.model import Artifact, MetricSpec, SourceMap, StageType
 from stageguard.runtime.registry import (
     Candidate,
     RegistryError,
@@ -97,8 +97,8 @@ class LoadedStage:
 
     __slots__ = ("__weakref__", "_plan", "_source_map", "any_subscriptions", "artifact",
                  "catalog", "compiled", "decide",
-                 "decide_precomputed", "fail_closed", "key", "metadata", "paused", "results",
-                 "rulesets", "subscriptions")
+                 "decide_precomputed", "fail_closed", "key", "local", "metadata", "paused",
+                 "results", "rulesets", "subscriptions")
 
     def __init__(self, artifact: Artifact, paused: bool = False,
                  source_map: object = None, background_codegen: bool = True) -> None:
@@ -106,6 +106,7 @@ class LoadedStage:
         # Validated on first use (explanations); deciding never needs it.
         self._source_map: object = artifact.source_map if source_map is None else source_map
         self.key = (artifact.project, artifact.stage.name)
+        self.local = artifact.stage.type is StageType.LOCAL
         self.paused = paused
         self.rulesets = artifact.rulesets
         self.fail_closed = stage_fail_closed(artifact)
