@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from math import isfinite as _isfinite
-from typing import Any, cast
+from typing import Any
 
 from stageguard.runtime.evaluate import (
     Failure,
@@ -138,7 +138,7 @@ def _json_value(value: object) -> str:
     if kind is str:
         return _string(value)  # type: ignore[arg-type]
     if kind is tuple:
-        labels = cast("tuple[str, ...]", value)
+        labels: tuple[str, ...] = value  # type: ignore[assignment]
         try:
             found = _LABELS.get(labels)  # label sets come from a small vocabulary: kept
         except TypeError:  # unhashable: not labels
@@ -171,6 +171,12 @@ def _json_value(value: object) -> str:
 # Label tuples -> their JSON; bounded, since callers choose the labels.
 _LABELS: dict[tuple[str, ...], str] = {}
 _LABELS_SIZE = 4096
+
+
+def _json_values(values: Iterable[object]) -> list[str]:
+    """`_json_value` of each value; a finite float (most metric values) without the call."""
+    return [float.__repr__(v) if v.__class__ is float and _isfinite(v)
+            else _json_value(v) for v in values]
 
 
 def _number(x: float) -> str:
@@ -594,13 +600,14 @@ class Response:
                                        self.stage_metadata, scored)
             if found is not None:
                 chunks, reached = found
-                encoded_values = list(map(_json_value, values.values()))
+                encoded_values = _json_values(values.values())
                 tm = self.trace_metadata
+                elapsed = tm.execution_time
                 slots = [_string(self.text), _string(tm.id), int.__repr__(tm.received_at),
-                         int.__repr__(tm.response_at), _number(tm.execution_time)]
-                if action is not None:
-                    slots.append(_string(action.value))
-                slots += [encoded_values[i] for i in reached]
+                         int.__repr__(tm.response_at),
+                         float.__repr__(elapsed) if _isfinite(elapsed) else _number(elapsed),
+                         *(() if action is None else (_string(action.value),)),
+                         *map(encoded_values.__getitem__, reached)]
                 if scored is None:
                     slots += encoded_values
                 else:
@@ -613,7 +620,7 @@ class Response:
                 filled = chunks.copy()
                 filled[1::2] = slots
                 return "".join(filled)
-        encoded = dict(zip(values, map(_json_value, values.values()), strict=True))
+        encoded = dict(zip(values, _json_values(values.values()), strict=True))
         return _body(
             self._json_head(),
             "null" if action is None else _action(_string(action.type.value),
