@@ -23,7 +23,7 @@ from stageguard.runtime.model import MetricSpec, MetricType, Operator, RulesetSp
 from tests.profiles import examples
 from tests.strategies import payloads, stage_models
 
-SETTINGS = examples(3,
+SETTINGS = examples(2,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

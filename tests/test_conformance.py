@@ -126,7 +126,7 @@ def test_invocation_rules(case: dict[str, Any], registry: Path) -> None:
         assert calls[metric] == n, metric
 
 
-@examples(3,
+@examples(2,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(stage=stage_models(), data=st.data())

@@ -73,7 +73,7 @@ def test_example_policies_are_formatted() -> None:
         assert format_text(text, str(path)).text == text, path
 
 
-@examples(3, suppress_health_check=[HealthCheck.too_slow])
+@examples(2, suppress_health_check=[HealthCheck.too_slow])
 @given(awkward_sources())
 def test_generated_policies_format_safely_and_keep_their_digest(text: str) -> None:
     out = assert_formats_safely(text)

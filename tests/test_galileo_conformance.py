@@ -158,7 +158,7 @@ def _galileo_decision(body: object, values: dict[str, object]) -> tuple[str, str
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.json")))
-@examples(3, suppress_health_check=[HealthCheck.too_slow])
+@examples(2, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_imported_stages_decide_as_galileo_does(example: str, data: st.DataObject,
                                                tmp_path_factory: pytest.TempPathFactory
@@ -205,7 +205,7 @@ def _catalog_target(metric: str) -> st.SearchStrategy[object]:
                      st.floats(-3, 3, allow_nan=False), words, st.lists(words, max_size=3))
 
 
-@examples(10, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@examples(5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_every_rule_galileo_accepts_imports_with_its_truth(data: st.DataObject) -> None:
     from stageguard.runtime.catalog import BUILTIN_METRICS

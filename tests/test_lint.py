@@ -77,7 +77,7 @@ def _declared(spec: MetricSpec, value: object) -> bool:
     return False
 
 
-@examples(2,
+@examples(1.5,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stage_models(), st.data())
 def test_every_finding_holds_under_evaluation(stage: StageModel, data: st.DataObject) -> None:

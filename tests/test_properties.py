@@ -39,13 +39,13 @@ def assert_well_formed(text: str, result: Compilation) -> None:
         assert result.artifacts == ()
 
 
-@examples(20, suppress_health_check=[HealthCheck.too_slow])
+@examples(10, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=400))
 def test_arbitrary_text_compiles_or_gets_our_diagnostics(text: str) -> None:
     assert_well_formed(text, compile_text(text, "f.sg"))
 
 
-@examples(20, suppress_health_check=[HealthCheck.too_slow])
+@examples(10, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from([*TOKENS, " ", " ", "\n", "x"]), max_size=80))
 def test_token_soup_compiles_or_gets_our_diagnostics(tokens: list[str]) -> None:
     text = " ".join(tokens)

@@ -42,7 +42,7 @@ def _reference_status(outcome: RuleOutcome) -> str:
     return "triggered" if outcome.holds else "not_triggered"
 
 
-@examples(6, suppress_health_check=[HealthCheck.too_slow])
+@examples(4, suppress_health_check=[HealthCheck.too_slow])
 @given(ruleset_lists(), st.fixed_dictionaries({m: metric_values for m in METRICS}),
        fail_modes)
 def test_rule_results_equal_the_reference_interpreter(rulesets: list[RulesetSpec],
