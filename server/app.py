@@ -6,6 +6,7 @@ runtime, and its watcher picks up what other processes publish.
 """
 
 import hashlib
+import inspect
 import json
 import logging
 import re
@@ -349,6 +350,13 @@ def _content_length(scope: Scope) -> int | None:
 
 # ---- the app ----------------------------------------------------------------------------
 
+# FastAPI's own OpenTelemetry instrumentation (in its newer releases) looks up the OTel
+# providers, environment variables included, on every request: a tenth of an invoke's CPU
+# in `serve`, which reports through /metrics and its JSON logs. Off where FastAPI has it.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
+
 STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 # Galileo's StageDB has a creator id (UUID4); stageguard records no creators.
 CREATED_BY = str(uuid.UUID(bytes=hashlib.sha256(b"stageguard").digest()[:16], version=4))
@@ -430,7 +438,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         title="stageguard", version=package_version(), lifespan=lifespan,
         description="Runtime protection for LLM applications: Galileo Protect's invoke and "
         "stage management, served from a stageguard registry.",
-        responses=_ERRORS, dependencies=[Depends(_known_query)])
+        responses=_ERRORS, dependencies=[Depends(_known_query)], **_NO_TELEMETRY)
     app.state.runtime = runtime
     app.state.metrics = metrics
     _install_error_handlers(app)
