@@ -303,18 +303,22 @@ class Runtime(RegistryFollower, StageManagement):
 
     def _key(self, project: str | None, stage: str | None, stage_id_: str | None,
              table: Snapshot | None = None) -> tuple[str, str]:
+        return self._latest(project, stage, stage_id_, table).key
+
+    def _latest(self, project: str | None, stage: str | None, stage_id_: str | None,
+                table: Snapshot | None = None) -> LoadedStage:
+        """The latest version of the stage these arguments name, as the snapshot found it
+        for them before (the same answer every time)."""
         table = table or self._table
         try:
             found = table.found.get((project, stage, stage_id_))
         except TypeError:  # not a name at all: _find_key says what is wrong
             found = None
-        if found is not None:
-            return found.key
-        key = self._find_key(project, stage, stage_id_, table)
-        current = table.stages.get(key)
-        if current is not None and len(table.found) < 1024:  # callers choose: bounded
-            table.found[(project, stage, stage_id_)] = current
-        return key
+        if found is None:
+            found = self._stage(self._find_key(project, stage, stage_id_, table), None, table)
+            if len(table.found) < 1024:  # callers choose the names: bounded
+                table.found[(project, stage, stage_id_)] = found
+        return found
 
     def _find_key(self, project: str | None, stage: str | None, stage_id_: str | None,
                   table: Snapshot) -> tuple[str, str]:
@@ -427,12 +431,9 @@ class Runtime(RegistryFollower, StageManagement):
         if not (text_out or text_in):
             raise InvalidRequest("payload needs a non-empty input or output")
         table = self._table  # one snapshot for the whole decision
-        try:  # the latest version, as these arguments found it before (_key)
-            loaded = table.found.get((project, stage, stage_id)) if version is None else None
-        except TypeError:  # not names: _key says what is wrong
-            loaded = None
-        if loaded is None:
-            loaded = self._stage(self._key(project, stage, stage_id, table), version, table)
+        loaded = self._latest(project, stage, stage_id, table)
+        if version is not None:
+            loaded = self._stage(loaded.key, version, table)
         call = _Call(received, started, text_in, text_out, timeout, metadata, headers, loaded)
         if rulesets is not None and not (
                 loaded.artifact.stage.type is StageType.CENTRAL and _empty(rulesets)):
