@@ -602,10 +602,8 @@ class Response:
                 chunks, reached = found
                 encoded_values = _json_values(values.values())
                 tm = self.trace_metadata
-                elapsed = tm.execution_time
                 slots = [_string(self.text), _string(tm.id), int.__repr__(tm.received_at),
-                         int.__repr__(tm.response_at),
-                         float.__repr__(elapsed) if _isfinite(elapsed) else _number(elapsed),
+                         int.__repr__(tm.response_at), _number(tm.execution_time),
                          *(() if action is None else (_string(action.value),)),
                          *map(encoded_values.__getitem__, reached)]
                 if scored is None:
