@@ -22,8 +22,8 @@ cat "$types_log"
 wait "$wheel" || failed=1
 cat "$wheel_log"
 [ "$failed" = 0 ] || exit 1
-# pytest last, so its summary line closes the output, on pytest-xdist workers: every test
-# keeps to its own temporary directory, port and database server. One worker more than the
+# pytest last, on pytest-xdist workers: every test keeps to its own temporary directory,
+# port and database server. One worker more than the
 # cores: much of the suite waits on processes it started (servers, replicas, the CLI), and a
 # third worker fills that time (fresh-clone runs here: pytest took 0.50 s per second of user
 # CPU with 3 workers on 2 cores, 0.54-0.58 s with 2).

@@ -351,8 +351,9 @@ def _content_length(scope: Scope) -> int | None:
 # ---- the app ----------------------------------------------------------------------------
 
 # FastAPI's own OpenTelemetry instrumentation (in its newer releases) looks up the OTel
-# providers, environment variables included, on every request: a tenth of an invoke's CPU
-# in `serve`, which reports through /metrics and its JSON logs. Off where FastAPI has it.
+# providers, environment variables included, on every request: about a quarter of an
+# invoke's CPU in `serve`, which reports through /metrics and its JSON logs. Off where
+# FastAPI has it.
 _NO_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})

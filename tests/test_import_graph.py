@@ -29,6 +29,7 @@ ALLOWED = {
 }
 
 
+@functools.cache  # read when a test asks, not at collection (which every worker does)
 def imports_of(package: str) -> set[str]:
     found: set[str] = set()
     for path in (REPO / package).rglob("*.py"):
@@ -42,20 +43,14 @@ def imports_of(package: str) -> set[str]:
     return found
 
 
-@functools.cache
-def imports(package: str) -> set[str]:
-    """Read when a test asks, not at collection (which every worker does)."""
-    return imports_of(package)
-
-
 @pytest.mark.parametrize("package", PACKAGES)
 def test_each_package_imports_only_what_the_layout_allows(package: str) -> None:
-    assert imports(package) <= ALLOWED[package], imports(package) - ALLOWED[package]
+    assert imports_of(package) <= ALLOWED[package], imports_of(package) - ALLOWED[package]
 
 
 def test_the_package_graph_has_no_cycle() -> None:
     try:
-        order = list(TopologicalSorter({p: imports(p) for p in PACKAGES}).static_order())
+        order = list(TopologicalSorter({p: imports_of(p) for p in PACKAGES}).static_order())
     except CycleError as exc:  # pragma: no cover - the failure message is the point
         pytest.fail(f"import cycle between packages: {exc.args[1]}")
     assert order.index("runtime") < order.index("compiler") < order.index("api") \

@@ -161,7 +161,7 @@ def test_a_scored_response_is_written_as_to_dict_says(tmp_path) -> None:
     assert sources[:2] == [{"a": "payload", "b": "scorer"}] * 2
     assert responses[2].metric_results["tone2"].status == "failed"
     assert [r.status for r in responses] == [Status.NOT_TRIGGERED, Status.TRIGGERED,
-                                             Status.FAILED]  # nothing triggered but it
+                                             Status.FAILED]  # tone2 failed, nothing won
     for r in responses:
         assert r.metric_results["a"].execution_time == 0.0
         assert r.to_json() == json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False)
