@@ -19,6 +19,7 @@ from typing import Any
 
 from stageguard.runtime import arguments, identity
 from stageguard.runtime.catalog import canonical_name
+from stageguard.runtime.clock import seconds_since
 from stageguard.runtime.decision_log import Decision, DecisionLog
 from stageguard.runtime.documents import document
 
@@ -529,8 +530,7 @@ class Runtime(RegistryFollower, StageManagement):
         resolution = call.resolution
         response = Response(
             text, status,
-            TraceMetadata(None, call.received, time.time_ns(),
-                          time.perf_counter() - call.started),
+            TraceMetadata(None, call.received, time.time_ns(), seconds_since(call.started)),
             action, loaded.metadata, call.metadata, call.headers, loaded.results, outcomes,
             call.values, resolution.timings if resolution is not None else None, call.refused)
         if loaded.any_subscriptions and outcomes and self.deliver_webhooks:

@@ -37,7 +37,7 @@ _VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 def trace_id() -> str:
     """A new random UUID4, as text."""
-    h = "%032x" % ((_trace_random.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS)
+    h = ((_trace_random.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS).to_bytes(16).hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from stageguard.runtime.clock import seconds_since
 from stageguard.runtime.evaluate import Failure, InvalidValue, normalise_value
 from stageguard.runtime.model import MetricSpec, Status
 from stageguard.runtime.pii import DeadlinePassed, TextTooLong
@@ -182,7 +183,7 @@ class Resolution:
 
     def timed_out(self, name: str, started: float) -> None:
         self.store(name, Failure(Status.TIMEOUT, self._timeout_message(name)),
-                   time.perf_counter() - started, "scorer")
+                   seconds_since(started), "scorer")
 
     def _timeout_message(self, name: str) -> str:
         spec = self.catalog.get(name)
@@ -198,7 +199,7 @@ class Resolution:
     def finish(self, name: str, outcome: object, error: BaseException | None,
                started: float) -> None:
         """Store what a scorer returned (`outcome`) or raised (`error`)."""
-        self.store(name, self._value(name, outcome, error), time.perf_counter() - started,
+        self.store(name, self._value(name, outcome, error), seconds_since(started),
                    "scorer")
 
     def _value(self, name: str, raw: object, error: BaseException | None) -> object:

@@ -4,6 +4,7 @@ reference interpreter's outcomes, and the wire shape is fresh for every caller."
 from __future__ import annotations
 
 import json
+import math
 
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from stageguard.runtime.evaluate import (
     statuses_of,
     values_getter,
 )
-from stageguard.runtime.model import RulesetSpec, Status
+from stageguard.runtime.model import Action, ActionType, Operator, RuleSpec, RulesetSpec, Status
 from stageguard.runtime.response import Response, StageMetadata, StageResults, TraceMetadata
 from tests.profiles import examples
 from tests.strategies import METRICS, fail_modes, metric_values, ruleset_lists
@@ -30,8 +31,11 @@ def _response(rulesets: list[RulesetSpec], values: dict[str, object],
               fail_closed: FailClosed) -> Response:
     outcomes = compile_decider(rulesets, fail_closed)(
         values, lambda name: values.setdefault(name, Failure(Status.ERROR, "no value")))
+    # As the runtime records them (Resolution.store): every failure has a timing.
+    timings = {n: (0.0, "none") for n, v in values.items() if isinstance(v, Failure)}
     return Response("t", stage_status(statuses_of(outcomes)), TraceMetadata("x", 1, 2, 0.0),
-                    None, _META, None, None, StageResults(tuple(rulesets)), outcomes, values)
+                    None, _META, None, None, StageResults(tuple(rulesets)), outcomes, values,
+                    timings or None)
 
 
 def _reference_status(outcome: RuleOutcome) -> str:
@@ -166,3 +170,30 @@ def test_a_scored_response_is_written_as_to_dict_says(tmp_path) -> None:
         assert r.metric_results["a"].execution_time == 0.0
         assert r.to_json() == json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False)
     assert responses[0].metric_results["b"].execution_time > 0
+
+
+# Where float.__repr__ changes notation, and the floats on either side of each edge.
+_EDGES = [e for x in (1e-4, 1e16, 1e-5, 1e22) for e in (x, math.nextafter(x, 0),
+                                                     math.nextafter(x, math.inf))]
+_floats = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [*_EDGES, *(-e for e in _EDGES), 0.0, -0.0, 5e-324, 1.7976931348623157e308])
+
+
+@examples(5)
+@given(st.lists(_floats, min_size=1, max_size=3), st.lists(_floats, min_size=1, max_size=3))
+def test_floats_are_written_as_json_dumps_writes_them(values: list[float],
+                                                      elapsed: list[float]) -> None:
+    """Values and durations take the one-body path (a decided response, no failures, no
+    metadata), where scores are written by orjson and durations kept as text; each must be
+    what json.dumps writes, whatever was written before it (-0.0 after 0.0 included)."""
+    rs = [RulesetSpec(name="r", rules=tuple(
+        RuleSpec(metric=f"m{i}", operator=Operator.GT, target_value=0.5)
+        for i in range(len(values))), action=Action(type=ActionType.PASSTHROUGH))]
+    metrics: dict[str, object] = {f"m{i}": v for i, v in enumerate(values)}
+    for seconds in elapsed:
+        outcomes = compile_decider(rs, False)(dict(metrics), lambda name: None)
+        response = Response("t", stage_status(statuses_of(outcomes)),
+                            TraceMetadata("x", 1, 2, seconds), None, _META, None, None,
+                            StageResults(tuple(rs)), outcomes, dict(metrics))
+        assert response.to_json() == json.dumps(response.to_dict(), ensure_ascii=False,
+                                                allow_nan=False)
