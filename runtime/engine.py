@@ -103,15 +103,17 @@ class _Once:
 
 
 class _Call:
-    """One invocation between `_begin` and `_finish`."""
+    """An invocation waiting for its scorers, between `_begin` and `_finish`: what
+    `_finish` takes, less the outcomes the scheduler is about to give."""
 
-    __slots__ = ("headers", "loaded", "metadata", "outcomes", "received", "refused",
-                 "resolution", "served", "shadow", "started", "status", "text_in", "text_out",
-                 "timeout", "values")
+    __slots__ = ("headers", "loaded", "metadata", "received", "resolution", "served",
+                 "shadow", "started", "text_in", "text_out", "timeout", "values")
 
-    def __init__(self, received: int, started: float, text_in: str, text_out: str,
-                 timeout: float, metadata: Mapping[str, str] | None,
-                 headers: Mapping[str, str] | None, loaded: LoadedStage) -> None:
+    def __init__(self, loaded: LoadedStage, received: int, started: float, text_in: str,
+                 text_out: str, timeout: float, metadata: Mapping[str, str] | None,
+                 headers: Mapping[str, str] | None, served: str, shadow: LoadedStage | None,
+                 values: dict[str, object], resolution: Resolution) -> None:
+        self.loaded = loaded
         self.received = received
         self.started = started
         self.text_in = text_in
@@ -119,14 +121,10 @@ class _Call:
         self.timeout = timeout
         self.metadata = metadata
         self.headers = headers
-        self.loaded = loaded
-        self.served = "active"
-        self.shadow: LoadedStage | None = None
-        self.refused: str | None = None
-        self.status: Status | None = None  # set when nothing is decided (paused, ...)
-        self.values: dict[str, object] | None = None
-        self.outcomes: Outcomes = ()
-        self.resolution: Resolution | None = None
+        self.served = served
+        self.shadow = shadow
+        self.values = values
+        self.resolution = resolution
 
 
 # Metric names as callers spell them -> canonical names: the same few names arrive with
@@ -370,11 +368,12 @@ class Runtime(RegistryFollower, StageManagement):
         subscribe webhooks (SubscriptionsNotAllowed)."""
         call = self._begin(payload, stage, project, stage_id, version, rulesets, timeout,
                            metadata, headers, allow_subscriptions)
-        if call.resolution is not None:
-            if not scorers:
-                raise NeedsScorer
-            call.outcomes = decide_with_threads(call.loaded.score_plan, call.resolution)
-        return self._finish(call)
+        if isinstance(call, Response):
+            return call
+        if not scorers:
+            raise NeedsScorer
+        return self._finish_call(call, decide_with_threads(call.loaded.score_plan,
+                                                           call.resolution))
 
     async def ainvoke(self, payload: Payload | Mapping[str, Any], stage: str | None = None, *,
                       project: str | None = None, stage_id: str | None = None,
@@ -388,18 +387,19 @@ class Runtime(RegistryFollower, StageManagement):
         never blocks the loop; what the decision no longer needs is cancelled."""
         call = self._begin(payload, stage, project, stage_id, version, rulesets, timeout,
                            metadata, headers, allow_subscriptions)
-        if call.resolution is not None:
-            call.outcomes = await decide_on_loop(call.loaded.score_plan, call.resolution)
-        return self._finish(call)
+        if isinstance(call, Response):
+            return call
+        return self._finish_call(call, await decide_on_loop(call.loaded.score_plan,
+                                                            call.resolution))
 
     def _begin(self, payload: Payload | Mapping[str, Any], stage: str | None,
                project: str | None, stage_id: str | None, version: int | None,
                rulesets: Sequence[Any] | None, timeout: float,
                metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
-               allow_subscriptions: bool) -> _Call:
+               allow_subscriptions: bool) -> Response | _Call:
         """Everything before waiting for scorers: the arguments checked, the stage found,
-        and the decision made when the payload's metrics suffice (else `resolution` is set
-        and the caller schedules the scorers)."""
+        and the response when the payload's metrics suffice (or nothing is to be decided);
+        else the call, for the caller to schedule its scorers and `_finish_call`."""
         received = time.time_ns()
         started = time.perf_counter()
         given_in: object
@@ -435,83 +435,98 @@ class Runtime(RegistryFollower, StageManagement):
         loaded = self._latest(project, stage, stage_id, table)
         if version is not None:
             loaded = self._stage(loaded.key, version, table)
-        call = _Call(received, started, text_in, text_out, timeout, metadata, headers, loaded)
+        served = "active"
+        shadow: LoadedStage | None = None
         if rulesets is not None and not (
                 loaded.artifact.stage.type is StageType.CENTRAL and _empty(rulesets)):
             # (galileo-core's Request always sends a ruleset list; an empty one on a central
             # stage means "the stage's own", as in Galileo.)
-            call.loaded = loaded = self._local_stage(loaded, rulesets, allow_subscriptions,
-                                                     table)
-            call.served = "local"
+            loaded = self._local_stage(loaded, rulesets, allow_subscriptions, table)
+            served = "local"
         elif version is not None:
-            call.served = "pinned"
+            served = "pinned"
         elif table.candidates:
             cand = table.candidates.get(loaded.key)
             if cand is not None:
                 terms, cand_stage = cand
                 if terms.mode == "shadow":
-                    call.shadow = cand_stage
+                    shadow = cand_stage
                 elif terms.key is not None and metadata is not None:
                     caller_key = metadata.get(terms.key)
                     if caller_key is not None and takes_candidate(
                             loaded.key[0], loaded.key[1], caller_key, terms.percent):
-                        call.loaded = loaded = cand_stage
-                        call.served = "candidate"
+                        loaded = cand_stage
+                        served = "candidate"
         # A local stage decides with the rulesets this invocation brought; without any it has
         # none (its latest version may hold an earlier invocation's, recorded for history),
         # unless a version is pinned, which replays that version's recorded rulesets.
         local_without = rulesets is None and version is None and loaded.local
+        refused: str | None = None
         if self._stale_after is not None and self.registry is not None:
             age = self._sync.staleness
             if age is None or age > self._stale_after:
-                call.refused = ("the registry was last read " + (
+                refused = ("the registry was last read " + (
                     "never" if age is None else f"{age:.1f} s ago") + ", more than "
                     f"max_staleness ({self._stale_after:g} s) allows: not deciding (on_stale "
                     "fail_closed)")
-        if call.refused is not None:
-            call.status = Status.ERROR
-        elif loaded.paused:
-            call.status = Status.PAUSED
-        elif local_without or not loaded.rulesets:
-            call.status = Status.SKIPPED
-        else:
-            values: dict[str, object] = {}
-            call.values = values
-            if raw_metrics:
-                canonical = _CANONICAL
-                try:
-                    for name, value in raw_metrics.items():
-                        key = canonical.get(name)
-                        if key is None:
-                            key = canonical_name(name)
-                            if len(canonical) < _CANONICAL_SIZE:
-                                canonical[name] = key
-                        kind = value.__class__
-                        # Numbers and labels are taken as they are (normalise_value's
-                        # first case, without the call).
-                        values[key] = value if (kind is float or kind is str or kind is int
-                                                or value is None) else normalise_value(value)
-                except InvalidValue as exc:
-                    raise InvalidRequest(f"metric {name!r}: {exc}") from None
-            quick = loaded.decide_precomputed
-            found = quick(values) if quick is not None else None
-            if found is None:  # some metric must come from a scorer
-                scorers = self.scorers
-                catalog = loaded.catalog
-                call.resolution = Resolution(
-                    lambda name: scorers.find(name, catalog.get(name)), self._pools,
-                    text_in, text_out, metadata, started + timeout, timeout, values, catalog)
-            else:
-                call.outcomes = found
-        return call
+        if refused is not None:
+            return self._finish(loaded, (), Status.ERROR, received, started, text_in,
+                                text_out, timeout, metadata, headers, served, shadow, None,
+                                None, refused)
+        if loaded.paused:
+            return self._finish(loaded, (), Status.PAUSED, received, started, text_in,
+                                text_out, timeout, metadata, headers, served, shadow, None)
+        if local_without or not loaded.rulesets:
+            return self._finish(loaded, (), Status.SKIPPED, received, started, text_in,
+                                text_out, timeout, metadata, headers, served, shadow, None)
+        values: dict[str, object] = {}
+        if raw_metrics:
+            canonical = _CANONICAL
+            try:
+                for name, value in raw_metrics.items():
+                    key = canonical.get(name)
+                    if key is None:
+                        key = canonical_name(name)
+                        if len(canonical) < _CANONICAL_SIZE:
+                            canonical[name] = key
+                    kind = value.__class__
+                    # Numbers and labels are taken as they are (normalise_value's first
+                    # case, without the call).
+                    values[key] = value if (kind is float or kind is str or kind is int
+                                            or value is None) else normalise_value(value)
+            except InvalidValue as exc:
+                raise InvalidRequest(f"metric {name!r}: {exc}") from None
+        quick = loaded.decide_precomputed
+        found = quick(values) if quick is not None else None
+        if found is not None:
+            return self._finish(loaded, found, None, received, started, text_in, text_out,
+                                timeout, metadata, headers, served, shadow, values)
+        # Some metric must come from a scorer.
+        scorers = self.scorers
+        catalog = loaded.catalog
+        return _Call(loaded, received, started, text_in, text_out, timeout, metadata, headers,
+                     served, shadow, values, Resolution(
+                         lambda name: scorers.find(name, catalog.get(name)), self._pools,
+                         text_in, text_out, metadata, started + timeout, timeout, values,
+                         catalog))
 
-    def _finish(self, call: _Call) -> Response:
-        """The response of a decided call, and what follows it: webhooks, the decision log,
-        the shadow."""
-        loaded, outcomes = call.loaded, call.outcomes
-        text = call.text_out or call.text_in
+    def _finish_call(self, call: _Call, outcomes: Outcomes) -> Response:
+        return self._finish(call.loaded, outcomes, None, call.received, call.started,
+                            call.text_in, call.text_out, call.timeout, call.metadata,
+                            call.headers, call.served, call.shadow, call.values,
+                            call.resolution)
+
+    def _finish(self, loaded: LoadedStage, outcomes: Outcomes, status: Status | None,
+                received: int, started: float, text_in: str, text_out: str, timeout: float,
+                metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
+                served: str, shadow: LoadedStage | None, values: dict[str, object] | None,
+                resolution: Resolution | None = None, refused: str | None = None
+                ) -> Response:
+        """The response of a decided invocation (`status`: what it is when nothing was
+        decided, else None), and what follows it: webhooks, the decision log, the shadow.
+        Taken as arguments, not as an object: a decision without scorers builds none."""
+        text = text_out or text_in
         action = None
-        status = call.status
         if status is None:
             if _T in outcomes:
                 status = _T
@@ -527,12 +542,11 @@ class Runtime(RegistryFollower, StageManagement):
                     action = ActionResult(winner.type, text)
             else:
                 status = outcomes_status(outcomes)
-        resolution = call.resolution
         response = Response(
             text, status,
-            TraceMetadata(None, call.received, time.time_ns(), seconds_since(call.started)),
-            action, loaded.metadata, call.metadata, call.headers, loaded.results, outcomes,
-            call.values, resolution.timings if resolution is not None else None, call.refused)
+            TraceMetadata(None, received, time.time_ns(), seconds_since(started)),
+            action, loaded.metadata, metadata, headers, loaded.results, outcomes, values,
+            resolution.timings if resolution is not None else None, refused)
         if loaded.any_subscriptions and outcomes and self.deliver_webhooks:
             self._notify(loaded, response)
         decisions = self.decision_log
@@ -544,12 +558,12 @@ class Runtime(RegistryFollower, StageManagement):
                     f"{loaded.key[0]}/{loaded.key[1]}")
             logged = Decision(response, loaded.artifact.digest,
                               self._sync.revision if self.registry is not None else None,
-                              call.served, (call.text_in, call.text_out) if wants else None)
-        if call.shadow is not None and call.values is not None:
+                              served, (text_in, text_out) if wants else None)
+        if shadow is not None and values is not None:
             scored = frozenset(n for n, (_, source) in resolution.timings.items()
                                if source == "scorer") if resolution is not None else frozenset()
-            job = ShadowJob(call.shadow, dict(call.values), call.text_in, call.text_out,
-                            call.metadata, call.timeout, logged, scored)
+            job = ShadowJob(shadow, dict(values), text_in, text_out, metadata, timeout, logged,
+                            scored)
             if self.shadow.offer(response, job):
                 logged = None  # the shadow completes the event with its own decision
         if logged is not None and decisions is not None:
