@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -222,8 +223,18 @@ def main() -> int:
         chain_ns = total_ns(if_chain, payloads)
         fast_ns = total_ns(quick, normalised)
         general_ns = total_ns(decide, normalised, second=_no_resolve)
-        calls = per_call_each({"invoke": (invoke, payloads), "json": (invoke_json, payloads),
-                               "chain": (if_chain, payloads), "fast": (quick, normalised)})
+        peers = {"invoke": (invoke, payloads), "json": (invoke_json, payloads),
+                 "chain": (if_chain, payloads), "fast": (quick, normalised)}
+        peer = galileo_first_match(rt.artifact(project="bench", stage_name="guard"))
+        if peer is not None:  # the same winner, or no peer
+            galileo, galileo_rulesets = peer
+            for m in payloads:
+                statuses = if_chain(m)
+                won = galileo(m)
+                assert (won is None) == (T not in statuses)
+                assert won is None or won is galileo_rulesets[statuses.index(T)]
+            peers["galileo"] = (galileo, payloads)
+        calls = per_call_each(peers)
         invoke_calls, json_calls = calls["invoke"], calls["json"]
         chain_calls, fast_calls = calls["chain"], calls["fast"]
         triggered = sum(1 for m in payloads if T in if_chain(m))
@@ -245,6 +256,15 @@ def main() -> int:
         inv_chain = inv_med * 1000 / statistics.median(chain_calls)
         print(f"  invoke() / if-chain   : {inv_chain:.1f}x (issue 17 target <= 12x); "
               f"invoke() + to_json() / invoke(): {json_med / inv_med:.2f}x (target <= 2x)")
+        if "galileo" in calls:
+            gal_med = statistics.median(calls["galileo"]) / 1000
+            print(f"  galileo-core's first-match loop (Rule.evaluate, same rulesets): median "
+                  f"{gal_med:6.2f} us, {gal_med * 1000 / statistics.median(chain_calls):.1f}x "
+                  f"the if-chain; invoke() / it: {inv_med / gal_med:.2f}x (issue 17: at or "
+                  "below it)")
+        else:
+            print("  galileo-core's first-match loop: not measured (galileo-core is not "
+                  "installed: the conformance extra)")
         ok &= fast_ns / chain_ns <= 2.0 and inv_med <= 10.0
         ok17 = inv_chain <= 12 and json_med / inv_med <= 2
 
@@ -334,6 +354,29 @@ def main() -> int:
     print("targets met" if ok else "TARGETS MISSED")
     print("issue 17 targets met" if ok17 else "issue 17 targets MISSED")
     return 0 if ok else 1
+
+
+def galileo_first_match(artifact: object
+                        ) -> tuple[Callable[[dict[str, object]], object], list[Any]] | None:
+    """Galileo's own rule semantics as a bare loop: the first ruleset all of whose rules
+    hold, each by galileo-core's `Rule.evaluate`, over the same rulesets (exported), and
+    those rulesets. What issue 17 sets invoke() against; None without galileo-core."""
+    try:
+        from galileo_core.schemas.protect.ruleset import Ruleset
+    except ImportError:
+        return None
+    from stageguard.runtime.galileo import ruleset_to_galileo
+
+    rulesets = [Ruleset.model_validate(ruleset_to_galileo(rs))
+                for rs in artifact.rulesets]  # type: ignore[attr-defined]
+
+    def first_match(m: dict[str, object]) -> object:
+        for rs in rulesets:
+            if all(rule.evaluate(m.get(rule.metric)) for rule in rs.rules):  # type: ignore[arg-type]
+                return rs
+        return None
+
+    return first_match, rulesets
 
 
 def generated_chain(rulesets: object) -> Callable[[dict[str, object]], object] | None:

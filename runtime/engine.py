@@ -79,6 +79,7 @@ DEFAULT_TIMEOUT = 300.0  # seconds; Galileo's default of five minutes
 # another process's pause must reach every decision.
 DEFAULT_POLL = 1.0
 _T = Status.TRIGGERED
+_NT = Status.NOT_TRIGGERED
 
 
 def _empty(rulesets: object) -> bool:
@@ -499,8 +500,10 @@ class Runtime(RegistryFollower, StageManagement):
         quick = loaded.decide_precomputed
         found = quick(values) if quick is not None else None
         if found is not None:
-            return self._finish(loaded, found, None, received, started, text_in, text_out,
-                                timeout, metadata, headers, served, shadow, values)
+            # (Given values never fail: a stage that nothing triggered is not_triggered.)
+            return self._finish(loaded, found, None if _T in found else _NT, received,
+                                started, text_in, text_out, timeout, metadata, headers,
+                                served, shadow, values)
         # Some metric must come from a scorer.
         scorers = self.scorers
         catalog = loaded.catalog
