@@ -16,16 +16,29 @@ import atexit
 import datetime as dt
 import json
 import logging
+import math
 import sys
 import threading
 import time
 from typing import IO, Any
 
+from orjson import dumps as _dumps
+
 ACCESS = logging.getLogger("stageguard.access")
 DECISION = logging.getLogger("stageguard.decision")
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName",
                                                            "color_message"}
-_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_json_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def _encode(fields: dict[str, Any]) -> str:
+    """A line's JSON: by orjson (compact, in C: a fifth of the standard encoder's cost per
+    line), or, for what orjson refuses (text with lone surrogates, integers past 64 bits),
+    by the standard encoder; anything else that JSON has no type for, as its str()."""
+    try:
+        return _dumps(fields, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return _json_encode(fields)
 
 
 def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
@@ -50,9 +63,22 @@ _installed: BatchedLines | None = None  # the handler `configure` put on the roo
 
 
 def _timestamp(seconds: float) -> str:
-    """An epoch time as the lines write it: UTC, microseconds, `Z`."""
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(
-        timespec="microseconds").replace("+00:00", "Z")
+    """An epoch time as the lines write it: UTC, microseconds, `Z` (what
+    `datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")` writes, with
+    its rounding; the date and time of day are made once per second, not per line)."""
+    fraction, whole = math.modf(seconds)
+    micros = round(fraction * 1_000_000)  # half to even, as datetime rounds
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    global _second
+    second, text = _second
+    if whole != second:
+        text = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = (whole, text)  # one tuple: a racing thread reads the old pair or the new
+    return f"{text}{int(micros):06d}Z"
+
+
+_second: tuple[float, str] = (-1.0, "")
 
 
 class JsonFormatter(logging.Formatter):
