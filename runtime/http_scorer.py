@@ -131,7 +131,10 @@ class HttpService:
                      ) -> dict[str, object]:
         client, slots = self.async_client()
         try:
-            await asyncio.wait_for(slots.acquire(), self._timeout(requests))
+            # In place, not as wait_for's task: one cancelled before its first step left its
+            # acquire() never awaited (a RuntimeWarning) when little time was left.
+            async with asyncio.timeout(self._timeout(requests)):
+                await slots.acquire()
         except TimeoutError:
             raise TimeoutError(f"{self.url}: every connection stayed busy") from None
         try:
