@@ -19,7 +19,7 @@ from stageguard.runtime.evaluate import (
     statuses_of,
     values_getter,
 )
-from stageguard.runtime.model import Action, ActionType, Operator, RuleSpec, RulesetSpec, Status
+from stageguard.runtime.model import Action, ActionType, Operator, RulesetSpec, RuleSpec, Status
 from stageguard.runtime.response import Response, StageMetadata, StageResults, TraceMetadata
 from tests.profiles import examples
 from tests.strategies import METRICS, fail_modes, metric_values, ruleset_lists
