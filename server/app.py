@@ -127,7 +127,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _trace(request: Request) -> str:
-    return str(request.scope["state"]["trace_id"])
+    return request_id(request.scope["state"])
 
 
 def _error(request: Request, status: int, detail: object, code: str | None = None,
@@ -218,7 +218,6 @@ class Edge:
             return
         started = time.perf_counter()
         state = scope.setdefault("state", {})
-        state["trace_id"] = trace_id()
         status = 500
         started_response = False
 
@@ -228,7 +227,7 @@ class Edge:
                 started_response = True
                 status = message["status"]
                 headers = [*message.get("headers", ()),
-                           (b"x-trace-id", state["trace_id"].encode())]
+                           (b"x-trace-id", request_id(state).encode())]
                 if status == 405:  # Starlette lists the first matching route's methods only
                     allow = ", ".join(self.methods(scope["path"])).encode()
                     headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
@@ -269,10 +268,9 @@ class Edge:
         except Exception:
             # Whatever escaped the app's handlers: logged with the trace id, answered with
             # that id only, never with the exception's text or a traceback.
-            log.exception("internal error", extra={"trace_id": state["trace_id"]})
+            log.exception("internal error", extra={"trace_id": request_id(state)})
             if not started_response:
-                await self._reply(send_wrapped, state, 500, "internal",
-                                  "internal error; the server log has it under this trace id")
+                await self._reply(send_wrapped, state, 500, "internal", _INTERNAL)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -281,7 +279,7 @@ class Edge:
             if not ACCESS.disabled and ACCESS.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 logs.info(ACCESS, "request", {
-                    "trace_id": state["trace_id"], "method": scope["method"],
+                    "trace_id": request_id(state), "method": scope["method"],
                     "path": scope["path"], "route": template, "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "client": client[0] if client else None,
@@ -321,12 +319,48 @@ class Edge:
 
     async def _reply(self, send: Send, state: dict[str, Any], status: int, code: str,
                      detail: str) -> None:
-        body = json.dumps({"code": code, "detail": detail,
-                           "trace_id": state["trace_id"]}).encode()
+        body = _error_body(code, detail, request_id(state))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def request_id(state: dict[str, Any]) -> str:
+    """The request's trace id: drawn when first needed. A successful invoke sets it to its
+    decision's id before anything reads it, so it draws no id of its own."""
+    found = state.get("trace_id")
+    if found is None:
+        found = state["trace_id"] = trace_id()
+    return str(found)
+
+
+def _error_body(code: str, detail: str, trace: str) -> bytes:
+    return json.dumps({"code": code, "detail": detail, "trace_id": trace}).encode()
+
+
+_INTERNAL = "internal error; the server log has it under this trace id"
+
+
+class EdgeFirst(FastAPI):
+    """FastAPI with `Edge` outside FastAPI's own middleware (its error, telemetry and
+    body-limit layers): an invoke the edge answers skips those three layers and their
+    wrapping of every send, none of which it needs (the edge bounds the body and answers
+    its own errors). Every other request passes through all of them as before; an error
+    that escapes a route is answered by `internal_error`, in the edge's own words."""
+
+    edge: Callable[[ASGIApp], Edge] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack if self.edge is None else self.edge(stack)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """What an exception that escaped every handler is answered with (FastAPI's error
+    layer sends it, then the edge logs the exception under the same trace id)."""
+    return Response(_error_body("internal", _INTERNAL, request_id(request.scope["state"])),
+                    status_code=500, media_type="application/json")
 
 
 class _Route:
@@ -435,7 +469,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                  extra={"webhooks_pending": runtime.notifier_stats().pending})
         runtime.close(config.flush_timeout)
 
-    app = FastAPI(
+    app = EdgeFirst(
         title="stageguard", version=package_version(), lifespan=lifespan,
         description="Runtime protection for LLM applications: Galileo Protect's invoke and "
         "stage management, served from a stageguard registry.",
@@ -451,8 +485,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 found |= served
         return sorted(found)
 
-    app.add_middleware(Edge, max_body=config.max_body, metrics=metrics, methods=methods,
-                       fast_invoke=lambda scope, raw: fast_invoke(scope, raw))
+    app.edge = lambda stack: Edge(stack, max_body=config.max_body, metrics=metrics,
+                                  methods=methods,
+                                  fast_invoke=lambda scope, raw: fast_invoke(scope, raw))
+    app.add_exception_handler(Exception, internal_error)
 
     def principal(request: Request,
                   credentials: HTTPAuthorizationCredentials | None) -> Principal:

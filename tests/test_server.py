@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -387,18 +388,23 @@ def test_body_limit(tmp_path: Path) -> None:
         assert c.get("/healthz").status_code == 200
 
 
-def test_internal_errors_carry_no_trace(tmp_path: Path) -> None:
+def test_internal_errors_carry_no_trace(tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
     with serving(tmp_path) as s:
         def boom() -> None:
             raise RuntimeError("secret internals /etc/passwd")
 
         s.app.add_api_route("/boom", boom)
-        with s.client() as c:
+        with s.client() as c, caplog.at_level(logging.ERROR, logger="stageguard.server"):
             resp = c.get("/boom")
         assert resp.status_code == 500
         assert resp.json()["code"] == "internal"
         assert "secret" not in resp.text and "Traceback" not in resp.text
         assert resp.json()["trace_id"] == resp.headers["x-trace-id"]
+    # Logged once, with its traceback, under the id the caller was given.
+    logged = [r for r in caplog.records if r.getMessage() == "internal error"]
+    assert [getattr(r, "trace_id", None) for r in logged] == [resp.json()["trace_id"]]
+    assert logged[0].exc_info is not None
 
 
 # ---- operations ---------------------------------------------------------------------------
