@@ -28,13 +28,16 @@ ACCESS = logging.getLogger("stageguard.access")
 DECISION = logging.getLogger("stageguard.decision")
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName",
                                                            "color_message"}
-_json_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# ASCII: a lone surrogate written as is would fail the write of the whole batch (stderr
+# encodes strictly), losing every line in it.
+_json_encode = json.JSONEncoder(ensure_ascii=True, default=str).encode
 
 
 def _encode(fields: dict[str, Any]) -> str:
     """A line's JSON: by orjson (compact, in C: a fifth of the standard encoder's cost per
     line), or, for what orjson refuses (text with lone surrogates, integers past 64 bits),
-    by the standard encoder; anything else that JSON has no type for, as its str()."""
+    by the standard encoder, in ASCII; anything else that JSON has no type for, as its
+    str()."""
     try:
         return _dumps(fields, default=str).decode()
     except TypeError:  # orjson.JSONEncodeError

@@ -69,11 +69,29 @@ def test_timestamps_are_datetimes_isoformat(seconds: float) -> None:
                 timespec="microseconds").replace("+00:00", "Z")
 
 
-def test_what_orjson_refuses_is_written_by_the_standard_encoder(installed) -> None:  # type: ignore[no-untyped-def]
-    stream, handler = installed
-    fields = {"big": 2**70, "lone": "a\ud800b", "other": {1, 2}.__class__}
-    logs.info(logs.ACCESS, "request", fields)
-    handler.flush()
-    line = json.loads(stream.getvalue().encode("utf-8", "surrogatepass"))
-    assert line["big"] == 2**70 and line["lone"] == "a\ud800b"
-    assert line["other"] == str(set)
+def test_what_orjson_refuses_is_written_by_the_standard_encoder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # stderr as it is: UTF-8, strict. A line that cannot be encoded would fail the write of
+    # its whole batch, the lines around it too.
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8",
+                                                        errors="strict"))
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logs.configure("info")
+    handler = root.handlers[0]
+    try:
+        logs.info(logs.ACCESS, "request", {"n": 1})
+        logs.info(logs.ACCESS, "request", {"big": 2**70, "lone": "a\ud800b",
+                                           "other": {1, 2}.__class__})
+        logs.info(logs.ACCESS, "request", {"n": 3})
+        handler.flush()
+        lines = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
+    finally:
+        handler.close()
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        monkeypatch.setattr(logs, "_installed", None)
+    assert [line.get("n") for line in lines] == [1, None, 3]
+    assert lines[1]["big"] == 2**70 and lines[1]["lone"] == "a\ud800b"
+    assert lines[1]["other"] == str(set)
