@@ -491,10 +491,20 @@ class Runtime(RegistryFollower, StageManagement):
                         if len(canonical) < _CANONICAL_SIZE:
                             canonical[name] = key
                     kind = value.__class__
-                    # Numbers and labels are taken as they are (normalise_value's first
-                    # case, without the call).
-                    values[key] = value if (kind is float or kind is str or kind is int
-                                            or value is None) else normalise_value(value)
+                    # Numbers and labels are taken as they are, a list of labels as a tuple
+                    # (normalise_value's first cases, without the call).
+                    if kind is float or kind is str or kind is int or value is None:
+                        values[key] = value
+                    elif kind is list:
+                        labels = tuple(value)
+                        for label in labels:
+                            if label.__class__ is not str:
+                                values[key] = normalise_value(value)  # converts, or refuses
+                                break
+                        else:
+                            values[key] = labels
+                    else:
+                        values[key] = normalise_value(value)
             except InvalidValue as exc:
                 raise InvalidRequest(f"metric {name!r}: {exc}") from None
         quick = loaded.decide_precomputed

@@ -240,6 +240,29 @@ def test_payload_metrics_come_first_and_aliases_resolve(rt: Runtime) -> None:
         rt.invoke(m(a={"nested": 1}), "s")
 
 
+def test_label_lists_are_tuples_of_plain_strings_or_refused(tmp_path: Path) -> None:
+    """A list metric becomes a tuple of plain `str` (a str subclass, as a str enum, too) and
+    decides as that tuple would; a list holding anything but labels is refused, naming
+    the metric."""
+    import enum
+
+    class Kind(enum.StrEnum):
+        SSN = "ssn"
+
+    build(tmp_path / "r", "project p\nstage s {\n  ruleset leak {\n"
+                          "    when output_pii any [\"ssn\"]\n    passthrough\n  }\n}\n")
+    with Runtime(tmp_path / "r") as rt:
+        plain = rt.invoke(m(output_pii=["email", "ssn"]), "s")
+        subclass = rt.invoke(m(output_pii=["email", Kind.SSN]), "s")
+        for r in (plain, subclass):
+            assert r.status is Status.TRIGGERED
+            value = r.metric_values["output_pii"]  # type: ignore[index]
+            assert value == ("email", "ssn") and all(type(v) is str for v in value)
+        for bad in (["ssn", 1], [None], [["ssn"]]):
+            with pytest.raises(InvalidRequest, match="metric 'output_pii'"):
+                rt.invoke(m(output_pii=bad), "s")
+
+
 def test_unknown_stage_and_bad_version(rt: Runtime) -> None:
     with pytest.raises(StageNotFound):
         rt.invoke(m(), "nope")
