@@ -10,6 +10,11 @@ from __future__ import annotations
 from time import perf_counter
 
 
+def micros(seconds: float) -> float:
+    """A duration in seconds, to the whole microsecond."""
+    return int(seconds * 1_000_000) / 1_000_000
+
+
 def seconds_since(started: float) -> float:
     """Seconds from `started` (a `perf_counter()` reading) to now, to the whole microsecond."""
-    return int((perf_counter() - started) * 1_000_000) / 1_000_000
+    return micros(perf_counter() - started)

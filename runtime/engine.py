@@ -19,7 +19,6 @@ from typing import Any
 
 from stageguard.runtime import arguments, identity
 from stageguard.runtime.catalog import canonical_name
-from stageguard.runtime.clock import seconds_since
 from stageguard.runtime.decision_log import Decision, DecisionLog
 from stageguard.runtime.documents import document
 
@@ -62,7 +61,7 @@ from stageguard.runtime.model import (
 )
 from stageguard.runtime.registry import Candidate, Index, VersionNotFound
 from stageguard.runtime.resolution import Resolution, ScorerPools
-from stageguard.runtime.response import ActionResult, Response, TraceMetadata
+from stageguard.runtime.response import ActionResult, Response
 from stageguard.runtime.rollout import takes_candidate
 from stageguard.runtime.scheduling import decide_on_loop, decide_with_threads
 from stageguard.runtime.scorers import Scorers
@@ -557,7 +556,7 @@ class Runtime(RegistryFollower, StageManagement):
                 status = outcomes_status(outcomes)
         response = Response(
             text, status,
-            TraceMetadata(None, received, time.time_ns(), seconds_since(started)),
+            (received, started, time.perf_counter()),
             action, loaded.metadata, metadata, headers, loaded.results, outcomes, values,
             resolution.timings if resolution is not None else None, refused)
         if loaded.any_subscriptions and outcomes and self.deliver_webhooks:
@@ -565,6 +564,9 @@ class Runtime(RegistryFollower, StageManagement):
         decisions = self.decision_log
         logged = None
         if decisions is not None:
+            # The id drawn here, before the log's thread (and the shadow's) reads it: drawn
+            # lazily by two threads at once, it could differ between the log and the caller.
+            response.decision_id  # noqa: B018
             wants = self._logs_payload.get(loaded.key)
             if wants is None:
                 wants = self._logs_payload[loaded.key] = decisions.wants_payload(

@@ -19,6 +19,7 @@ from typing import Any
 
 from orjson import dumps as _c_dumps
 
+from stageguard.runtime.clock import micros
 from stageguard.runtime.evaluate import (
     Failure,
     Outcome,
@@ -67,6 +68,20 @@ class TraceMetadata:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "received_at": self.received_at, "response_at": self.response_at,
                 "execution_time": self.execution_time}
+
+    @classmethod
+    def of(cls, clock: Clock) -> TraceMetadata:
+        """From a decision's clock readings: received at (epoch ns), then started and ended
+        (`perf_counter()`). It responded the elapsed time after it was received (on the
+        monotonic clock: never before, whatever the wall clock does meanwhile)."""
+        received, started, ended = clock
+        elapsed = ended - started
+        return cls(None, received, received + int(elapsed * 1_000_000_000), micros(elapsed))
+
+
+# A decision's clock readings, as it hands them to its Response: received at (epoch ns),
+# started and ended (perf_counter()).
+Clock = tuple[int, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +474,7 @@ class Response:
         "_ruleset_results",
         "_statuses",
         "_timings",
+        "_trace",
         "_values",
         "action_result",
         "error",
@@ -467,10 +483,9 @@ class Response:
         "stage_metadata",
         "status",
         "text",
-        "trace_metadata",
     )
 
-    def __init__(self, text: str, status: Status, trace_metadata: TraceMetadata,
+    def __init__(self, text: str, status: Status, trace_metadata: TraceMetadata | Clock,
                  action_result: ActionResult | None, stage_metadata: StageMetadata,
                  metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None,
                  results: StageResults | None = None, outcomes: Outcomes = (),
@@ -480,7 +495,9 @@ class Response:
         self.text = text
         self.error = error  # why the runtime refused to decide (status ERROR), else None
         self.status = status
-        self.trace_metadata = trace_metadata
+        # The decision's clock readings until `trace_metadata` is first read (a caller who
+        # reads only text and status builds no TraceMetadata, as it draws no id).
+        self._trace = trace_metadata
         self.action_result = action_result
         self.stage_metadata = stage_metadata
         self.metadata = metadata
@@ -494,6 +511,14 @@ class Response:
         self._timings = timings
         self._ruleset_results: tuple[RulesetResult, ...] | None = None
         self._metric_results: dict[str, MetricResult] | None = None
+
+    @property
+    def trace_metadata(self) -> TraceMetadata:
+        found = self._trace
+        if isinstance(found, TraceMetadata):
+            return found
+        made = self._trace = TraceMetadata.of(found)
+        return made
 
     def __repr__(self) -> str:
         return (f"Response(status={self.status.value!r}, text={self.text!r}, "
