@@ -15,7 +15,6 @@ before any sink sees the event, so a masked value reaches no sink. The event's s
 
 from __future__ import annotations
 
-import datetime as dt
 import fnmatch
 import json
 import logging
@@ -27,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from stageguard.runtime.clock import utc_text
 from stageguard.runtime.evaluate import Failure
 from stageguard.runtime.model import Status
 
@@ -153,19 +153,6 @@ class Decision:
     shadow: dict[str, Any] | None = None
 
 
-_second: list[object] = [None, ""]  # the last second formatted, and its text
-
-
-def _iso(ns: int) -> str:
-    """Epoch nanoseconds as UTC ISO 8601 with microseconds; a log's events mostly share a
-    second, whose text is formatted once."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    if _second[0] != seconds:
-        _second[1] = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _second[0] = seconds
-    return f"{_second[1]}.{rest // 1000:06d}Z"
-
-
 def build_event(decision: Decision) -> dict[str, Any]:
     """The logged event of one decision (unredacted)."""
     r = decision.response
@@ -176,7 +163,7 @@ def build_event(decision: Decision) -> dict[str, Any]:
     event: dict[str, Any] = {
         "v": EVENT_VERSION,
         "decision_id": r.trace_metadata.id,
-        "at": _iso(r.trace_metadata.received_at),
+        "at": utc_text(r.trace_metadata.received_at),
         "project": meta.project,
         "stage": meta.stage_name,
         "version": meta.stage_version,

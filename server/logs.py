@@ -13,16 +13,16 @@ after they were logged, at once for warnings and errors, and on shutdown.
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import json
 import logging
-import math
 import sys
 import threading
 import time
 from typing import IO, Any
 
 from orjson import dumps as _dumps
+
+from stageguard.runtime.clock import utc_text
 
 ACCESS = logging.getLogger("stageguard.access")
 DECISION = logging.getLogger("stageguard.decision")
@@ -55,7 +55,7 @@ def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
     if (handler is not None and logger.propagate and not logger.handlers
             and not logger.filters and logging.root.handlers == [handler]
             and not logging.root.filters and not handler.filters):
-        handler.line(_encode({"ts": _timestamp(time.time()), "level": "info",
+        handler.line(_encode({"ts": utc_text(time.time_ns()), "level": "info",
                               "logger": logger.name, "message": message, **fields}))
         return
     logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None,
@@ -65,29 +65,10 @@ def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
 _installed: BatchedLines | None = None  # the handler `configure` put on the root logger
 
 
-def _timestamp(seconds: float) -> str:
-    """An epoch time as the lines write it: UTC, microseconds, `Z` (what
-    `datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")` writes, with
-    its rounding; the date and time of day are made once per second, not per line)."""
-    fraction, whole = math.modf(seconds)
-    micros = round(fraction * 1_000_000)  # half to even, as datetime rounds
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    global _second
-    second, text = _second
-    if whole != second:
-        text = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _second = (whole, text)  # one tuple: a racing thread reads the old pair or the new
-    return f"{text}{int(micros):06d}Z"
-
-
-_second: tuple[float, str] = (-1.0, "")
-
-
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": _timestamp(record.created),
+            "ts": utc_text(int(record.created * 1_000_000_000)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import logging
 import sys
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from stageguard.server import logs
-from tests.profiles import examples
 
 
 @pytest.fixture
@@ -56,17 +52,6 @@ def test_warnings_are_written_at_once(installed) -> None:  # type: ignore[no-unt
     stream, _ = installed
     logging.getLogger("stageguard.server").warning("registry unreadable")
     assert json.loads(stream.getvalue())["message"] == "registry unreadable"
-
-
-@examples(20)
-@given(st.floats(0, 4e9) | st.integers(0, 4 * 10**15).map(lambda us: us / 1e6))
-def test_timestamps_are_datetimes_isoformat(seconds: float) -> None:
-    """The per-second text kept for the date and time of day, and the microseconds rounded
-    as datetime rounds them (half to even; .9999995 carries into the next second)."""
-    for t in (seconds, seconds + 0.5, seconds - 1):  # across a kept second and back
-        if t >= 0:
-            assert logs._timestamp(t) == dt.datetime.fromtimestamp(t, dt.UTC).isoformat(
-                timespec="microseconds").replace("+00:00", "Z")
 
 
 def test_what_orjson_refuses_is_written_by_the_standard_encoder(
