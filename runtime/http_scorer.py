@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import httpx2 as httpx
 
 MAX_ANSWER = 1 << 20  # bytes
+SHARD = 8  # connections per async client (HttpService.async_client)
 _NOT_FOUND = object()
 
 
@@ -50,8 +51,9 @@ class HttpService:
         self.headers = dict(headers or {})
         self._client: httpx.Client | None = None
         self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]] = (
+            asyncio.AbstractEventLoop, list[tuple[httpx.AsyncClient, asyncio.Semaphore]]] = (
             weakref.WeakKeyDictionary())
+        self._turn = 0
         # Requests wait here, not in httpcore's pool, whose bookkeeping grows with the square
         # of its queue (640 queued requests cost it seconds).
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -61,10 +63,11 @@ class HttpService:
     def __repr__(self) -> str:
         return f"HttpService({self.url!r})"
 
-    def _limits(self) -> httpx.Limits:
+    def _limits(self, connections: int | None = None) -> httpx.Limits:
         import httpx2 as httpx
-        return httpx.Limits(max_connections=self.max_connections,
-                            max_keepalive_connections=self.max_connections)
+        connections = connections or self.max_connections
+        return httpx.Limits(max_connections=connections,
+                            max_keepalive_connections=connections)
 
     def client(self) -> httpx.Client:
         with self._lock:
@@ -77,17 +80,30 @@ class HttpService:
             return self._client
 
     def async_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        """The running loop's client, and its bound on requests in flight."""
+        """A client of the running loop's, and its bound on requests in flight: the first
+        with a free connection, else the next in turn. The loop's connections are split
+        over clients of at most `SHARD` each: httpcore's pool looks over every connection
+        it holds for every request, most of a busy scorer's CPU with 64 in one pool."""
         loop = asyncio.get_running_loop()
-        with self._lock:
-            found = self._async.get(loop)
-            if found is None:
-                import httpx2 as httpx
-                found = self._async[loop] = (httpx.AsyncClient(
-                    transport=httpx.AsyncHTTPTransport(limits=self._limits(), retries=1),
-                    follow_redirects=False, headers=self.headers, trust_env=False),
-                    asyncio.Semaphore(self.max_connections))
-            return found
+        shards = self._async.get(loop)
+        if shards is None:
+            with self._lock:
+                shards = self._async.get(loop)
+                if shards is None:
+                    import httpx2 as httpx
+                    sizes = [SHARD] * (self.max_connections // SHARD)
+                    if self.max_connections % SHARD:
+                        sizes.append(self.max_connections % SHARD)
+                    shards = self._async[loop] = [(httpx.AsyncClient(
+                        transport=httpx.AsyncHTTPTransport(limits=self._limits(size),
+                                                           retries=1),
+                        follow_redirects=False, headers=self.headers, trust_env=False),
+                        asyncio.Semaphore(size)) for size in sizes]
+        for shard in shards:
+            if not shard[1].locked():
+                return shard
+        self._turn = turn = (self._turn + 1) % len(shards)
+        return shards[turn]
 
     @staticmethod
     def _body(requests: Sequence[ScoreRequest]) -> bytes:
@@ -172,12 +188,14 @@ class HttpService:
             self._async = weakref.WeakKeyDictionary()
         if client is not None:
             client.close()
-        for loop, (aclient, _) in clients:
-            if not loop.is_closed():
-                try:
-                    running = asyncio.get_running_loop()
-                except RuntimeError:
-                    running = None
+        for loop, shards in clients:
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            for aclient, _ in shards:
                 if running is loop:
                     loop.create_task(aclient.aclose())
                 elif not loop.is_running():

@@ -29,9 +29,11 @@ class ModelService:
         self.answers: dict[str, Any] = {"tox": 0.9, "scores": {"topic": "billing"}}
         self.bodies: list[dict[str, Any]] = []
         self.ports: set[int] = set()
+        self.in_flight = self.most_in_flight = 0
         self.sleep = 0.0
         self.release = threading.Event()
         service = self
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -44,7 +46,13 @@ class ModelService:
                 service.bodies.append(body)
                 service.ports.add(self.client_address[1])
                 if self.path == "/slow":
+                    with lock:
+                        service.in_flight += 1
+                        service.most_in_flight = max(service.most_in_flight,
+                                                     service.in_flight)
                     service.release.wait(service.sleep)
+                    with lock:
+                        service.in_flight -= 1
                 if self.path == "/fail":
                     return self._send(500, b'{"error": "overloaded"}')
                 if self.path == "/junk":
@@ -144,6 +152,26 @@ def test_the_async_path_batches_and_decides_the_same(tmp_path: Path,
     assert all(r.status is sync.status and r.text == sync.text for r in out)
     assert all(r.metric_results["tox"].value == 0.9 for r in out)
     assert len(service.bodies) == 21
+
+
+def test_the_async_path_keeps_to_its_connections(tmp_path: Path,
+                                                 service: ModelService) -> None:
+    """Forty invocations at once against a slow service, with 12 connections (split over
+    clients of at most 8, `SHARD`): never more than 12 requests at the service at once, over
+    at most 12 connections, and every invocation answered."""
+    service.sleep = 0.05
+    build(tmp_path / "r", policy(service.url, "/slow"))
+    with Runtime(tmp_path / "r", poll_interval=None, deliver_webhooks=False,
+                 scorers=Scorers(entry_point_group=None, http_connections=12)) as rt:
+        async def run() -> list[Any]:
+            return await asyncio.gather(*(rt.ainvoke({"output": "x"}, "s", timeout=10)
+                                          for _ in range(40)))
+
+        out = asyncio.run(run())
+    assert all(r.status is Status.TRIGGERED for r in out)
+    assert len(service.bodies) == 40
+    assert 8 < service.most_in_flight <= 12  # both clients used, the bound kept
+    assert len(service.ports) <= 12
 
 
 @pytest.mark.parametrize(("path", "words"), [
