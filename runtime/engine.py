@@ -469,16 +469,12 @@ class Runtime(RegistryFollower, StageManagement):
                     "never" if age is None else f"{age:.1f} s ago") + ", more than "
                     f"max_staleness ({self._stale_after:g} s) allows: not deciding (on_stale "
                     "fail_closed)")
-        if refused is not None:
-            return self._finish(loaded, (), Status.ERROR, received, started, text_in,
-                                text_out, timeout, metadata, headers, served, shadow, None,
-                                None, refused)
-        if loaded.paused:
-            return self._finish(loaded, (), Status.PAUSED, received, started, text_in,
-                                text_out, timeout, metadata, headers, served, shadow, None)
-        if local_without or not loaded.rulesets:
-            return self._finish(loaded, (), Status.SKIPPED, received, started, text_in,
-                                text_out, timeout, metadata, headers, served, shadow, None)
+        undecided = (Status.ERROR if refused is not None else Status.PAUSED if loaded.paused
+                     else Status.SKIPPED if local_without or not loaded.rulesets else None)
+        if undecided is not None:
+            return self._finish(loaded, (), undecided, received, started, text_in, text_out,
+                                timeout, metadata, headers, served, shadow, None, None,
+                                refused)
         values: dict[str, object] = {}
         if raw_metrics:
             canonical = _CANONICAL

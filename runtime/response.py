@@ -213,7 +213,8 @@ def _json_values(values: Iterable[object]) -> list[str]:
 
 def _number(x: float) -> str:
     """A float as json.dumps writes it (the encoder's own rule for non-finite values).
-    Durations (`clock.seconds_since`) take few values, each kept as its text (bounded)."""
+    Durations (whole microseconds, `clock.micros`) take few values, each kept as its text
+    (bounded)."""
     found = _NUMBERS.get(x)
     if found is None:
         if not math.isfinite(x):
