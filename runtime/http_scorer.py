@@ -1,8 +1,9 @@
 """Metrics scored by a model service the team runs: `scorer "http://…"` on a metric.
 
-One `HttpService` per url: a pooled keep-alive client (one for threads, one per event loop),
-a bound on connections, and batching: the metrics of one invocation that share a service are
-sent in one request. The protocol (docs/runtime.md, "HTTP scorers"):
+One `HttpService` per url: pooled keep-alive clients (one for threads; on each event loop,
+clients of at most `SHARD` connections), a bound on connections, and batching: the metrics
+of one invocation that share a service are sent in one request. The protocol
+(docs/runtime.md, "HTTP scorers"):
 
     POST url  {"input": "…", "output": "…", "metadata": {…}, "metrics": ["a", "b"]}
     200       {"a": 0.93, "scores": {"b": ["ssn"]}}   each metric's value at its `field`
@@ -91,9 +92,8 @@ class HttpService:
                 shards = self._async.get(loop)
                 if shards is None:
                     import httpx2 as httpx
-                    sizes = [SHARD] * (self.max_connections // SHARD)
-                    if self.max_connections % SHARD:
-                        sizes.append(self.max_connections % SHARD)
+                    total = self.max_connections
+                    sizes = [min(SHARD, total - i) for i in range(0, total, SHARD)]
                     shards = self._async[loop] = [(httpx.AsyncClient(
                         transport=httpx.AsyncHTTPTransport(limits=self._limits(size),
                                                            retries=1),
