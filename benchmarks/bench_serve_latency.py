@@ -275,38 +275,40 @@ wrk.body = {json.dumps(json.dumps({"payload": {"output": "hello"}, "stage_name":
         # app on uvicorn (uvloop, httptools), no decision at all, measured right after.
         model_file = work / "model.py"
         model_file.write_text(MODEL_SERVICE)
-        model = start([py, str(model_file), str(model_port)],
-                      f"http://127.0.0.1:{model_port}/score")
-        bare_script = work / "bare.lua"
-        bare_script.write_text('wrk.method = "POST"\nwrk.body = "{}"\n')
-        wrk(f"http://127.0.0.1:{model_port}/score", 2, 64, bare_script)
-        bare = wrk(f"http://127.0.0.1:{model_port}/score", args.seconds, 64, bare_script)
-        limit = 64 / 0.020
-        share = simulated["rate"] / limit
-        ok &= share >= 0.9 and simulated["non_2xx"] == 0
-        print(f"scored metric (simulated async scorer, 20 ms), 64 connections: "
-              f"{simulated['rate']:,.0f} invokes/s (p50 {simulated['p50']:.1f} ms, p99 "
-              f"{simulated['p99']:.1f} ms, non-2xx {simulated['non_2xx']}) = {share:.1%} of "
-              f"the scorer-bound {limit:,.0f}/s (target >= 90%)")
-        print(f"  a bare ASGI app answering after the same 20 ms sleep (uvicorn, no decision):"
-              f" {bare['rate']:,.0f}/s (p50 {bare['p50']:.1f} ms) = {bare['rate'] / limit:.1%}"
-              f" of the bound; stageguard's scored rate is {simulated['rate'] / bare['rate']:.1%}"
-              " of it")
-        scored_reg = work / "scored"
-        (work / "scored.sg").write_text(scored_policy(f"http://127.0.0.1:{model_port}"))
-        subprocess.run([py, "-m", "stageguard.cli", "build", str(work / "scored.sg"),
-                        "--registry", str(scored_reg)], check=True, stdout=subprocess.DEVNULL)
-        server = start([py, "-m", "stageguard.cli", "serve", "--registry", str(scored_reg),
-                        "--port", str(port), "--scorer-threads", "64"],
-                       f"http://127.0.0.1:{port}/healthz", env)
-        try:
-            wrk(f"http://127.0.0.1:{port}/protect/invoke", 2, 64, scored_script)
-            got = wrk(f"http://127.0.0.1:{port}/protect/invoke", args.seconds, 64,
-                      scored_script)
-            client_rate = raw_client_rate(f"http://127.0.0.1:{model_port}/score", 64,
-                                          args.seconds)
+        model_url = f"http://127.0.0.1:{model_port}/score"
+        model = start([py, str(model_file), str(model_port)], model_url)
+        try:  # the model service serves the floor, then the HTTP scorer
+            bare_script = work / "bare.lua"
+            bare_script.write_text('wrk.method = "POST"\nwrk.body = "{}"\n')
+            wrk(model_url, 2, 64, bare_script)
+            bare = wrk(model_url, args.seconds, 64, bare_script)
+            limit = 64 / 0.020
+            share = simulated["rate"] / limit
+            ok &= share >= 0.9 and simulated["non_2xx"] == 0
+            print(f"scored metric (simulated async scorer, 20 ms), 64 connections: "
+                  f"{simulated['rate']:,.0f} invokes/s (p50 {simulated['p50']:.1f} ms, p99 "
+                  f"{simulated['p99']:.1f} ms, non-2xx {simulated['non_2xx']}) = {share:.1%} "
+                  f"of the scorer-bound {limit:,.0f}/s (target >= 90%)")
+            print(f"  a bare ASGI app answering after the same 20 ms sleep (uvicorn, no "
+                  f"decision): {bare['rate']:,.0f}/s (p50 {bare['p50']:.1f} ms) = "
+                  f"{bare['rate'] / limit:.1%} of the bound; stageguard's scored rate is "
+                  f"{simulated['rate'] / bare['rate']:.1%} of it")
+            scored_reg = work / "scored"
+            (work / "scored.sg").write_text(scored_policy(f"http://127.0.0.1:{model_port}"))
+            subprocess.run([py, "-m", "stageguard.cli", "build", str(work / "scored.sg"),
+                            "--registry", str(scored_reg)], check=True,
+                           stdout=subprocess.DEVNULL)
+            server = start([py, "-m", "stageguard.cli", "serve", "--registry", str(scored_reg),
+                            "--port", str(port), "--scorer-threads", "64"],
+                           f"http://127.0.0.1:{port}/healthz", env)
+            try:
+                wrk(f"http://127.0.0.1:{port}/protect/invoke", 2, 64, scored_script)
+                got = wrk(f"http://127.0.0.1:{port}/protect/invoke", args.seconds, 64,
+                          scored_script)
+                client_rate = raw_client_rate(model_url, 64, args.seconds)
+            finally:
+                stop(server)
         finally:
-            stop(server)
             stop(model)
         share = got["rate"] / limit
         print(f"scored metric (HTTP scorer answering after 20 ms), 64 connections: "
